@@ -1,0 +1,360 @@
+//! `corral serve`'s settings: the defaults, overridden by the config file,
+//! then the environment, then flags.
+//!
+//! One struct, [`Overrides`], is both the flags (with their `CORRAL_*`
+//! variables, which clap reads) and the file's keys, so the two cannot
+//! drift apart. Each field is `None` unless its source sets it; [`resolve`]
+//! lays the sources over [`Settings::default`] in order of precedence.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use corral_sched::LimitConfig;
+use corral_server::ServerConfig;
+use corral_store::StoreConfig;
+use serde::{Deserialize, Deserializer};
+
+use crate::cli::ServeArgs;
+use crate::units::{ByteSize, Span};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Lines for people.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Human => "human",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// Settings as one source gives them; `None` where it is silent.
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Overrides {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CORRAL_LISTEN", value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
+
+    /// Where files are stored: a directory (`./corral-data`, `file:///srv/corral`)
+    /// or `memory://` [default: ./corral-data].
+    #[arg(long, env = "CORRAL_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+
+    /// Limit on storage calls in flight, process-wide: `fixed:N`
+    /// [default: fixed:16].
+    #[arg(long, env = "CORRAL_CONCURRENCY", value_name = "SPEC")]
+    #[serde(default, deserialize_with = "parsed")]
+    pub(crate) concurrency: Option<LimitConfig>,
+
+    /// Largest file in a batch; larger ones get 413 [default: 5GiB].
+    #[arg(long, env = "CORRAL_MAX_FILE_SIZE", value_name = "SIZE")]
+    pub(crate) max_file_size: Option<ByteSize>,
+
+    /// Largest request body of a batch; larger ones get 413 [default: 20GiB].
+    #[arg(long, env = "CORRAL_MAX_BATCH_SIZE", value_name = "SIZE")]
+    pub(crate) max_batch_size: Option<ByteSize>,
+
+    /// Most files in one batch; more get 413 [default: 1000].
+    #[arg(long, env = "CORRAL_MAX_FILES", value_name = "N")]
+    pub(crate) max_files: Option<usize>,
+
+    /// How long an upload may send nothing before it gets 408 [default: 30s].
+    #[arg(long, env = "CORRAL_BODY_TIMEOUT", value_name = "DURATION")]
+    pub(crate) body_timeout: Option<Span>,
+
+    /// Files up to this size are stored in one call; larger ones are
+    /// multipart uploads [default: 8MiB].
+    #[arg(long, env = "CORRAL_MULTIPART_THRESHOLD", value_name = "SIZE")]
+    pub(crate) multipart_threshold: Option<ByteSize>,
+
+    /// Size of each part of a multipart upload. An upload in progress holds
+    /// at most max(threshold, part size) in memory [default: 8MiB].
+    #[arg(long, env = "CORRAL_PART_SIZE", value_name = "SIZE")]
+    pub(crate) part_size: Option<ByteSize>,
+
+    /// Log format [default: human]. The level is set by CORRAL_LOG or
+    /// RUST_LOG (e.g. `info`, `corral_server=debug`) [default: info].
+    #[arg(long, env = "CORRAL_LOG_FORMAT", value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+
+    /// Allow listening on a non-loopback address although corral has no
+    /// authentication yet: anyone who reaches it can read and write every
+    /// file. Only behind a proxy that authenticates.
+    #[arg(long, env = "CORRAL_INSECURE_NO_AUTH")]
+    #[serde(default)]
+    pub(crate) insecure_no_auth: bool,
+}
+
+fn parsed<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// The settings `corral serve` runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) store: String,
+    pub(crate) concurrency: LimitConfig,
+    pub(crate) max_file_size: ByteSize,
+    pub(crate) max_batch_size: ByteSize,
+    pub(crate) max_files: usize,
+    pub(crate) body_timeout: Span,
+    pub(crate) multipart_threshold: ByteSize,
+    pub(crate) part_size: ByteSize,
+    pub(crate) log_format: LogFormat,
+    pub(crate) insecure_no_auth: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let server = ServerConfig::default();
+        let store = StoreConfig::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: "./corral-data".to_owned(),
+            concurrency: store.concurrency,
+            max_file_size: ByteSize(server.max_file_size),
+            max_batch_size: ByteSize(server.max_batch_size),
+            max_files: server.max_files,
+            body_timeout: Span(server.body_timeout),
+            multipart_threshold: ByteSize(store.multipart_threshold as u64),
+            part_size: ByteSize(store.part_size as u64),
+            log_format: LogFormat::Human,
+            insecure_no_auth: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Lays `overrides` over `self`.
+    fn apply(&mut self, overrides: Overrides) {
+        let Overrides {
+            listen,
+            store,
+            concurrency,
+            max_file_size,
+            max_batch_size,
+            max_files,
+            body_timeout,
+            multipart_threshold,
+            part_size,
+            log_format,
+            insecure_no_auth,
+        } = overrides;
+        set(&mut self.listen, listen);
+        set(&mut self.store, store);
+        set(&mut self.concurrency, concurrency);
+        set(&mut self.max_file_size, max_file_size);
+        set(&mut self.max_batch_size, max_batch_size);
+        set(&mut self.max_files, max_files);
+        set(&mut self.body_timeout, body_timeout);
+        set(&mut self.multipart_threshold, multipart_threshold);
+        set(&mut self.part_size, part_size);
+        set(&mut self.log_format, log_format);
+        self.insecure_no_auth |= insecure_no_auth;
+    }
+
+    /// Checks what no single setting can check alone.
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.part_size.0 == 0 {
+            anyhow::bail!("part-size must be at least 1 byte");
+        }
+        if self.max_files == 0 {
+            anyhow::bail!("max-files must be at least 1");
+        }
+        if !self.listen.ip().is_loopback() && !self.insecure_no_auth {
+            anyhow::bail!(
+                "refusing to listen on {}: corral has no authentication yet, so anyone who \
+                 can reach it could read and write every file. Listen on a loopback address \
+                 (such as 127.0.0.1), or pass --insecure-no-auth if a proxy in front of \
+                 corral authenticates requests",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            max_file_size: self.max_file_size.0,
+            max_batch_size: self.max_batch_size.0,
+            max_files: self.max_files,
+            body_timeout: self.body_timeout.0,
+        }
+    }
+
+    pub(crate) fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        let size = |s: ByteSize, name| {
+            usize::try_from(s.0).with_context(|| format!("{name} {s} is too large"))
+        };
+        Ok(StoreConfig {
+            multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
+            part_size: size(self.part_size, "part-size")?,
+            concurrency: self.concurrency,
+        })
+    }
+}
+
+impl fmt::Display for Settings {
+    /// The settings as a config file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "listen = \"{}\"", self.listen)?;
+        writeln!(f, "store = {:?}", self.store)?;
+        writeln!(f, "concurrency = \"{}\"", self.concurrency)?;
+        writeln!(f, "max_file_size = \"{}\"", self.max_file_size)?;
+        writeln!(f, "max_batch_size = \"{}\"", self.max_batch_size)?;
+        writeln!(f, "max_files = {}", self.max_files)?;
+        writeln!(f, "body_timeout = \"{}\"", self.body_timeout)?;
+        writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
+        writeln!(f, "part_size = \"{}\"", self.part_size)?;
+        writeln!(f, "log_format = \"{}\"", self.log_format)?;
+        writeln!(f, "insecure_no_auth = {}", self.insecure_no_auth)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// The settings `args` ask for: defaults, then the config file, then what
+/// clap read from the environment and the flags (clap already ranks a flag
+/// above its variable).
+pub(crate) fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+    let mut settings = Settings::default();
+    if let Some(path) = &args.config {
+        settings.apply(load(path)?);
+    }
+    settings.apply(args.overrides);
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn load(path: &Path) -> anyhow::Result<Overrides> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(argv: &[&str]) -> ServeArgs {
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Serve(args) = cli.command;
+        args
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_local_disk() {
+        let settings = Settings::default();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.store, "./corral-data");
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("corral.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nstore = \"/srv/files\"\nmax_file_size = \"1GiB\"\n\
+             part_size = 6291456\nbody_timeout = \"10s\"\nconcurrency = \"fixed:4\"\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let settings = resolve(args(&[
+            "corral",
+            "serve",
+            "--config",
+            file,
+            "--store",
+            "memory://",
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings.listen.to_string(),
+            "127.0.0.1:9000",
+            "from the file"
+        );
+        assert_eq!(settings.store, "memory://", "the flag beats the file");
+        assert_eq!(settings.max_file_size, ByteSize(1 << 30));
+        assert_eq!(settings.part_size, ByteSize(6 << 20));
+        assert_eq!(settings.body_timeout.to_string(), "10s");
+        assert_eq!(settings.concurrency.to_string(), "fixed:4");
+        assert_eq!(settings.max_files, 1000, "the default stays");
+    }
+
+    #[test]
+    fn printed_settings_read_back_as_a_config_file() {
+        let printed = Settings::default().to_string();
+        let overrides: Overrides = toml::from_str(&printed).unwrap();
+        let mut settings = Settings::default();
+        settings.apply(overrides);
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn bad_files_and_values_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("corral.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let error = resolve(args(&[
+            "corral",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("unknown field `lisen`"),
+            "{error:#}"
+        );
+        let missing = resolve(args(&["corral", "serve", "--config", "/nonexistent.toml"]));
+        assert!(format!("{:#}", missing.unwrap_err()).contains("cannot read config file"));
+        for bad in [
+            ["--max-file-size", "5 parsecs"],
+            ["--concurrency", "fixed:0"],
+            ["--listen", "localhost"],
+        ] {
+            let argv = ["corral", "serve", bad[0], bad[1]];
+            assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_an_explicit_opt_in() {
+        let error = resolve(args(&["corral", "serve", "--listen", "0.0.0.0:8080"])).unwrap_err();
+        assert!(error.to_string().contains("--insecure-no-auth"));
+        let settings = resolve(args(&[
+            "corral",
+            "serve",
+            "--listen",
+            "0.0.0.0:8080",
+            "--insecure-no-auth",
+        ]))
+        .unwrap();
+        assert!(settings.insecure_no_auth);
+    }
+}

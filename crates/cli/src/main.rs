@@ -1,0 +1,24 @@
+//! The `corral` command: parses arguments and runs one subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod config;
+mod serve;
+mod units;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("corral: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

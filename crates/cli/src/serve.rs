@@ -1,0 +1,87 @@
+//! `corral serve`: config -> tracing -> store -> bind -> serve until a
+//! signal.
+
+use anyhow::Context;
+use corral_server::AppState;
+use corral_store::Store;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::ServeArgs;
+use crate::config::{self, LogFormat, Settings};
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let print_config = args.print_config;
+    let settings = config::resolve(args)?;
+    if print_config {
+        print!("{settings}");
+        return Ok(());
+    }
+    init_tracing(settings.log_format);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("CORRAL_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = Store::open(&settings.store, settings.store_config()?).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    println!(
+        "corral listening on http://{address}, storing in {}",
+        store.url()
+    );
+    tracing::info!(%address, store = store.url(), concurrency = %settings.concurrency, "serving");
+    let state = AppState::new(store, settings.server_config());
+    corral_server::run(listener, state, shutdown_signal())
+        .await
+        .context("the server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in progress");
+}

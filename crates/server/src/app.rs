@@ -1,0 +1,67 @@
+//! The router and the state its handlers share.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use corral_store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::{files, upload};
+
+/// What every handler shares. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The storage backend.
+    pub store: Store,
+    /// The limits requests are held to.
+    pub config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// State over `store`, with `config`'s limits.
+    pub fn new(store: Store, config: ServerConfig) -> Self {
+        Self {
+            store,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/files", post(upload::upload).get(files::list))
+        .route(
+            "/api/files/{*key}",
+            get(files::get).head(files::head).delete(files::delete),
+        )
+        .route("/healthz", get(healthz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Uploads are streamed and limited by the upload handler itself.
+        .layer(DefaultBodyLimit::disable())
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a handler panicked");
+            axum::response::IntoResponse::into_response(ApiError::Panic)
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

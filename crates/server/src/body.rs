@@ -1,0 +1,103 @@
+//! [`BodyReader`]: the request body as the multipart parser reads it, with an
+//! idle timeout, and a way to drain what the parser left unread.
+//!
+//! Answering an upload early (a file too large, a bad part) while the client
+//! is still sending would close the connection with unread bytes in the
+//! socket. The kernel then answers with a reset, which can destroy the
+//! response before the client reads it. Like nginx's lingering close,
+//! corral reads and discards a bounded amount of what remains first
+//! ([`BodyReader::linger`]).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, BodyDataStream};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+/// Most bytes drained after an early answer.
+const LINGER_BYTES: u64 = 16 << 20;
+/// Longest time spent draining after an early answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Why the body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    /// The client sent nothing for the idle timeout.
+    #[error("the client sent nothing for {0:?}")]
+    Idle(Duration),
+    /// The connection failed (usually: the client went away).
+    #[error("reading the body failed")]
+    Transport(#[source] axum::Error),
+}
+
+/// The body stream. Clones share it: the parser reads through one clone and
+/// the handler drains through another once the parser is done with it.
+#[derive(Clone)]
+pub(crate) struct BodyReader {
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    stream: BodyDataStream,
+    timeout: Duration,
+    /// Fires when the client has sent nothing for `timeout`; pushed back by
+    /// every chunk.
+    idle: Pin<Box<Sleep>>,
+}
+
+impl BodyReader {
+    pub(crate) fn new(body: Body, timeout: Duration) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                stream: body.into_data_stream(),
+                timeout,
+                idle: Box::pin(tokio::time::sleep(timeout)),
+            })),
+        }
+    }
+
+    /// Reads and discards the rest of the body, up to a bounded number of
+    /// bytes and a bounded time (see the [module docs](self)).
+    pub(crate) async fn linger(mut self) {
+        let drain = async {
+            let mut drained = 0;
+            while drained < LINGER_BYTES {
+                match self.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len() as u64,
+                    Some(Err(_)) | None => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    }
+}
+
+impl Stream for BodyReader {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Never contended: the parser and the drain take turns.
+        let mut state = self
+            .state
+            .lock()
+            .expect("no reader panics holding the lock");
+        let state = &mut *state;
+        match state.stream.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let deadline = Instant::now() + state.timeout;
+                state.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Transport(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match state.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(state.timeout)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! [`ApiError`]: every way a request can fail, and the one place that turns
+//! each into an HTTP answer.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use corral_store::error_chain;
+use serde::Serialize;
+
+/// Why a request failed. A 4xx says exactly what was wrong with the request;
+/// a 5xx logs its cause and tells the client only that the server failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request is not what the route expects (a malformed multipart
+    /// body, a bad query parameter).
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// A key, prefix or cursor breaks the key rules.
+    #[error("{0}")]
+    InvalidKey(#[source] corral_store::Error),
+
+    /// The body is not `multipart/form-data`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+
+    /// No object has this key (or it belongs to another tenant).
+    #[error("no file with key {0:?}")]
+    NotFound(String),
+
+    /// No route has this path.
+    #[error("no route for {0}")]
+    NoRoute(String),
+
+    /// The route exists, not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+
+    /// One file is larger than the limit.
+    #[error("larger than the limit of {limit} bytes")]
+    FileTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+
+    /// The whole request body is larger than the limit.
+    #[error("the batch is larger than the limit of {limit} bytes")]
+    BatchTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+
+    /// The batch has more files than the limit.
+    #[error("the batch has more than {limit} files")]
+    TooManyFiles {
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The client sent nothing for too long.
+    #[error("the client sent nothing for {} s", timeout.as_secs())]
+    SlowClient {
+        /// How long the server waited.
+        timeout: Duration,
+    },
+
+    /// The client went away before the request was read; nobody reads the
+    /// answer, it only shows in the logs.
+    #[error("the client closed the connection")]
+    ClientGone,
+
+    /// The requested range lies outside the object.
+    #[error("range not satisfiable: the file has {size} bytes")]
+    RangeNotSatisfiable {
+        /// The object's size.
+        size: u64,
+    },
+
+    /// The storage backend failed.
+    #[error("storing or reading failed")]
+    Storage(#[source] corral_store::Error),
+
+    /// The handler panicked.
+    #[error("the server failed")]
+    Panic,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::InvalidKey(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::FileTooLarge { .. } | Self::BatchTooLarge { .. } | Self::TooManyFiles { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::SlowClient { .. } => StatusCode::REQUEST_TIMEOUT,
+            // Not a standard status; the client is gone and never sees it.
+            Self::ClientGone => StatusCode::from_u16(499).expect("499 is a valid status"),
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Storage(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code in the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::InvalidKey(_) => "invalid_key",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::NotFound(_) => "not_found",
+            Self::NoRoute(_) => "no_route",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::FileTooLarge { .. } => "file_too_large",
+            Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::TooManyFiles { .. } => "too_many_files",
+            Self::SlowClient { .. } => "slow_client",
+            Self::ClientGone => "client_gone",
+            Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Self::Storage(_) => "storage_error",
+            Self::Panic => "internal_error",
+        }
+    }
+}
+
+impl From<corral_store::Error> for ApiError {
+    fn from(error: corral_store::Error) -> Self {
+        use corral_store::Error as E;
+        match error {
+            E::NotFound { key } => Self::NotFound(key),
+            E::InvalidKey { .. } => Self::InvalidKey(error),
+            E::RangeNotSatisfiable { size, .. } => Self::RangeNotSatisfiable { size },
+            error => Self::Storage(error),
+        }
+    }
+}
+
+/// An error of a batch upload; when it is tied to one file, the answer
+/// names the file.
+#[derive(Debug)]
+pub(crate) struct FileError {
+    pub(crate) name: Option<String>,
+    pub(crate) error: ApiError,
+}
+
+impl From<ApiError> for FileError {
+    fn from(error: ApiError) -> Self {
+        Self { name: None, error }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
+}
+
+fn respond(error: &ApiError, file: Option<&str>) -> Response {
+    let status = error.status();
+    if status.is_server_error() {
+        tracing::error!(error = %error_chain(error), file, "request failed");
+    }
+    let message = match file {
+        Some(file) => format!("file {file:?}: {error}"),
+        None => error.to_string(),
+    };
+    let body = Body {
+        error: Detail {
+            code: error.code(),
+            message,
+            file,
+        },
+    };
+    let mut response = (status, Json(body)).into_response();
+    if let ApiError::RangeNotSatisfiable { size } = error {
+        let value = HeaderValue::from_str(&format!("bytes */{size}"))
+            .expect("a number is a valid header value");
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        respond(&self, None)
+    }
+}
+
+impl IntoResponse for FileError {
+    fn into_response(self) -> Response {
+        respond(&self.error, self.name.as_deref())
+    }
+}

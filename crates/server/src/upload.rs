@@ -1,0 +1,406 @@
+//! `POST /api/files`: a batch of files in one `multipart/form-data` body.
+//!
+//! # Keys
+//!
+//! Each file is stored under
+//! `{tenant}/{prefix/}{YYYY-MM-DD}/{batch-id}/{name}` and reported to the
+//! client without the `{tenant}/` part:
+//!
+//! - `prefix` is the optional `prefix` query parameter or form field (a
+//!   valid key; the field must come before the first file);
+//! - the date is the server's UTC date when the batch started;
+//! - `batch-id` is a fresh UUIDv7: time-ordered, with 74 random bits, so no
+//!   two batches share a directory;
+//! - `name` is the file name made safe by [`sanitize_file_name`]; a name
+//!   already used in the batch gets ` (2)`, ` (3)`, … before its extension.
+//!
+//! Keys therefore never collide, within a batch or across batches.
+//!
+//! # Memory
+//!
+//! The parts of a body arrive one after another, and each file is streamed
+//! to storage as it arrives ([`corral_store::Upload`]). A request holds at
+//! most one upload buffer, `max(multipart_threshold, part_size)` bytes, plus
+//! the chunk being parsed; never a whole file and never the whole batch.
+//!
+//! # All or nothing
+//!
+//! The answer, `201`, is sent only once every file is stored. If any file
+//! fails (too large, a storage error, a malformed body, the client gone) the
+//! files already stored from the batch are deleted and the upload in
+//! progress is aborted, and the error names the failed file. If the request
+//! itself is dropped mid-way, the same cleanup runs in the background.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use corral_store::{Key, Store, sanitize_file_name};
+use multer::{Constraints, Field, Multipart, SizeLimit};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::body::{BodyError, BodyReader};
+use crate::error::{ApiError, FileError};
+use crate::tenant::Tenant;
+
+/// Largest text field (such as `prefix`) read from the form.
+const MAX_TEXT_FIELD: usize = 4096;
+
+/// The query string of an upload.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UploadQuery {
+    prefix: Option<String>,
+}
+
+/// The answer to a stored batch.
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchResponse {
+    files: Vec<StoredFile>,
+}
+
+/// One stored file.
+#[derive(Debug, Serialize)]
+pub(crate) struct StoredFile {
+    /// The key to read it back with.
+    key: String,
+    /// The file name as the client sent it.
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // Everything that can be refused without reading the body is refused
+    // first.
+    let boundary = match check_headers(&state, &headers) {
+        Ok(boundary) => boundary,
+        Err(error) => return error.into_response(),
+    };
+    let prefix = match query {
+        Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose(),
+        Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+    };
+    let prefix = match prefix {
+        Ok(prefix) => prefix.flatten(),
+        Err(error) => return error.into_response(),
+    };
+    let reader = BodyReader::new(body, state.config.body_timeout);
+    let mut rollback = Rollback {
+        store: state.store.clone(),
+        keys: Vec::new(),
+    };
+    let batch = Batch {
+        state: &state,
+        tenant: &tenant,
+        prefix_in_query: prefix.is_some(),
+        prefix,
+        names: HashSet::new(),
+        files: Vec::new(),
+        dir: None,
+    };
+    match batch.receive(reader.clone(), boundary, &mut rollback).await {
+        Ok(files) => {
+            rollback.keys.clear();
+            (StatusCode::CREATED, Json(BatchResponse { files })).into_response()
+        }
+        Err(failure) => {
+            rollback.run().await;
+            if !matches!(
+                failure.error,
+                ApiError::ClientGone | ApiError::SlowClient { .. }
+            ) {
+                reader.linger().await;
+            }
+            failure.into_response()
+        }
+    }
+}
+
+/// Checks the size and type of the body; returns the multipart boundary.
+fn check_headers(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let limit = state.config.max_batch_size;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|length| length > limit) {
+        return Err(ApiError::BatchTooLarge { limit });
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let is_form = content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("multipart/form-data"));
+    if !is_form {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "expected a multipart/form-data body, got {:?}",
+            content_type
+        )));
+    }
+    multer::parse_boundary(content_type).map_err(|_| {
+        ApiError::BadRequest("the multipart/form-data content type has no boundary".into())
+    })
+}
+
+fn parse_prefix(prefix: &str) -> Result<Option<Key>, ApiError> {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(None);
+    }
+    Key::parse(prefix).map(Some).map_err(ApiError::InvalidKey)
+}
+
+/// One batch being received.
+struct Batch<'a> {
+    state: &'a AppState,
+    tenant: &'a Tenant,
+    /// The sub-prefix the files go under.
+    prefix: Option<Key>,
+    /// Whether the query string gave the prefix (then the form may not).
+    prefix_in_query: bool,
+    /// Names used so far in this batch.
+    names: HashSet<String>,
+    files: Vec<StoredFile>,
+    /// Where this batch's files go; fixed by the first file.
+    dir: Option<Key>,
+}
+
+impl Batch<'_> {
+    async fn receive(
+        mut self,
+        reader: BodyReader,
+        boundary: String,
+        rollback: &mut Rollback,
+    ) -> Result<Vec<StoredFile>, FileError> {
+        let limit = SizeLimit::new().whole_stream(self.state.config.max_batch_size);
+        let constraints = Constraints::new().size_limit(limit);
+        let mut multipart = Multipart::with_constraints(reader, boundary, constraints);
+        while let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| self.parse_error(e))?
+        {
+            let Some(name) = field.file_name().map(str::to_owned) else {
+                let text = read_text(&mut field)
+                    .await
+                    .map_err(|e| self.parse_error(e))?;
+                if field.name() == Some("prefix") {
+                    if self.dir.is_some() {
+                        return Err(bad("the prefix field must come before the files").into());
+                    }
+                    if self.prefix_in_query {
+                        return Err(bad("prefix is given both in the query and the form").into());
+                    }
+                    self.prefix = parse_prefix(&text)?;
+                }
+                // Other text fields (metadata that some upload widgets send)
+                // are read and ignored.
+                continue;
+            };
+            if self.files.len() == self.state.config.max_files {
+                let limit = self.state.config.max_files;
+                return Err(ApiError::TooManyFiles { limit }.into());
+            }
+            let stored = self
+                .receive_file(&mut field, &name)
+                .await
+                .map_err(|error| FileError {
+                    name: Some(name.clone()),
+                    error,
+                })?;
+            rollback.keys.push(stored.key.clone());
+            self.files.push(StoredFile {
+                key: self.tenant.relative(&stored.key).to_owned(),
+                name,
+                size: stored.size,
+                sha256: stored.sha256,
+            });
+        }
+        if self.files.is_empty() {
+            return Err(
+                bad("the body holds no file: send each file as a part with a filename").into(),
+            );
+        }
+        Ok(self.files)
+    }
+
+    async fn receive_file(
+        &mut self,
+        field: &mut Field<'_>,
+        name: &str,
+    ) -> Result<corral_store::StoredObject, ApiError> {
+        let dir = match &self.dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = self.batch_dir()?;
+                self.dir = Some(dir.clone());
+                dir
+            }
+        };
+        let segment = unique_name(&mut self.names, sanitize_file_name(name));
+        let key = Key::segment(&segment)
+            .and_then(|segment| dir.join(&segment))
+            .map_err(ApiError::InvalidKey)?;
+        // Most clients send application/octet-stream when they do not know;
+        // leave the type to be guessed from the name on reading.
+        let content_type = field
+            .content_type()
+            .filter(|mime| *mime != &mime_guess::mime::APPLICATION_OCTET_STREAM)
+            .map(|mime| mime.to_string());
+        let max = self.state.config.max_file_size;
+        let mut upload = self
+            .state
+            .store
+            .upload(key, content_type, Some(name.to_owned()));
+        while let Some(chunk) = field.chunk().await.map_err(|e| self.parse_error(e).error)? {
+            if upload.size() + chunk.len() as u64 > max {
+                return Err(ApiError::FileTooLarge { limit: max });
+            }
+            upload.write(chunk).await?;
+        }
+        Ok(upload.finish().await?)
+    }
+
+    /// `{tenant}/{prefix/}{date}/{batch-id}`.
+    fn batch_dir(&self) -> Result<Key, ApiError> {
+        let date = chrono::Utc::now().format("%Y-%m-%d");
+        let batch = uuid::Uuid::now_v7();
+        let mut dir = self.tenant.root().clone();
+        if let Some(prefix) = &self.prefix {
+            dir = dir.join(prefix).map_err(ApiError::InvalidKey)?;
+        }
+        let tail = Key::parse(&format!("{date}/{batch}")).map_err(ApiError::InvalidKey)?;
+        dir.join(&tail).map_err(ApiError::InvalidKey)
+    }
+
+    fn parse_error(&self, error: multer::Error) -> FileError {
+        let error = match error {
+            multer::Error::StreamReadFailed(source) => match source.downcast::<BodyError>() {
+                Ok(body) => match *body {
+                    BodyError::Idle(timeout) => ApiError::SlowClient { timeout },
+                    BodyError::Transport(_) => ApiError::ClientGone,
+                },
+                Err(other) => ApiError::BadRequest(format!("reading the body failed: {other}")),
+            },
+            multer::Error::StreamSizeExceeded { .. } => ApiError::BatchTooLarge {
+                limit: self.state.config.max_batch_size,
+            },
+            multer::Error::FieldSizeExceeded { field_name, .. } => ApiError::BadRequest(format!(
+                "form field {:?} is longer than {MAX_TEXT_FIELD} bytes",
+                field_name.unwrap_or_default()
+            )),
+            other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+        };
+        error.into()
+    }
+}
+
+fn bad(message: &str) -> ApiError {
+    ApiError::BadRequest(message.to_owned())
+}
+
+/// Reads a text field, refusing one longer than [`MAX_TEXT_FIELD`].
+async fn read_text(field: &mut Field<'_>) -> Result<String, multer::Error> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if text.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(multer::Error::FieldSizeExceeded {
+                limit: MAX_TEXT_FIELD as u64,
+                field_name: field.name().map(str::to_owned),
+            });
+        }
+        text.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// `name`, or `name (2)`, `name (3)`… (before the extension), whichever is
+/// not yet in `used`.
+fn unique_name(used: &mut HashSet<String>, name: String) -> String {
+    if used.insert(name.clone()) {
+        return name;
+    }
+    let (stem, extension) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name.as_str(), ""),
+    };
+    (2..)
+        .map(|n| format!("{stem} ({n}){extension}"))
+        .find(|candidate| used.insert(candidate.clone()))
+        .expect("some number is free")
+}
+
+/// The objects a batch stored so far. If the batch fails, [`Rollback::run`]
+/// deletes them; if the request is dropped first, `Drop` deletes them in the
+/// background.
+struct Rollback {
+    store: Store,
+    keys: Vec<Key>,
+}
+
+impl Rollback {
+    async fn run(mut self) {
+        for key in std::mem::take(&mut self.keys) {
+            if let Err(e) = self.store.delete(&key).await {
+                let error = corral_store::error_chain(&e);
+                tracing::error!(%key, %error, "rolling back a failed batch");
+            }
+        }
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        self.store
+            .delete_in_background(std::mem::take(&mut self.keys));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_names_get_numbered() {
+        let mut used = HashSet::new();
+        let names = [
+            "a.txt",
+            "a.txt",
+            "a (2).txt",
+            "a.txt",
+            "README",
+            "README",
+            ".txt",
+        ];
+        let unique: Vec<String> = names
+            .iter()
+            .map(|name| unique_name(&mut used, sanitize_file_name(name)))
+            .collect();
+        assert_eq!(
+            unique,
+            [
+                "a.txt",
+                "a (2).txt",
+                "a (2) (2).txt",
+                "a (3).txt",
+                "README",
+                "README (2)",
+                "txt"
+            ]
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! corral's storage layer.
+//!
+//! [`Store`] wraps an [`object_store::ObjectStore`] (local directory, memory,
+//! and later S3, GCS and Azure) and adds what an upload server needs on top:
+//! streaming writes that never hold a whole file in memory ([`Upload`]), a
+//! SHA-256 computed on the way, metadata kept next to each object, sorted
+//! pagination, and cleanup of anything a failed write leaves behind. Every
+//! backend call passes through the process-wide [`corral_sched::Limit`].
+//!
+//! Keys are validated [`Key`]s; file names sent by clients become key segments
+//! only through [`sanitize_file_name`].
+
+mod error;
+mod key;
+mod meta;
+mod store;
+mod upload;
+
+pub use error::{Error, Result};
+pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};
+pub use meta::ObjectInfo;
+pub use store::{ByteStream, ListPage, Store, StoreConfig, error_chain};
+pub use upload::{BufferGauge, StoredObject, Upload};

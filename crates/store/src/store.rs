@@ -1,0 +1,420 @@
+//! [`Store`]: one storage backend, shared by every request.
+
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use corral_sched::{Limit, LimitConfig};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use tokio_util::task::TaskTracker;
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::meta::{MetaDoc, ObjectInfo, meta_path};
+use crate::upload::{BufferGauge, Upload};
+
+/// The bytes of an object, as they arrive from the backend.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// How the storage layer writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Files up to this size are buffered and stored with one call; larger
+    /// ones become multipart uploads.
+    pub multipart_threshold: usize,
+    /// The size of each part of a multipart upload (the last may be smaller).
+    pub part_size: usize,
+    /// The limit on backend calls in flight.
+    pub concurrency: LimitConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            multipart_threshold: 8 << 20,
+            part_size: 8 << 20,
+            concurrency: LimitConfig::default(),
+        }
+    }
+}
+
+/// One storage backend, shared by every request. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: Arc<dyn ObjectStore>,
+    /// The store's URL, for people.
+    url: String,
+    /// Whether the backend lists keys in order (object stores do; a local
+    /// directory walk does not).
+    sorted_listing: bool,
+    config: StoreConfig,
+    limit: Limit,
+    /// Bytes held by uploads in progress.
+    buffers: BufferGauge,
+    /// Background cleanups (aborting uploads, removing rolled-back objects);
+    /// [`Store::close`] waits for them.
+    cleanup: TaskTracker,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// The objects, in key order. Their `content_type` and `sha256` are not
+    /// filled in: that would cost a call per object.
+    pub objects: Vec<ObjectInfo>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<Key>,
+}
+
+impl Store {
+    /// Opens the store at `url`:
+    ///
+    /// - `file:///abs/dir`, or a plain path such as `./corral-data`: a local
+    ///   directory, created if missing; writes are fsync'd before they are
+    ///   acknowledged.
+    /// - `memory://`: in memory, gone when the process exits (for tests and
+    ///   trials).
+    ///
+    /// Then checks that the store accepts a write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] if the URL is not understood, the directory cannot be
+    /// created, or the store refuses the check write.
+    pub async fn open(url: &str, config: StoreConfig) -> Result<Self> {
+        let open_error = |reason: String| Error::Open {
+            url: url.to_owned(),
+            reason,
+        };
+        let (backend, url, sorted_listing): (Arc<dyn ObjectStore>, String, bool) =
+            if url == "memory://" || url == "memory:///" {
+                (Arc::new(InMemory::new()), "memory://".to_owned(), true)
+            } else if let Some((scheme, _)) = url.split_once("://")
+                && scheme != "file"
+            {
+                return Err(open_error(format!(
+                    "unknown scheme {scheme:?}: the supported stores are file:// and memory://"
+                )));
+            } else {
+                let dir = url.strip_prefix("file://").unwrap_or(url);
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| open_error(format!("cannot create directory {dir:?}: {e}")))?;
+                let dir = std::fs::canonicalize(dir)
+                    .map_err(|e| open_error(format!("cannot resolve directory {dir:?}: {e}")))?;
+                let local = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| open_error(e.to_string()))?
+                    .with_automatic_cleanup(true)
+                    .with_fsync(true);
+                (Arc::new(local), format!("file://{}", dir.display()), false)
+            };
+        let store = Self::with_backend(backend, url, sorted_listing, config);
+        store
+            .check()
+            .await
+            .map_err(|e| open_error(error_chain(&e)))?;
+        Ok(store)
+    }
+
+    fn with_backend(
+        backend: Arc<dyn ObjectStore>,
+        url: String,
+        sorted_listing: bool,
+        config: StoreConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                url,
+                sorted_listing,
+                limit: Limit::new(config.concurrency),
+                config,
+                buffers: BufferGauge::default(),
+                cleanup: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Writes and removes a probe object, so that a store that cannot be
+    /// written fails at startup and not at the first upload.
+    async fn check(&self) -> Result<()> {
+        let probe = Path::from(".corral/probe");
+        let key = probe.as_ref();
+        let backend = &self.inner.backend;
+        self.call(key, backend.put(&probe, PutPayload::from_static(b"ok")))
+            .await?;
+        self.call(key, backend.delete(&probe)).await
+    }
+
+    /// The store's URL, for people (a local path is shown absolute).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// How the store writes.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Bytes held in memory by uploads in progress.
+    pub fn buffers(&self) -> &BufferGauge {
+        &self.inner.buffers
+    }
+
+    /// Starts writing the object `key`. Nothing reaches the backend until
+    /// bytes are written; see [`Upload`].
+    pub fn upload(&self, key: Key, content_type: Option<String>, name: Option<String>) -> Upload {
+        Upload::new(self.clone(), key, content_type, name)
+    }
+
+    /// What is known about the object `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such object, [`Error::Backend`] if
+    /// the backend fails, [`Error::CorruptMetadata`] if its metadata document
+    /// cannot be decoded.
+    pub async fn head(&self, key: &Key) -> Result<ObjectInfo> {
+        let backend = &self.inner.backend;
+        let path = Path::from(key.as_str());
+        let meta = self.call(key.as_str(), backend.head(&path)).await?;
+        let doc = match self.call(key.as_str(), backend.get(&meta_path(key))).await {
+            Ok(found) => {
+                let bytes = self.call(key.as_str(), found.bytes()).await?;
+                Some(serde_json::from_slice::<MetaDoc>(&bytes).map_err(|source| {
+                    Error::CorruptMetadata {
+                        key: key.to_string(),
+                        source,
+                    }
+                })?)
+            }
+            // Written by an older version, or its writer crashed between the
+            // object and the document: the object is still served.
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let mut info = object_info(key.clone(), meta);
+        if let Some(doc) = doc {
+            info.content_type = doc.content_type;
+            info.sha256 = Some(doc.sha256);
+        }
+        Ok(info)
+    }
+
+    /// Streams the bytes `range` of the object described by `info`, which a
+    /// [`head`](Self::head) returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RangeNotSatisfiable`] if `range` is empty or reaches past the
+    /// end, [`Error::NotFound`] if the object is gone, [`Error::Backend`] if
+    /// the backend fails. Errors while streaming come as stream items.
+    pub async fn read(&self, info: &ObjectInfo, range: Range<u64>) -> Result<ByteStream> {
+        let key = info.key.as_str();
+        if range.start >= range.end || range.end > info.size {
+            if info.size == 0 && range == (0..0) {
+                return Ok(futures::stream::empty().boxed());
+            }
+            return Err(Error::RangeNotSatisfiable {
+                key: key.to_owned(),
+                size: info.size,
+            });
+        }
+        let options = GetOptions {
+            range: (range != (0..info.size)).then_some(GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        let path = Path::from(key);
+        let found = self
+            .call(key, self.inner.backend.get_opts(&path, options))
+            .await?;
+        let key = key.to_owned();
+        Ok(found
+            .into_stream()
+            .map_err(move |e| Error::backend(&key, e))
+            .boxed())
+    }
+
+    /// Removes the object `key` and its metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such object, [`Error::Backend`] if
+    /// the backend fails.
+    pub async fn delete(&self, key: &Key) -> Result<()> {
+        let backend = &self.inner.backend;
+        let path = Path::from(key.as_str());
+        // Object stores answer a delete of a missing key with success, so
+        // ask first: the caller is owed a NotFound.
+        self.call(key.as_str(), backend.head(&path)).await?;
+        self.call(key.as_str(), backend.delete(&path)).await?;
+        self.delete_meta(key).await
+    }
+
+    pub(crate) async fn delete_meta(&self, key: &Key) -> Result<()> {
+        match self
+            .call(key.as_str(), self.inner.backend.delete(&meta_path(key)))
+            .await
+        {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes `keys` in the background, logging failures; for rolling back
+    /// the objects of a batch whose request is gone. [`Store::close`] waits
+    /// for it.
+    pub fn delete_in_background(&self, keys: Vec<Key>) {
+        if keys.is_empty() {
+            return;
+        }
+        let store = self.clone();
+        self.spawn_cleanup(async move {
+            for key in keys {
+                match store.delete(&key).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => tracing::error!(%key, error = %error_chain(&e), "rollback failed"),
+                }
+            }
+        });
+    }
+
+    pub(crate) fn spawn_cleanup(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.inner.cleanup.spawn(work);
+    }
+
+    /// Lists up to `limit` objects whose keys start with `prefix` (a plain
+    /// string prefix, as in S3) and come after `after`, in key order. Only
+    /// keys under `root` are looked at.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the backend fails.
+    pub async fn list(
+        &self,
+        root: &Key,
+        prefix: &str,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        let full_prefix = format!("{root}/{prefix}");
+        // object_store lists whole segments; list the deepest directory the
+        // prefix names, then filter on the rest.
+        let dir = full_prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let dir = Path::from(dir);
+        let offset = after.map(|key| Path::from(key.as_str()));
+        let _permit = self.inner.limit.acquire().await;
+        let mut listing = match &offset {
+            Some(offset) => self.inner.backend.list_with_offset(Some(&dir), offset),
+            None => self.inner.backend.list(Some(&dir)),
+        };
+        // Keep the `limit + 1` smallest keys: the extra one says whether
+        // another page follows. Memory is O(limit) whatever the listing size.
+        let mut smallest = BinaryHeap::with_capacity(limit + 1);
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| Error::backend(dir.as_ref(), e))?;
+            if !meta.location.as_ref().starts_with(&full_prefix) {
+                continue;
+            }
+            let Ok(key) = Key::parse(meta.location.as_ref()) else {
+                // Not something corral wrote; it cannot be read through the
+                // API either, so it is not listed.
+                continue;
+            };
+            smallest.push(Listed(object_info(key, meta)));
+            if smallest.len() > limit + 1 {
+                smallest.pop();
+            }
+            if self.inner.sorted_listing && smallest.len() == limit + 1 {
+                break;
+            }
+        }
+        let mut objects: Vec<ObjectInfo> = smallest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|listed| listed.0)
+            .collect();
+        let next = (objects.len() > limit).then(|| {
+            objects.truncate(limit);
+            objects.last().map(|info| info.key.clone())
+        });
+        Ok(ListPage {
+            objects,
+            next: next.flatten(),
+        })
+    }
+
+    /// Runs one backend call under the limit.
+    pub(crate) async fn call<T>(
+        &self,
+        key: &str,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        let _permit = self.inner.limit.acquire().await;
+        call.await.map_err(|e| Error::backend(key, e))
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.backend
+    }
+
+    /// Waits for background cleanups to finish; call at shutdown.
+    pub async fn close(&self) {
+        self.inner.cleanup.close();
+        self.inner.cleanup.wait().await;
+    }
+}
+
+/// An [`ObjectInfo`] ordered by key, for the listing heap.
+struct Listed(ObjectInfo);
+
+impl PartialEq for Listed {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+impl Eq for Listed {}
+impl PartialOrd for Listed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Listed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+fn object_info(key: Key, meta: ObjectMeta) -> ObjectInfo {
+    ObjectInfo {
+        key,
+        size: meta.size,
+        e_tag: meta.e_tag,
+        last_modified: meta.last_modified,
+        content_type: None,
+        sha256: None,
+    }
+}
+
+/// `error: cause: cause`: an error and its sources on one line, for logs
+/// and messages to people.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
