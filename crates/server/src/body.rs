@@ -47,6 +47,12 @@ struct State {
     /// Fires when the client has sent nothing for `timeout`; pushed back by
     /// every chunk.
     idle: Pin<Box<Sleep>>,
+    /// Whether a chunk was just handed out. The multipart parser reads
+    /// until its source has nothing ready, which on a fast connection is
+    /// never; answering `Pending` once after each chunk makes it take one
+    /// chunk at a time, so its buffer holds about one chunk, not whatever
+    /// the client managed to send.
+    handed_out: bool,
 }
 
 impl BodyReader {
@@ -56,6 +62,7 @@ impl BodyReader {
                 stream: body.into_data_stream(),
                 timeout,
                 idle: Box::pin(tokio::time::sleep(timeout)),
+                handed_out: false,
             })),
         }
     }
@@ -86,10 +93,15 @@ impl Stream for BodyReader {
             .lock()
             .expect("no reader panics holding the lock");
         let state = &mut *state;
+        if std::mem::take(&mut state.handed_out) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         match state.stream.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let deadline = Instant::now() + state.timeout;
                 state.idle.as_mut().reset(deadline);
+                state.handed_out = true;
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Transport(e)))),

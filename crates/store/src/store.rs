@@ -418,3 +418,185 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_parts() -> StoreConfig {
+        StoreConfig {
+            multipart_threshold: 1000,
+            part_size: 600,
+            ..StoreConfig::default()
+        }
+    }
+
+    async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path().to_str().unwrap(), small_parts())
+            .await
+            .unwrap();
+        let memory = Store::open("memory://", small_parts()).await.unwrap();
+        vec![(local, Some(dir)), (memory, None)]
+    }
+
+    fn key(text: &str) -> Key {
+        Key::parse(text).unwrap()
+    }
+
+    async fn write(store: &Store, name: &str, content: &[u8]) -> crate::StoredObject {
+        let mut upload = store.upload(key(name), Some("text/plain".into()), None);
+        for chunk in content.chunks(250) {
+            upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        upload.finish().await.unwrap()
+    }
+
+    async fn read_all(store: &Store, info: &ObjectInfo, range: Range<u64>) -> Vec<u8> {
+        let chunks: Vec<Bytes> = store
+            .read(info, range)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn small_and_multipart_objects_round_trip_with_metadata() {
+        for (store, _dir) in stores().await {
+            for (name, len) in [("t/empty", 0), ("t/small", 999), ("t/parts", 2500)] {
+                let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let stored = write(&store, name, &content).await;
+                assert_eq!(stored.size, len as u64);
+                let info = store.head(&key(name)).await.unwrap();
+                assert_eq!(info.size, len as u64, "{}", store.url());
+                assert_eq!(info.sha256.as_deref(), Some(stored.sha256.as_str()));
+                assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+                assert_eq!(read_all(&store, &info, 0..info.size).await, content);
+                if len > 10 {
+                    assert_eq!(read_all(&store, &info, 3..10).await, &content[3..10]);
+                }
+            }
+            assert_eq!(store.buffers().current(), 0);
+            assert!(store.buffers().peak() <= 1000 + 250);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_upload_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), small_parts())
+            .await
+            .unwrap();
+        let mut upload = store.upload(key("t/partial"), None, None);
+        for _ in 0..10 {
+            upload.write(Bytes::from(vec![7; 250])).await.unwrap();
+        }
+        drop(upload);
+        store.close().await;
+        let left: Vec<_> = walk(dir.path());
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(matches!(
+            store.head(&key("t/partial")).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn listing_is_sorted_and_paginated_on_every_backend() {
+        for (store, _dir) in stores().await {
+            let names = ["t/b/2", "t/a/1", "t/c", "t/b/1", "t/a/2", "u/x", "t/bb"];
+            for name in names {
+                write(&store, name, b"x").await;
+            }
+            let root = key("t");
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store.list(&root, "", after.as_ref(), 2).await.unwrap();
+                assert!(page.objects.len() <= 2);
+                seen.extend(page.objects.iter().map(|o| o.key.to_string()));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(
+                seen,
+                ["t/a/1", "t/a/2", "t/b/1", "t/b/2", "t/bb", "t/c"],
+                "{}",
+                store.url()
+            );
+            let page = store.list(&root, "b", None, 10).await.unwrap();
+            let keys: Vec<_> = page.objects.iter().map(|o| o.key.to_string()).collect();
+            assert_eq!(keys, ["t/b/1", "t/b/2", "t/bb"]);
+            let page = store.list(&root, "b/", None, 10).await.unwrap();
+            assert_eq!(page.objects.len(), 2);
+            assert!(page.next.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn delete_removes_object_and_metadata_and_reports_missing_keys() {
+        for (store, _dir) in stores().await {
+            write(&store, "t/gone", b"bye").await;
+            store.delete(&key("t/gone")).await.unwrap();
+            assert!(matches!(
+                store.head(&key("t/gone")).await,
+                Err(Error::NotFound { .. })
+            ));
+            assert!(matches!(
+                store.delete(&key("t/gone")).await,
+                Err(Error::NotFound { .. })
+            ));
+            let meta = store.backend().head(&meta_path(&key("t/gone"))).await;
+            assert!(matches!(meta, Err(object_store::Error::NotFound { .. })));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unusable_store_fails_at_open_with_the_reason() {
+        let error = Store::open("s4://bucket", StoreConfig::default())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("unknown scheme"), "{error}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let under_a_file = file.path().join("data");
+        let error = Store::open(under_a_file.to_str().unwrap(), StoreConfig::default())
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("cannot create directory"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ranges_outside_the_object_are_refused() {
+        let (store, _dir) = stores().await.remove(1);
+        write(&store, "t/r", b"0123456789").await;
+        let info = store.head(&key("t/r")).await.unwrap();
+        for range in [10..11, 5..5, 0..11] {
+            let result = store.read(&info, range.clone()).await;
+            assert!(
+                matches!(result, Err(Error::RangeNotSatisfiable { size: 10, .. })),
+                "{range:?}"
+            );
+        }
+    }
+}

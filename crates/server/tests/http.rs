@@ -1,0 +1,958 @@
+//! The HTTP API through a real socket, with a real client (reqwest) or raw
+//! TCP where the test must control exactly what is sent and when.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use corral_server::{AppState, ServerConfig};
+use corral_store::{Store, StoreConfig};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A corral server on a port of its own, storing in a directory of its own.
+struct Server {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    store: Store,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        Self::with(ServerConfig::default(), StoreConfig::default()).await
+    }
+
+    async fn with(config: ServerConfig, store_config: StoreConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), store_config)
+            .await
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let state = AppState::new(store.clone(), config);
+        let task = tokio::spawn(corral_server::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            dir,
+            store,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn upload(&self, form: Form) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url("/api/files"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        json(response).await
+    }
+
+    async fn get(&self, key: &str) -> reqwest::Response {
+        self.client.get(self.file_url(key)).send().await.unwrap()
+    }
+
+    fn file_url(&self, key: &str) -> String {
+        let mut url = reqwest::Url::parse(&self.url("/api/files/")).unwrap();
+        url.path_segments_mut()
+            .unwrap()
+            .pop_if_empty()
+            .extend(key.split('/'));
+        url.to_string()
+    }
+
+    /// Every regular file under the data directory: objects, metadata
+    /// documents and the staging files of unfinished uploads.
+    fn files_on_disk(&self) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(self.dir.path(), &mut found);
+        found
+    }
+
+    /// Waits until the data directory holds no file at all, or fails after
+    /// ten seconds (cleanups of a request that vanished run in the
+    /// background).
+    async fn assert_nothing_left(&self) {
+        for _ in 0..200 {
+            if self.files_on_disk().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("left behind: {:?}", self.files_on_disk());
+    }
+
+    /// Stops the server as a signal would, and waits until it has.
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+async fn json(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    (status, value)
+}
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Deterministic bytes that do not compress or repeat.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn file(name: &str, content: Vec<u8>) -> Part {
+    Part::bytes(content).file_name(name.to_owned())
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+fn small_parts() -> StoreConfig {
+    StoreConfig {
+        multipart_threshold: 1 << 20,
+        part_size: 1 << 20,
+        ..StoreConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_three_files_round_trips() {
+    let server = Server::with(ServerConfig::default(), small_parts()).await;
+    let files = [
+        ("notes.txt", data(1000, 1), Some("text/plain")),
+        ("photo.jpg", data(300_000, 2), None),
+        // Larger than the multipart threshold: stored in parts.
+        (
+            "archive.bin",
+            data(3 * (1 << 20) + 17, 3),
+            Some("application/x-custom"),
+        ),
+    ];
+    let mut form = Form::new();
+    for (name, content, mime) in &files {
+        let mut part = file(name, content.clone());
+        if let Some(mime) = mime {
+            part = part.mime_str(mime).unwrap();
+        }
+        form = form.part("file", part);
+    }
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let stored = body["files"].as_array().unwrap();
+    assert_eq!(stored.len(), 3);
+    for ((name, content, mime), entry) in files.iter().zip(stored) {
+        assert_eq!(entry["name"], *name);
+        assert_eq!(entry["size"], content.len());
+        assert_eq!(entry["sha256"], sha256(content));
+        let key = entry["key"].as_str().unwrap();
+        assert!(key.ends_with(&format!("/{name}")), "{key}");
+
+        let response = server.get(key).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        let expected_type = mime.unwrap_or("image/jpeg");
+        assert_eq!(headers["content-type"], expected_type);
+        assert_eq!(
+            headers["content-length"],
+            content.len().to_string().as_str()
+        );
+        assert_eq!(headers["etag"], format!("\"{}\"", sha256(content)).as_str());
+        assert_eq!(headers["x-corral-sha256"], sha256(content).as_str());
+        assert_eq!(response.bytes().await.unwrap(), content.as_slice());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_200_mib_upload_streams_through_bounded_buffers() {
+    const SIZE: usize = 200 << 20;
+    const CHUNK: usize = 64 << 10;
+    let server = Server::with(ServerConfig::default(), small_parts()).await;
+    // The body is generated as it is sent: the test holds no copy either.
+    let chunks = futures::stream::iter(
+        (0..SIZE / CHUNK).map(|i| Ok::<_, std::io::Error>(Bytes::from(data(CHUNK, i as u64)))),
+    );
+    let mut expected = Sha256::new();
+    for i in 0..SIZE / CHUNK {
+        expected.update(data(CHUNK, i as u64));
+    }
+    let expected = hex::encode(expected.finalize());
+    let part = Part::stream_with_length(reqwest::Body::wrap_stream(chunks), SIZE as u64)
+        .file_name("big.bin");
+    let (status, body) = server.upload(Form::new().part("file", part)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["files"][0]["size"], SIZE);
+    assert_eq!(body["files"][0]["sha256"], expected);
+
+    // The upload never held more than its 1 MiB buffer plus one chunk of
+    // the body as the parser hands it out (about one of hyper's reads, at
+    // most 400 KiB, plus what the parser kept of the previous one).
+    let peak = server.store.buffers().peak();
+    assert!(
+        peak <= (1 << 20) + (800 << 10),
+        "peak buffered {peak} bytes"
+    );
+    assert!(peak >= 1 << 20, "the gauge saw the buffer fill: {peak}");
+    assert_eq!(server.store.buffers().current(), 0);
+
+    // Read back as a stream and compare digests.
+    let key = body["files"][0]["key"].as_str().unwrap();
+    let mut response = server.get(key).await;
+    let mut read = Sha256::new();
+    let mut total = 0;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        total += chunk.len();
+        read.update(&chunk);
+    }
+    assert_eq!(total, SIZE);
+    assert_eq!(hex::encode(read.finalize()), expected);
+    server.stop().await;
+}
+
+/// A multipart body made by hand, for requests reqwest will not send.
+fn multipart(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, file_name, content) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let disposition = match file_name {
+            Some(name) => format!("form-data; name=\"{field}\"; filename=\"{name}\""),
+            None => format!("form-data; name=\"{field}\""),
+        };
+        body.extend_from_slice(format!("Content-Disposition: {disposition}\r\n\r\n").as_bytes());
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// Sends a request by hand and returns the socket, to read the answer from.
+async fn send_raw(addr: SocketAddr, head: &str, body: &[u8]) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body).await.unwrap();
+    socket
+}
+
+/// Reads an HTTP answer until the server closes or 10 s pass.
+async fn read_answer(socket: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
+    let server = Server::with(ServerConfig::default(), small_parts()).await;
+    let boundary = "cut-here";
+    let first = multipart(boundary, &[("file", Some("done.bin"), &data(5000, 1))]);
+    // The first file is complete; the second is announced as 8 MiB and cut
+    // after 3 MiB, so its multipart upload is under way.
+    let first = &first[..first.len() - format!("--{boundary}--\r\n").len()];
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        first.len() + (8 << 20)
+    );
+    let mut socket = send_raw(server.addr, &head, first).await;
+    let second = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+         filename=\"cut.bin\"\r\n\r\n"
+    );
+    socket.write_all(second.as_bytes()).await.unwrap();
+    socket.write_all(&data(3 << 20, 2)).await.unwrap();
+    // Wait until the first file is stored and the second is being written,
+    // so that there is something to clean up.
+    for _ in 0..200 {
+        let on_disk = server.files_on_disk();
+        let named = |name: &str| on_disk.iter().any(|p| p.to_string_lossy().contains(name));
+        if named("done.bin") && named("cut.bin") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let on_disk = server.files_on_disk();
+    assert!(
+        on_disk
+            .iter()
+            .any(|p| p.to_string_lossy().contains("cut.bin")),
+        "the second upload never started: {on_disk:?}"
+    );
+    drop(socket);
+    server.assert_nothing_left().await;
+    // And the server goes on serving.
+    let (status, _) = server
+        .upload(Form::new().part("f", file("a.txt", b"a".to_vec())))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_over_the_limit_gets_413_and_the_batch_is_rolled_back() {
+    let config = ServerConfig {
+        max_file_size: 100_000,
+        ..ServerConfig::default()
+    };
+    let server = Server::with(config, StoreConfig::default()).await;
+    let form = Form::new()
+        .part("file", file("fits.txt", data(50_000, 1)))
+        .part("file", file("too-big.bin", data(150_000, 2)))
+        .part("file", file("never-read.txt", data(10, 3)));
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "file_too_large");
+    assert_eq!(body["error"]["file"], "too-big.bin");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("too-big.bin") && message.contains("100000"),
+        "{message}"
+    );
+    server.assert_nothing_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_over_the_limit_gets_413_before_or_while_reading() {
+    let config = ServerConfig {
+        max_batch_size: 100_000,
+        ..ServerConfig::default()
+    };
+    let server = Server::with(config, StoreConfig::default()).await;
+    // With a Content-Length, refused before the body is read.
+    let form = Form::new()
+        .part("file", file("a.bin", data(60_000, 1)))
+        .part("file", file("b.bin", data(60_000, 2)));
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "batch_too_large");
+    // Without one (chunked), refused when the count passes the limit; the
+    // first file, already stored, is removed.
+    let chunks = futures::stream::iter(
+        (0..4).map(|i| Ok::<_, std::io::Error>(Bytes::from(data(30_000, i)))),
+    );
+    let form = Form::new()
+        .part("file", file("first.bin", data(50_000, 1)))
+        .part(
+            "file",
+            Part::stream(reqwest::Body::wrap_stream(chunks)).file_name("second.bin"),
+        );
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "batch_too_large");
+    server.assert_nothing_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_files_get_413_and_no_files_get_400() {
+    let config = ServerConfig {
+        max_files: 2,
+        ..ServerConfig::default()
+    };
+    let server = Server::with(config, StoreConfig::default()).await;
+    let mut form = Form::new();
+    for name in ["1.txt", "2.txt", "3.txt"] {
+        form = form.part("file", file(name, b"x".to_vec()));
+    }
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "too_many_files");
+    server.assert_nothing_left().await;
+
+    let (status, body) = server.upload(Form::new().text("comment", "no files")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "bad_request");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_and_wrong_types_415() {
+    let server = Server::start().await;
+    let post = |content_type: &'static str, body: &'static [u8]| {
+        server
+            .client
+            .post(server.url("/api/files"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let cases: &[(&str, &[u8], StatusCode, &str)] = &[
+        (
+            "multipart/form-data",
+            b"--x\r\n",
+            StatusCode::BAD_REQUEST,
+            "no boundary",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b"garbage",
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\nabc",
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x\r\nno headers end",
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "application/json",
+            b"{}",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "multipart/form-data",
+        ),
+        (
+            "text/plain",
+            b"hello",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "multipart/form-data",
+        ),
+    ];
+    for (content_type, body, expected, words) in cases {
+        let (status, answer) = json(post(content_type, body).await.unwrap()).await;
+        assert_eq!(status, *expected, "{content_type} {body:?}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{message:?} lacks {words:?}");
+    }
+    server.assert_nothing_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_file_is_stored_with_size_zero() {
+    let server = Server::start().await;
+    let (status, body) = server
+        .upload(Form::new().part("f", file("empty.txt", vec![])))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["files"][0]["size"], 0);
+    assert_eq!(body["files"][0]["sha256"], sha256(b""));
+    let response = server.get(body["files"][0]["key"].as_str().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-length"], "0");
+    assert!(response.bytes().await.unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_file_names_become_safe_keys_inside_the_data_directory() {
+    let server = Server::start().await;
+    let names = [
+        ("../../../etc/passwd", "passwd"),
+        ("/etc/shadow", "shadow"),
+        ("..\\..\\windows\\win.ini", "win.ini"),
+        ("tab\there.txt", "tab_here.txt"),
+        ("a:b*c?d|e<f>g.txt", "a_b_c_d_e_f_g.txt"),
+        ("%2e%2e%2fx.txt", "_2e_2e_2fx.txt"),
+        ("..", "file"),
+        (".hidden", "hidden"),
+    ];
+    let boundary = "b0undary";
+    let parts: Vec<(&str, Option<&str>, &[u8])> = names
+        .iter()
+        .map(|(name, _)| ("file", Some(*name), b"payload".as_slice()))
+        .collect();
+    let body = multipart(boundary, &parts);
+    let response = server
+        .client
+        .post(server.url("/api/files"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let stored = body["files"].as_array().unwrap();
+    let root = server.dir.path().canonicalize().unwrap();
+    let tenant_dir = root.join("anonymous");
+    for ((sent, safe), entry) in names.iter().zip(stored) {
+        let key = entry["key"].as_str().unwrap();
+        assert_eq!(key.rsplit('/').next().unwrap(), *safe, "{sent:?}");
+        assert_eq!(entry["name"], *sent);
+        // The object is where the key says, under the tenant's directory.
+        let path = tenant_dir.join(key).canonicalize().unwrap();
+        assert!(path.starts_with(&tenant_dir), "{path:?}");
+    }
+    for path in server.files_on_disk() {
+        let path = path.canonicalize().unwrap();
+        assert!(
+            path.starts_with(&tenant_dir) || path.starts_with(root.join(".corral/meta/anonymous")),
+            "{path:?} written outside the tenant's prefix"
+        );
+    }
+    let stored_so_far = server.files_on_disk().len();
+
+    // NUL and other control characters cannot appear in a part's headers
+    // at all: such a body is malformed, and nothing of it is kept.
+    for name in [
+        "nul\0byte.txt",
+        "bell\u{7}.txt",
+        "esc\u{1b}.txt",
+        "cr\r.txt",
+    ] {
+        let body = multipart(
+            boundary,
+            &[
+                ("file", Some("fine.txt"), b"ok"),
+                ("file", Some(name), b"x"),
+            ],
+        );
+        let response = server
+            .client
+            .post(server.url("/api/files"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {body}");
+        assert_eq!(
+            server.files_on_disk().len(),
+            stored_so_far,
+            "{name:?} left a file"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_parts_with_the_same_name_get_distinct_keys() {
+    let server = Server::start().await;
+    let form = Form::new()
+        .part("file", file("same.txt", b"one".to_vec()))
+        .part("file", file("same.txt", b"two".to_vec()));
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let first = body["files"][0]["key"].as_str().unwrap();
+    let second = body["files"][1]["key"].as_str().unwrap();
+    assert_ne!(first, second);
+    assert!(second.ends_with("/same (2).txt"), "{second}");
+    assert_eq!(server.get(first).await.bytes().await.unwrap(), "one");
+    assert_eq!(server.get(second).await.bytes().await.unwrap(), "two");
+    // A second batch with the same name lands in a directory of its own.
+    let form = Form::new().part("file", file("same.txt", b"three".to_vec()));
+    let (_, again) = server.upload(form).await;
+    let third = again["files"][0]["key"].as_str().unwrap();
+    assert_ne!(third, first);
+    assert!(third.ends_with("/same.txt"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_prefix_places_the_batch_and_a_bad_one_is_refused() {
+    let server = Server::start().await;
+    let response = server
+        .client
+        .post(server.url("/api/files?prefix=invoices/2026"))
+        .multipart(Form::new().part("f", file("a.pdf", b"%PDF".to_vec())))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        body["files"][0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("invoices/2026/")
+    );
+
+    let form = Form::new()
+        .text("prefix", "scans")
+        .part("f", file("b.png", b"png".to_vec()));
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        body["files"][0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("scans/")
+    );
+
+    for prefix in ["../escape", "a/../../b", ".corral", "a//b"] {
+        let url = format!("{}?prefix={prefix}", server.url("/api/files"));
+        let form = Form::new().part("f", file("c.txt", b"c".to_vec()));
+        let response = server
+            .client
+            .post(url)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{prefix}: {body}");
+        assert_eq!(error_code(&body), "invalid_key");
+    }
+    // A prefix field after the first file would be ambiguous.
+    let form = Form::new()
+        .part("f", file("d.txt", b"d".to_vec()))
+        .text("prefix", "late");
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_get_404_and_wrong_methods_405() {
+    let server = Server::start().await;
+    let response = server.client.get(server.url("/nope")).send().await.unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "no_route");
+    let response = server
+        .client
+        .put(server.url("/api/files"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST,GET,HEAD");
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&body), "method_not_allowed");
+    let response = server
+        .client
+        .post(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reading_deleting_and_bad_keys() {
+    let server = Server::start().await;
+    let (_, body) = server
+        .upload(Form::new().part("f", file("x.txt", b"x".to_vec())))
+        .await;
+    let key = body["files"][0]["key"].as_str().unwrap().to_owned();
+
+    // Sent by hand: an HTTP client would resolve the dot segments itself.
+    for bad in [
+        "%2e%2e/%2e%2e/etc/passwd",
+        "a/%2E%2E/%2e%2e/b",
+        "a/../../b",
+        ".corral/meta/x",
+        "a%00b",
+        "a%5C..%5Cb",
+    ] {
+        let head = format!("GET /api/files/{bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = read_answer(&mut send_raw(server.addr, &head, b"").await).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad}: {answer}");
+        assert!(answer.contains("\"invalid_key\""), "{bad}: {answer}");
+    }
+    let response = server.get("no/such/file.txt").await;
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body["error"]["message"],
+        "no file with key \"no/such/file.txt\""
+    );
+
+    let response = server
+        .client
+        .delete(server.file_url(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(server.get(&key).await.status(), StatusCode::NOT_FOUND);
+    let response = server
+        .client
+        .delete(server.file_url(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // The metadata went with the object.
+    server.assert_nothing_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ranges_conditional_requests_and_head() {
+    let server = Server::start().await;
+    let content = data(1000, 7);
+    let (_, body) = server
+        .upload(Form::new().part("f", file("r.bin", content.clone())))
+        .await;
+    let key = body["files"][0]["key"].as_str().unwrap();
+    let url = server.file_url(key);
+    let get = |range: &'static str| server.client.get(&url).header("range", range).send();
+
+    let response = get("bytes=10-19").await.unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.headers()["content-range"], "bytes 10-19/1000");
+    assert_eq!(response.headers()["content-length"], "10");
+    assert_eq!(response.bytes().await.unwrap(), &content[10..20]);
+
+    let response = get("bytes=-5").await.unwrap();
+    assert_eq!(response.headers()["content-range"], "bytes 995-999/1000");
+    assert_eq!(response.bytes().await.unwrap(), &content[995..]);
+
+    let response = get("bytes=990-").await.unwrap();
+    assert_eq!(response.bytes().await.unwrap(), &content[990..]);
+
+    let response = get("bytes=1000-").await.unwrap();
+    assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(response.headers()["content-range"], "bytes */1000");
+
+    // Several ranges are not supported: the whole file is sent.
+    let response = get("bytes=0-1,5-6").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), content);
+
+    let response = server.get(key).await;
+    let etag = response.headers()["etag"].clone();
+    let response = server
+        .client
+        .get(&url)
+        .header("if-none-match", etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(response.headers()["etag"], etag);
+    let response = server
+        .client
+        .get(&url)
+        .header("if-none-match", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let response = server.client.head(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-length"], "1000");
+    assert_eq!(response.headers()["etag"], etag);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert!(response.bytes().await.unwrap().is_empty());
+    let response = server
+        .client
+        .head(server.file_url("no/such"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_file_in_key_order() {
+    let server = Server::start().await;
+    let mut form = Form::new();
+    for name in ["e.txt", "a.txt", "c.txt", "b.txt", "d.txt"] {
+        form = form.part("file", file(name, name.as_bytes().to_vec()));
+    }
+    let (_, body) = server.upload(form).await;
+    let dir = body["files"][0]["key"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_owned();
+    let (_, other) = server
+        .upload(Form::new().part("file", file("z.txt", b"z".to_vec())))
+        .await;
+    assert_eq!(other["files"].as_array().unwrap().len(), 1);
+
+    let client = &server.client;
+    let list = |query: String| {
+        let url = format!("{}?{query}", server.url("/api/files"));
+        async move { json(client.get(url).send().await.unwrap()).await }
+    };
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut query = format!("prefix={dir}/&limit=2");
+        if let Some(cursor) = &cursor {
+            query.push_str(&format!("&cursor={}", urlencode(cursor)));
+        }
+        let (status, page) = list(query).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        for entry in page["files"].as_array().unwrap() {
+            keys.push(entry["key"].as_str().unwrap().to_owned());
+            assert_eq!(entry["size"], 5);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let names: Vec<&str> = keys.iter().map(|k| k.rsplit('/').next().unwrap()).collect();
+    assert_eq!(names, ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"]);
+
+    // Without a prefix, both batches; a string prefix matches part of a name.
+    let (_, all) = list("limit=1000".into()).await;
+    assert_eq!(all["files"].as_array().unwrap().len(), 6);
+    assert!(all.get("next_cursor").is_none());
+    let (_, some) = list(format!("prefix={dir}/c")).await;
+    assert_eq!(some["files"].as_array().unwrap().len(), 1);
+
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=many",
+        "cursor=../x",
+        "prefix=a/../b/",
+    ] {
+        let (status, body) = list(query.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
+    server.stop().await;
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'/' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_slow_client_gets_408_and_leaves_nothing() {
+    let config = ServerConfig {
+        body_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = Server::with(config, StoreConfig::default()).await;
+    let boundary = "slow";
+    let body = multipart(boundary, &[("file", Some("slow.txt"), &data(10_000, 1))]);
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // Send half the body, then nothing.
+    let mut socket = send_raw(server.addr, &head, &body[..body.len() / 2]).await;
+    let answer = read_answer(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"slow_client\""), "{answer}");
+    assert!(
+        answer.contains("slow.txt"),
+        "the answer names the file: {answer}"
+    );
+    server.assert_nothing_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_upload_in_progress_finish() {
+    let server = Server::with(ServerConfig::default(), small_parts()).await;
+    let boundary = "drain";
+    let body = multipart(boundary, &[("file", Some("late.bin"), &data(2 << 20, 9))]);
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut socket = send_raw(server.addr, &head, first).await;
+    // Make sure the server has the request before asking it to stop.
+    for _ in 0..200 {
+        if !server.files_on_disk().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let Server {
+        stop,
+        task,
+        addr,
+        dir,
+        ..
+    } = server;
+    stop.unwrap().send(()).unwrap();
+    // New connections are refused once the server stops accepting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    socket.write_all(rest).await.unwrap();
+    let answer = read_answer(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    task.unwrap().await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+    drop(dir);
+}
