@@ -1,0 +1,160 @@
+//! The `corral` binary as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn corral() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    // Start from a clean slate whatever the environment of the test run.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CORRAL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn printed_config(command: &mut Command) -> toml::Table {
+    let output = command.arg("--print-config").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    toml::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap()
+}
+
+#[test]
+fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("corral.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:7001\"\nstore = \"from-file\"\nmax_files = 7\n",
+    )
+    .unwrap();
+
+    let defaults = printed_config(corral().arg("serve"));
+    assert_eq!(defaults["listen"].as_str(), Some("127.0.0.1:8080"));
+    assert_eq!(defaults["store"].as_str(), Some("./corral-data"));
+    assert_eq!(defaults["max_file_size"].as_str(), Some("5GiB"));
+
+    let config = printed_config(
+        corral()
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env("CORRAL_STORE", "from-env")
+            .env("CORRAL_MAX_FILES", "9")
+            .args(["--max-files", "11"]),
+    );
+    assert_eq!(config["listen"].as_str(), Some("127.0.0.1:7001"), "file over default");
+    assert_eq!(config["store"].as_str(), Some("from-env"), "env over file");
+    assert_eq!(config["max_files"].as_integer(), Some(11), "flag over env");
+    assert_eq!(config["part_size"].as_str(), Some("8MiB"), "default");
+
+    // The config file can come from the environment too.
+    let config = printed_config(corral().arg("serve").env("CORRAL_CONFIG", &file));
+    assert_eq!(config["max_files"].as_integer(), Some(7));
+}
+
+#[test]
+fn bad_settings_fail_with_a_clear_message() {
+    let output = corral()
+        .args(["serve", "--print-config", "--part-size", "lots"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--part-size") && stderr.contains("lots"), "{stderr}");
+
+    let output = corral()
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0"), "{stderr}");
+}
+
+#[test]
+fn help_documents_every_option() {
+    let output = corral().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for option in [
+        "--config",
+        "--listen",
+        "--store",
+        "--concurrency",
+        "--max-file-size",
+        "--max-batch-size",
+        "--max-files",
+        "--body-timeout",
+        "--multipart-threshold",
+        "--part-size",
+        "--log-format",
+        "--insecure-no-auth",
+        "--print-config",
+        "CORRAL_LISTEN",
+        "[default: 127.0.0.1:8080]",
+    ] {
+        assert!(help.contains(option), "serve --help lacks {option}");
+    }
+    let output = corral().arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("serve"), "{help}");
+}
+
+#[test]
+fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = corral()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--store"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let data = dir.path().join("data").canonicalize().unwrap();
+    assert!(line.starts_with("corral listening on http://127.0.0.1:"), "{line}");
+    assert!(line.trim_end().ends_with(&format!("storing in file://{}", data.display())), "{line}");
+    let address = line
+        .trim_start_matches("corral listening on http://")
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let health = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200);
+    });
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut status = None;
+    for _ in 0..100 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = status.unwrap_or_else(|| {
+        child.kill().unwrap();
+        panic!("corral did not stop within 5 s of SIGTERM");
+    });
+    assert!(status.success(), "{status}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    for line in logs.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|_| panic!("not a JSON log line: {line:?}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+    assert!(logs.contains("shutting down"), "{logs}");
+}
