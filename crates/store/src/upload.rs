@@ -250,6 +250,12 @@ impl Upload {
     pub async fn finish(mut self) -> Result<StoredObject> {
         let sha256 = hex::encode(self.hasher.finalize_reset());
         let rest = self.buffer.take(self.buffer.len);
+        // From the call that makes the object exist until the caller hears
+        // of it, a failure or a cancellation must not leave it behind.
+        let unreported = Unreported {
+            store: self.store.clone(),
+            key: Some(self.key.clone()),
+        };
         if self.multipart.is_some() {
             if rest.len > 0 {
                 self.put_part(rest).await?;
@@ -266,7 +272,6 @@ impl Upload {
                 .call(self.key.as_str(), backend.put(&path, rest.payload.clone()))
                 .await?;
         }
-        let key = self.key.as_str();
         let doc = MetaDoc {
             size: self.size,
             sha256: sha256.clone(),
@@ -275,19 +280,39 @@ impl Upload {
         };
         let json = serde_json::to_vec(&doc).expect("a MetaDoc always serializes");
         let backend = self.store.backend();
-        if let Err(e) = self
-            .store
-            .call(key, backend.put(&meta_path(&self.key), json.into()))
-            .await
-        {
-            self.store.delete_in_background(vec![self.key.clone()]);
-            return Err(e);
-        }
+        self.store
+            .call(
+                self.key.as_str(),
+                backend.put(&meta_path(&self.key), json.into()),
+            )
+            .await?;
+        unreported.disarm();
         Ok(StoredObject {
             key: self.key.clone(),
             size: self.size,
             sha256,
         })
+    }
+}
+
+/// An object that is written but not yet reported to the caller; dropped
+/// while armed, it is deleted in the background.
+struct Unreported {
+    store: Store,
+    key: Option<Key>,
+}
+
+impl Unreported {
+    fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Unreported {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.store.delete_in_background(vec![key]);
+        }
     }
 }
 
