@@ -17,7 +17,11 @@ fn corral() -> Command {
 
 fn printed_config(command: &mut Command) -> toml::Table {
     let output = command.arg("--print-config").output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     toml::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap()
 }
 
@@ -44,7 +48,11 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
             .env("CORRAL_MAX_FILES", "9")
             .args(["--max-files", "11"]),
     );
-    assert_eq!(config["listen"].as_str(), Some("127.0.0.1:7001"), "file over default");
+    assert_eq!(
+        config["listen"].as_str(),
+        Some("127.0.0.1:7001"),
+        "file over default"
+    );
     assert_eq!(config["store"].as_str(), Some("from-env"), "env over file");
     assert_eq!(config["max_files"].as_integer(), Some(11), "flag over env");
     assert_eq!(config["part_size"].as_str(), Some("8MiB"), "default");
@@ -62,7 +70,10 @@ fn bad_settings_fail_with_a_clear_message() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--part-size") && stderr.contains("lots"), "{stderr}");
+    assert!(
+        stderr.contains("--part-size") && stderr.contains("lots"),
+        "{stderr}"
+    );
 
     let output = corral()
         .args(["serve", "--listen", "0.0.0.0:0"])
@@ -70,7 +81,10 @@ fn bad_settings_fail_with_a_clear_message() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("refusing to listen on 0.0.0.0:0"), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -105,7 +119,14 @@ fn help_documents_every_option() {
 fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = corral()
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--store"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--store",
+        ])
         .arg(dir.path().join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -116,8 +137,15 @@ fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
         .read_line(&mut line)
         .unwrap();
     let data = dir.path().join("data").canonicalize().unwrap();
-    assert!(line.starts_with("corral listening on http://127.0.0.1:"), "{line}");
-    assert!(line.trim_end().ends_with(&format!("storing in file://{}", data.display())), "{line}");
+    assert!(
+        line.starts_with("corral listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(
+        line.trim_end()
+            .ends_with(&format!("storing in file://{}", data.display())),
+        "{line}"
+    );
     let address = line
         .trim_start_matches("corral listening on http://")
         .split(',')
@@ -127,7 +155,9 @@ fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let health = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+        let health = reqwest::get(format!("http://{address}/healthz"))
+            .await
+            .unwrap();
         assert_eq!(health.status(), 200);
     });
 
@@ -152,8 +182,8 @@ fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
     let mut logs = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
     for line in logs.lines() {
-        let entry: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|_| panic!("not a JSON log line: {line:?}"));
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line:?}"));
         assert!(entry["level"].is_string(), "{line}");
     }
     assert!(logs.contains("shutting down"), "{logs}");
