@@ -25,15 +25,20 @@ const BYTE_UNITS: &[(&str, u64)] = &[
     ("B", 1),
 ];
 
+/// `"8MiB"` -> `("8", "MiB")`.
+fn split_number(text: &str) -> (&str, &str) {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.split_at(digits)
+}
+
 impl FromStr for ByteSize {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let digits = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(digits);
+        let (number, unit) = split_number(text);
         let unit = unit.trim();
         let scale = if unit.is_empty() {
             1
@@ -90,10 +95,7 @@ impl FromStr for Span {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let digits = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(digits);
+        let (number, unit) = split_number(text);
         let invalid = || format!("{text:?} is not a duration such as 30s, 500ms, 2m or 1h");
         let number: u64 = number.parse().map_err(|_| invalid())?;
         let millis = match unit.trim() {

@@ -69,6 +69,20 @@ impl Server {
         json(response).await
     }
 
+    /// Posts a multipart body made by hand (see [`multipart`]).
+    async fn post_multipart(&self, boundary: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let response = self
+            .client
+            .post(self.url("/api/files"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        json(response).await
+    }
+
     async fn get(&self, key: &str) -> reqwest::Response {
         self.client.get(self.file_url(key)).send().await.unwrap()
     }
@@ -507,18 +521,7 @@ async fn hostile_file_names_become_safe_keys_inside_the_data_directory() {
         .map(|(name, _)| ("file", Some(*name), b"payload".as_slice()))
         .collect();
     let body = multipart(boundary, &parts);
-    let response = server
-        .client
-        .post(server.url("/api/files"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json(response).await;
+    let (status, body) = server.post_multipart(boundary, body).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let stored = body["files"].as_array().unwrap();
     let root = server.dir.path().canonicalize().unwrap();
@@ -555,18 +558,7 @@ async fn hostile_file_names_become_safe_keys_inside_the_data_directory() {
                 ("file", Some(name), b"x"),
             ],
         );
-        let response = server
-            .client
-            .post(server.url("/api/files"))
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = json(response).await;
+        let (status, body) = server.post_multipart(boundary, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {body}");
         assert_eq!(
             server.files_on_disk().len(),
