@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use corral_sched::LimitConfig;
+use corral_sched::{AdaptiveConfig, LimitConfig, QueueConfig, SchedConfig};
 use corral_server::ServerConfig;
 use corral_store::StoreConfig;
 use serde::{Deserialize, Deserializer};
@@ -51,11 +51,31 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
 
-    /// Limit on storage calls in flight, process-wide: `fixed:N`
-    /// [default: fixed:16].
+    /// Limit on storage calls in flight, process-wide: `adaptive` finds
+    /// the backend's capacity by itself; `fixed:N` holds N. (`unbounded`
+    /// and `per-request:N` exist only for `corral bench` to compare naive
+    /// designs.) [default: adaptive].
     #[arg(long, env = "CORRAL_CONCURRENCY", value_name = "SPEC")]
     #[serde(default, deserialize_with = "parsed")]
     pub(crate) concurrency: Option<LimitConfig>,
+
+    /// Lowest limit the adaptive strategy may set [default: 1].
+    #[arg(long, env = "CORRAL_CONCURRENCY_MIN", value_name = "N")]
+    pub(crate) concurrency_min: Option<usize>,
+
+    /// Highest limit the adaptive strategy may set [default: 256].
+    #[arg(long, env = "CORRAL_CONCURRENCY_MAX", value_name = "N")]
+    pub(crate) concurrency_max: Option<usize>,
+
+    /// Most storage calls waiting for a slot; beyond, new requests get 429
+    /// with Retry-After [default: 10000].
+    #[arg(long, env = "CORRAL_MAX_QUEUED_JOBS", value_name = "N")]
+    pub(crate) max_queued_jobs: Option<usize>,
+
+    /// Most bytes of storage calls waiting for a slot; beyond, new requests
+    /// get 429 with Retry-After [default: 4GiB].
+    #[arg(long, env = "CORRAL_MAX_QUEUED_BYTES", value_name = "SIZE")]
+    pub(crate) max_queued_bytes: Option<ByteSize>,
 
     /// Largest file in a batch; larger ones get 413 [default: 5GiB].
     #[arg(long, env = "CORRAL_MAX_FILE_SIZE", value_name = "SIZE")]
@@ -112,6 +132,10 @@ pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) store: String,
     pub(crate) concurrency: LimitConfig,
+    pub(crate) concurrency_min: usize,
+    pub(crate) concurrency_max: usize,
+    pub(crate) max_queued_jobs: usize,
+    pub(crate) max_queued_bytes: ByteSize,
     pub(crate) max_file_size: ByteSize,
     pub(crate) max_batch_size: ByteSize,
     pub(crate) max_files: usize,
@@ -126,10 +150,15 @@ impl Default for Settings {
     fn default() -> Self {
         let server = ServerConfig::default();
         let store = StoreConfig::default();
+        let adaptive = AdaptiveConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: "./corral-data".to_owned(),
-            concurrency: store.concurrency,
+            concurrency: store.sched.limit,
+            concurrency_min: adaptive.min,
+            concurrency_max: adaptive.max,
+            max_queued_jobs: store.sched.queue.max_jobs,
+            max_queued_bytes: ByteSize(store.sched.queue.max_bytes),
             max_file_size: ByteSize(server.max_file_size),
             max_batch_size: ByteSize(server.max_batch_size),
             max_files: server.max_files,
@@ -149,6 +178,10 @@ impl Settings {
             listen,
             store,
             concurrency,
+            concurrency_min,
+            concurrency_max,
+            max_queued_jobs,
+            max_queued_bytes,
             max_file_size,
             max_batch_size,
             max_files,
@@ -161,6 +194,10 @@ impl Settings {
         set(&mut self.listen, listen);
         set(&mut self.store, store);
         set(&mut self.concurrency, concurrency);
+        set(&mut self.concurrency_min, concurrency_min);
+        set(&mut self.concurrency_max, concurrency_max);
+        set(&mut self.max_queued_jobs, max_queued_jobs);
+        set(&mut self.max_queued_bytes, max_queued_bytes);
         set(&mut self.max_file_size, max_file_size);
         set(&mut self.max_batch_size, max_batch_size);
         set(&mut self.max_files, max_files);
@@ -178,6 +215,13 @@ impl Settings {
         }
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
+        }
+        if self.concurrency_min == 0 || self.concurrency_min > self.concurrency_max {
+            anyhow::bail!(
+                "concurrency-min ({}) must be at least 1 and at most concurrency-max ({})",
+                self.concurrency_min,
+                self.concurrency_max
+            );
         }
         if !self.listen.ip().is_loopback() && !self.insecure_no_auth {
             anyhow::bail!(
@@ -204,10 +248,28 @@ impl Settings {
         let size = |s: ByteSize, name| {
             usize::try_from(s.0).with_context(|| format!("{name} {s} is too large"))
         };
+        let limit = match self.concurrency {
+            LimitConfig::Adaptive(adaptive) => LimitConfig::Adaptive(AdaptiveConfig {
+                min: self.concurrency_min,
+                max: self.concurrency_max,
+                initial: adaptive
+                    .initial
+                    .clamp(self.concurrency_min, self.concurrency_max),
+                ..adaptive
+            }),
+            other => other,
+        };
         Ok(StoreConfig {
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
-            concurrency: self.concurrency,
+            sched: SchedConfig {
+                limit,
+                queue: QueueConfig {
+                    max_jobs: self.max_queued_jobs,
+                    max_bytes: self.max_queued_bytes.0,
+                },
+                ..SchedConfig::default()
+            },
         })
     }
 }
@@ -218,6 +280,10 @@ impl fmt::Display for Settings {
         writeln!(f, "listen = \"{}\"", self.listen)?;
         writeln!(f, "store = {:?}", self.store)?;
         writeln!(f, "concurrency = \"{}\"", self.concurrency)?;
+        writeln!(f, "concurrency_min = {}", self.concurrency_min)?;
+        writeln!(f, "concurrency_max = {}", self.concurrency_max)?;
+        writeln!(f, "max_queued_jobs = {}", self.max_queued_jobs)?;
+        writeln!(f, "max_queued_bytes = \"{}\"", self.max_queued_bytes)?;
         writeln!(f, "max_file_size = \"{}\"", self.max_file_size)?;
         writeln!(f, "max_batch_size = \"{}\"", self.max_batch_size)?;
         writeln!(f, "max_files = {}", self.max_files)?;

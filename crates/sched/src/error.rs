@@ -1,6 +1,8 @@
-//! The scheduler's error type.
+//! The scheduler's error types.
 
-/// Errors of the scheduler.
+use std::time::Duration;
+
+/// A configuration of the scheduler could not be parsed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -11,6 +13,52 @@ pub enum Error {
         spec: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+}
+
+/// Why a new group of work was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The queue is full; try again after `retry_after`.
+    #[error("overloaded: retry after {} s", retry_after.as_secs())]
+    Overloaded {
+        /// A wait after which the queue has likely drained enough.
+        retry_after: Duration,
+    },
+    /// The scheduler is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Why a job did not produce a value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError<E> {
+    /// The job failed for good: a permanent error, or the attempts or the
+    /// retry budget ran out. `source` is the last attempt's error.
+    #[error("failed after {attempts} attempt(s)")]
+    Failed {
+        /// The last attempt's error.
+        source: E,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The job's group was cancelled: another job failed, the request went
+    /// away, or shutdown gave up waiting.
+    #[error("cancelled")]
+    Cancelled,
+    /// The queue is full.
+    #[error("overloaded: retry after {} s", retry_after.as_secs())]
+    Overloaded {
+        /// A wait after which the queue has likely drained enough.
+        retry_after: Duration,
+    },
+    /// The job panicked; the panic was caught and its group cancelled.
+    #[error("the job panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
     },
 }
 

@@ -1,12 +1,30 @@
-//! corral's scheduler: every call a corral process makes to a storage backend
-//! passes through one [`Limit`] per backend, shared by every request, so the
-//! number of calls in flight is bounded process-wide whatever the number of
-//! clients (see `DESIGN.md`, "The problem, in numbers").
+//! corral's scheduler: every call a corral process makes to a storage
+//! backend passes through one [`Scheduler`] per backend, shared by every
+//! request (see `DESIGN.md`, "The problem, in numbers"). It
 //!
-//! This crate knows nothing of HTTP or storage: it bounds futures.
+//! - keeps a process-wide, adaptive limit on calls in flight ([`limit`]);
+//! - queues waiting calls fairly by bytes across tenants and requests
+//!   ([`queue`](crate::scheduler::QueueConfig)), bounded in jobs and bytes;
+//! - refuses new work early, with a suggested wait, when the queue is full
+//!   ([`Refused::Overloaded`]);
+//! - retries transient failures with jittered backoff under a budget
+//!   ([`RetryConfig`]);
+//! - gives each request a [`Group`] with errgroup semantics: the first
+//!   failure or the request's end cancels its other calls;
+//! - shuts down gracefully ([`Scheduler::shutdown`]).
+//!
+//! This crate knows nothing of HTTP or storage: it schedules futures, in
+//! the caller's own task, and is tested in virtual time.
 
 mod error;
-mod limit;
+pub mod limit;
+mod metrics;
+mod queue;
+mod retry;
+mod scheduler;
 
-pub use error::{Error, Result};
-pub use limit::{Limit, LimitConfig, Permit};
+pub use error::{Error, JobError, Refused, Result};
+pub use limit::{AdaptiveConfig, LimitConfig, Outcome};
+pub use metrics::{Counters, Histogram, LATENCY_BUCKETS, Stats};
+pub use retry::{Class, Classify, RetryConfig};
+pub use scheduler::{Group, QueueConfig, SchedConfig, Scheduler};

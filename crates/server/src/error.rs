@@ -79,6 +79,22 @@ pub enum ApiError {
         size: u64,
     },
 
+    /// Too much work is queued: try again after `retry_after`.
+    #[error("the server is overloaded: retry after {} s", retry_after.as_secs())]
+    Overloaded {
+        /// When to try again.
+        retry_after: Duration,
+    },
+
+    /// The server is shutting down and takes no new work.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+
+    /// The request's work was cancelled before it finished (the server is
+    /// stopping).
+    #[error("the request was cancelled before it finished")]
+    Cancelled,
+
     /// The storage backend failed.
     #[error("storing or reading failed")]
     Storage(#[source] corral_store::Error),
@@ -103,6 +119,8 @@ impl ApiError {
             // Not a standard status; the client is gone and never sees it.
             Self::ClientGone => StatusCode::from_u16(499).expect("499 is a valid status"),
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ShuttingDown | Self::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             Self::Storage(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +140,9 @@ impl ApiError {
             Self::SlowClient { .. } => "slow_client",
             Self::ClientGone => "client_gone",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Self::Overloaded { .. } => "overloaded",
+            Self::ShuttingDown => "shutting_down",
+            Self::Cancelled => "cancelled",
             Self::Storage(_) => "storage_error",
             Self::Panic => "internal_error",
         }
@@ -135,6 +156,8 @@ impl From<corral_store::Error> for ApiError {
             E::NotFound { key } => Self::NotFound(key),
             E::InvalidKey { .. } => Self::InvalidKey(error),
             E::RangeNotSatisfiable { size, .. } => Self::RangeNotSatisfiable { size },
+            E::Overloaded { retry_after } => Self::Overloaded { retry_after },
+            E::Cancelled => Self::Cancelled,
             error => Self::Storage(error),
         }
     }
@@ -184,12 +207,27 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
         },
     };
     let mut response = (status, Json(body)).into_response();
-    if let ApiError::RangeNotSatisfiable { size } = error {
-        let value = HeaderValue::from_str(&format!("bytes */{size}"))
-            .expect("a number is a valid header value");
-        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    let headers = response.headers_mut();
+    match error {
+        ApiError::RangeNotSatisfiable { size } => {
+            headers.insert(header::CONTENT_RANGE, number(&format!("bytes */{size}")));
+        }
+        ApiError::Overloaded { retry_after } => {
+            // Whole seconds, rounded up: never "retry after 0".
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0);
+            headers.insert(header::RETRY_AFTER, number(&seconds.to_string()));
+        }
+        ApiError::ShuttingDown | ApiError::Cancelled => {
+            headers.insert(header::RETRY_AFTER, number("1"));
+        }
+        _ => {}
     }
     response
+}
+
+/// A header value of digits and ASCII punctuation.
+fn number(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("digits make a valid header value")
 }
 
 impl IntoResponse for ApiError {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::range::{self, Ranged};
-use crate::tenant::Tenant;
+use crate::tenant::Admitted;
 
 /// The header that carries a file's SHA-256, in lower-case hex.
 const SHA256_HEADER: &str = "x-corral-sha256";
@@ -24,33 +24,33 @@ const MAX_PAGE: usize = 1000;
 /// `GET /api/files/{*key}`: the file's bytes, or the requested range.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    tenant: Tenant,
+    admitted: Admitted,
     key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    respond(&state, &tenant, key, &headers, true).await
+    respond(&state, &admitted, key, &headers, true).await
 }
 
 /// `HEAD /api/files/{*key}`: the headers `GET` would send.
 pub(crate) async fn head(
     State(state): State<AppState>,
-    tenant: Tenant,
+    admitted: Admitted,
     key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    respond(&state, &tenant, key, &headers, false).await
+    respond(&state, &admitted, key, &headers, false).await
 }
 
 async fn respond(
     state: &AppState,
-    tenant: &Tenant,
+    Admitted { tenant, group }: &Admitted,
     key: Result<Path<String>, PathRejection>,
     request: &HeaderMap,
     with_body: bool,
 ) -> Result<Response, ApiError> {
     let Path(relative) = key.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let key = tenant.key(&relative)?;
-    let info = state.store.head(&key).await.map_err(|e| match e {
+    let info = state.store.head(group, &key).await.map_err(|e| match e {
         corral_store::Error::NotFound { .. } => ApiError::NotFound(relative.clone()),
         e => e.into(),
     })?;
@@ -78,7 +78,7 @@ async fn respond(
     };
     headers.insert(header::CONTENT_LENGTH, (range.end - range.start).into());
     let body = if with_body {
-        Body::from_stream(state.store.read(&info, range).await?)
+        Body::from_stream(state.store.read(group, &info, range).await?)
     } else {
         Body::empty()
     };
@@ -135,12 +135,12 @@ fn header_value(text: &str) -> HeaderValue {
 /// `DELETE /api/files/{*key}`: `204`, or `404` if there is no such file.
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Admitted { tenant, group }: Admitted,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(relative) = key.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let key = tenant.key(&relative)?;
-    match state.store.delete(&key).await {
+    match state.store.delete(&group, &key).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(corral_store::Error::NotFound { .. }) => Err(ApiError::NotFound(relative)),
         Err(e) => Err(e.into()),
@@ -179,7 +179,7 @@ struct Listed {
 /// order, a page at a time.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Admitted { tenant, group }: Admitted,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let Query(query) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
@@ -197,7 +197,7 @@ pub(crate) async fn list(
     let after = query.cursor.as_deref().map(|c| tenant.key(c)).transpose()?;
     let page = state
         .store
-        .list(tenant.root(), &query.prefix, after.as_ref(), limit)
+        .list(&group, tenant.root(), &query.prefix, after.as_ref(), limit)
         .await?;
     Ok(Json(ListResponse {
         files: page

@@ -2,8 +2,11 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use corral_sched::Group;
+use corral_sched::Refused;
 use corral_store::Key;
 
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// The tenant a request acts for. Every key a request names is taken
@@ -52,5 +55,38 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self::anonymous())
+    }
+}
+
+/// A request let in by the scheduler: its tenant, and the group its
+/// backend calls are made in.
+///
+/// Extracting it is the admission check. It runs before the body is read,
+/// so an overloaded server answers `429` with `Retry-After` at once, and a
+/// stopping one `503`. Dropping it (the request ends, or the client went
+/// away and the handler was dropped) cancels the request's backend calls.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) tenant: Tenant,
+    pub(crate) group: Group,
+}
+
+impl FromRequestParts<AppState> for Admitted {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let tenant = Tenant::from_request_parts(parts, state).await?;
+        let group = state
+            .store
+            .scheduler()
+            .group(tenant.root().as_str())
+            .map_err(|refused| match refused {
+                Refused::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+                _ => ApiError::ShuttingDown,
+            })?;
+        Ok(Self { tenant, group })
     }
 }

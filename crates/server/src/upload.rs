@@ -46,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::body::{BodyError, BodyReader};
 use crate::error::{ApiError, FileError};
-use crate::tenant::Tenant;
+use crate::tenant::{Admitted, Tenant};
+use corral_sched::Group;
 
 /// Largest text field (such as `prefix`) read from the form.
 const MAX_TEXT_FIELD: usize = 4096;
@@ -76,7 +77,7 @@ pub(crate) struct StoredFile {
 
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Admitted { tenant, group }: Admitted,
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -103,6 +104,7 @@ pub(crate) async fn upload(
     let batch = Batch {
         state: &state,
         tenant: &tenant,
+        group: &group,
         prefix_in_query: prefix.is_some(),
         prefix,
         names: HashSet::new(),
@@ -168,6 +170,8 @@ fn parse_prefix(prefix: &str) -> Result<Option<Key>, ApiError> {
 struct Batch<'a> {
     state: &'a AppState,
     tenant: &'a Tenant,
+    /// The request's group: every backend call of the batch is its job.
+    group: &'a Group,
     /// The sub-prefix the files go under.
     prefix: Option<Key>,
     /// Whether the query string gave the prefix (then the form may not).
@@ -262,10 +266,10 @@ impl Batch<'_> {
             .filter(|mime| *mime != &mime_guess::mime::APPLICATION_OCTET_STREAM)
             .map(|mime| mime.to_string());
         let max = self.state.config.max_file_size;
-        let mut upload = self
-            .state
-            .store
-            .upload(key, content_type, Some(name.to_owned()));
+        let mut upload =
+            self.state
+                .store
+                .upload(self.group, key, content_type, Some(name.to_owned()));
         while let Some(chunk) = field.chunk().await.map_err(|e| self.parse_error(e).error)? {
             if upload.size() + chunk.len() as u64 > max {
                 return Err(ApiError::FileTooLarge { limit: max });
@@ -353,13 +357,10 @@ struct Rollback {
 }
 
 impl Rollback {
+    /// Deletes the batch's objects before the answer goes out. Not in the
+    /// request's group: a failure has cancelled it.
     async fn run(mut self) {
-        for key in std::mem::take(&mut self.keys) {
-            if let Err(e) = self.store.delete(&key).await {
-                let error = corral_store::error_chain(&e);
-                tracing::error!(%key, %error, "rolling back a failed batch");
-            }
-        }
+        self.store.delete_all(std::mem::take(&mut self.keys)).await;
     }
 }
 

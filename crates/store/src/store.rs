@@ -6,7 +6,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use corral_sched::{Limit, LimitConfig};
+use corral_sched::{Group, SchedConfig, Scheduler};
+use futures::TryFutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -14,7 +15,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio_util::task::TaskTracker;
 
-use crate::error::{Error, Result};
+use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
 use crate::meta::{MetaDoc, ObjectInfo, meta_path};
 use crate::upload::{BufferGauge, Upload};
@@ -23,15 +24,15 @@ use crate::upload::{BufferGauge, Upload};
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// How the storage layer writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     /// Files up to this size are buffered and stored with one call; larger
     /// ones become multipart uploads.
     pub multipart_threshold: usize,
     /// The size of each part of a multipart upload (the last may be smaller).
     pub part_size: usize,
-    /// The limit on backend calls in flight.
-    pub concurrency: LimitConfig,
+    /// How backend calls are scheduled: limit, queue, retries.
+    pub sched: SchedConfig,
 }
 
 impl Default for StoreConfig {
@@ -39,7 +40,7 @@ impl Default for StoreConfig {
         Self {
             multipart_threshold: 8 << 20,
             part_size: 8 << 20,
-            concurrency: LimitConfig::default(),
+            sched: SchedConfig::default(),
         }
     }
 }
@@ -59,7 +60,10 @@ struct Inner {
     /// directory walk does not).
     sorted_listing: bool,
     config: StoreConfig,
-    limit: Limit,
+    /// Every backend call of the process goes through it.
+    scheduler: Scheduler,
+    /// The group of the store's own calls (checks, cleanups).
+    system: Group,
     /// Bytes held by uploads in progress.
     buffers: BufferGauge,
     /// Background cleanups (aborting uploads, removing rolled-back objects);
@@ -132,12 +136,14 @@ impl Store {
         sorted_listing: bool,
         config: StoreConfig,
     ) -> Self {
+        let scheduler = Scheduler::new(config.sched.clone());
         Self {
             inner: Arc::new(Inner {
                 backend,
                 url,
                 sorted_listing,
-                limit: Limit::new(config.concurrency),
+                system: scheduler.system_group(),
+                scheduler,
                 config,
                 buffers: BufferGauge::default(),
                 cleanup: TaskTracker::new(),
@@ -149,11 +155,17 @@ impl Store {
     /// written fails at startup and not at the first upload.
     async fn check(&self) -> Result<()> {
         let probe = Path::from(".corral/probe");
-        let key = probe.as_ref();
+        let (key, group) = (probe.as_ref(), &self.inner.system);
         let backend = &self.inner.backend;
-        self.call(key, backend.put(&probe, PutPayload::from_static(b"ok")))
+        let ok = PutPayload::from_static(b"ok");
+        self.call(group, key, 2, || backend.put(&probe, ok.clone()))
             .await?;
-        self.call(key, backend.delete(&probe)).await
+        self.call(group, key, 0, || backend.delete(&probe)).await
+    }
+
+    /// The scheduler of this store's backend calls.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
     }
 
     /// The store's URL, for people (a local path is shown absolute).
@@ -171,10 +183,17 @@ impl Store {
         &self.inner.buffers
     }
 
-    /// Starts writing the object `key`. Nothing reaches the backend until
-    /// bytes are written; see [`Upload`].
-    pub fn upload(&self, key: Key, content_type: Option<String>, name: Option<String>) -> Upload {
-        Upload::new(self.clone(), key, content_type, name)
+    /// Starts writing the object `key`, its backend calls made as jobs of
+    /// `group`. Nothing reaches the backend until bytes are written; see
+    /// [`Upload`].
+    pub fn upload<'g>(
+        &self,
+        group: &'g Group,
+        key: Key,
+        content_type: Option<String>,
+        name: Option<String>,
+    ) -> Upload<'g> {
+        Upload::new(self.clone(), group, key, content_type, name)
     }
 
     /// What is known about the object `key`.
@@ -184,25 +203,34 @@ impl Store {
     /// [`Error::NotFound`] if there is no such object, [`Error::Backend`] if
     /// the backend fails, [`Error::CorruptMetadata`] if its metadata document
     /// cannot be decoded.
-    pub async fn head(&self, key: &Key) -> Result<ObjectInfo> {
+    pub async fn head(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
         let backend = &self.inner.backend;
         let path = Path::from(key.as_str());
-        let meta = self.call(key.as_str(), backend.head(&path)).await?;
-        let doc = match self.call(key.as_str(), backend.get(&meta_path(key))).await {
-            Ok(found) => {
-                let bytes = self.call(key.as_str(), found.bytes()).await?;
-                Some(serde_json::from_slice::<MetaDoc>(&bytes).map_err(|source| {
-                    Error::CorruptMetadata {
-                        key: key.to_string(),
-                        source,
-                    }
-                })?)
-            }
-            // Written by an older version, or its writer crashed between the
-            // object and the document: the object is still served.
-            Err(Error::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let meta_path = meta_path(key);
+        let meta = self
+            .call(group, key.as_str(), 0, || backend.head(&path))
+            .await?;
+        // A missing document is an answer, not a failure: it must not
+        // cancel the request's other calls.
+        let document = self
+            .call(group, key.as_str(), 0, || async {
+                match backend.get(&meta_path).await {
+                    Ok(found) => found.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        // No document: written by an older version, or its writer crashed
+        // between the object and the document. The object is still served.
+        let doc = document
+            .map(|bytes| {
+                serde_json::from_slice::<MetaDoc>(&bytes).map_err(|source| Error::CorruptMetadata {
+                    key: key.to_string(),
+                    source,
+                })
+            })
+            .transpose()?;
         let mut info = object_info(key.clone(), meta);
         if let Some(doc) = doc {
             info.content_type = doc.content_type;
@@ -219,7 +247,12 @@ impl Store {
     /// [`Error::RangeNotSatisfiable`] if `range` is empty or reaches past the
     /// end, [`Error::NotFound`] if the object is gone, [`Error::Backend`] if
     /// the backend fails. Errors while streaming come as stream items.
-    pub async fn read(&self, info: &ObjectInfo, range: Range<u64>) -> Result<ByteStream> {
+    pub async fn read(
+        &self,
+        group: &Group,
+        info: &ObjectInfo,
+        range: Range<u64>,
+    ) -> Result<ByteStream> {
         let key = info.key.as_str();
         if range.start >= range.end || range.end > info.size {
             if info.size == 0 && range == (0..0) {
@@ -230,18 +263,24 @@ impl Store {
                 size: info.size,
             });
         }
-        let options = GetOptions {
-            range: (range != (0..info.size)).then_some(GetRange::Bounded(range)),
-            ..Default::default()
-        };
+        let range = (range != (0..info.size)).then_some(GetRange::Bounded(range));
         let path = Path::from(key);
+        let backend = &self.inner.backend;
+        // The call ends with the response's head: a slow reader holds no
+        // backend slot while the body streams.
         let found = self
-            .call(key, self.inner.backend.get_opts(&path, options))
+            .call(group, key, 0, || {
+                let options = GetOptions {
+                    range: range.clone(),
+                    ..Default::default()
+                };
+                backend.get_opts(&path, options)
+            })
             .await?;
         let key = key.to_owned();
         Ok(found
             .into_stream()
-            .map_err(move |e| Error::backend(&key, e))
+            .map_err(move |e| Error::backend(&key, e, 1))
             .boxed())
     }
 
@@ -251,23 +290,33 @@ impl Store {
     ///
     /// [`Error::NotFound`] if there is no such object, [`Error::Backend`] if
     /// the backend fails.
-    pub async fn delete(&self, key: &Key) -> Result<()> {
+    pub async fn delete(&self, group: &Group, key: &Key) -> Result<()> {
         let backend = &self.inner.backend;
         let path = Path::from(key.as_str());
+        let meta_path = meta_path(key);
+        let key = key.as_str();
         // Object stores answer a delete of a missing key with success, so
         // ask first: the caller is owed a NotFound.
-        self.call(key.as_str(), backend.head(&path)).await?;
-        self.call(key.as_str(), backend.delete(&path)).await?;
-        self.delete_meta(key).await
+        self.call(group, key, 0, || backend.head(&path)).await?;
+        self.call(group, key, 0, || backend.delete(&path)).await?;
+        self.call(group, key, 0, || async {
+            match backend.delete(&meta_path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
-    pub(crate) async fn delete_meta(&self, key: &Key) -> Result<()> {
-        match self
-            .call(key.as_str(), self.inner.backend.delete(&meta_path(key)))
-            .await
-        {
-            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
+    /// Removes `keys` now, as the store's own calls (never refused or
+    /// cancelled with a request), logging failures; for rolling back the
+    /// objects of a failed batch.
+    pub async fn delete_all(&self, keys: Vec<Key>) {
+        for key in keys {
+            match self.delete(&self.inner.system, &key).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => tracing::error!(%key, error = %error_chain(&e), "rollback failed"),
+            }
         }
     }
 
@@ -279,14 +328,7 @@ impl Store {
             return;
         }
         let store = self.clone();
-        self.spawn_cleanup(async move {
-            for key in keys {
-                match store.delete(&key).await {
-                    Ok(()) | Err(Error::NotFound { .. }) => {}
-                    Err(e) => tracing::error!(%key, error = %error_chain(&e), "rollback failed"),
-                }
-            }
-        });
+        self.spawn_cleanup(async move { store.delete_all(keys).await });
     }
 
     pub(crate) fn spawn_cleanup(&self, work: impl Future<Output = ()> + Send + 'static) {
@@ -302,6 +344,7 @@ impl Store {
     /// [`Error::Backend`] if the backend fails.
     pub async fn list(
         &self,
+        group: &Group,
         root: &Key,
         prefix: &str,
         after: Option<&Key>,
@@ -313,17 +356,38 @@ impl Store {
         let dir = full_prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
         let dir = Path::from(dir);
         let offset = after.map(|key| Path::from(key.as_str()));
-        let _permit = self.inner.limit.acquire().await;
-        let mut listing = match &offset {
-            Some(offset) => self.inner.backend.list_with_offset(Some(&dir), offset),
-            None => self.inner.backend.list(Some(&dir)),
+        let page = |dir, offset| self.list_page(dir, offset, &full_prefix, limit);
+        let mut objects = self
+            .call(group, dir.as_ref(), 0, || page(&dir, offset.as_ref()))
+            .await?;
+        let next = (objects.len() > limit).then(|| {
+            objects.truncate(limit);
+            objects.last().map(|info| info.key.clone())
+        });
+        Ok(ListPage {
+            objects,
+            next: next.flatten(),
+        })
+    }
+
+    /// The `limit + 1` first objects under `dir` after `offset` whose keys
+    /// start with `prefix`: the extra one says whether another page
+    /// follows. Memory is O(limit) whatever the listing's size.
+    async fn list_page(
+        &self,
+        dir: &Path,
+        offset: Option<&Path>,
+        prefix: &str,
+        limit: usize,
+    ) -> object_store::Result<Vec<ObjectInfo>> {
+        let mut listing = match offset {
+            Some(offset) => self.inner.backend.list_with_offset(Some(dir), offset),
+            None => self.inner.backend.list(Some(dir)),
         };
-        // Keep the `limit + 1` smallest keys: the extra one says whether
-        // another page follows. Memory is O(limit) whatever the listing size.
         let mut smallest = BinaryHeap::with_capacity(limit + 1);
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| Error::backend(dir.as_ref(), e))?;
-            if !meta.location.as_ref().starts_with(&full_prefix) {
+            let meta = meta?;
+            if !meta.location.as_ref().starts_with(prefix) {
                 continue;
             }
             let Ok(key) = Key::parse(meta.location.as_ref()) else {
@@ -339,29 +403,50 @@ impl Store {
                 break;
             }
         }
-        let mut objects: Vec<ObjectInfo> = smallest
+        Ok(smallest
             .into_sorted_vec()
             .into_iter()
             .map(|listed| listed.0)
-            .collect();
-        let next = (objects.len() > limit).then(|| {
-            objects.truncate(limit);
-            objects.last().map(|info| info.key.clone())
-        });
-        Ok(ListPage {
-            objects,
-            next: next.flatten(),
-        })
+            .collect())
     }
 
-    /// Runs one backend call under the limit.
-    pub(crate) async fn call<T>(
+    /// Runs a backend call of `cost` bytes as a job of `group`: queued
+    /// fairly, under the limit, retried if it fails transiently. `call` is
+    /// called once per attempt.
+    pub(crate) async fn call<T, F, Fut>(
         &self,
+        group: &Group,
         key: &str,
+        cost: u64,
+        mut call: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        group
+            .run(cost, || call().map_err(BackendError))
+            .await
+            .map_err(|e| Error::job(key, e))
+    }
+
+    /// Like [`call`](Self::call), for a call that cannot be repeated.
+    pub(crate) async fn call_once<T>(
+        &self,
+        group: &Group,
+        key: &str,
+        cost: u64,
         call: impl Future<Output = object_store::Result<T>>,
     ) -> Result<T> {
-        let _permit = self.inner.limit.acquire().await;
-        call.await.map_err(|e| Error::backend(key, e))
+        group
+            .run_once(cost, call.map_err(BackendError))
+            .await
+            .map_err(|e| Error::job(key, e))
+    }
+
+    /// The group of the store's own calls.
+    pub(crate) fn system(&self) -> &Group {
+        &self.inner.system
     }
 
     pub(crate) fn backend(&self) -> &Arc<dyn ObjectStore> {
@@ -444,8 +529,13 @@ mod tests {
         Key::parse(text).unwrap()
     }
 
+    fn group(store: &Store) -> Group {
+        store.scheduler().group("tenant").unwrap()
+    }
+
     async fn write(store: &Store, name: &str, content: &[u8]) -> crate::StoredObject {
-        let mut upload = store.upload(key(name), Some("text/plain".into()), None);
+        let writer = group(store);
+        let mut upload = store.upload(&writer, key(name), Some("text/plain".into()), None);
         for chunk in content.chunks(250) {
             upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
         }
@@ -454,7 +544,7 @@ mod tests {
 
     async fn read_all(store: &Store, info: &ObjectInfo, range: Range<u64>) -> Vec<u8> {
         let chunks: Vec<Bytes> = store
-            .read(info, range)
+            .read(&group(store), info, range)
             .await
             .unwrap()
             .try_collect()
@@ -470,7 +560,7 @@ mod tests {
                 let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
                 let stored = write(&store, name, &content).await;
                 assert_eq!(stored.size, len as u64);
-                let info = store.head(&key(name)).await.unwrap();
+                let info = store.head(&group(&store), &key(name)).await.unwrap();
                 assert_eq!(info.size, len as u64, "{}", store.url());
                 assert_eq!(info.sha256.as_deref(), Some(stored.sha256.as_str()));
                 assert_eq!(info.content_type.as_deref(), Some("text/plain"));
@@ -490,7 +580,8 @@ mod tests {
         let store = Store::open(dir.path().to_str().unwrap(), small_parts())
             .await
             .unwrap();
-        let mut upload = store.upload(key("t/partial"), None, None);
+        let writer = group(&store);
+        let mut upload = store.upload(&writer, key("t/partial"), None, None);
         for _ in 0..10 {
             upload.write(Bytes::from(vec![7; 250])).await.unwrap();
         }
@@ -499,7 +590,7 @@ mod tests {
         let left: Vec<_> = walk(dir.path());
         assert!(left.is_empty(), "left behind: {left:?}");
         assert!(matches!(
-            store.head(&key("t/partial")).await,
+            store.head(&group(&store), &key("t/partial")).await,
             Err(Error::NotFound { .. })
         ));
     }
@@ -528,7 +619,10 @@ mod tests {
             let mut seen = Vec::new();
             let mut after = None;
             loop {
-                let page = store.list(&root, "", after.as_ref(), 2).await.unwrap();
+                let page = store
+                    .list(&group(&store), &root, "", after.as_ref(), 2)
+                    .await
+                    .unwrap();
                 assert!(page.objects.len() <= 2);
                 seen.extend(page.objects.iter().map(|o| o.key.to_string()));
                 match page.next {
@@ -542,10 +636,16 @@ mod tests {
                 "{}",
                 store.url()
             );
-            let page = store.list(&root, "b", None, 10).await.unwrap();
+            let page = store
+                .list(&group(&store), &root, "b", None, 10)
+                .await
+                .unwrap();
             let keys: Vec<_> = page.objects.iter().map(|o| o.key.to_string()).collect();
             assert_eq!(keys, ["t/b/1", "t/b/2", "t/bb"]);
-            let page = store.list(&root, "b/", None, 10).await.unwrap();
+            let page = store
+                .list(&group(&store), &root, "b/", None, 10)
+                .await
+                .unwrap();
             assert_eq!(page.objects.len(), 2);
             assert!(page.next.is_none());
         }
@@ -555,13 +655,13 @@ mod tests {
     async fn delete_removes_object_and_metadata_and_reports_missing_keys() {
         for (store, _dir) in stores().await {
             write(&store, "t/gone", b"bye").await;
-            store.delete(&key("t/gone")).await.unwrap();
+            store.delete(&group(&store), &key("t/gone")).await.unwrap();
             assert!(matches!(
-                store.head(&key("t/gone")).await,
+                store.head(&group(&store), &key("t/gone")).await,
                 Err(Error::NotFound { .. })
             ));
             assert!(matches!(
-                store.delete(&key("t/gone")).await,
+                store.delete(&group(&store), &key("t/gone")).await,
                 Err(Error::NotFound { .. })
             ));
             let meta = store.backend().head(&meta_path(&key("t/gone"))).await;
@@ -590,9 +690,9 @@ mod tests {
     async fn ranges_outside_the_object_are_refused() {
         let (store, _dir) = stores().await.remove(1);
         write(&store, "t/r", b"0123456789").await;
-        let info = store.head(&key("t/r")).await.unwrap();
+        let info = store.head(&group(&store), &key("t/r")).await.unwrap();
         for range in [10..11, 5..5, 0..11] {
-            let result = store.read(&info, range.clone()).await;
+            let result = store.read(&group(&store), &info, range.clone()).await;
             assert!(
                 matches!(result, Err(Error::RangeNotSatisfiable { size: 10, .. })),
                 "{range:?}"

@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 use crate::error::Result;
 use crate::key::Key;
 use crate::meta::{MetaDoc, meta_path};
+use corral_sched::Group;
+
 use crate::store::{Store, StoreConfig, error_chain};
 
 /// Bytes held in memory by uploads in progress: now, and the most ever.
@@ -141,8 +143,10 @@ pub struct StoredObject {
 /// Dropping it before `finish` succeeds aborts the write (see the
 /// [module docs](self)).
 #[derive(Debug)]
-pub struct Upload {
+pub struct Upload<'g> {
     store: Store,
+    /// The request's group: every call of the upload is one of its jobs.
+    group: &'g Group,
     key: Key,
     content_type: Option<String>,
     name: Option<String>,
@@ -155,9 +159,10 @@ pub struct Upload {
     multipart: Option<Box<dyn MultipartUpload>>,
 }
 
-impl Upload {
+impl<'g> Upload<'g> {
     pub(crate) fn new(
         store: Store,
+        group: &'g Group,
         key: Key,
         content_type: Option<String>,
         name: Option<String>,
@@ -165,6 +170,7 @@ impl Upload {
         let gauge = store.buffers().clone();
         Self {
             store,
+            group,
             key,
             content_type,
             name,
@@ -214,9 +220,12 @@ impl Upload {
                 return Ok(());
             }
             let path = Path::from(self.key.as_str());
+            let backend = self.store.backend();
             let started = self
                 .store
-                .call(self.key.as_str(), self.store.backend().put_multipart(&path))
+                .call(self.group, self.key.as_str(), 0, || {
+                    backend.put_multipart(&path)
+                })
                 .await?;
             self.multipart = Some(started);
         }
@@ -233,10 +242,12 @@ impl Upload {
             .as_mut()
             .expect("parts are only cut once the multipart upload exists");
         // `part` lives until the backend has the bytes, so the gauge counts
-        // them until then.
-        let payload = part.payload.clone();
+        // them until then. Once only: `MultipartUpload` numbers parts by
+        // call, so a repeated call would add a part rather than replace one.
+        let cost = part.len as u64;
+        let put = multipart.put_part(part.payload.clone());
         self.store
-            .call(self.key.as_str(), multipart.put_part(payload))
+            .call_once(self.group, self.key.as_str(), cost, put)
             .await
     }
 
@@ -262,14 +273,17 @@ impl Upload {
             }
             let multipart = self.multipart.as_mut().expect("checked just above");
             self.store
-                .call(self.key.as_str(), multipart.complete())
+                .call_once(self.group, self.key.as_str(), 0, multipart.complete())
                 .await?;
             self.multipart = None;
         } else {
             let path = Path::from(self.key.as_str());
             let backend = self.store.backend();
+            let cost = rest.len as u64;
             self.store
-                .call(self.key.as_str(), backend.put(&path, rest.payload.clone()))
+                .call(self.group, self.key.as_str(), cost, || {
+                    backend.put(&path, rest.payload.clone())
+                })
                 .await?;
         }
         let doc = MetaDoc {
@@ -278,13 +292,14 @@ impl Upload {
             content_type: self.content_type.take(),
             name: self.name.take(),
         };
-        let json = serde_json::to_vec(&doc).expect("a MetaDoc always serializes");
+        let json = PutPayload::from(serde_json::to_vec(&doc).expect("a MetaDoc always serializes"));
         let backend = self.store.backend();
+        let path = meta_path(&self.key);
+        let cost = json.content_length() as u64;
         self.store
-            .call(
-                self.key.as_str(),
-                backend.put(&meta_path(&self.key), json.into()),
-            )
+            .call(self.group, self.key.as_str(), cost, || {
+                backend.put(&path, json.clone())
+            })
             .await?;
         unreported.disarm();
         Ok(StoredObject {
@@ -316,7 +331,7 @@ impl Drop for Unreported {
     }
 }
 
-impl Drop for Upload {
+impl Drop for Upload<'_> {
     fn drop(&mut self) {
         let Some(mut multipart) = self.multipart.take() else {
             return;
@@ -324,7 +339,11 @@ impl Drop for Upload {
         let store = self.store.clone();
         let key = self.key.clone();
         self.store.spawn_cleanup(async move {
-            if let Err(e) = store.call(key.as_str(), multipart.abort()).await {
+            let abort = multipart.abort();
+            if let Err(e) = store
+                .call_once(store.system(), key.as_str(), 0, abort)
+                .await
+            {
                 tracing::error!(%key, error = %error_chain(&e), "aborting an upload failed");
             }
         });

@@ -1,0 +1,440 @@
+//! The adaptive limit: finds the backend's knee by itself and follows it.
+//!
+//! # What it aims at
+//!
+//! A backend serves some number of calls at once at its no-load latency
+//! `R0`; calls beyond that wait in its queue. Little's law puts the knee at
+//! `capacity x R0` calls in flight: below it, throughput is lost; above it,
+//! throughput stays the same and every extra call only adds queueing delay
+//! (and, for a cloud store, throttling). The limit tracks the knee from two
+//! signals:
+//!
+//! - **latency**: queueing shows as latency above `R0`;
+//! - **loss**: throttle answers (429, 503 SlowDown) and timeouts.
+//!
+//! # The algorithm
+//!
+//! It works in *rounds*: a round starts when the limit is set and ends once
+//! the calls dispatched under that limit have come back (about one RTT).
+//! Calls dispatched before the round began say nothing about its limit and
+//! are left out of it.
+//!
+//! - **Queueing estimate.** Each successful call's latency is divided by the
+//!   no-load latency of calls of its size (`R0` is kept per power-of-two
+//!   size class, so a mix of 64 KiB and 64 MiB uploads compares each with
+//!   its own kind). The *smallest* such ratio of the round, minus one, is
+//!   the queueing `q`: the smallest, because the jitter of the backend
+//!   spreads the ratios upward, while a standing queue delays every call.
+//! - **Cut.** If `q > 0.15`, the limit becomes `limit / (1 + q)`: above the
+//!   knee, latency grows in proportion to calls in flight, so this lands on
+//!   the knee in one step instead of creeping down.
+//! - **Grow.** If `q < 0.05` and the round used its whole limit (growing an
+//!   unused limit would only store up a future burst), the limit grows: it
+//!   doubles while starting up, then goes up by one per round. Within 10%
+//!   of the limit at which the backend last throttled (in the last 30 s),
+//!   it grows only every fourth round.
+//! - **Loss.** A round with a throttle answer or a timeout multiplies the
+//!   limit by 0.8, once per round, whatever the latency says.
+//! - Between `q = 0.05` and `0.15` it holds.
+//!
+//! The limit stays within `[min, max]`.
+//!
+//! # Keeping `R0` honest
+//!
+//! Everything rests on `R0`, and the published limiters go wrong there:
+//!
+//! - *A first measurement taken above the knee sticks* (Netflix's Vegas
+//!   limiter): started at 100 calls in flight against a backend whose knee
+//!   is 10, every call queues, the queued latency becomes `R0`, and the
+//!   limiter sees no queueing at all. Here `R0` only ever falls between
+//!   probes, and **probes** measure it afresh: for one round the limit is
+//!   halved, which drains any standing queue, and the smallest latencies
+//!   of that round replace `R0` (upward too, so a backend that truly
+//!   became slower is followed, but only when the limiter did not already
+//!   see queueing, so a probe that could not reach below the knee never
+//!   raises it). The first probe comes right after the first round; while
+//!   a probe lowers `R0` by more than 10%, the next follows at once, so a
+//!   cold start far above the knee halves its way down in a few rounds.
+//!   Otherwise probes come every `probe_interval` (10 s).
+//! - *Pinning the limit low to measure `R0` costs throughput* (Envoy's
+//!   gradient controller pins to a small minimum for a fixed time). Here a
+//!   probe lasts one round at half the limit: at 200 ms latency and a
+//!   10-second interval, about 1% of capacity.
+//! - *A limit that grows without end under modest overload* (Netflix's
+//!   Gradient2, issue #134: its growth term is added whatever the gradient
+//!   says). Here the limit grows only when a round shows no queueing and
+//!   used its whole limit; any queueing above 15% cuts it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Outcome, Sample};
+
+/// Below this queueing estimate the limit may grow.
+const QUEUE_LOW: f64 = 0.03;
+/// Above this queueing estimate the limit is cut.
+const QUEUE_HIGH: f64 = 0.08;
+/// What a round with loss multiplies the limit by.
+const LOSS_BACKOFF: f64 = 0.8;
+/// Time between two steps up to a new ceiling, in smoothed RTTs; doubled
+/// after each step that finds queueing again, up to `CEILING_RTTS_MAX`.
+const CEILING_RTTS: u32 = 10;
+const CEILING_RTTS_MAX: u32 = 40;
+/// Fewest samples a round or a probe decides on: a mean of 8 latencies
+/// jittered by +-10% is good to about 2%, well inside the thresholds.
+const MIN_SAMPLES: usize = 8;
+/// A probe that lowers `R0` by more than this calls for another at once.
+const PROBE_GAIN: f64 = 0.9;
+/// Size classes: powers of two up to 2^47 bytes.
+const CLASSES: usize = 48;
+
+/// Settings of the adaptive limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptiveConfig {
+    /// The limit never goes below this.
+    pub min: usize,
+    /// The limit never goes above this.
+    pub max: usize,
+    /// The limit to start with.
+    pub initial: usize,
+    /// Time between two probes of the no-load latency, once it is stable.
+    pub probe_interval: Duration,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            min: 1,
+            max: 256,
+            initial: 4,
+            probe_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The no-load latency of one size class.
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    latency: Duration,
+    /// Whether a probe measured it; until then it is one call's latency,
+    /// which any probe may replace.
+    probed: bool,
+}
+
+/// The size class of a call of `cost` bytes.
+fn class(cost: u64) -> usize {
+    (u64::BITS - cost.max(1).leading_zeros()) as usize % CLASSES
+}
+
+#[derive(Debug)]
+pub(crate) struct Adaptive {
+    config: AdaptiveConfig,
+    limit: f64,
+    /// No-load latency per size class.
+    base: [Option<Base>; CLASSES],
+    /// Smoothed latency of successful calls, for timing rounds and probes.
+    srtt: Option<Duration>,
+    starting: bool,
+    round: Round,
+    probe: Option<Probe>,
+    next_probe: Instant,
+    /// The lowest limit that showed queueing or loss since the knee last
+    /// moved up: growing back to it is done rarely.
+    ceiling: Option<f64>,
+    /// When the limit last stepped up to the ceiling.
+    ceiling_tried: Instant,
+    /// RTTs to wait between two steps up to the ceiling.
+    ceiling_wait: u32,
+    /// The queueing estimate of the last round.
+    last_queue: f64,
+    /// Whether the last probe lowered `R0`: the next follows at once and
+    /// dips deeper.
+    chasing: bool,
+}
+
+#[derive(Debug)]
+struct Round {
+    /// Calls dispatched from here on belong to this round.
+    start: Instant,
+    /// Sum of latency / no-load latency over the round's successes.
+    ratios: f64,
+    samples: usize,
+    losses: usize,
+    /// Whether a call of the round was dispatched with the limit full.
+    limited: bool,
+    /// Latencies per size class, to lower `R0` when a round is faster.
+    latencies: Latencies,
+}
+
+impl Round {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            ratios: 0.0,
+            samples: 0,
+            losses: 0,
+            limited: false,
+            latencies: Latencies::default(),
+        }
+    }
+}
+
+/// Sums and counts of latencies per size class.
+#[derive(Debug)]
+struct Latencies([(Duration, u32); CLASSES]);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self([(Duration::ZERO, 0); CLASSES])
+    }
+}
+
+impl Latencies {
+    fn add(&mut self, class: usize, latency: Duration) {
+        let (sum, count) = &mut self.0[class];
+        *sum += latency;
+        *count += 1;
+    }
+
+    fn means(&self) -> impl Iterator<Item = (usize, Duration)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, count))| *count > 0)
+            .map(|(class, (sum, count))| (class, *sum / *count))
+    }
+}
+
+#[derive(Debug)]
+struct Probe {
+    start: Instant,
+    cap: usize,
+    /// The limit to return to.
+    saved: f64,
+    latencies: Latencies,
+    samples: usize,
+}
+
+impl Adaptive {
+    pub(crate) fn new(config: AdaptiveConfig, now: Instant) -> Self {
+        Self {
+            config,
+            limit: config.initial.clamp(config.min, config.max) as f64,
+            base: [None; CLASSES],
+            srtt: None,
+            starting: true,
+            round: Round::new(now),
+            probe: None,
+            next_probe: now,
+            ceiling: None,
+            ceiling_tried: now,
+            ceiling_wait: CEILING_RTTS,
+            last_queue: 0.0,
+            chasing: true,
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        match &self.probe {
+            Some(probe) => probe.cap,
+            None => (self.limit.round() as usize).clamp(self.config.min, self.config.max),
+        }
+    }
+
+    pub(crate) fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    fn clamp(&mut self) {
+        self.limit = self
+            .limit
+            .clamp(self.config.min as f64, self.config.max as f64);
+    }
+
+    /// A latency guess for timing: the smoothed RTT, or one second.
+    fn rtt_guess(&self) -> Duration {
+        self.srtt.unwrap_or(Duration::from_secs(1))
+    }
+
+    pub(crate) fn on_sample(&mut self, sample: Sample, now: Instant) {
+        let class = class(sample.cost);
+        if sample.outcome == Outcome::Success {
+            self.srtt = Some(match self.srtt {
+                Some(srtt) => (srtt * 7 + sample.rtt) / 8,
+                None => sample.rtt,
+            });
+        }
+        if self.probe.is_some() {
+            self.on_probe_sample(sample, class, now);
+            return;
+        }
+        if sample.dispatched < self.round.start {
+            return;
+        }
+        let round = &mut self.round;
+        match sample.outcome {
+            Outcome::Success => {
+                // A size class seen for the first time starts from this
+                // latency; the next probe corrects it.
+                let base = self.base[class].get_or_insert(Base {
+                    latency: sample.rtt,
+                    probed: false,
+                });
+                let base = base.latency.max(Duration::from_micros(1));
+                round.ratios += sample.rtt.as_secs_f64() / base.as_secs_f64();
+                round.samples += 1;
+                round.latencies.add(class, sample.rtt);
+            }
+            Outcome::Loss => round.losses += 1,
+            Outcome::Ignore => {}
+        }
+        round.limited |= sample.in_flight >= self.limit.round() as usize;
+        // The round is over when a limit's worth of calls, and enough to
+        // judge by, has come back.
+        let needed = (self.limit.round() as usize).max(MIN_SAMPLES);
+        if round.samples + round.losses >= needed {
+            self.end_round(now);
+        }
+    }
+
+    fn end_round(&mut self, now: Instant) {
+        let round = std::mem::replace(&mut self.round, Round::new(now));
+        if round.losses > 0 {
+            self.cut(self.limit * LOSS_BACKOFF);
+        } else if round.samples > 0 {
+            // A round clearly faster than R0 means R0 is stale: probe now.
+            for (class, mean) in round.latencies.means() {
+                if self.base[class].is_some_and(|base| mean < base.latency.mul_f64(PROBE_GAIN)) {
+                    self.next_probe = now;
+                }
+            }
+            let queue = round.ratios / round.samples as f64 - 1.0;
+            self.last_queue = queue;
+            if self.starting && queue <= 2.0 * QUEUE_HIGH {
+                // Starting up, far below any knee seen so far: only clear
+                // queueing ends the doubling, not the noise of a round.
+                if round.limited && queue < QUEUE_HIGH {
+                    self.limit *= 2.0;
+                }
+            } else if queue > QUEUE_HIGH {
+                self.cut(self.limit / (1.0 + queue));
+            } else if round.limited && queue < QUEUE_LOW {
+                if self.ceiling.is_some_and(|ceiling| self.limit >= ceiling) {
+                    // The ceiling held no queueing this time: the knee moved.
+                    self.ceiling = None;
+                }
+                self.grow(now);
+            }
+        }
+        self.clamp();
+        if now >= self.next_probe {
+            // A routine probe needs only to dip below a limit that is at
+            // most ~10% above the knee; a probe chasing a stale R0 halves.
+            let dip = if self.chasing { 0.5 } else { 0.75 };
+            self.probe = Some(Probe {
+                start: now,
+                cap: ((self.limit * dip).floor() as usize).max(self.config.min),
+                saved: self.limit,
+                latencies: Latencies::default(),
+                samples: 0,
+            });
+        }
+    }
+
+    /// Lowers the limit to `to`, remembering where queueing or loss began.
+    fn cut(&mut self, to: f64) {
+        let from = self.limit.round();
+        self.ceiling_wait = match self.ceiling {
+            // The same ceiling again: wait longer before the next try.
+            Some(ceiling) if from >= ceiling => (self.ceiling_wait * 2).min(CEILING_RTTS_MAX),
+            _ => CEILING_RTTS,
+        };
+        self.ceiling = Some(self.ceiling.map_or(from, |ceiling| ceiling.min(from)));
+        self.limit = to;
+        self.starting = false;
+    }
+
+    fn grow(&mut self, now: Instant) {
+        // One step below the ceiling is the knee: trying the ceiling again
+        // costs a round of queueing, so it is done only every so often.
+        if self
+            .ceiling
+            .is_some_and(|ceiling| self.limit.round() + 1.0 >= ceiling)
+        {
+            if now - self.ceiling_tried < self.ceiling_wait * self.rtt_guess() {
+                return;
+            }
+            self.ceiling_tried = now;
+        }
+        self.limit = self.limit.round() + 1.0;
+    }
+
+    fn on_probe_sample(&mut self, sample: Sample, class: usize, now: Instant) {
+        let guess = self.rtt_guess();
+        let probe = self.probe.as_mut().expect("called during a probe");
+        if sample.dispatched >= probe.start && sample.outcome == Outcome::Success {
+            probe.latencies.add(class, sample.rtt);
+            probe.samples += 1;
+        }
+        let full = probe.samples >= probe.cap.max(MIN_SAMPLES);
+        let timed_out = now - probe.start >= 8 * guess;
+        if full || timed_out {
+            self.end_probe(now);
+        }
+    }
+
+    fn end_probe(&mut self, now: Instant) {
+        let probe = self.probe.take().expect("called during a probe");
+        let mut lowered = false;
+        for (class, mean) in probe.latencies.means() {
+            let base = &mut self.base[class];
+            let measured = Some(Base {
+                latency: mean,
+                probed: true,
+            });
+            match *base {
+                Some(old) if mean < old.latency.mul_f64(PROBE_GAIN) => {
+                    lowered = true;
+                    *base = measured;
+                }
+                // A measured R0 is raised only when no queueing was seen
+                // before the probe: then the probe ran below the knee.
+                Some(old) if old.probed && mean > old.latency && self.last_queue > QUEUE_HIGH => {}
+                // Close to a measured R0: average, to shed the noise of
+                // one probe's few samples.
+                Some(old) if old.probed && mean < old.latency.mul_f64(2.0 - PROBE_GAIN) => {
+                    let latency = (old.latency + mean) / 2;
+                    *base = Some(Base {
+                        latency,
+                        probed: true,
+                    });
+                }
+                _ => *base = measured,
+            }
+        }
+        self.limit = probe.saved;
+        self.round = Round::new(now);
+        self.chasing = lowered;
+        self.next_probe = if lowered {
+            now
+        } else {
+            now + self.config.probe_interval
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes_are_powers_of_two() {
+        assert_eq!(class(0), class(1));
+        assert_eq!(class((64 << 10) - 1), 16);
+        assert_eq!(class(64 << 10), 17);
+        assert_eq!(class((128 << 10) - 1), 17);
+        assert_ne!(class(64 << 10), class(64 << 20));
+        assert!(class(u64::MAX) < CLASSES);
+    }
+}

@@ -1,0 +1,6 @@
+//! Fixtures for testing and benchmarking corral.
+//!
+//! [`sim`] drives the real scheduler in virtual time against a simulated
+//! backend, for the scheduler's scenario tests and `corral bench sim`.
+
+pub mod sim;

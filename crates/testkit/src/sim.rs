@@ -1,0 +1,461 @@
+//! A simulated storage backend, and scenarios that drive the real
+//! scheduler against it in virtual time.
+//!
+//! The backend has a number of service slots (calls beyond them wait in
+//! its own FIFO queue, as in a real store whose latency grows with load), a
+//! latency with jitter, and an optional token bucket that answers "503
+//! SlowDown" within 10 ms once exceeded. Slots and rate can change at given
+//! times. Everything runs on a paused tokio clock, so a 6-minute scenario
+//! takes a fraction of a second and the same seed gives the same figures.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_sched::{Class, Classify, JobError, LimitConfig, SchedConfig, Scheduler, Stats};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// How the simulated backend behaves.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Calls served at once.
+    pub slots: usize,
+    /// Mean service time of a call.
+    pub latency: Duration,
+    /// Service times are uniform in `latency x [1 - jitter, 1 + jitter]`.
+    pub jitter: f64,
+    /// A token bucket in calls per second, if the backend throttles.
+    pub rate: Option<f64>,
+    /// Tokens the bucket holds at most.
+    pub burst: f64,
+    /// Changes at given times since the start.
+    pub changes: Vec<(Duration, Change)>,
+}
+
+/// A change of the backend's capacity.
+#[derive(Debug, Clone, Copy)]
+pub enum Change {
+    /// The number of service slots becomes this.
+    Slots(usize),
+    /// The token bucket's rate becomes this.
+    Rate(f64),
+}
+
+impl BackendConfig {
+    /// `slots` slots of `latency` +-10%, no throttling.
+    pub fn slots(slots: usize, latency: Duration) -> Self {
+        Self {
+            slots,
+            latency,
+            jitter: 0.1,
+            rate: None,
+            burst: 0.0,
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// The simulated backend's error: it throttled the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled;
+
+impl Classify for Throttled {
+    fn classify(&self) -> Class {
+        Class::Throttled { retry_after: None }
+    }
+}
+
+#[derive(Debug)]
+struct BackendState {
+    slots: usize,
+    busy: usize,
+    waiting: VecDeque<oneshot::Sender<()>>,
+    rate: Option<f64>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The simulated backend.
+#[derive(Debug)]
+pub struct Backend {
+    config: BackendConfig,
+    state: Mutex<BackendState>,
+    rng: Mutex<fastrand::Rng>,
+    /// Calls answered with a throttle.
+    pub throttled: AtomicU64,
+    /// Calls served.
+    pub served: AtomicU64,
+}
+
+impl Backend {
+    /// A backend following `config`, its jitter drawn from `seed`.
+    pub fn new(config: BackendConfig, seed: u64) -> Arc<Self> {
+        let state = BackendState {
+            slots: config.slots,
+            busy: 0,
+            waiting: VecDeque::new(),
+            rate: config.rate,
+            tokens: config.burst,
+            refilled: Instant::now(),
+        };
+        Arc::new(Self {
+            config,
+            state: Mutex::new(state),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            throttled: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+        })
+    }
+
+    /// Applies the configured changes at their times; run it as a task.
+    pub async fn follow_changes(self: Arc<Self>) {
+        let start = Instant::now();
+        for (at, change) in self.config.changes.clone() {
+            tokio::time::sleep_until(start + at).await;
+            let mut state = self.state.lock().unwrap();
+            match change {
+                Change::Slots(slots) => state.slots = slots,
+                Change::Rate(rate) => state.rate = Some(rate),
+            }
+            Self::admit(&mut state);
+        }
+    }
+
+    fn admit(state: &mut BackendState) {
+        while state.busy < state.slots {
+            let Some(waiter) = state.waiting.pop_front() else {
+                return;
+            };
+            if waiter.send(()).is_ok() {
+                state.busy += 1;
+            }
+        }
+    }
+
+    /// Takes a token, if the backend throttles, and joins the slot queue;
+    /// `None` if the bucket is empty.
+    fn enter(&self) -> Option<oneshot::Receiver<()>> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(rate) = state.rate {
+            let now = Instant::now();
+            let elapsed = (now - state.refilled).as_secs_f64();
+            state.refilled = now;
+            state.tokens = (state.tokens + elapsed * rate).min(self.config.burst.max(1.0));
+            if state.tokens < 1.0 {
+                return None;
+            }
+            state.tokens -= 1.0;
+        }
+        let (sender, receiver) = oneshot::channel();
+        state.waiting.push_back(sender);
+        Self::admit(&mut state);
+        Some(receiver)
+    }
+
+    /// One call: throttled at once if the bucket is empty, else served
+    /// after waiting for a slot.
+    pub async fn call(&self) -> Result<(), Throttled> {
+        let Some(slot) = self.enter() else {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Err(Throttled);
+        };
+        let release = SlotGuard(self);
+        slot.await.expect("the backend never drops a waiter");
+        let factor = 1.0 + self.config.jitter * (2.0 * self.rng.lock().unwrap().f64() - 1.0);
+        tokio::time::sleep(self.config.latency.mul_f64(factor)).await;
+        self.served.fetch_add(1, Ordering::Relaxed);
+        drop(release);
+        Ok(())
+    }
+}
+
+/// Frees a backend slot when the call ends or is dropped.
+struct SlotGuard<'a>(&'a Backend);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap();
+        state.busy -= 1;
+        Backend::admit(&mut state);
+    }
+}
+
+/// One finished backend call, as the simulation saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// When it started, in seconds since the scenario's start.
+    pub start: f64,
+    /// How long it took.
+    pub latency: Duration,
+    /// Whether the backend served it (not throttled).
+    pub ok: bool,
+}
+
+/// The limit at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSample {
+    /// Seconds since the scenario's start.
+    pub at: f64,
+    /// The scheduler's state.
+    pub stats: Stats,
+}
+
+/// Everything a scenario run recorded.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Every backend call.
+    pub calls: Vec<Call>,
+    /// The limit every 100 ms.
+    pub limits: Vec<LimitSample>,
+    /// Starts that found more calls running than the limit allowed.
+    pub breaches: u64,
+    /// Calls dispatched by the scheduler, retries included.
+    pub dispatched: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+}
+
+/// Watches calls for limit breaches and records them.
+#[derive(Debug)]
+pub struct Observer {
+    start: Instant,
+    scheduler: Scheduler,
+    running: AtomicUsize,
+    /// The largest limit seen at the current instant: a cut takes effect
+    /// for new dispatches, while calls dispatched just before it at the
+    /// same instant legitimately start above it.
+    instant_limit: Mutex<(Instant, usize)>,
+    breaches: AtomicU64,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Observer {
+    /// An observer of `scheduler`, timing from now.
+    pub fn new(scheduler: Scheduler) -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            scheduler,
+            running: AtomicUsize::new(0),
+            instant_limit: Mutex::new((Instant::now(), 0)),
+            breaches: AtomicU64::new(0),
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn note_limit(&self) -> usize {
+        let now = Instant::now();
+        let limit = self.scheduler.stats().limit;
+        let mut seen = self.instant_limit.lock().unwrap();
+        if seen.0 == now {
+            seen.1 = seen.1.max(limit);
+        } else {
+            *seen = (now, limit);
+        }
+        seen.1
+    }
+
+    /// One call through the backend, checked against the limit.
+    pub async fn call(&self, backend: &Backend) -> Result<(), Throttled> {
+        let allowed = self.note_limit();
+        let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        if running > allowed {
+            self.breaches.fetch_add(1, Ordering::Relaxed);
+        }
+        let start = Instant::now();
+        let result = backend.call().await;
+        self.note_limit();
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.calls.lock().unwrap().push(Call {
+            start: (start - self.start).as_secs_f64(),
+            latency: start.elapsed(),
+            ok: result.is_ok(),
+        });
+        result
+    }
+
+    /// Records the scheduler's state every 100 ms until `end`.
+    pub async fn sample_limits(&self, end: Instant) -> Vec<LimitSample> {
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while Instant::now() < end {
+            tick.tick().await;
+            samples.push(LimitSample {
+                at: (Instant::now() - self.start).as_secs_f64(),
+                stats: self.scheduler.stats(),
+            });
+        }
+        samples
+    }
+
+    /// The calls seen so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Starts that found more calls running than the limit allowed.
+    pub fn breaches(&self) -> u64 {
+        self.breaches.load(Ordering::Relaxed)
+    }
+}
+
+/// A scenario: a backend, a strategy, and `workers` clients each running
+/// one job after another for `duration`, enough to saturate the backend.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The backend.
+    pub backend: BackendConfig,
+    /// The scheduler's strategy.
+    pub limit: LimitConfig,
+    /// Concurrent clients.
+    pub workers: usize,
+    /// Bytes per job.
+    pub cost: u64,
+    /// How long clients keep submitting.
+    pub duration: Duration,
+    /// Seeds the backend's jitter and the scheduler's backoff.
+    pub seed: u64,
+}
+
+/// Runs `scenario` on a fresh paused runtime and returns its record.
+pub fn run(scenario: &Scenario) -> Record {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds");
+    runtime.block_on(simulate(scenario))
+}
+
+async fn simulate(scenario: &Scenario) -> Record {
+    let mut config = SchedConfig {
+        limit: scenario.limit,
+        ..SchedConfig::default()
+    };
+    config.retry.seed = Some(scenario.seed);
+    config.queue.max_jobs = scenario.workers * 2;
+    let scheduler = Scheduler::new(config);
+    let backend = Backend::new(scenario.backend.clone(), scenario.seed);
+    let observer = Observer::new(scheduler.clone());
+    let end = Instant::now() + scenario.duration;
+    tokio::spawn(Arc::clone(&backend).follow_changes());
+    let sampler = {
+        let observer = Arc::clone(&observer);
+        tokio::spawn(async move { observer.sample_limits(end).await })
+    };
+    let failed = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..scenario.workers)
+        .map(|_| {
+            let (scheduler, backend, observer) = (
+                scheduler.clone(),
+                Arc::clone(&backend),
+                Arc::clone(&observer),
+            );
+            let (cost, failed) = (scenario.cost, Arc::clone(&failed));
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    let group = scheduler
+                        .group("sim")
+                        .expect("the queue holds every worker");
+                    let result = group.run(cost, || observer.call(&backend)).await;
+                    if let Err(JobError::Failed { .. }) = result {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("workers do not panic");
+    }
+    let limits = sampler.await.expect("the sampler does not panic");
+    let counters = scheduler.counters();
+    Record {
+        calls: observer.calls(),
+        limits,
+        breaches: observer.breaches(),
+        dispatched: counters.calls.load(Ordering::Relaxed),
+        retries: counters.retries.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+    }
+}
+
+impl Record {
+    fn window(&self, from: f64, to: f64) -> impl Iterator<Item = &Call> {
+        self.calls
+            .iter()
+            .filter(move |call| call.start >= from && call.start < to)
+    }
+
+    /// Served calls per second that started in `[from, to)`.
+    pub fn goodput(&self, from: f64, to: f64) -> f64 {
+        self.window(from, to).filter(|call| call.ok).count() as f64 / (to - from)
+    }
+
+    /// The `q`-quantile latency of served calls that started in
+    /// `[from, to)`.
+    pub fn latency_quantile(&self, from: f64, to: f64, q: f64) -> Duration {
+        let mut latencies: Vec<Duration> = self
+            .window(from, to)
+            .filter(|call| call.ok)
+            .map(|call| call.latency)
+            .collect();
+        if latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        latencies.sort();
+        let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index]
+    }
+
+    /// Throttled calls as a fraction of all calls started in `[from, to)`.
+    pub fn throttled_share(&self, from: f64, to: f64) -> f64 {
+        let (mut all, mut throttled) = (0, 0);
+        for call in self.window(from, to) {
+            all += 1;
+            throttled += usize::from(!call.ok);
+        }
+        throttled as f64 / all.max(1) as f64
+    }
+
+    /// The first time from which a one-second window reaches `rate` served
+    /// calls per second, searching from `after`.
+    pub fn time_to_rate(&self, after: f64, rate: f64) -> Option<f64> {
+        let mut t = after;
+        let last = self.calls.last().map_or(0.0, |call| call.start);
+        while t + 1.0 <= last {
+            if self.goodput(t, t + 1.0) >= rate {
+                return Some(t + 1.0 - after);
+            }
+            t += 0.1;
+        }
+        None
+    }
+
+    /// The smallest and largest limit outside probes in `[from, to)`.
+    pub fn limit_range(&self, from: f64, to: f64) -> (usize, usize) {
+        self.limits
+            .iter()
+            .filter(|s| s.at >= from && s.at < to && !s.stats.probing)
+            .fold((usize::MAX, 0), |(lo, hi), s| {
+                (lo.min(s.stats.limit), hi.max(s.stats.limit))
+            })
+    }
+
+    /// The share of 100 ms samples in `[from, to)`, outside probes, whose
+    /// limit lies in `[lo, hi]`.
+    pub fn limit_share_within(&self, from: f64, to: f64, lo: usize, hi: usize) -> f64 {
+        let samples: Vec<usize> = self
+            .limits
+            .iter()
+            .filter(|s| s.at >= from && s.at < to && !s.stats.probing)
+            .map(|s| s.stats.limit)
+            .collect();
+        let within = samples.iter().filter(|l| (lo..=hi).contains(*l)).count();
+        within as f64 / samples.len().max(1) as f64
+    }
+}
