@@ -94,7 +94,8 @@ pub(crate) struct Budget {
 impl Budget {
     pub(crate) fn new(config: &RetryConfig, now: Instant) -> Self {
         Self {
-            tokens: config.budget_max.min(config.budget_per_sec.max(1.0)),
+            // Full, like any token bucket: a fresh process may retry.
+            tokens: config.budget_max,
             refilled: now,
             ratio: config.budget_ratio,
             per_sec: config.budget_per_sec,
@@ -172,7 +173,7 @@ mod tests {
             ..RetryConfig::default()
         };
         let mut budget = Budget::new(&config, Instant::now());
-        budget.tokens = 0.0;
+        while budget.withdraw(Instant::now()) {}
         let mut retries = 0;
         for _ in 0..1000 {
             budget.deposit(Instant::now());

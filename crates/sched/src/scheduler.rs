@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -86,7 +86,8 @@ struct State {
     queue: FairQueue<oneshot::Sender<Grant>>,
     limiter: Limiter,
     in_flight: usize,
-    /// Calls in flight per group, for the per-request strategy.
+    /// Calls in flight per group, counted only under the per-request
+    /// strategy (the only one with a cap per group).
     group_in_flight: HashMap<u64, usize>,
     tenants: HashMap<String, u64>,
     budget: Budget,
@@ -180,11 +181,14 @@ impl Scheduler {
             Counters::bump(&shared.counters.rejected);
             return Err(Refused::Overloaded { retry_after });
         }
-        let next_tenant = state.tenants.len() as u64;
-        let tenant = *state
-            .tenants
-            .entry(tenant.to_owned())
-            .or_insert(next_tenant);
+        let tenant = match state.tenants.get(tenant) {
+            Some(&id) => id,
+            None => {
+                let id = state.tenants.len() as u64;
+                state.tenants.insert(tenant.to_owned(), id);
+                id
+            }
+        };
         drop(state);
         Counters::bump(&shared.counters.admitted);
         Ok(Group {
@@ -192,6 +196,7 @@ impl Scheduler {
             id: shared.next_group.fetch_add(1, Ordering::Relaxed),
             tenant,
             token: shared.root.child_token(),
+            queued: AtomicBool::new(false),
         })
     }
 
@@ -203,6 +208,7 @@ impl Scheduler {
             id: self.shared.next_group.fetch_add(1, Ordering::Relaxed),
             tenant: u64::MAX,
             token: self.shared.root.child_token(),
+            queued: AtomicBool::new(false),
         }
     }
 
@@ -271,13 +277,31 @@ impl Shared {
         Some(Duration::from_secs_f64(secs))
     }
 
+    /// Whether a job of `group` may start now, as far as the limit and
+    /// the group's cap allow: the test `dispatch` makes before popping.
+    fn has_room(state: &mut State, group: u64) -> bool {
+        state.in_flight < state.limiter.dispatch_limit()
+            && state
+                .limiter
+                .per_group()
+                .is_none_or(|cap| state.group_in_flight.get(&group).copied().unwrap_or(0) < cap)
+    }
+
+    /// Counts a job of `group` as in flight from `now`.
+    fn grant(state: &mut State, group: u64, now: Instant) -> Grant {
+        state.in_flight += 1;
+        if state.limiter.per_group().is_some() {
+            *state.group_in_flight.entry(group).or_default() += 1;
+        }
+        Grant {
+            dispatched: now,
+            in_flight: state.in_flight,
+        }
+    }
+
     /// Hands free slots to waiting jobs, in fair order.
-    fn dispatch(&self, state: &mut State) {
-        let now = Instant::now();
-        loop {
-            if state.in_flight >= state.limiter.limit() {
-                return;
-            }
+    fn dispatch(state: &mut State, now: Instant) {
+        while state.in_flight < state.limiter.dispatch_limit() {
             let per_group = state.limiter.per_group();
             let State {
                 queue,
@@ -290,23 +314,20 @@ impl Shared {
             let Some((waiter, group, _cost)) = queue.pop(eligible) else {
                 return;
             };
-            state.in_flight += 1;
-            *state.group_in_flight.entry(group).or_default() += 1;
-            let grant = Grant {
-                dispatched: now,
-                in_flight: state.in_flight,
-            };
+            let grant = Self::grant(state, group, now);
             if waiter.send(grant).is_err() {
                 // The waiter is gone (it only lets go of its receiver after
                 // taking its entry out, so this is a forgotten future).
-                self.release(state, group);
+                Self::release(state, group);
             }
         }
     }
 
-    fn release(&self, state: &mut State, group: u64) {
+    fn release(state: &mut State, group: u64) {
         state.in_flight -= 1;
-        if let Some(count) = state.group_in_flight.get_mut(&group) {
+        if state.limiter.per_group().is_some()
+            && let Some(count) = state.group_in_flight.get_mut(&group)
+        {
             *count -= 1;
             if *count == 0 {
                 state.group_in_flight.remove(&group);
@@ -318,21 +339,21 @@ impl Shared {
 /// A running job's slot; dropping it frees the slot and reports the call
 /// to the limit.
 #[derive(Debug)]
-struct Permit {
-    shared: Arc<Shared>,
+struct Permit<'a> {
+    shared: &'a Shared,
     group: u64,
     cost: u64,
     grant: Grant,
     outcome: Outcome,
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let now = Instant::now();
         let rtt = now - self.grant.dispatched;
         self.shared.counters.observe(self.outcome, rtt);
         let mut state = self.shared.lock();
-        self.shared.release(&mut state, self.group);
+        Shared::release(&mut state, self.group);
         if self.outcome == Outcome::Success {
             state.drain.record(now);
         }
@@ -344,8 +365,9 @@ impl Drop for Permit {
             outcome: self.outcome,
         };
         state.limiter.on_sample(sample, now);
-        self.shared.dispatch(&mut state);
-        let idle = state.in_flight == 0 && state.queue.len() == 0;
+        Shared::dispatch(&mut state, now);
+        // Only a shutdown waits for idleness, and it closes first.
+        let idle = state.closed && state.in_flight == 0 && state.queue.len() == 0;
         drop(state);
         if idle {
             self.shared.idle.notify_waiters();
@@ -353,23 +375,31 @@ impl Drop for Permit {
     }
 }
 
+/// How a job gets its slot.
+enum Start<'a> {
+    /// At once.
+    Now(Permit<'a>),
+    /// After waiting in the queue.
+    Queued(Waiter<'a>),
+}
+
 /// A queued job: takes its entry out of the queue if dropped while
 /// waiting, and frees its slot if dropped just after being granted one.
-struct Waiter {
-    shared: Arc<Shared>,
+struct Waiter<'a> {
+    shared: &'a Shared,
     entry: EntryId,
     group: u64,
     cost: u64,
     receiver: Option<oneshot::Receiver<Grant>>,
 }
 
-impl Waiter {
-    async fn wait(mut self) -> Option<Permit> {
+impl<'a> Waiter<'a> {
+    async fn wait(mut self) -> Option<Permit<'a>> {
         let receiver = self.receiver.as_mut().expect("taken only here and in drop");
         let grant = receiver.await.ok()?;
         self.receiver = None;
         Some(Permit {
-            shared: Arc::clone(&self.shared),
+            shared: self.shared,
             group: self.group,
             cost: self.cost,
             grant,
@@ -378,7 +408,7 @@ impl Waiter {
     }
 }
 
-impl Drop for Waiter {
+impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let Some(mut receiver) = self.receiver.take() else {
             return;
@@ -387,7 +417,7 @@ impl Drop for Waiter {
         if !still_queued && let Ok(grant) = receiver.try_recv() {
             // Granted but never used: the permit frees the slot.
             drop(Permit {
-                shared: Arc::clone(&self.shared),
+                shared: self.shared,
                 group: self.group,
                 cost: self.cost,
                 grant,
@@ -406,9 +436,13 @@ pub struct Group {
     shared: Arc<Shared>,
     id: u64,
     tenant: u64,
-    /// Cancelled by the first failure, by [`Group::cancel`], by drop, or
-    /// at the end of a shutdown's grace period.
+    /// Cancelled by the first failure, by [`Group::cancel`], or at the end
+    /// of a shutdown's grace period. Jobs borrow the group, so once it is
+    /// dropped no one is left waiting on it.
     token: CancellationToken,
+    /// Set when a job of the group first waits in the queue; until then
+    /// the group has nothing in the queue for drop to take out.
+    queued: AtomicBool,
 }
 
 impl Group {
@@ -466,13 +500,24 @@ impl Group {
         let counters = &self.shared.counters;
         let mut attempt = 1;
         loop {
-            let mut permit = self.acquire(cost).await?;
+            // The queue's and the backoff's states are boxed: a job pays
+            // for them only when it waits or retries, and every future
+            // that runs jobs stays small.
+            let mut permit = {
+                // In a block of its own, so that the call's state does not
+                // keep room for it.
+                let start = self.start(cost, attempt == 1)?;
+                match start {
+                    Start::Now(permit) => permit,
+                    Start::Queued(waiter) => Box::pin(self.wait(waiter, attempt == 1)).await?,
+                }
+            };
             Counters::bump(&counters.calls);
-            if attempt == 1 {
-                self.shared.lock().budget.deposit(Instant::now());
-            }
             let call = AssertUnwindSafe(job()).catch_unwind();
             let result = tokio::select! {
+                // The call first: a call that finishes at once never has to
+                // register for the group's cancellation.
+                biased;
                 result = call => result,
                 () = self.token.cancelled() => return Err(JobError::Cancelled),
             };
@@ -521,45 +566,85 @@ impl Group {
                     attempts: attempt,
                 });
             };
+            // Not kept across the backoff.
+            drop(error);
             Counters::bump(&counters.retries);
             attempt += 1;
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.token.cancelled() => return Err(JobError::Cancelled),
-            }
+            let sleep = async {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => Ok(()),
+                    () = self.token.cancelled() => Err(JobError::Cancelled),
+                }
+            };
+            Box::pin(sleep).await?;
         }
     }
 
-    /// Waits in the queue for a slot.
-    async fn acquire<E>(&self, cost: u64) -> Result<Permit, JobError<E>> {
+    /// Takes a slot at once if nobody waits and there is room, or a place
+    /// in the queue. A first attempt that starts at once makes its deposit
+    /// into the retry budget.
+    fn start<E>(&self, cost: u64, first: bool) -> Result<Start<'_>, JobError<E>> {
         if self.token.is_cancelled() {
             return Err(JobError::Cancelled);
         }
+        let shared = &*self.shared;
         let cost = cost.saturating_add(JOB_OVERHEAD);
-        let (sender, receiver) = oneshot::channel();
-        let entry = {
-            let mut state = self.shared.lock();
-            // Work the process owes itself is never refused.
-            if self.tenant != u64::MAX
-                && let Some(retry_after) = self.shared.full(&state)
-            {
-                return Err(JobError::Overloaded { retry_after });
+        // Read outside the lock, to keep it short.
+        let now = Instant::now();
+        let mut state = shared.lock();
+        // Work the process owes itself is never refused.
+        if self.tenant != u64::MAX
+            && let Some(retry_after) = shared.full(&state)
+        {
+            return Err(JobError::Overloaded { retry_after });
+        }
+        if state.queue.len() == 0 && Shared::has_room(&mut state, self.id) {
+            // Served at once, with no entry and no channel, as pushing and
+            // popping would.
+            state.queue.pass(self.tenant, cost);
+            let grant = Shared::grant(&mut state, self.id, now);
+            if first {
+                state.budget.deposit(now);
             }
-            let entry = state.queue.push(self.tenant, self.id, cost, sender);
-            self.shared.dispatch(&mut state);
-            entry
-        };
-        let waiter = Waiter {
-            shared: Arc::clone(&self.shared),
+            return Ok(Start::Now(Permit {
+                shared,
+                group: self.id,
+                cost,
+                grant,
+                outcome: Outcome::Ignore,
+            }));
+        }
+        self.queued.store(true, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        let entry = state.queue.push(self.tenant, self.id, cost, sender);
+        Shared::dispatch(&mut state, now);
+        drop(state);
+        Ok(Start::Queued(Waiter {
+            shared,
             entry,
             group: self.id,
             cost,
             receiver: Some(receiver),
+        }))
+    }
+
+    /// Waits in the queue for a slot. A first attempt then makes its
+    /// deposit into the retry budget.
+    async fn wait<'a, E>(
+        &'a self,
+        waiter: Waiter<'a>,
+        first: bool,
+    ) -> Result<Permit<'a>, JobError<E>> {
+        let permit = tokio::select! {
+            // A cancelled group takes no slot, even one just granted.
+            biased;
+            () = self.token.cancelled() => return Err(JobError::Cancelled),
+            permit = waiter.wait() => permit.ok_or(JobError::Cancelled)?,
         };
-        tokio::select! {
-            permit = waiter.wait() => permit.ok_or(JobError::Cancelled),
-            () = self.token.cancelled() => Err(JobError::Cancelled),
+        if first {
+            self.shared.lock().budget.deposit(Instant::now());
         }
+        Ok(permit)
     }
 
     /// Cancels the group: queued jobs leave the queue, running ones are
@@ -579,7 +664,12 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.cancel();
+        // Every job borrows the group, so none runs or waits any more and
+        // the token has no one left to tell. Only a job future forgotten
+        // while it waited can have left an entry in the queue.
+        if self.queued.load(Ordering::Relaxed) {
+            self.cancel();
+        }
     }
 }
 
@@ -589,4 +679,301 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a job panicked".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::future::join_all;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fail(Class);
+
+    impl Classify for Fail {
+        fn classify(&self) -> Class {
+            self.0
+        }
+    }
+
+    fn scheduler(limit: LimitConfig) -> Scheduler {
+        Scheduler::new(SchedConfig {
+            limit,
+            retry: RetryConfig {
+                seed: Some(7),
+                ..RetryConfig::default()
+            },
+            ..SchedConfig::default()
+        })
+    }
+
+    /// Calls running now and at most, overall and per group.
+    #[derive(Default)]
+    struct Running {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    impl Running {
+        async fn call(&self, time: Duration) -> Result<(), Fail> {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(time).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn max(&self) -> usize {
+            self.max.load(Ordering::SeqCst)
+        }
+    }
+
+    fn idle(scheduler: &Scheduler) -> bool {
+        let stats = scheduler.stats();
+        stats.in_flight == 0 && stats.queued_jobs == 0 && stats.queued_bytes == 0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_holds_whether_jobs_start_at_once_or_wait() {
+        let scheduler = scheduler(LimitConfig::Fixed(3));
+        let running = Running::default();
+        let groups: Vec<Group> = (0..4)
+            .map(|i| scheduler.group(&format!("tenant {}", i % 2)).unwrap())
+            .collect();
+        let jobs = (0..40).map(|i| {
+            let group = &groups[i % groups.len()];
+            let running = &running;
+            async move {
+                // Arrivals spread out, so that some find room and some wait.
+                tokio::time::sleep(Duration::from_millis(3 * i as u64)).await;
+                group
+                    .run(0, || running.call(Duration::from_millis(10)))
+                    .await
+            }
+        });
+        let results = join_all(jobs).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(running.max(), 3);
+        assert!(idle(&scheduler));
+        assert_eq!(scheduler.counters().calls.load(Ordering::Relaxed), 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_jobs_are_served_in_fair_order() {
+        let scheduler = scheduler(LimitConfig::Fixed(1));
+        let blocker = scheduler.group("c").unwrap();
+        let (a, b) = (scheduler.group("a").unwrap(), scheduler.group("b").unwrap());
+        let order = Mutex::new(Vec::new());
+        async fn job(
+            group: &Group,
+            order: &Mutex<Vec<&'static str>>,
+            name: &'static str,
+        ) -> Result<(), JobError<Fail>> {
+            let call = async {
+                order.lock().unwrap().push(name);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok(())
+            };
+            group.run_once(1000, call).await
+        }
+        let job = |group, name| job(group, &order, name);
+        let mut jobs = vec![job(&blocker, "c")];
+        jobs.extend((0..3).map(|_| job(&a, "a")));
+        jobs.extend((0..3).map(|_| job(&b, "b")));
+        assert!(join_all(jobs).await.iter().all(Result::is_ok));
+        assert_eq!(
+            order.into_inner().unwrap(),
+            ["c", "a", "b", "a", "b", "a", "b"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_leaves_the_queue() {
+        let scheduler = scheduler(LimitConfig::Fixed(1));
+        let group = scheduler.group("t").unwrap();
+        let running = Running::default();
+        let blocker = group.run(0, || running.call(Duration::from_secs(1)));
+        let waiter = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let stop = tokio::time::sleep(Duration::from_millis(10));
+            let waited = tokio::time::timeout_at(
+                stop.deadline(),
+                group.run(0, || async { Ok::<_, Fail>(()) }),
+            );
+            assert!(waited.await.is_err(), "the limit is taken");
+            assert_eq!(scheduler.stats().queued_jobs, 0);
+            assert_eq!(scheduler.stats().in_flight, 1);
+        };
+        let (result, ()) = tokio::join!(blocker, waiter);
+        assert!(result.is_ok());
+        assert!(idle(&scheduler));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_granted_a_slot_and_dropped_frees_it() {
+        let scheduler = scheduler(LimitConfig::Fixed(1));
+        let group = scheduler.group("t").unwrap();
+        let (finish, finished) = oneshot::channel::<()>();
+        let mut blocker = Box::pin(group.run_once(0, async {
+            finished.await.ok();
+            Ok::<_, Fail>(())
+        }));
+        assert!(blocker.as_mut().now_or_never().is_none());
+        let mut waiter = Box::pin(group.run(0, || async { Ok::<_, Fail>(()) }));
+        assert!(waiter.as_mut().now_or_never().is_none());
+        assert_eq!(scheduler.stats().queued_jobs, 1);
+
+        finish.send(()).unwrap();
+        assert!(blocker.now_or_never().unwrap().is_ok());
+        // The blocker's slot went to the waiter, which has not run yet.
+        let stats = scheduler.stats();
+        assert_eq!((stats.in_flight, stats.queued_jobs), (1, 0));
+        drop(waiter);
+        assert!(idle(&scheduler));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_are_freed_on_completion_cancellation_and_panic() {
+        let scheduler = scheduler(LimitConfig::Fixed(2));
+
+        let group = scheduler.group("t").unwrap();
+        let result = group.run(0, || async { Ok::<_, Fail>(()) }).await;
+        assert!(result.is_ok());
+        assert!(idle(&scheduler));
+
+        let mut running = Box::pin(group.run(0, futures::future::pending::<Result<(), Fail>>));
+        assert!(running.as_mut().now_or_never().is_none());
+        assert_eq!(scheduler.stats().in_flight, 1);
+        drop(running);
+        assert!(idle(&scheduler));
+
+        let mut running = Box::pin(group.run(0, futures::future::pending::<Result<(), Fail>>));
+        assert!(running.as_mut().now_or_never().is_none());
+        group.cancel();
+        assert!(matches!(running.await, Err(JobError::Cancelled)));
+        assert!(idle(&scheduler));
+
+        let group = scheduler.group("t").unwrap();
+        let result = group
+            .run(0, || async {
+                panic!("boom");
+                #[allow(unreachable_code)]
+                Ok::<(), Fail>(())
+            })
+            .await;
+        assert!(matches!(result, Err(JobError::Panicked { .. })));
+        assert!(group.is_cancelled());
+        assert!(idle(&scheduler));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_goes_through_the_limit_again() {
+        let scheduler = Scheduler::new(SchedConfig {
+            limit: LimitConfig::Fixed(1),
+            retry: RetryConfig {
+                // The first attempt alone pays for a retry.
+                budget_ratio: 1.0,
+                budget_per_sec: 0.0,
+                seed: Some(7),
+                ..RetryConfig::default()
+            },
+            ..SchedConfig::default()
+        });
+        let group = scheduler.group("t").unwrap();
+        let mut attempts = 0;
+        let result = group
+            .run(0, || {
+                attempts += 1;
+                let class = Class::Transient { retry_after: None };
+                let result = if attempts < 3 {
+                    Err(Fail(class))
+                } else {
+                    Ok(())
+                };
+                async move { result }
+            })
+            .await;
+        assert!(result.is_ok());
+        let counters = scheduler.counters();
+        assert_eq!(counters.calls.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.retries.load(Ordering::Relaxed), 2);
+        assert!(idle(&scheduler));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_per_request_strategy_caps_each_group() {
+        let scheduler = scheduler(LimitConfig::PerRequest(2));
+        let overall = Running::default();
+        let per_group = [Running::default(), Running::default()];
+        let groups = [scheduler.group("a").unwrap(), scheduler.group("a").unwrap()];
+        let jobs = (0..12).map(|i| {
+            let (group, mine) = (&groups[i % 2], &per_group[i % 2]);
+            let overall = &overall;
+            group.run(0, move || async move {
+                let (_, result) = tokio::join!(
+                    overall.call(Duration::from_millis(5)),
+                    mine.call(Duration::from_millis(5))
+                );
+                result
+            })
+        });
+        assert!(join_all(jobs).await.iter().all(Result::is_ok));
+        assert_eq!(per_group.each_ref().map(Running::max), [2, 2]);
+        assert_eq!(overall.max(), 4);
+        assert!(idle(&scheduler));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_group_takes_out_a_forgotten_waiter() {
+        let scheduler = scheduler(LimitConfig::Fixed(1));
+        let first = scheduler.group("t").unwrap();
+        let (finish, finished) = oneshot::channel::<()>();
+        let mut blocker = Box::pin(first.run_once(0, async {
+            finished.await.ok();
+            Ok::<_, Fail>(())
+        }));
+        assert!(blocker.as_mut().now_or_never().is_none());
+
+        let second = scheduler.group("t").unwrap();
+        let mut waiter = Box::pin(second.run(0, || async { Ok::<_, Fail>(()) }));
+        assert!(waiter.as_mut().now_or_never().is_none());
+        // Its entry outlives the future, which never drops.
+        std::mem::forget(waiter);
+        assert_eq!(scheduler.stats().queued_jobs, 1);
+        drop(second);
+        assert_eq!(scheduler.stats().queued_jobs, 0);
+
+        finish.send(()).unwrap();
+        assert!(blocker.await.is_ok());
+        assert!(idle(&scheduler));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_running_jobs_until_the_grace_period_ends() {
+        let scheduler = scheduler(LimitConfig::Fixed(4));
+        assert!(scheduler.shutdown(Duration::from_secs(1)).await, "idle");
+
+        let scheduler = self::scheduler(LimitConfig::Fixed(4));
+        let group = scheduler.group("t").unwrap();
+        let running = Running::default();
+        let start = Instant::now();
+        let (result, drained) = tokio::join!(
+            group.run(0, || running.call(Duration::from_secs(2))),
+            scheduler.shutdown(Duration::from_secs(10)),
+        );
+        assert!(result.is_ok() && drained);
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert!(matches!(scheduler.group("t"), Err(Refused::ShuttingDown)));
+
+        let scheduler = self::scheduler(LimitConfig::Fixed(4));
+        let group = scheduler.group("t").unwrap();
+        let (result, drained) = tokio::join!(
+            group.run(0, || running.call(Duration::from_secs(20))),
+            scheduler.shutdown(Duration::from_secs(1)),
+        );
+        assert!(matches!(result, Err(JobError::Cancelled)) && !drained);
+        assert!(idle(&scheduler));
+    }
 }

@@ -1,6 +1,8 @@
 //! Fixtures for testing and benchmarking corral.
 //!
 //! [`sim`] drives the real scheduler in virtual time against a simulated
-//! backend, for the scheduler's scenario tests and `corral bench sim`.
+//! backend; [`scenario`] holds the scenarios and their target figures, for
+//! the scheduler's scenario tests and `corral bench sim`.
 
+pub mod scenario;
 pub mod sim;

@@ -192,6 +192,8 @@ pub struct Call {
     pub latency: Duration,
     /// Whether the backend served it (not throttled).
     pub ok: bool,
+    /// Whether it retried an earlier attempt of the same job.
+    pub retry: bool,
 }
 
 /// The limit at one moment.
@@ -218,6 +220,8 @@ pub struct Record {
     pub retries: u64,
     /// Jobs that failed for good.
     pub failed: u64,
+    /// Retries refused by the budget.
+    pub budget_exhausted: u64,
 }
 
 /// Watches calls for limit breaches and records them.
@@ -259,8 +263,9 @@ impl Observer {
         seen.1
     }
 
-    /// One call through the backend, checked against the limit.
-    pub async fn call(&self, backend: &Backend) -> Result<(), Throttled> {
+    /// One call through the backend, checked against the limit; `retry`
+    /// says whether it repeats an earlier attempt.
+    pub async fn call(&self, backend: &Backend, retry: bool) -> Result<(), Throttled> {
         let allowed = self.note_limit();
         let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         if running > allowed {
@@ -274,6 +279,7 @@ impl Observer {
             start: (start - self.start).as_secs_f64(),
             latency: start.elapsed(),
             ok: result.is_ok(),
+            retry,
         });
         result
     }
@@ -361,7 +367,12 @@ async fn simulate(scenario: &Scenario) -> Record {
                     let group = scheduler
                         .group("sim")
                         .expect("the queue holds every worker");
-                    let result = group.run(cost, || observer.call(&backend)).await;
+                    let mut attempts = 0;
+                    let job = || {
+                        attempts += 1;
+                        observer.call(&backend, attempts > 1)
+                    };
+                    let result = group.run(cost, job).await;
                     if let Err(JobError::Failed { .. }) = result {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -381,6 +392,7 @@ async fn simulate(scenario: &Scenario) -> Record {
         dispatched: counters.calls.load(Ordering::Relaxed),
         retries: counters.retries.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
+        budget_exhausted: counters.budget_exhausted.load(Ordering::Relaxed),
     }
 }
 
@@ -414,12 +426,21 @@ impl Record {
 
     /// Throttled calls as a fraction of all calls started in `[from, to)`.
     pub fn throttled_share(&self, from: f64, to: f64) -> f64 {
-        let (mut all, mut throttled) = (0, 0);
+        self.share(from, to, |call| !call.ok)
+    }
+
+    /// Retries as a fraction of all calls started in `[from, to)`.
+    pub fn retry_share(&self, from: f64, to: f64) -> f64 {
+        self.share(from, to, |call| call.retry)
+    }
+
+    fn share(&self, from: f64, to: f64, counted: impl Fn(&Call) -> bool) -> f64 {
+        let (mut all, mut matching) = (0, 0);
         for call in self.window(from, to) {
             all += 1;
-            throttled += usize::from(!call.ok);
+            matching += usize::from(counted(call));
         }
-        throttled as f64 / all.max(1) as f64
+        matching as f64 / all.max(1) as f64
     }
 
     /// The first time from which a one-second window reaches `rate` served

@@ -75,8 +75,17 @@ use super::{Outcome, Sample};
 const QUEUE_LOW: f64 = 0.03;
 /// Above this queueing estimate the limit is cut.
 const QUEUE_HIGH: f64 = 0.08;
-/// What a round with loss multiplies the limit by.
+/// What a loss multiplies the limit by when the served rate cannot say
+/// better.
 const LOSS_BACKOFF: f64 = 0.8;
+/// The bins the served rate is counted in.
+const RATE_BIN: Duration = Duration::from_millis(250);
+/// Under throttling, a loss sets the limit to this share of what the
+/// served rate needs, and each round without loss adds this share of it.
+const THROTTLED_TARGET: f64 = 0.95;
+const THROTTLED_GROWTH: f64 = 0.005;
+/// Rounds without loss after which growth is no longer held back.
+const THROTTLED_ROUNDS: u32 = 50;
 /// Time between two steps up to a new ceiling, in smoothed RTTs; doubled
 /// after each step that finds queueing again, up to `CEILING_RTTS_MAX`.
 const CEILING_RTTS: u32 = 10;
@@ -151,6 +160,41 @@ pub(crate) struct Adaptive {
     /// Whether the last probe lowered `R0`: the next follows at once and
     /// dips deeper.
     chasing: bool,
+    /// Calls served per second, smoothed over about a second.
+    served: RateMeter,
+    /// When a loss last cut the limit.
+    loss_cut: Option<Instant>,
+    /// Rounds since the last loss, while throttling governs the limit.
+    throttled: Option<u32>,
+    /// The limit at the last loss.
+    loss_limit: f64,
+    /// Draws whether a fractional limit's last slot is used.
+    dither: fastrand::Rng,
+}
+
+/// Successes per second, smoothed over about four bins.
+#[derive(Debug)]
+struct RateMeter {
+    bin_start: Instant,
+    count: u32,
+    per_sec: f64,
+}
+
+impl RateMeter {
+    fn record(&mut self, now: Instant) {
+        let elapsed = now - self.bin_start;
+        if elapsed >= RATE_BIN {
+            let rate = f64::from(self.count) / elapsed.as_secs_f64();
+            self.per_sec = if self.per_sec == 0.0 {
+                rate
+            } else {
+                0.75 * self.per_sec + 0.25 * rate
+            };
+            self.bin_start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+    }
 }
 
 #[derive(Debug)]
@@ -160,7 +204,6 @@ struct Round {
     /// Sum of latency / no-load latency over the round's successes.
     ratios: f64,
     samples: usize,
-    losses: usize,
     /// Whether a call of the round was dispatched with the limit full.
     limited: bool,
     /// Latencies per size class, to lower `R0` when a round is faster.
@@ -173,7 +216,6 @@ impl Round {
             start,
             ratios: 0.0,
             samples: 0,
-            losses: 0,
             limited: false,
             latencies: Latencies::default(),
         }
@@ -232,14 +274,37 @@ impl Adaptive {
             ceiling_wait: CEILING_RTTS,
             last_queue: 0.0,
             chasing: true,
+            served: RateMeter {
+                bin_start: now,
+                count: 0,
+                per_sec: 0.0,
+            },
+            loss_cut: None,
+            throttled: None,
+            loss_limit: 0.0,
+            dither: fastrand::Rng::with_seed(0x636f_7272_616c),
         }
     }
 
+    /// The most calls in flight now: a fractional limit rounded up.
     pub(crate) fn limit(&self) -> usize {
         match &self.probe {
             Some(probe) => probe.cap,
-            None => (self.limit.round() as usize).clamp(self.config.min, self.config.max),
+            None => (self.limit.ceil() as usize).clamp(self.config.min, self.config.max),
         }
+    }
+
+    /// The limit for one dispatch. A fractional limit such as 4.75 uses its
+    /// fifth slot on 75% of dispatches, so calls in flight average about
+    /// 4.75: under throttling at a few calls in flight, whole steps are
+    /// too coarse to sit just below the backend's rate.
+    pub(crate) fn dispatch_limit(&mut self) -> usize {
+        if self.probe.is_some() {
+            return self.limit();
+        }
+        let floor = self.limit.floor();
+        let extra = self.dither.f64() < self.limit - floor;
+        ((floor as usize) + usize::from(extra)).clamp(self.config.min, self.config.max)
     }
 
     pub(crate) fn probing(&self) -> bool {
@@ -265,8 +330,15 @@ impl Adaptive {
                 None => sample.rtt,
             });
         }
+        if sample.outcome == Outcome::Success {
+            self.served.record(now);
+        }
         if self.probe.is_some() {
             self.on_probe_sample(sample, class, now);
+            return;
+        }
+        if sample.outcome == Outcome::Loss {
+            self.on_loss(sample.in_flight, now);
             return;
         }
         if sample.dispatched < self.round.start {
@@ -286,23 +358,20 @@ impl Adaptive {
                 round.samples += 1;
                 round.latencies.add(class, sample.rtt);
             }
-            Outcome::Loss => round.losses += 1,
-            Outcome::Ignore => {}
+            Outcome::Loss | Outcome::Ignore => {}
         }
-        round.limited |= sample.in_flight >= self.limit.round() as usize;
+        round.limited |= sample.in_flight >= self.limit.floor() as usize;
         // The round is over when a limit's worth of calls, and enough to
         // judge by, has come back.
         let needed = (self.limit.round() as usize).max(MIN_SAMPLES);
-        if round.samples + round.losses >= needed {
+        if round.samples >= needed {
             self.end_round(now);
         }
     }
 
     fn end_round(&mut self, now: Instant) {
         let round = std::mem::replace(&mut self.round, Round::new(now));
-        if round.losses > 0 {
-            self.cut(self.limit * LOSS_BACKOFF);
-        } else if round.samples > 0 {
+        if round.samples > 0 {
             // A round clearly faster than R0 means R0 is stale: probe now.
             for (class, mean) in round.latencies.means() {
                 if self.base[class].is_some_and(|base| mean < base.latency.mul_f64(PROBE_GAIN)) {
@@ -311,6 +380,12 @@ impl Adaptive {
             }
             let queue = round.ratios / round.samples as f64 - 1.0;
             self.last_queue = queue;
+            if let Some(rounds) = &mut self.throttled {
+                *rounds += 1;
+                if *rounds >= THROTTLED_ROUNDS {
+                    self.throttled = None;
+                }
+            }
             if self.starting && queue <= 2.0 * QUEUE_HIGH {
                 // Starting up, far below any knee seen so far: only clear
                 // queueing ends the doubling, not the noise of a round.
@@ -318,7 +393,9 @@ impl Adaptive {
                     self.limit *= 2.0;
                 }
             } else if queue > QUEUE_HIGH {
-                self.cut(self.limit / (1.0 + queue));
+                // Latency speaks in whole calls: a queue is a whole call
+                // too many, and dithering would keep a fraction of one.
+                self.cut((self.limit / (1.0 + queue)).round());
             } else if round.limited && queue < QUEUE_LOW {
                 if self.ceiling.is_some_and(|ceiling| self.limit >= ceiling) {
                     // The ceiling held no queueing this time: the knee moved.
@@ -342,6 +419,42 @@ impl Adaptive {
         }
     }
 
+    /// A throttle or a timeout: cut at once, not at the end of the round.
+    /// A throttled call comes back within milliseconds, so its slot would
+    /// otherwise be handed to the next call, which is throttled too: one
+    /// slot over the backend's rate turns into a stream of 503s. Once per
+    /// RTT, the limit becomes what the rate actually served needs by
+    /// Little's law (served calls/s x latency), or 0.8 of itself if that
+    /// says no less.
+    fn on_loss(&mut self, in_flight: usize, now: Instant) {
+        self.throttled = Some(0);
+        let rtt = self.rtt_guess();
+        if self.loss_cut.is_some_and(|at| now - at < rtt) {
+            // More loss within the RTT of a cut: the backend could not take
+            // this call on top of the others, so its slot goes.
+            let cap = in_flight.saturating_sub(1) as f64;
+            if cap < self.limit {
+                self.limit = cap;
+                self.clamp();
+            }
+            return;
+        }
+        self.loss_cut = Some(now);
+        self.loss_limit = self.limit;
+        let sustained = self.served.per_sec * rtt.as_secs_f64();
+        let to = if sustained > 0.0 && sustained < self.limit / THROTTLED_TARGET {
+            (sustained * THROTTLED_TARGET).max(self.limit * LOSS_BACKOFF)
+        } else {
+            self.limit * LOSS_BACKOFF
+        };
+        self.cut(to);
+        self.clamp();
+        self.round = Round::new(now);
+        // Under throttling, latency says nothing: a probe of R0 would only
+        // cost throughput.
+        self.next_probe = self.next_probe.max(now + self.config.probe_interval);
+    }
+
     /// Lowers the limit to `to`, remembering where queueing or loss began.
     fn cut(&mut self, to: f64) {
         let from = self.limit.round();
@@ -356,6 +469,17 @@ impl Adaptive {
     }
 
     fn grow(&mut self, now: Instant) {
+        if self.throttled.is_some() {
+            // Well below where the backend last throttled, step up; near
+            // it, creep: a whole step would overshoot its rate by a fifth
+            // at five calls in flight.
+            self.limit = if self.limit < 0.9 * self.loss_limit {
+                (self.limit + 1.0).min(0.9 * self.loss_limit)
+            } else {
+                self.limit + (self.limit * THROTTLED_GROWTH).max(0.01)
+            };
+            return;
+        }
         // One step below the ceiling is the knee: trying the ceiling again
         // costs a round of queueing, so it is done only every so often.
         if self

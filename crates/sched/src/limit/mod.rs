@@ -162,6 +162,15 @@ impl Limiter {
         }
     }
 
+    /// The process-wide limit for one dispatch: as [`limit`](Self::limit),
+    /// except that a fractional adaptive limit is dithered.
+    pub(crate) fn dispatch_limit(&mut self) -> usize {
+        match self {
+            Self::Adaptive(adaptive) => adaptive.dispatch_limit(),
+            other => other.limit(),
+        }
+    }
+
     /// The limit per group, if any.
     pub(crate) fn per_group(&self) -> Option<usize> {
         match self {

@@ -1,0 +1,425 @@
+//! The scheduler's scenarios and the figures each must reach, shared by
+//! the scenario tests and `corral bench sim`.
+//!
+//! Every scenario runs the real scheduler against the simulated backend of
+//! [`crate::sim`] in virtual time, so its figures are exact for a seed and
+//! say nothing about wall-clock speed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_sched::{AdaptiveConfig, LimitConfig, SchedConfig, Scheduler};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::sim::{Backend, BackendConfig, Change, Observer, Record, Scenario, run};
+
+/// The backend's mean latency in every scenario.
+const LATENCY: Duration = Duration::from_millis(200);
+/// Clients in the saturating scenarios: far more than any knee.
+const WORKERS: usize = 200;
+/// Bytes per job.
+const COST: u64 = 64 << 10;
+
+/// What a figure must be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// At least this.
+    AtLeast(f64),
+    /// At most this.
+    AtMost(f64),
+}
+
+/// One measured figure and its target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// What it measures.
+    pub name: &'static str,
+    /// The measured value (`NaN` if it never happened).
+    pub value: f64,
+    /// What it must be.
+    pub target: Target,
+}
+
+impl Figure {
+    fn new(name: &'static str, value: f64, target: Target) -> Self {
+        Self {
+            name,
+            value,
+            target,
+        }
+    }
+
+    /// Whether the value meets the target.
+    pub fn met(&self) -> bool {
+        match self.target {
+            Target::AtLeast(bound) => self.value >= bound,
+            Target::AtMost(bound) => self.value <= bound,
+        }
+    }
+}
+
+impl fmt::Display for Figure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (sign, bound) = match self.target {
+            Target::AtLeast(bound) => (">=", bound),
+            Target::AtMost(bound) => ("<=", bound),
+        };
+        let verdict = if self.met() { "ok" } else { "MISSED" };
+        write!(
+            f,
+            "{:<44} {:>9.3}  {sign} {bound:<7} {verdict}",
+            self.name, self.value
+        )
+    }
+}
+
+/// The figures of one scenario run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed it ran with.
+    pub seed: u64,
+    /// What it measured.
+    pub figures: Vec<Figure>,
+}
+
+impl Outcome {
+    /// The figures that missed their target.
+    pub fn missed(&self) -> Vec<&Figure> {
+        self.figures.iter().filter(|f| !f.met()).collect()
+    }
+}
+
+fn adaptive(initial: usize) -> LimitConfig {
+    LimitConfig::Adaptive(AdaptiveConfig {
+        initial,
+        ..AdaptiveConfig::default()
+    })
+}
+
+fn breaches(record: &Record) -> Figure {
+    Figure::new(
+        "starts above the limit",
+        record.breaches as f64,
+        Target::AtMost(0.0),
+    )
+}
+
+/// **knee**: 10 slots of 200 ms +-10%, saturated, 180 s, starting at limit
+/// `initial`.
+pub fn knee(seed: u64, initial: usize) -> Outcome {
+    let record = run(&Scenario {
+        backend: BackendConfig::slots(10, LATENCY),
+        limit: adaptive(initial),
+        workers: WORKERS,
+        cost: COST,
+        duration: Duration::from_secs(180),
+        seed,
+    });
+    let capacity = 10.0 / LATENCY.as_secs_f64();
+    let (lo, hi) = record.limit_range(60.0, 180.0);
+    let p99 = record.latency_quantile(60.0, 180.0, 0.99);
+    Outcome {
+        scenario: format!("knee, cold start at {initial}"),
+        seed,
+        figures: vec![
+            Figure::new(
+                "seconds to 95% of capacity",
+                record
+                    .time_to_rate(0.0, 0.95 * capacity)
+                    .unwrap_or(f64::NAN),
+                Target::AtMost(10.0),
+            ),
+            Figure::new(
+                "steady goodput / capacity",
+                record.goodput(60.0, 180.0) / capacity,
+                Target::AtLeast(0.97),
+            ),
+            Figure::new(
+                "steady p99 / unloaded latency",
+                p99.as_secs_f64() / LATENCY.as_secs_f64(),
+                Target::AtMost(1.3),
+            ),
+            Figure::new("steady limit, lowest", lo as f64, Target::AtLeast(10.0)),
+            Figure::new("steady limit, highest", hi as f64, Target::AtMost(13.0)),
+            breaches(&record),
+        ],
+    }
+}
+
+/// The knee scenario under `fixed:N`, for reference: the steady p99 over
+/// the unloaded latency, and the steady goodput over capacity.
+pub fn knee_fixed(seed: u64, limit: usize) -> (f64, f64) {
+    let record = run(&Scenario {
+        backend: BackendConfig::slots(10, LATENCY),
+        limit: LimitConfig::Fixed(limit),
+        workers: WORKERS,
+        cost: COST,
+        duration: Duration::from_secs(180),
+        seed,
+    });
+    let p99 = record.latency_quantile(60.0, 180.0, 0.99);
+    let capacity = 10.0 / LATENCY.as_secs_f64();
+    (
+        p99.as_secs_f64() / LATENCY.as_secs_f64(),
+        record.goodput(60.0, 180.0) / capacity,
+    )
+}
+
+/// **step**: 10 slots, down to 5 at 120 s, back to 10 at 240 s.
+pub fn step(seed: u64) -> Outcome {
+    let mut backend = BackendConfig::slots(10, LATENCY);
+    backend.changes = vec![
+        (Duration::from_secs(120), Change::Slots(5)),
+        (Duration::from_secs(240), Change::Slots(10)),
+    ];
+    let record = run(&Scenario {
+        backend,
+        limit: adaptive(AdaptiveConfig::default().initial),
+        workers: WORKERS,
+        cost: COST,
+        duration: Duration::from_secs(360),
+        seed,
+    });
+    let capacity = 10.0 / LATENCY.as_secs_f64();
+    let p99 = record.latency_quantile(130.0, 240.0, 0.99);
+    Outcome {
+        scenario: "step, 10 -> 5 -> 10 slots".into(),
+        seed,
+        figures: vec![
+            Figure::new(
+                "p99 / unloaded from 10 s after the drop",
+                p99.as_secs_f64() / LATENCY.as_secs_f64(),
+                Target::AtMost(1.5),
+            ),
+            Figure::new(
+                "goodput / capacity after the drop",
+                record.goodput(130.0, 240.0) / (capacity / 2.0),
+                Target::AtLeast(0.95),
+            ),
+            Figure::new(
+                "seconds to 95% of capacity after the rise",
+                record
+                    .time_to_rate(240.0, 0.95 * capacity)
+                    .unwrap_or(f64::NAN),
+                Target::AtMost(10.0),
+            ),
+            breaches(&record),
+        ],
+    }
+}
+
+/// **throttle**: no slot limit, but a token bucket of 50 calls/s (25 from
+/// 120 s) that answers "503 SlowDown" in 10 ms when empty.
+pub fn throttle(seed: u64) -> Outcome {
+    let backend = BackendConfig {
+        slots: 10_000,
+        latency: LATENCY,
+        jitter: 0.1,
+        rate: Some(50.0),
+        burst: 10.0,
+        changes: vec![(Duration::from_secs(120), Change::Rate(25.0))],
+    };
+    let record = run(&Scenario {
+        backend,
+        limit: adaptive(AdaptiveConfig::default().initial),
+        workers: WORKERS,
+        cost: COST,
+        duration: Duration::from_secs(240),
+        seed,
+    });
+    let steady = [(30.0, 120.0, 50.0), (150.0, 240.0, 25.0)];
+    let goodput = steady
+        .iter()
+        .map(|&(from, to, rate)| record.goodput(from, to) / rate)
+        .fold(f64::INFINITY, f64::min);
+    let throttled = steady
+        .iter()
+        .map(|&(from, to, _)| record.throttled_share(from, to))
+        .fold(0.0, f64::max);
+    let retries = steady
+        .iter()
+        .map(|&(from, to, _)| record.retry_share(from, to))
+        .fold(0.0, f64::max);
+    Outcome {
+        scenario: "throttle, 50 -> 25 calls/s bucket".into(),
+        seed,
+        figures: vec![
+            Figure::new(
+                "steady goodput / bucket rate",
+                goodput,
+                Target::AtLeast(0.95),
+            ),
+            Figure::new("steady 503s / calls", throttled, Target::AtMost(0.02)),
+            Figure::new("steady retries / calls", retries, Target::AtMost(0.10)),
+            Figure::new(
+                "jobs failed for good",
+                record.failed as f64,
+                Target::AtMost(0.0),
+            ),
+            breaches(&record),
+        ],
+    }
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds")
+}
+
+/// **fairness**: tenant A queues 10,000 jobs; 5 s later tenant B queues 10.
+/// B's jobs must all finish within twice the time its own work takes at
+/// its fair share (half the capacity).
+pub fn fairness(seed: u64) -> Outcome {
+    paused_runtime().block_on(async {
+        let mut config = SchedConfig::default();
+        config.queue.max_jobs = 20_000;
+        config.retry.seed = Some(seed);
+        let scheduler = Scheduler::new(config);
+        let backend = Backend::new(BackendConfig::slots(10, LATENCY), seed);
+        let observer = Observer::new(scheduler.clone());
+        let mut jobs = JoinSet::new();
+        let heavy = Arc::new(scheduler.group("tenant-a").expect("the queue is empty"));
+        for _ in 0..10_000 {
+            let (group, backend, observer) = (
+                Arc::clone(&heavy),
+                Arc::clone(&backend),
+                Arc::clone(&observer),
+            );
+            jobs.spawn(async move { group.run(COST, || observer.call(&backend, false)).await });
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let light = Arc::new(scheduler.group("tenant-b").expect("the queue has room"));
+        let submitted = Instant::now();
+        let mut light_jobs = JoinSet::new();
+        for _ in 0..10 {
+            let (group, backend, observer) = (
+                Arc::clone(&light),
+                Arc::clone(&backend),
+                Arc::clone(&observer),
+            );
+            light_jobs
+                .spawn(async move { group.run(COST, || observer.call(&backend, false)).await });
+        }
+        while let Some(done) = light_jobs.join_next().await {
+            done.expect("jobs do not panic")
+                .expect("the backend never fails here");
+        }
+        let took = submitted.elapsed().as_secs_f64();
+        // Its own work at half the capacity: 10 jobs x 200 ms / 5 slots.
+        let fair = 10.0 * LATENCY.as_secs_f64() / 5.0;
+        let heavy_left = scheduler.stats().queued_jobs;
+        jobs.abort_all();
+        Outcome {
+            scenario: "fairness, 10,000 jobs then 10".into(),
+            seed,
+            figures: vec![
+                Figure::new(
+                    "late tenant's time / its fair time",
+                    took / fair,
+                    Target::AtMost(2.0),
+                ),
+                Figure::new(
+                    "jobs of the first tenant still queued",
+                    heavy_left as f64,
+                    Target::AtLeast(1000.0),
+                ),
+                Figure::new(
+                    "starts above the limit",
+                    observer.breaches() as f64,
+                    Target::AtMost(0.0),
+                ),
+            ],
+        }
+    })
+}
+
+/// **cancellation**: a request with 1,000 queued and 10 running jobs goes
+/// away; within one scheduling step nothing of it is queued or running.
+pub fn cancellation(seed: u64) -> Outcome {
+    paused_runtime().block_on(async {
+        let mut config = SchedConfig {
+            limit: LimitConfig::Fixed(10),
+            ..SchedConfig::default()
+        };
+        config.retry.seed = Some(seed);
+        let scheduler = Scheduler::new(config);
+        let backend = Backend::new(BackendConfig::slots(10, LATENCY), seed);
+        let observer = Observer::new(scheduler.clone());
+        let request = {
+            let (scheduler, backend, observer) = (
+                scheduler.clone(),
+                Arc::clone(&backend),
+                Arc::clone(&observer),
+            );
+            tokio::spawn(async move {
+                let group = scheduler.group("tenant").expect("the queue is empty");
+                let calls = (0..1010).map(|_| group.run(COST, || observer.call(&backend, false)));
+                futures::future::join_all(calls).await
+            })
+        };
+        // Let the request queue its jobs and start ten.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = scheduler.stats();
+        request.abort();
+        tokio::task::yield_now().await;
+        let after = scheduler.stats();
+        // Every slot is free again: a new request gets all ten at once.
+        let group = scheduler.group("tenant").expect("the queue is empty");
+        let started = Instant::now();
+        let calls = (0..10).map(|_| group.run(COST, || observer.call(&backend, false)));
+        futures::future::join_all(calls).await;
+        let refill = started.elapsed().as_secs_f64() / (LATENCY.as_secs_f64() * 1.1);
+        Outcome {
+            scenario: "cancellation, 1,000 queued + 10 running".into(),
+            seed,
+            figures: vec![
+                Figure::new(
+                    "queued before",
+                    before.queued_jobs as f64,
+                    Target::AtLeast(1000.0),
+                ),
+                Figure::new(
+                    "running before",
+                    before.in_flight as f64,
+                    Target::AtLeast(10.0),
+                ),
+                Figure::new(
+                    "queued one step after",
+                    after.queued_jobs as f64,
+                    Target::AtMost(0.0),
+                ),
+                Figure::new(
+                    "running one step after",
+                    after.in_flight as f64,
+                    Target::AtMost(0.0),
+                ),
+                Figure::new(
+                    "next 10 jobs' time / one latency",
+                    refill,
+                    Target::AtMost(1.0),
+                ),
+            ],
+        }
+    })
+}
+
+/// Every scenario, each with `seeds`.
+pub fn all(seeds: &[u64]) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for &seed in seeds {
+        outcomes.push(knee(seed, 1));
+        outcomes.push(knee(seed, 100));
+        outcomes.push(step(seed));
+        outcomes.push(throttle(seed));
+        outcomes.push(fairness(seed));
+        outcomes.push(cancellation(seed));
+    }
+    outcomes
+}

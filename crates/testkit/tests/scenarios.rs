@@ -1,0 +1,49 @@
+//! The scheduler's scenarios, each with three seeds: every figure must
+//! reach its target. Virtual time makes them exact, not wall-clock claims.
+
+use corral_testkit::scenario::{self, Outcome};
+
+const SEEDS: [u64; 3] = [1, 2, 3];
+
+fn check(outcomes: impl IntoIterator<Item = Outcome>) {
+    let mut missed = Vec::new();
+    for outcome in outcomes {
+        for figure in outcome.missed() {
+            missed.push(format!(
+                "{} (seed {}): {figure}",
+                outcome.scenario, outcome.seed
+            ));
+        }
+    }
+    assert!(missed.is_empty(), "missed:\n{}", missed.join("\n"));
+}
+
+#[test]
+fn knee_from_a_cold_start_at_1() {
+    check(SEEDS.map(|seed| scenario::knee(seed, 1)));
+}
+
+#[test]
+fn knee_from_a_cold_start_at_100() {
+    check(SEEDS.map(|seed| scenario::knee(seed, 100)));
+}
+
+#[test]
+fn step_down_and_up() {
+    check(SEEDS.map(scenario::step));
+}
+
+#[test]
+fn throttle_by_a_token_bucket() {
+    check(SEEDS.map(scenario::throttle));
+}
+
+#[test]
+fn a_late_small_tenant_is_not_stuck_behind_a_big_one() {
+    check(SEEDS.map(scenario::fairness));
+}
+
+#[test]
+fn a_dropped_request_leaves_nothing_queued_or_running() {
+    check(SEEDS.map(scenario::cancellation));
+}
