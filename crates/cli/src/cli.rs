@@ -26,7 +26,26 @@ pub(crate) enum Command {
     /// in the TOML file given with --config (keys are the option names with
     /// '_' for '-'). A flag beats the environment, which beats the file,
     /// which beats the default.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+
+    /// Measure corral: scenarios and load generators.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Run the scheduler's scenarios (knee, step, throttle, fairness,
+    /// cancellation) against a simulated backend in virtual time, and print
+    /// every figure with its target. Takes a few seconds; no network.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SimArgs {
+    /// Seeds to run each scenario with.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub(crate) seeds: Vec<u64>,
 }
 
 #[derive(Debug, clap::Args)]

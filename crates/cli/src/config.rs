@@ -93,6 +93,11 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_BODY_TIMEOUT", value_name = "DURATION")]
     pub(crate) body_timeout: Option<Span>,
 
+    /// How long requests in progress may run on after SIGTERM or Ctrl-C
+    /// before their work is cancelled [default: 30s].
+    #[arg(long, env = "CORRAL_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub(crate) shutdown_grace: Option<Span>,
+
     /// Files up to this size are stored in one call; larger ones are
     /// multipart uploads [default: 8MiB].
     #[arg(long, env = "CORRAL_MULTIPART_THRESHOLD", value_name = "SIZE")]
@@ -140,6 +145,7 @@ pub(crate) struct Settings {
     pub(crate) max_batch_size: ByteSize,
     pub(crate) max_files: usize,
     pub(crate) body_timeout: Span,
+    pub(crate) shutdown_grace: Span,
     pub(crate) multipart_threshold: ByteSize,
     pub(crate) part_size: ByteSize,
     pub(crate) log_format: LogFormat,
@@ -163,6 +169,7 @@ impl Default for Settings {
             max_batch_size: ByteSize(server.max_batch_size),
             max_files: server.max_files,
             body_timeout: Span(server.body_timeout),
+            shutdown_grace: Span(server.shutdown_grace),
             multipart_threshold: ByteSize(store.multipart_threshold as u64),
             part_size: ByteSize(store.part_size as u64),
             log_format: LogFormat::Human,
@@ -186,6 +193,7 @@ impl Settings {
             max_batch_size,
             max_files,
             body_timeout,
+            shutdown_grace,
             multipart_threshold,
             part_size,
             log_format,
@@ -202,6 +210,7 @@ impl Settings {
         set(&mut self.max_batch_size, max_batch_size);
         set(&mut self.max_files, max_files);
         set(&mut self.body_timeout, body_timeout);
+        set(&mut self.shutdown_grace, shutdown_grace);
         set(&mut self.multipart_threshold, multipart_threshold);
         set(&mut self.part_size, part_size);
         set(&mut self.log_format, log_format);
@@ -241,6 +250,7 @@ impl Settings {
             max_batch_size: self.max_batch_size.0,
             max_files: self.max_files,
             body_timeout: self.body_timeout.0,
+            shutdown_grace: self.shutdown_grace.0,
         }
     }
 
@@ -288,6 +298,7 @@ impl fmt::Display for Settings {
         writeln!(f, "max_batch_size = \"{}\"", self.max_batch_size)?;
         writeln!(f, "max_files = {}", self.max_files)?;
         writeln!(f, "body_timeout = \"{}\"", self.body_timeout)?;
+        writeln!(f, "shutdown_grace = \"{}\"", self.shutdown_grace)?;
         writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
         writeln!(f, "part_size = \"{}\"", self.part_size)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)?;
@@ -327,8 +338,10 @@ mod tests {
 
     fn args(argv: &[&str]) -> ServeArgs {
         let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Serve(args) = cli.command;
-        args
+        match cli.command {
+            crate::cli::Command::Serve(args) => *args,
+            other => panic!("not serve: {other:?}"),
+        }
     }
 
     #[test]

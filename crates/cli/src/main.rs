@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod bench;
 mod cli;
 mod config;
 mod serve;
@@ -12,7 +13,8 @@ mod units;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Serve(args) => serve::run(*args),
+        cli::Command::Bench(cli::BenchCommand::Sim(args)) => bench::sim(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

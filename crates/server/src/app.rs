@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
+use axum::middleware;
 use axum::routing::{get, post};
 use corral_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -12,6 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
 use crate::{files, upload};
 
 /// What every handler shares. Cloning is cheap.
@@ -21,12 +23,15 @@ pub struct AppState {
     pub store: Store,
     /// The limits requests are held to.
     pub config: Arc<ServerConfig>,
+    /// What `/metrics` reports; the middleware counts every request into it.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl AppState {
     /// State over `store`, with `config`'s limits.
     pub fn new(store: Store, config: ServerConfig) -> Self {
         Self {
+            metrics: Arc::new(Metrics::new(store.clone())),
             store,
             config: Arc::new(config),
         }
@@ -42,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             get(files::get).head(files::head).delete(files::delete),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::scrape))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Uploads are streamed and limited by the upload handler itself.
@@ -50,6 +56,13 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("a handler panicked");
             axum::response::IntoResponse::into_response(ApiError::Panic)
         }))
+        // Outside the panic catcher, so a panic is counted as the 500 it
+        // becomes. `Router::layer` wraps each route after it matched, so the
+        // middleware sees the route template (`MatchedPath`).
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            metrics::track,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -14,6 +14,9 @@ pub struct ServerConfig {
     /// How long a client may send nothing while its body is being read
     /// before it gets `408`.
     pub body_timeout: Duration,
+    /// How long requests in progress may run on after a shutdown signal
+    /// before their work is cancelled.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -23,6 +26,7 @@ impl Default for ServerConfig {
             max_batch_size: 20 << 30,
             max_files: 1000,
             body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

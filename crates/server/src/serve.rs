@@ -7,9 +7,14 @@ use tokio::net::TcpListener;
 
 use crate::app::{AppState, router};
 
-/// Serves the API on `listener` until `shutdown` completes, then stops
-/// accepting connections, lets requests in progress finish, and waits for
-/// background cleanups of the store.
+/// Serves the API on `listener` until `shutdown` completes, then drains:
+///
+/// 1. the scheduler refuses new work (new requests get `503`), and the
+///    listener stops accepting connections;
+/// 2. requests in progress finish, for up to `shutdown_grace`;
+/// 3. past that, the scheduler cancels whatever work is left (those
+///    requests get `503` and roll back), and the server waits for them;
+/// 4. background cleanups of the store finish.
 ///
 /// # Errors
 ///
@@ -20,9 +25,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let store = state.store.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let scheduler = store.scheduler().clone();
+    let grace = state.config.shutdown_grace;
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let scheduler = scheduler.clone();
+        async move {
+            shutdown.await;
+            scheduler.close();
+            let _ = stopping.send(());
+        }
+    };
+    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let mut serve = std::pin::pin!(serve.into_future());
+    tokio::select! {
+        result = &mut serve => result?,
+        () = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(?grace, "requests still running after the grace period: cancelling them");
+            scheduler.shutdown(std::time::Duration::ZERO).await;
+            serve.await?;
+        }
+    }
     store.close().await;
     Ok(())
 }

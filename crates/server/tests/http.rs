@@ -948,3 +948,87 @@ async fn shutdown_lets_an_upload_in_progress_finish() {
     );
     drop(dir);
 }
+
+/// A backend call that does not return until the gate lets it through.
+async fn blocked_call(gate: std::sync::Arc<tokio::sync::Semaphore>) -> Result<(), Never> {
+    gate.acquire().await.unwrap().forget();
+    Ok(())
+}
+
+#[derive(Debug)]
+enum Never {}
+
+impl corral_sched::Classify for Never {
+    fn classify(&self) -> corral_sched::Class {
+        match *self {}
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_server_answers_429_with_retry_after_before_reading_the_body() {
+    let mut store_config = StoreConfig::default();
+    store_config.sched.limit = corral_sched::LimitConfig::Fixed(1);
+    store_config.sched.queue.max_jobs = 2;
+    let server = Server::with(ServerConfig::default(), store_config).await;
+    let scheduler = server.store.scheduler().clone();
+
+    // Occupy the only slot and fill the queue with calls that hang.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut hanging = Vec::new();
+    for _ in 0..3 {
+        let (scheduler, gate) = (scheduler.clone(), gate.clone());
+        hanging.push(tokio::spawn(async move {
+            let group = scheduler.group("other-tenant").unwrap();
+            group.run(0, || blocked_call(gate.clone())).await.unwrap();
+        }));
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        let stats = scheduler.stats();
+        if stats.in_flight == 1 && stats.queued_jobs == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(scheduler.stats().queued_jobs, 2);
+
+    // Announce 100 MiB and send none of it: the answer must not need it.
+    let head = "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+                boundary=b\r\nContent-Length: 104857600\r\n\r\n";
+    let mut socket = send_raw(server.addr, head, b"").await;
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("the answer came without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    let retry_after = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After in {answer}"));
+    let seconds: u64 = retry_after.trim().parse().unwrap();
+    assert!((1..=60).contains(&seconds), "Retry-After: {seconds}");
+    assert!(answer.contains("\"overloaded\""), "{answer}");
+    // Reads are refused the same way.
+    let response = server.get("any/key").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Once the backlog drains, uploads go through again.
+    gate.add_permits(3);
+    for task in hanging {
+        task.await.unwrap();
+    }
+    let (status, body) = server
+        .upload(Form::new().part("f", file("after.txt", b"ok".to_vec())))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        scheduler
+            .counters()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    server.stop().await;
+}
