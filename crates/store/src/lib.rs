@@ -5,16 +5,16 @@
 //! streaming writes that never hold a whole file in memory ([`Upload`]), a
 //! SHA-256 computed on the way, metadata kept next to each object, sorted
 //! pagination, and cleanup of anything a failed write leaves behind. Every
-//! backend call passes through the process-wide [`corral_sched::Limit`].
+//! backend call passes through the process-wide [`corral_sched::Scheduler`].
 //!
 //! Keys are validated [`Key`]s; file names sent by clients become key segments
 //! only through [`sanitize_file_name`].
 
 mod error;
-mod key;
+pub mod key;
 mod meta;
 mod store;
-mod upload;
+pub mod upload;
 
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};

@@ -15,27 +15,42 @@
 //! # The algorithm
 //!
 //! It works in *rounds*: a round starts when the limit is set and ends once
-//! the calls dispatched under that limit have come back (about one RTT).
-//! Calls dispatched before the round began say nothing about its limit and
-//! are left out of it.
+//! a limit's worth of calls dispatched under it (at least 8) has come back,
+//! about one RTT. Calls dispatched before the round began say nothing about
+//! its limit and are left out of it.
 //!
 //! - **Queueing estimate.** Each successful call's latency is divided by the
-//!   no-load latency of calls of its size (`R0` is kept per power-of-two
-//!   size class, so a mix of 64 KiB and 64 MiB uploads compares each with
-//!   its own kind). The *smallest* such ratio of the round, minus one, is
-//!   the queueing `q`: the smallest, because the jitter of the backend
-//!   spreads the ratios upward, while a standing queue delays every call.
-//! - **Cut.** If `q > 0.15`, the limit becomes `limit / (1 + q)`: above the
-//!   knee, latency grows in proportion to calls in flight, so this lands on
-//!   the knee in one step instead of creeping down.
-//! - **Grow.** If `q < 0.05` and the round used its whole limit (growing an
+//!   no-load latency `R0` of calls of its size (kept per power-of-two size
+//!   class, so a mix of 64 KiB and 64 MiB uploads compares each with its
+//!   own kind). The *mean* ratio of the round, minus one, is the queueing
+//!   `q`. (The mean and not the minimum: one call too many in flight
+//!   delays only some calls, and it is exactly that call that must be
+//!   seen; the mean of 8 or more jittered latencies is good to about 2%.)
+//! - **Cut.** If `q > 0.08`, the limit becomes `limit / (1 + q)`, rounded:
+//!   above the knee, latency grows in proportion to calls in flight, so
+//!   this lands on the knee in one step instead of creeping down. The limit
+//!   it was cut from becomes the *ceiling*.
+//! - **Grow.** If `q < 0.03` and the round used its whole limit (growing an
 //!   unused limit would only store up a future burst), the limit grows: it
-//!   doubles while starting up, then goes up by one per round. Within 10%
-//!   of the limit at which the backend last throttled (in the last 30 s),
-//!   it grows only every fourth round.
-//! - **Loss.** A round with a throttle answer or a timeout multiplies the
-//!   limit by 0.8, once per round, whatever the latency says.
-//! - Between `q = 0.05` and `0.15` it holds.
+//!   doubles while starting up (until a round shows `q > 0.16`), then goes
+//!   up by one per round. One step below the ceiling is the knee, and one
+//!   call above the knee costs about 0.3x of latency (see
+//!   `docs/BENCHMARKS.md`), so stepping up to the ceiling is tried only
+//!   every 10 RTTs, doubling to 40 each time it finds queueing again. A try
+//!   that finds none clears the ceiling: the knee moved up.
+//! - Between `q = 0.03` and `0.08` it holds.
+//! - **Loss.** A throttle answer or a timeout cuts at once, not at the end
+//!   of the round: a throttled call comes back within milliseconds, and
+//!   its slot would otherwise go to the next call, throttled too, so one
+//!   slot over the backend's rate becomes a stream of 503s. The first loss
+//!   sets the limit to 95% of what the rate actually served needs by
+//!   Little's law (served calls/s x latency), but no lower than 0.8 of
+//!   itself; every further loss within that RTT takes away the slot it
+//!   was dispatched into. Until 50 rounds pass without loss, the limit then
+//!   creeps up by 0.5% a round near the limit of the last loss, and by one
+//!   below 90% of it. The limit is fractional here: 4.75 uses its fifth
+//!   slot on 75% of dispatches, because at a few calls in flight a whole
+//!   step overshoots the backend's rate by a fifth.
 //!
 //! The limit stays within `[min, max]`.
 //!
@@ -46,24 +61,35 @@
 //! - *A first measurement taken above the knee sticks* (Netflix's Vegas
 //!   limiter): started at 100 calls in flight against a backend whose knee
 //!   is 10, every call queues, the queued latency becomes `R0`, and the
-//!   limiter sees no queueing at all. Here `R0` only ever falls between
-//!   probes, and **probes** measure it afresh: for one round the limit is
-//!   halved, which drains any standing queue, and the smallest latencies
-//!   of that round replace `R0` (upward too, so a backend that truly
-//!   became slower is followed, but only when the limiter did not already
-//!   see queueing, so a probe that could not reach below the knee never
-//!   raises it). The first probe comes right after the first round; while
-//!   a probe lowers `R0` by more than 10%, the next follows at once, so a
+//!   limiter sees no queueing at all. Here `R0` is measured by **probes**:
+//!   for one round the limit is lowered, which drains any standing queue,
+//!   and the mean latency of that round becomes `R0` (averaged with the
+//!   previous probe's when within 10% of it, to shed noise). The first
+//!   probe comes right after the first round; while a probe lowers `R0` by
+//!   more than 10%, the next follows at once and halves the limit, so a
 //!   cold start far above the knee halves its way down in a few rounds.
-//!   Otherwise probes come every `probe_interval` (10 s).
+//!   Otherwise probes come every `probe_interval` (10 s) and dip to 75% of
+//!   the limit, enough to get below a knee the limit exceeds by at most
+//!   one call. A probe raises a measured `R0` only when the limiter saw no
+//!   queueing before it (then the probe ran below the knee), so a backend
+//!   that truly became slower is followed, but a probe that could not
+//!   reach below the knee never raises it. A round clearly faster than `R0`
+//!   calls for a probe at once.
 //! - *Pinning the limit low to measure `R0` costs throughput* (Envoy's
 //!   gradient controller pins to a small minimum for a fixed time). Here a
-//!   probe lasts one round at half the limit: at 200 ms latency and a
-//!   10-second interval, about 1% of capacity.
+//!   probe lasts one round at 75% of the limit: at 200 ms latency and a
+//!   10-second interval, well under 1% of capacity. Under throttling,
+//!   latency says nothing, and probes are put off.
 //! - *A limit that grows without end under modest overload* (Netflix's
 //!   Gradient2, issue #134: its growth term is added whatever the gradient
 //!   says). Here the limit grows only when a round shows no queueing and
-//!   used its whole limit; any queueing above 15% cuts it.
+//!   used its whole limit; queueing above 8% cuts it.
+//!
+//! The scenarios of `corral-testkit` hold the algorithm to figures: within
+//! 10 s of a cold start at 1 or 100, at least 95% of capacity; in steady
+//! state at least 97%, a p99 at most 1.3x the no-load latency, and the
+//! limit within `[knee, knee + 3]`; under a token bucket at most 2% of
+//! calls throttled.
 
 use std::time::Duration;
 

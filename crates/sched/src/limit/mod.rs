@@ -1,11 +1,11 @@
 //! The limit on backend calls in flight, and the strategies that set it.
 //!
-//! The scheduler asks the strategy for the current limit before each
-//! dispatch, tells it about each dispatch, and feeds it one [`Sample`] per
-//! finished call. Strategies:
+//! The scheduler asks the strategy for the limit at each dispatch and feeds
+//! it one sample per finished call (when it was dispatched, how long it
+//! took, its size, how it ended). Strategies:
 //!
 //! - `adaptive` (the default): finds the backend's knee by itself and
-//!   follows it; see [`adaptive`] for the algorithm and why.
+//!   follows it; `src/limit/adaptive.rs` explains the algorithm and why.
 //! - `fixed:N`: at most `N` calls in flight, always. Right when the
 //!   backend's capacity is known; the baseline adaptive is measured against.
 //! - `unbounded` and `per-request:N`: **for comparison only**. They exist
