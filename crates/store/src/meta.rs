@@ -4,9 +4,10 @@
 //! attributes, so corral keeps its metadata (SHA-256, content type, original
 //! name) in a small JSON document beside each object, under the reserved
 //! `.corral/meta/` prefix, which no valid [`Key`] can reach. The document is
-//! written after the object and removed after it, so every object that a
-//! client was told is stored has its document, and a crash can at worst leave
-//! a document without an object, which nothing reads.
+//! written after the object, and a client is told an object is stored only
+//! once both are; a crash between the two leaves an object without a
+//! document (it is still served, without its SHA-256) that no client was
+//! told of.
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path;

@@ -312,10 +312,22 @@ impl Store {
     /// cancelled with a request), logging failures; for rolling back the
     /// objects of a failed batch.
     pub async fn delete_all(&self, keys: Vec<Key>) {
+        let backend = &self.inner.backend;
+        let group = &self.inner.system;
         for key in keys {
-            match self.delete(&self.inner.system, &key).await {
-                Ok(()) | Err(Error::NotFound { .. }) => {}
-                Err(e) => tracing::error!(%key, error = %error_chain(&e), "rollback failed"),
+            // No look-up first: what is not there is already rolled back.
+            for path in [Path::from(key.as_str()), meta_path(&key)] {
+                let deleted = self
+                    .call(group, key.as_str(), 0, || async {
+                        match backend.delete(&path).await {
+                            Err(object_store::Error::NotFound { .. }) => Ok(()),
+                            other => other,
+                        }
+                    })
+                    .await;
+                if let Err(e) = deleted {
+                    tracing::error!(%key, error = %error_chain(&e), "rollback failed");
+                }
             }
         }
     }
@@ -593,6 +605,57 @@ mod tests {
             store.head(&group(&store), &key("t/partial")).await,
             Err(Error::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_finish_never_leaves_an_object_nobody_was_told_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), small_parts())
+            .await
+            .unwrap();
+        let writer = group(&store);
+        let mut told = Vec::new();
+        for i in 0..40 {
+            let name = format!("t/object-{i}");
+            let mut upload = store.upload(&writer, key(&name), None, None);
+            for _ in 0..(i % 5) + 1 {
+                upload.write(Bytes::from(vec![1; 700])).await.unwrap();
+            }
+            // Cancel the finish at every stage of the commit, by luck.
+            let finish = upload.finish();
+            let deadline = std::time::Duration::from_micros(50 * i);
+            if let Ok(result) = tokio::time::timeout(deadline, finish).await {
+                result.unwrap();
+                told.push(name);
+            }
+        }
+        store.close().await;
+        let mut on_disk: Vec<String> = walk(dir.path())
+            .iter()
+            .filter_map(|p| p.strip_prefix(dir.path()).ok()?.to_str().map(str::to_owned))
+            .filter(|p| !p.starts_with(".corral"))
+            .collect();
+        on_disk.sort();
+        told.sort();
+        assert_eq!(on_disk, told, "objects on disk are exactly those reported");
+    }
+
+    #[tokio::test]
+    async fn a_failed_cleanup_does_not_stop_later_rollbacks() {
+        let (store, _dir) = stores().await.remove(0);
+        // Rolling back what was never written fails its look-up...
+        store.delete_all(vec![key("t/never-written")]).await;
+        // ...and the next rollback still works.
+        write(&store, "t/rolled-back", b"x").await;
+        store.delete_all(vec![key("t/rolled-back")]).await;
+        let gone = store.head(&group(&store), &key("t/rolled-back")).await;
+        assert!(matches!(gone, Err(Error::NotFound { .. })));
+        // Even after a shutdown cancelled every request.
+        write(&store, "t/after-shutdown", b"x").await;
+        store.scheduler().shutdown(std::time::Duration::ZERO).await;
+        store.delete_all(vec![key("t/after-shutdown")]).await;
+        let meta = store.backend().head(&Path::from("t/after-shutdown")).await;
+        assert!(matches!(meta, Err(object_store::Error::NotFound { .. })));
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -27,6 +27,7 @@ use crate::error::Result;
 use crate::key::Key;
 use crate::meta::{MetaDoc, meta_path};
 use corral_sched::Group;
+use tokio::sync::oneshot;
 
 use crate::store::{Store, StoreConfig, error_chain};
 
@@ -88,6 +89,7 @@ impl Buffer {
             if chunk.len() > remaining {
                 taken.push(chunk.split_to(remaining));
                 self.chunks.push(chunk);
+                remaining = 0;
                 break;
             }
             remaining -= chunk.len();
@@ -104,6 +106,40 @@ impl Buffer {
             len,
             gauge: self.gauge.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taking_parts_keeps_the_count_and_the_bytes_exact() {
+        let gauge = BufferGauge::default();
+        let mut buffer = Buffer {
+            chunks: Vec::new(),
+            len: 0,
+            gauge: gauge.clone(),
+        };
+        let data: Vec<u8> = (0..=255).cycle().take(7000).collect();
+        for chunk in data.chunks(700) {
+            buffer.push(Bytes::copy_from_slice(chunk));
+        }
+        let mut out = Vec::new();
+        while buffer.len >= 600 {
+            let part = buffer.take(600);
+            assert_eq!(part.len, 600);
+            assert_eq!(part.payload.content_length(), 600);
+            out.extend(part.payload.iter().flat_map(|b| b.to_vec()));
+        }
+        let rest = buffer.take(buffer.len);
+        assert_eq!(rest.len, 7000 - 11 * 600);
+        out.extend(rest.payload.iter().flat_map(|b| b.to_vec()));
+        drop(rest);
+        assert_eq!(out, data);
+        assert_eq!(buffer.len, 0);
+        drop(buffer);
+        assert_eq!(gauge.current(), 0);
     }
 }
 
@@ -254,54 +290,51 @@ impl<'g> Upload<'g> {
     /// Stores what remains and completes the object; only then does it
     /// exist for readers.
     ///
+    /// The commit (the call that makes the object exist, then its metadata
+    /// document) runs in a task of its own, as work of the request's tenant
+    /// that its cancellation does not stop: a commit cut off half-way can
+    /// still land (the local backend renames on a blocking thread), and a
+    /// request that is gone must not leave an object nobody was told of.
+    /// If the caller does not take the result (its future was dropped), or
+    /// the commit fails, the task removes the object again.
+    ///
     /// # Errors
     ///
     /// [`crate::Error::Backend`] if the backend fails; nothing is left
     /// behind.
     pub async fn finish(mut self) -> Result<StoredObject> {
         let sha256 = hex::encode(self.hasher.finalize_reset());
-        let rest = self.buffer.take(self.buffer.len);
-        // From the call that makes the object exist until the caller hears
-        // of it, a failure or a cancellation must not leave it behind.
-        let unreported = Unreported {
-            store: self.store.clone(),
-            key: Some(self.key.clone()),
-        };
-        if self.multipart.is_some() {
-            if rest.len > 0 {
-                self.put_part(rest).await?;
-            }
-            let multipart = self.multipart.as_mut().expect("checked just above");
-            self.store
-                .call_once(self.group, self.key.as_str(), 0, multipart.complete())
-                .await?;
-            self.multipart = None;
-        } else {
-            let path = Path::from(self.key.as_str());
-            let backend = self.store.backend();
-            let cost = rest.len as u64;
-            self.store
-                .call(self.group, self.key.as_str(), cost, || {
-                    backend.put(&path, rest.payload.clone())
-                })
-                .await?;
+        let mut rest = Some(self.buffer.take(self.buffer.len));
+        if self.multipart.is_some()
+            && let Some(part) = rest.take_if(|part| part.len > 0)
+        {
+            self.put_part(part).await?;
         }
-        let doc = MetaDoc {
-            size: self.size,
-            sha256: sha256.clone(),
-            content_type: self.content_type.take(),
-            name: self.name.take(),
+        let commit = Commit {
+            store: self.store.clone(),
+            group: self.group.detached(),
+            key: self.key.clone(),
+            multipart: self.multipart.take(),
+            rest,
+            doc: MetaDoc {
+                size: self.size,
+                sha256: sha256.clone(),
+                content_type: self.content_type.take(),
+                name: self.name.take(),
+            },
         };
-        let json = PutPayload::from(serde_json::to_vec(&doc).expect("a MetaDoc always serializes"));
-        let backend = self.store.backend();
-        let path = meta_path(&self.key);
-        let cost = json.content_length() as u64;
-        self.store
-            .call(self.group, self.key.as_str(), cost, || {
-                backend.put(&path, json.clone())
-            })
-            .await?;
-        unreported.disarm();
+        let (sender, receiver) = oneshot::channel();
+        let store = self.store.clone();
+        let key = self.key.clone();
+        self.store.spawn_cleanup(async move {
+            let result = commit.run().await;
+            let stored = result.is_ok();
+            if sender.send(result).is_err() && stored {
+                // Nobody heard of it: it must not stay.
+                store.delete_all(vec![key]).await;
+            }
+        });
+        receiver.await.map_err(|_| crate::Error::Cancelled)??;
         Ok(StoredObject {
             key: self.key.clone(),
             size: self.size,
@@ -310,24 +343,65 @@ impl<'g> Upload<'g> {
     }
 }
 
-/// An object that is written but not yet reported to the caller; dropped
-/// while armed, it is deleted in the background.
-struct Unreported {
+/// The last calls of an upload: make the object exist, then describe it.
+struct Commit {
     store: Store,
-    key: Option<Key>,
+    /// Detached from the request's group: see [`Upload::finish`].
+    group: Group,
+    key: Key,
+    multipart: Option<Box<dyn MultipartUpload>>,
+    /// The bytes of a single-call object (`None` once written as the last
+    /// part of a multipart upload).
+    rest: Option<Part>,
+    doc: MetaDoc,
 }
 
-impl Unreported {
-    fn disarm(mut self) {
-        self.key = None;
-    }
-}
-
-impl Drop for Unreported {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.store.delete_in_background(vec![key]);
+impl Commit {
+    async fn run(mut self) -> Result<()> {
+        let result = self.publish().await;
+        if result.is_err() {
+            if let Some(mut multipart) = self.multipart.take()
+                && let Err(e) = multipart.abort().await
+            {
+                tracing::warn!(key = %self.key, error = %e, "aborting a failed upload failed");
+            }
+            // The object may exist by now (a complete that failed after
+            // landing, a metadata document that could not be written).
+            self.store.delete_all(vec![self.key.clone()]).await;
         }
+        result
+    }
+
+    async fn publish(&mut self) -> Result<()> {
+        let (store, group, key) = (&self.store, &self.group, self.key.as_str());
+        let backend = store.backend();
+        match &mut self.multipart {
+            Some(multipart) => {
+                store.call_once(group, key, 0, multipart.complete()).await?;
+                self.multipart = None;
+            }
+            None => {
+                let part = self
+                    .rest
+                    .take()
+                    .expect("a single-call object has its bytes");
+                let path = Path::from(key);
+                let cost = part.len as u64;
+                store
+                    .call(group, key, cost, || {
+                        backend.put(&path, part.payload.clone())
+                    })
+                    .await?;
+            }
+        }
+        let json = serde_json::to_vec(&self.doc).expect("a MetaDoc always serializes");
+        let json = PutPayload::from(json);
+        let path = meta_path(&self.key);
+        let cost = json.content_length() as u64;
+        store
+            .call(group, key, cost, || backend.put(&path, json.clone()))
+            .await?;
+        Ok(())
     }
 }
 
