@@ -149,8 +149,8 @@ impl<T> FairQueue<T> {
             .expect("an entry's group exists while the entry does");
         group.live -= 1;
         if group.live == 0 {
+            group.fifo.clear();
             let (tenant, vtime) = (group.tenant, group.vtime);
-            self.groups.remove(&entry.group);
             self.deactivate_group(tenant, vtime, entry.group);
         }
         Some(entry.item)
@@ -163,6 +163,14 @@ impl<T> FairQueue<T> {
         };
         let ids: Vec<EntryId> = queue.fifo.iter().copied().collect();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Takes every entry of `group` out of the queue and forgets its
+    /// fairness state: the group is gone.
+    pub(crate) fn forget_group(&mut self, group: u64) -> Vec<T> {
+        let removed = self.remove_group(group);
+        self.groups.remove(&group);
+        removed
     }
 
     fn deactivate_group(&mut self, tenant: u64, vtime: u64, group: u64) {
@@ -212,7 +220,10 @@ impl<T> FairQueue<T> {
         if group_queue.live > 0 {
             tenant_queue.active.insert((group_queue.vtime, group));
         } else {
-            self.groups.remove(&group);
+            // Kept, with its virtual time, until the group is forgotten: a
+            // request queues one part at a time, and byte fairness between
+            // requests needs what each was served to be remembered.
+            group_queue.fifo.clear();
         }
         self.active.remove(&(tenant_queue.vtime, tenant));
         self.clock = tenant_queue.vtime;
@@ -272,6 +283,29 @@ mod tests {
         assert_eq!(
             &order[..6],
             ["big", "small", "small", "small", "small", "big"]
+        );
+    }
+
+    #[test]
+    fn requests_of_one_tenant_share_by_bytes_even_one_job_at_a_time() {
+        // Two requests of one tenant, each with one job queued at a time
+        // (as uploads queue their parts): 8 MiB parts and 1 KiB parts.
+        let mut queue = FairQueue::default();
+        let (big, small) = (8 << 20, 1 << 10);
+        queue.push(1, 10, big, "big");
+        queue.push(1, 11, small, "small");
+        let mut served = [0u64, 0];
+        // Long enough for several of the big parts.
+        for _ in 0..30_000 {
+            let (item, group, cost) = queue.pop(|_| true).unwrap();
+            served[usize::from(group == 11)] += cost;
+            queue.push(1, group, if item == "big" { big } else { small }, item);
+        }
+        // The small request is served until it has had as many bytes.
+        let ratio = served[0] as f64 / served[1] as f64;
+        assert!(
+            (0.5..=2.0).contains(&ratio),
+            "bytes served big/small: {ratio}"
         );
     }
 

@@ -197,19 +197,18 @@ impl Scheduler {
             tenant,
             token: shared.root.child_token(),
             queued: AtomicBool::new(false),
+            system: false,
         })
     }
 
     /// A group that is never refused, for work the process owes itself
     /// (aborting uploads, rolling back batches).
+    ///
+    /// Unlike a request's group it has no errgroup semantics (one failed
+    /// cleanup must not cancel the next) and a shutdown does not cancel it
+    /// (rolling back a cancelled request is exactly what shutdown needs).
     pub fn system_group(&self) -> Group {
-        Group {
-            shared: Arc::clone(&self.shared),
-            id: self.shared.next_group.fetch_add(1, Ordering::Relaxed),
-            tenant: u64::MAX,
-            token: self.shared.root.child_token(),
-            queued: AtomicBool::new(false),
-        }
+        Group::system(&self.shared, u64::MAX)
     }
 
     /// The state now.
@@ -316,8 +315,9 @@ impl Shared {
             };
             let grant = Self::grant(state, group, now);
             if waiter.send(grant).is_err() {
-                // The waiter is gone (it only lets go of its receiver after
-                // taking its entry out, so this is a forgotten future).
+                // The receiver is gone without having taken its entry out,
+                // which a waiter's drop always does first: unreachable in
+                // practice, and harmless, since the slot is released here.
                 Self::release(state, group);
             }
         }
@@ -443,6 +443,11 @@ pub struct Group {
     /// Set when a job of the group first waits in the queue; until then
     /// the group has nothing in the queue for drop to take out.
     queued: AtomicBool,
+    /// Whether this is work the process owes itself (see
+    /// [`Scheduler::system_group`] and [`Group::detached`]): never refused,
+    /// not cancelled by its own failures, by a shutdown, or by the group it
+    /// was detached from.
+    system: bool,
 }
 
 impl Group {
@@ -528,7 +533,7 @@ impl Group {
                 }
                 Ok(Err(error)) => error,
                 Err(panic) => {
-                    self.token.cancel();
+                    self.fail();
                     return Err(JobError::Panicked {
                         message: panic_message(&*panic),
                     });
@@ -560,7 +565,7 @@ impl Group {
                 ))
             });
             let Some(wait) = wait else {
-                self.token.cancel();
+                self.fail();
                 return Err(JobError::Failed {
                     source: error,
                     attempts: attempt,
@@ -593,7 +598,7 @@ impl Group {
         let now = Instant::now();
         let mut state = shared.lock();
         // Work the process owes itself is never refused.
-        if self.tenant != u64::MAX
+        if !self.system
             && let Some(retry_after) = shared.full(&state)
         {
             return Err(JobError::Overloaded { retry_after });
@@ -647,6 +652,26 @@ impl Group {
         Ok(permit)
     }
 
+    fn system(shared: &Arc<Shared>, tenant: u64) -> Group {
+        Group {
+            shared: Arc::clone(shared),
+            id: shared.next_group.fetch_add(1, Ordering::Relaxed),
+            tenant,
+            token: CancellationToken::new(),
+            queued: AtomicBool::new(false),
+            system: true,
+        }
+    }
+
+    /// A group of the same tenant for work that must finish even if this
+    /// group is cancelled or dropped, such as publishing or rolling back an
+    /// object whose write has begun: never refused, not cancelled by
+    /// failures, by this group or by a shutdown. Its calls still count
+    /// against the limit and queue fairly as the tenant's.
+    pub fn detached(&self) -> Group {
+        Group::system(&self.shared, self.tenant)
+    }
+
     /// Cancels the group: queued jobs leave the queue, running ones are
     /// dropped at their next poll.
     pub fn cancel(&self) {
@@ -654,6 +679,13 @@ impl Group {
         let removed = self.shared.lock().queue.remove_group(self.id);
         // The senders are dropped outside the lock.
         drop(removed);
+    }
+
+    /// A job failed for good: a request's other jobs are pointless now.
+    fn fail(&self) {
+        if !self.system {
+            self.token.cancel();
+        }
     }
 
     /// Whether the group was cancelled.
@@ -668,7 +700,11 @@ impl Drop for Group {
         // the token has no one left to tell. Only a job future forgotten
         // while it waited can have left an entry in the queue.
         if self.queued.load(Ordering::Relaxed) {
-            self.cancel();
+            let mut state = self.shared.lock();
+            let removed = state.queue.forget_group(self.id);
+            drop(state);
+            // The senders are dropped outside the lock.
+            drop(removed);
         }
     }
 }

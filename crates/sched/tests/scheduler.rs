@@ -351,3 +351,30 @@ async fn an_idle_scheduler_shuts_down_at_once() {
     assert!(scheduler.shutdown(Duration::from_secs(30)).await);
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
+
+#[tokio::test(start_paused = true)]
+async fn system_work_survives_its_own_failures_a_cancelled_request_and_shutdown() {
+    let scheduler = scheduler(LimitConfig::Fixed(2));
+    let system = scheduler.system_group();
+    let failed = system
+        .run(0, || async { Err::<(), _>(Fail::Permanent) })
+        .await;
+    assert!(matches!(failed, Err(JobError::Failed { .. })));
+    // One failed cleanup does not cancel the next.
+    system.run(0, ok).await.unwrap();
+
+    let request = scheduler.group("a").unwrap();
+    let cleanup = request.detached();
+    let failed = request
+        .run(0, || async { Err::<(), _>(Fail::Permanent) })
+        .await;
+    assert!(matches!(failed, Err(JobError::Failed { .. })));
+    assert!(request.is_cancelled());
+    // The request is cancelled; what it must still finish is not.
+    cleanup.run(0, ok).await.unwrap();
+
+    assert!(scheduler.shutdown(Duration::ZERO).await);
+    assert!(matches!(scheduler.group("b"), Err(Refused::ShuttingDown)));
+    system.run(0, ok).await.unwrap();
+    cleanup.run(0, ok).await.unwrap();
+}

@@ -212,6 +212,44 @@ pub fn step(seed: u64) -> Outcome {
     }
 }
 
+/// **slowdown**: 10 slots whose latency doubles, 200 ms to 400 ms, at 60 s.
+/// The knee stays at 10 calls; the limit must find it again rather than
+/// read the slower calls as queueing for ever.
+pub fn slowdown(seed: u64) -> Outcome {
+    let mut backend = BackendConfig::slots(10, LATENCY);
+    let slower = LATENCY * 2;
+    backend.changes = vec![(Duration::from_secs(60), Change::Latency(slower))];
+    let record = run(&Scenario {
+        backend,
+        limit: adaptive(AdaptiveConfig::default().initial),
+        workers: WORKERS,
+        cost: COST,
+        duration: Duration::from_secs(180),
+        seed,
+    });
+    let capacity = 10.0 / slower.as_secs_f64();
+    let (lo, hi) = record.limit_range(100.0, 180.0);
+    Outcome {
+        scenario: "slowdown, 200 -> 400 ms".into(),
+        seed,
+        figures: vec![
+            Figure::new(
+                "goodput / capacity from 40 s after",
+                record.goodput(100.0, 180.0) / capacity,
+                Target::AtLeast(0.95),
+            ),
+            Figure::new(
+                "p99 / new unloaded latency",
+                record.latency_quantile(100.0, 180.0, 0.99).as_secs_f64() / slower.as_secs_f64(),
+                Target::AtMost(1.3),
+            ),
+            Figure::new("limit after, lowest", lo as f64, Target::AtLeast(10.0)),
+            Figure::new("limit after, highest", hi as f64, Target::AtMost(13.0)),
+            breaches(&record),
+        ],
+    }
+}
+
 /// **throttle**: no slot limit, but a token bucket of 50 calls/s (25 from
 /// 120 s) that answers "503 SlowDown" in 10 ms when empty.
 pub fn throttle(seed: u64) -> Outcome {
@@ -417,6 +455,7 @@ pub fn all(seeds: &[u64]) -> Vec<Outcome> {
         outcomes.push(knee(seed, 1));
         outcomes.push(knee(seed, 100));
         outcomes.push(step(seed));
+        outcomes.push(slowdown(seed));
         outcomes.push(throttle(seed));
         outcomes.push(fairness(seed));
         outcomes.push(cancellation(seed));

@@ -41,6 +41,8 @@ pub enum Change {
     Slots(usize),
     /// The token bucket's rate becomes this.
     Rate(f64),
+    /// The mean service time becomes this.
+    Latency(Duration),
 }
 
 impl BackendConfig {
@@ -75,6 +77,7 @@ struct BackendState {
     rate: Option<f64>,
     tokens: f64,
     refilled: Instant,
+    latency: Duration,
 }
 
 /// The simulated backend.
@@ -99,6 +102,7 @@ impl Backend {
             rate: config.rate,
             tokens: config.burst,
             refilled: Instant::now(),
+            latency: config.latency,
         };
         Arc::new(Self {
             config,
@@ -118,6 +122,7 @@ impl Backend {
             match change {
                 Change::Slots(slots) => state.slots = slots,
                 Change::Rate(rate) => state.rate = Some(rate),
+                Change::Latency(latency) => state.latency = latency,
             }
             Self::admit(&mut state);
         }
@@ -165,7 +170,8 @@ impl Backend {
         let release = SlotGuard(self);
         slot.await.expect("the backend never drops a waiter");
         let factor = 1.0 + self.config.jitter * (2.0 * self.rng.lock().unwrap().f64() - 1.0);
-        tokio::time::sleep(self.config.latency.mul_f64(factor)).await;
+        let latency = self.state.lock().unwrap().latency;
+        tokio::time::sleep(latency.mul_f64(factor)).await;
         self.served.fetch_add(1, Ordering::Relaxed);
         drop(release);
         Ok(())

@@ -34,6 +34,11 @@ fn step_down_and_up() {
 }
 
 #[test]
+fn a_backend_that_gets_slower_is_followed() {
+    check(SEEDS.map(scenario::slowdown));
+}
+
+#[test]
 fn throttle_by_a_token_bucket() {
     check(SEEDS.map(scenario::throttle));
 }

@@ -70,11 +70,13 @@
 //!   cold start far above the knee halves its way down in a few rounds.
 //!   Otherwise probes come every `probe_interval` (10 s) and dip to 75% of
 //!   the limit, enough to get below a knee the limit exceeds by at most
-//!   one call. A probe raises a measured `R0` only when the limiter saw no
-//!   queueing before it (then the probe ran below the knee), so a backend
-//!   that truly became slower is followed, but a probe that could not
-//!   reach below the knee never raises it. A round clearly faster than `R0`
-//!   calls for a probe at once.
+//!   one call. A probe raises a measured `R0` only when it ran below the
+//!   knee: the limiter saw no queueing before it, or lowering the limit did
+//!   not make calls faster than in the round before (then the backend
+//!   itself became slower, and the `slowdown` scenario checks that the
+//!   limit follows instead of sinking to its minimum). A probe that could
+//!   not reach below the knee never raises it. A round clearly faster than
+//!   `R0` calls for a probe at once.
 //! - *Pinning the limit low to measure `R0` costs throughput* (Envoy's
 //!   gradient controller pins to a small minimum for a fixed time). Here a
 //!   probe lasts one round at 75% of the limit: at 200 ms latency and a
@@ -183,6 +185,8 @@ pub(crate) struct Adaptive {
     ceiling_wait: u32,
     /// The queueing estimate of the last round.
     last_queue: f64,
+    /// The mean latency per size class of the last round.
+    last_means: [Option<Duration>; CLASSES],
     /// Whether the last probe lowered `R0`: the next follows at once and
     /// dips deeper.
     chasing: bool,
@@ -299,6 +303,7 @@ impl Adaptive {
             ceiling_tried: now,
             ceiling_wait: CEILING_RTTS,
             last_queue: 0.0,
+            last_means: [None; CLASSES],
             chasing: true,
             served: RateMeter {
                 bin_start: now,
@@ -399,7 +404,9 @@ impl Adaptive {
         let round = std::mem::replace(&mut self.round, Round::new(now));
         if round.samples > 0 {
             // A round clearly faster than R0 means R0 is stale: probe now.
+            self.last_means = [None; CLASSES];
             for (class, mean) in round.latencies.means() {
+                self.last_means[class] = Some(mean);
                 if self.base[class].is_some_and(|base| mean < base.latency.mul_f64(PROBE_GAIN)) {
                     self.next_probe = now;
                 }
@@ -548,9 +555,16 @@ impl Adaptive {
                     lowered = true;
                     *base = measured;
                 }
-                // A measured R0 is raised only when no queueing was seen
-                // before the probe: then the probe ran below the knee.
-                Some(old) if old.probed && mean > old.latency && self.last_queue > QUEUE_HIGH => {}
+                // A measured R0 is raised only when the probe ran below the
+                // knee: no queueing was seen before it, or lowering the
+                // limit did not make calls faster (the backend itself got
+                // slower; otherwise the limit would sink to its minimum).
+                Some(old)
+                    if old.probed
+                        && mean > old.latency
+                        && self.last_queue > QUEUE_HIGH
+                        && self.last_means[class]
+                            .is_none_or(|before| mean < before.mul_f64(PROBE_GAIN)) => {}
                 // Close to a measured R0: average, to shed the noise of
                 // one probe's few samples.
                 Some(old) if old.probed && mean < old.latency.mul_f64(2.0 - PROBE_GAIN) => {
