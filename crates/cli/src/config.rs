@@ -59,11 +59,13 @@ pub(crate) struct Overrides {
     #[serde(default, deserialize_with = "parsed")]
     pub(crate) concurrency: Option<LimitConfig>,
 
-    /// Lowest limit the adaptive strategy may set [default: 1].
+    /// Lowest limit the adaptive strategy may set [default: 1, or the MIN of
+    /// `--concurrency adaptive:MIN-MAX`].
     #[arg(long, env = "CORRAL_CONCURRENCY_MIN", value_name = "N")]
     pub(crate) concurrency_min: Option<usize>,
 
-    /// Highest limit the adaptive strategy may set [default: 256].
+    /// Highest limit the adaptive strategy may set [default: 256, or the MAX
+    /// of `--concurrency adaptive:MIN-MAX`].
     #[arg(long, env = "CORRAL_CONCURRENCY_MAX", value_name = "N")]
     pub(crate) concurrency_max: Option<usize>,
 
@@ -97,6 +99,12 @@ pub(crate) struct Overrides {
     /// before their work is cancelled [default: 30s].
     #[arg(long, env = "CORRAL_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub(crate) shutdown_grace: Option<Span>,
+
+    /// Memory all uploads in progress may buffer together; an upload
+    /// reserves its share before its body is read, and gets 429 when none
+    /// is left [default: 512MiB].
+    #[arg(long, env = "CORRAL_UPLOAD_MEMORY", value_name = "SIZE")]
+    pub(crate) upload_memory: Option<ByteSize>,
 
     /// Files up to this size are stored in one call; larger ones are
     /// multipart uploads [default: 8MiB].
@@ -137,8 +145,9 @@ pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) store: String,
     pub(crate) concurrency: LimitConfig,
-    pub(crate) concurrency_min: usize,
-    pub(crate) concurrency_max: usize,
+    /// Overrides the adaptive range of `concurrency` when set.
+    pub(crate) concurrency_min: Option<usize>,
+    pub(crate) concurrency_max: Option<usize>,
     pub(crate) max_queued_jobs: usize,
     pub(crate) max_queued_bytes: ByteSize,
     pub(crate) max_file_size: ByteSize,
@@ -146,6 +155,7 @@ pub(crate) struct Settings {
     pub(crate) max_files: usize,
     pub(crate) body_timeout: Span,
     pub(crate) shutdown_grace: Span,
+    pub(crate) upload_memory: ByteSize,
     pub(crate) multipart_threshold: ByteSize,
     pub(crate) part_size: ByteSize,
     pub(crate) log_format: LogFormat,
@@ -156,13 +166,12 @@ impl Default for Settings {
     fn default() -> Self {
         let server = ServerConfig::default();
         let store = StoreConfig::default();
-        let adaptive = AdaptiveConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: "./corral-data".to_owned(),
             concurrency: store.sched.limit,
-            concurrency_min: adaptive.min,
-            concurrency_max: adaptive.max,
+            concurrency_min: None,
+            concurrency_max: None,
             max_queued_jobs: store.sched.queue.max_jobs,
             max_queued_bytes: ByteSize(store.sched.queue.max_bytes),
             max_file_size: ByteSize(server.max_file_size),
@@ -170,6 +179,7 @@ impl Default for Settings {
             max_files: server.max_files,
             body_timeout: Span(server.body_timeout),
             shutdown_grace: Span(server.shutdown_grace),
+            upload_memory: ByteSize(server.upload_memory),
             multipart_threshold: ByteSize(store.multipart_threshold as u64),
             part_size: ByteSize(store.part_size as u64),
             log_format: LogFormat::Human,
@@ -194,6 +204,7 @@ impl Settings {
             max_files,
             body_timeout,
             shutdown_grace,
+            upload_memory,
             multipart_threshold,
             part_size,
             log_format,
@@ -202,8 +213,12 @@ impl Settings {
         set(&mut self.listen, listen);
         set(&mut self.store, store);
         set(&mut self.concurrency, concurrency);
-        set(&mut self.concurrency_min, concurrency_min);
-        set(&mut self.concurrency_max, concurrency_max);
+        if concurrency_min.is_some() {
+            self.concurrency_min = concurrency_min;
+        }
+        if concurrency_max.is_some() {
+            self.concurrency_max = concurrency_max;
+        }
         set(&mut self.max_queued_jobs, max_queued_jobs);
         set(&mut self.max_queued_bytes, max_queued_bytes);
         set(&mut self.max_file_size, max_file_size);
@@ -211,6 +226,7 @@ impl Settings {
         set(&mut self.max_files, max_files);
         set(&mut self.body_timeout, body_timeout);
         set(&mut self.shutdown_grace, shutdown_grace);
+        set(&mut self.upload_memory, upload_memory);
         set(&mut self.multipart_threshold, multipart_threshold);
         set(&mut self.part_size, part_size);
         set(&mut self.log_format, log_format);
@@ -225,11 +241,22 @@ impl Settings {
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
         }
-        if self.concurrency_min == 0 || self.concurrency_min > self.concurrency_max {
+        let per_upload = self.multipart_threshold.0.max(self.part_size.0) + (1 << 20);
+        if self.upload_memory.0 < per_upload {
+            anyhow::bail!(
+                "upload-memory ({}) is less than one upload may buffer ({}: the larger of \
+                 multipart-threshold and part-size, plus 1MiB): no upload could start",
+                self.upload_memory,
+                ByteSize(per_upload)
+            );
+        }
+        if let LimitConfig::Adaptive(adaptive) = self.limit()
+            && (adaptive.min == 0 || adaptive.min > adaptive.max)
+        {
             anyhow::bail!(
                 "concurrency-min ({}) must be at least 1 and at most concurrency-max ({})",
-                self.concurrency_min,
-                self.concurrency_max
+                adaptive.min,
+                adaptive.max
             );
         }
         if !self.listen.ip().is_loopback() && !self.insecure_no_auth {
@@ -251,6 +278,25 @@ impl Settings {
             max_files: self.max_files,
             body_timeout: self.body_timeout.0,
             shutdown_grace: self.shutdown_grace.0,
+            upload_memory: self.upload_memory.0,
+        }
+    }
+
+    /// The limit strategy, with `--concurrency-min/-max` applied to an
+    /// adaptive one.
+    fn limit(&self) -> LimitConfig {
+        match self.concurrency {
+            LimitConfig::Adaptive(adaptive) => {
+                let min = self.concurrency_min.unwrap_or(adaptive.min);
+                let max = self.concurrency_max.unwrap_or(adaptive.max);
+                LimitConfig::Adaptive(AdaptiveConfig {
+                    min,
+                    max,
+                    initial: adaptive.initial.clamp(min.min(max), max),
+                    ..adaptive
+                })
+            }
+            other => other,
         }
     }
 
@@ -258,17 +304,7 @@ impl Settings {
         let size = |s: ByteSize, name| {
             usize::try_from(s.0).with_context(|| format!("{name} {s} is too large"))
         };
-        let limit = match self.concurrency {
-            LimitConfig::Adaptive(adaptive) => LimitConfig::Adaptive(AdaptiveConfig {
-                min: self.concurrency_min,
-                max: self.concurrency_max,
-                initial: adaptive
-                    .initial
-                    .clamp(self.concurrency_min, self.concurrency_max),
-                ..adaptive
-            }),
-            other => other,
-        };
+        let limit = self.limit();
         Ok(StoreConfig {
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
@@ -290,8 +326,12 @@ impl fmt::Display for Settings {
         writeln!(f, "listen = \"{}\"", self.listen)?;
         writeln!(f, "store = {:?}", self.store)?;
         writeln!(f, "concurrency = \"{}\"", self.concurrency)?;
-        writeln!(f, "concurrency_min = {}", self.concurrency_min)?;
-        writeln!(f, "concurrency_max = {}", self.concurrency_max)?;
+        if let Some(min) = self.concurrency_min {
+            writeln!(f, "concurrency_min = {min}")?;
+        }
+        if let Some(max) = self.concurrency_max {
+            writeln!(f, "concurrency_max = {max}")?;
+        }
         writeln!(f, "max_queued_jobs = {}", self.max_queued_jobs)?;
         writeln!(f, "max_queued_bytes = \"{}\"", self.max_queued_bytes)?;
         writeln!(f, "max_file_size = \"{}\"", self.max_file_size)?;
@@ -299,6 +339,7 @@ impl fmt::Display for Settings {
         writeln!(f, "max_files = {}", self.max_files)?;
         writeln!(f, "body_timeout = \"{}\"", self.body_timeout)?;
         writeln!(f, "shutdown_grace = \"{}\"", self.shutdown_grace)?;
+        writeln!(f, "upload_memory = \"{}\"", self.upload_memory)?;
         writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
         writeln!(f, "part_size = \"{}\"", self.part_size)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)?;
@@ -420,6 +461,21 @@ mod tests {
             let argv = ["corral", "serve", bad[0], bad[1]];
             assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_adaptive_range_comes_from_the_spec_unless_the_flags_say_otherwise() {
+        let range = |argv: &[&str]| match resolve(args(argv)).unwrap().limit() {
+            LimitConfig::Adaptive(adaptive) => (adaptive.min, adaptive.max),
+            other => panic!("{other}"),
+        };
+        assert_eq!(range(&["corral", "serve"]), (1, 256));
+        let spec = ["corral", "serve", "--concurrency", "adaptive:2-64"];
+        assert_eq!(range(&spec), (2, 64));
+        let flags = [&spec[..], &["--concurrency-max", "32"]].concat();
+        assert_eq!(range(&flags), (2, 32));
+        let bad = ["corral", "serve", "--concurrency-min", "300"];
+        assert!(resolve(args(&bad)).is_err());
     }
 
     #[test]

@@ -101,6 +101,7 @@ fn help_documents_every_option() {
         "--max-files",
         "--body-timeout",
         "--shutdown-grace",
+        "--upload-memory",
         "--concurrency-min",
         "--concurrency-max",
         "--max-queued-jobs",

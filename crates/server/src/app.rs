@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
@@ -25,13 +27,22 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// What `/metrics` reports; the middleware counts every request into it.
     pub(crate) metrics: Arc<Metrics>,
+    /// The memory uploads may buffer, in units of [`MEMORY_UNIT`] bytes.
+    /// Each upload holds its share (an owned permit) until it ends, so the
+    /// sum of upload buffers never exceeds `config.upload_memory`.
+    pub(crate) upload_memory: Arc<Semaphore>,
 }
+
+/// The unit in which upload memory is reserved.
+pub(crate) const MEMORY_UNIT: u64 = 64 << 10;
 
 impl AppState {
     /// State over `store`, with `config`'s limits.
     pub fn new(store: Store, config: ServerConfig) -> Self {
+        let units = usize::try_from(config.upload_memory / MEMORY_UNIT).unwrap_or(usize::MAX);
         Self {
             metrics: Arc::new(Metrics::new(store.clone())),
+            upload_memory: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
             store,
             config: Arc::new(config),
         }

@@ -14,6 +14,11 @@ pub struct ServerConfig {
     /// How long a client may send nothing while its body is being read
     /// before it gets `408`.
     pub body_timeout: Duration,
+    /// The memory all uploads in progress may buffer together. Each upload
+    /// reserves what it may need (`max(multipart_threshold, part_size)`
+    /// plus a chunk, or less if its `Content-Length` is smaller) before its
+    /// body is read; when the reserve is spent, new uploads get `429`.
+    pub upload_memory: u64,
     /// How long requests in progress may run on after a shutdown signal
     /// before their work is cancelled.
     pub shutdown_grace: Duration,
@@ -27,6 +32,7 @@ impl Default for ServerConfig {
             max_files: 1000,
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            upload_memory: 512 << 20,
         }
     }
 }

@@ -227,7 +227,7 @@ impl Collector for SchedCollector {
             ),
             (
                 "corral_sched_probing",
-                "1 while the adaptive limit probes the no-load latency (the limit is then briefly halved), else 0.",
+                "1 while the adaptive limit probes the no-load latency (the limit is then briefly lowered), else 0.",
                 u64::from(stats.probing),
             ),
         ];

@@ -43,7 +43,9 @@ use corral_store::{Key, Store, sanitize_file_name};
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use crate::app::{AppState, MEMORY_UNIT};
 use crate::body::{BodyError, BodyReader};
 use crate::error::{ApiError, FileError};
 use crate::tenant::{Admitted, Tenant};
@@ -88,6 +90,12 @@ pub(crate) async fn upload(
         Ok(boundary) => boundary,
         Err(error) => return error.into_response(),
     };
+    // Memory is reserved before the body is read, so the sum of upload
+    // buffers stays within --upload-memory whatever the number of clients.
+    let _memory = match reserve_memory(&state, &headers) {
+        Ok(reservation) => reservation,
+        Err(error) => return error.into_response(),
+    };
     let prefix = match query {
         Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose(),
         Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
@@ -129,14 +137,38 @@ pub(crate) async fn upload(
     }
 }
 
+/// The most a chunk of the body adds to an upload's buffer (hyper reads at
+/// most about 400 KiB at once; the parser may hold one more).
+const CHUNK_ALLOWANCE: u64 = 1 << 20;
+
+/// Reserves the memory this upload may buffer: its buffer bound, or its
+/// whole body if that is smaller.
+fn reserve_memory(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let config = state.store.config();
+    let bound = (config.multipart_threshold.max(config.part_size) as u64) + CHUNK_ALLOWANCE;
+    let need = content_length(headers).map_or(bound, |length| length.min(bound));
+    let units = u32::try_from(need.div_ceil(MEMORY_UNIT).max(1)).unwrap_or(u32::MAX);
+    Arc::clone(&state.upload_memory)
+        .try_acquire_many_owned(units)
+        .map_err(|_| ApiError::Overloaded {
+            retry_after: std::time::Duration::from_secs(1),
+        })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Checks the size and type of the body; returns the multipart boundary.
 fn check_headers(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     let limit = state.config.max_batch_size;
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if length.is_some_and(|length| length > limit) {
+    if content_length(headers).is_some_and(|length| length > limit) {
         return Err(ApiError::BatchTooLarge { limit });
     }
     let content_type = headers

@@ -249,6 +249,7 @@ async fn a_200_mib_upload_streams_through_bounded_buffers() {
     // the body as the parser hands it out (about one of hyper's reads, at
     // most 400 KiB, plus what the parser kept of the previous one).
     let peak = server.store.buffers().peak();
+    eprintln!("peak buffered during a 200 MiB upload: {peak} bytes");
     assert!(
         peak <= (1 << 20) + (800 << 10),
         "peak buffered {peak} bytes"
@@ -1030,5 +1031,52 @@ async fn an_overloaded_server_answers_429_with_retry_after_before_reading_the_bo
             .load(std::sync::atomic::Ordering::Relaxed),
         2
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn uploads_beyond_the_memory_reserve_get_429_before_their_body_is_read() {
+    // Each upload may buffer 1 MiB + a 1 MiB chunk allowance: room for two,
+    // and 64 KiB more.
+    let config = ServerConfig {
+        upload_memory: (4 << 20) + (64 << 10),
+        ..ServerConfig::default()
+    };
+    let server = Server::with(config, small_parts()).await;
+    let head = "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+                boundary=b\r\nContent-Length: 104857600\r\n\r\n";
+    // Two uploads that announce 100 MiB and are slow to send it.
+    let first = send_raw(server.addr, head, b"--b\r\n").await;
+    let second = send_raw(server.addr, head, b"--b\r\n").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = send_raw(server.addr, head, b"").await;
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut answer))
+        .await
+        .expect("the answer came without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    // A small upload reserves only its own size, and fits.
+    let (status, body) = server
+        .upload(Form::new().part("f", file("small.txt", b"tiny".to_vec())))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // When an upload ends, its reserve is free again.
+    drop((first, second));
+    let mut accepted = false;
+    for _ in 0..100 {
+        let form = Form::new().part("f", file("big.bin", data(3 << 20, 1)));
+        if server.upload(form).await.0 == StatusCode::CREATED {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "the reserve was never given back");
     server.stop().await;
 }
