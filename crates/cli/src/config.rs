@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::Context;
 use corral_sched::{AdaptiveConfig, LimitConfig, QueueConfig, SchedConfig};
 use corral_server::ServerConfig;
-use corral_store::StoreConfig;
+use corral_store::{S3Options, StoreConfig};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::ServeArgs;
@@ -46,10 +46,32 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_LISTEN", value_name = "ADDR")]
     pub(crate) listen: Option<SocketAddr>,
 
-    /// Where files are stored: a directory (`./corral-data`, `file:///srv/corral`)
-    /// or `memory://` [default: ./corral-data].
+    /// Where files are stored: a directory (`./corral-data`,
+    /// `file:///srv/corral`), an S3 bucket (`s3://bucket/prefix`, credentials
+    /// from the AWS environment variables) or `memory://`
+    /// [default: ./corral-data].
     #[arg(long, env = "CORRAL_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
+
+    /// S3 endpoint, for S3-compatible stores such as MinIO or Ceph
+    /// (`http://127.0.0.1:9000`) [default: AWS, or AWS_ENDPOINT_URL].
+    #[arg(long, env = "CORRAL_S3_ENDPOINT", value_name = "URL")]
+    pub(crate) s3_endpoint: Option<String>,
+
+    /// S3 region [default: AWS_REGION, or us-east-1].
+    #[arg(long, env = "CORRAL_S3_REGION", value_name = "REGION")]
+    pub(crate) s3_region: Option<String>,
+
+    /// Use path-style S3 requests (endpoint/bucket/key), as most
+    /// S3-compatible stores want.
+    #[arg(long, env = "CORRAL_S3_PATH_STYLE")]
+    #[serde(default)]
+    pub(crate) s3_path_style: bool,
+
+    /// Allow a plain http:// S3 endpoint.
+    #[arg(long, env = "CORRAL_S3_ALLOW_HTTP")]
+    #[serde(default)]
+    pub(crate) s3_allow_http: bool,
 
     /// Limit on storage calls in flight, process-wide: `adaptive` finds
     /// the backend's capacity by itself; `fixed:N` holds N. (`unbounded`
@@ -144,6 +166,10 @@ where
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) store: String,
+    pub(crate) s3_endpoint: Option<String>,
+    pub(crate) s3_region: Option<String>,
+    pub(crate) s3_path_style: bool,
+    pub(crate) s3_allow_http: bool,
     pub(crate) concurrency: LimitConfig,
     /// Overrides the adaptive range of `concurrency` when set.
     pub(crate) concurrency_min: Option<usize>,
@@ -169,6 +195,10 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: "./corral-data".to_owned(),
+            s3_endpoint: None,
+            s3_region: None,
+            s3_path_style: false,
+            s3_allow_http: false,
             concurrency: store.sched.limit,
             concurrency_min: None,
             concurrency_max: None,
@@ -194,6 +224,10 @@ impl Settings {
         let Overrides {
             listen,
             store,
+            s3_endpoint,
+            s3_region,
+            s3_path_style,
+            s3_allow_http,
             concurrency,
             concurrency_min,
             concurrency_max,
@@ -212,6 +246,14 @@ impl Settings {
         } = overrides;
         set(&mut self.listen, listen);
         set(&mut self.store, store);
+        if s3_endpoint.is_some() {
+            self.s3_endpoint = s3_endpoint;
+        }
+        if s3_region.is_some() {
+            self.s3_region = s3_region;
+        }
+        self.s3_path_style |= s3_path_style;
+        self.s3_allow_http |= s3_allow_http;
         set(&mut self.concurrency, concurrency);
         if concurrency_min.is_some() {
             self.concurrency_min = concurrency_min;
@@ -306,6 +348,13 @@ impl Settings {
         };
         let limit = self.limit();
         Ok(StoreConfig {
+            s3: S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                path_style: self.s3_path_style,
+                allow_http: self.s3_allow_http,
+                ..S3Options::default()
+            },
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
             sched: SchedConfig {
@@ -325,6 +374,14 @@ impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "listen = \"{}\"", self.listen)?;
         writeln!(f, "store = {:?}", self.store)?;
+        if let Some(endpoint) = &self.s3_endpoint {
+            writeln!(f, "s3_endpoint = {endpoint:?}")?;
+        }
+        if let Some(region) = &self.s3_region {
+            writeln!(f, "s3_region = {region:?}")?;
+        }
+        writeln!(f, "s3_path_style = {}", self.s3_path_style)?;
+        writeln!(f, "s3_allow_http = {}", self.s3_allow_http)?;
         writeln!(f, "concurrency = \"{}\"", self.concurrency)?;
         if let Some(min) = self.concurrency_min {
             writeln!(f, "concurrency_min = {min}")?;

@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 struct Server {
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// The bucket, when the server stores in the test S3 server.
+    bucket: Option<String>,
     store: Store,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -34,9 +36,76 @@ impl Server {
 
     async fn with(config: ServerConfig, store_config: StoreConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().to_str().unwrap(), store_config)
-            .await
-            .unwrap();
+        let url = dir.path().to_str().unwrap().to_owned();
+        Self::on(&url, dir, config, store_config).await
+    }
+
+    /// A server storing in a fresh bucket of the test S3 server (moto).
+    async fn on_s3(config: ServerConfig, mut store_config: StoreConfig) -> Self {
+        use corral_testkit::s3;
+        let server = s3::S3Server::require();
+        let bucket = server.new_bucket("http").unwrap();
+        store_config.s3 = corral_store::S3Options {
+            endpoint: Some(server.endpoint()),
+            region: Some(s3::REGION.to_owned()),
+            path_style: true,
+            allow_http: true,
+            access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
+            secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
+        };
+        let url = format!("s3://{bucket}/data");
+        let mut server = Self::on(&url, tempfile::tempdir().unwrap(), config, store_config).await;
+        server.bucket = Some(bucket);
+        server
+    }
+
+    /// What the bucket holds, asked of S3 directly: object keys and the
+    /// keys of multipart uploads still open.
+    fn s3_leftovers(&self) -> (Vec<String>, Vec<String>) {
+        let server = corral_testkit::s3::S3Server::require();
+        let bucket = self.bucket.as_deref().expect("an S3 server");
+        let keys = |query: &str| {
+            let answer = server
+                .request("GET", &format!("/{bucket}?{query}"), &[], b"")
+                .unwrap();
+            assert_eq!(
+                answer.status,
+                200,
+                "{}",
+                String::from_utf8_lossy(&answer.body)
+            );
+            let text = String::from_utf8_lossy(&answer.body).into_owned();
+            text.split("<Key>")
+                .skip(1)
+                .filter_map(|rest| rest.split("</Key>").next().map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        (keys("list-type=2"), keys("uploads"))
+    }
+
+    /// Waits until the bucket holds no object and no open multipart
+    /// upload, or fails after ten seconds.
+    async fn assert_nothing_left_in_s3(&self) {
+        for _ in 0..200 {
+            let (objects, uploads) = self.s3_leftovers();
+            if objects.is_empty() && uploads.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "left behind in S3 (objects, open uploads): {:?}",
+            self.s3_leftovers()
+        );
+    }
+
+    async fn on(
+        url: &str,
+        dir: tempfile::TempDir,
+        config: ServerConfig,
+        store_config: StoreConfig,
+    ) -> Self {
+        let store = Store::open(url, store_config).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -47,6 +116,7 @@ impl Server {
         Self {
             addr,
             dir,
+            bucket: None,
             store,
             client: reqwest::Client::new(),
             stop: Some(stop),
@@ -1078,5 +1148,91 @@ async fn uploads_beyond_the_memory_reserve_get_429_before_their_body_is_read() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(accepted, "the reserve was never given back");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_a_40_mib_file_round_trips_through_s3() {
+    // 8 MiB parts: the 40 MiB file is a multipart upload of five parts.
+    let store_config = StoreConfig {
+        multipart_threshold: 8 << 20,
+        part_size: 8 << 20,
+        ..StoreConfig::default()
+    };
+    let server = Server::on_s3(ServerConfig::default(), store_config).await;
+    let files = [
+        ("big.bin", data(40 << 20, 11)),
+        ("a.txt", data(10, 12)),
+        ("b.json", data(70_000, 13)),
+    ];
+    let mut form = Form::new();
+    for (name, content) in &files {
+        form = form.part("file", file(name, content.clone()));
+    }
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for ((name, content), entry) in files.iter().zip(body["files"].as_array().unwrap()) {
+        assert_eq!(entry["sha256"], sha256(content), "{name}");
+        let response = server.get(entry["key"].as_str().unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["x-corral-sha256"],
+            sha256(content).as_str()
+        );
+        assert_eq!(
+            response.bytes().await.unwrap(),
+            content.as_slice(),
+            "{name}"
+        );
+    }
+    let listed = server
+        .client
+        .get(server.url("/api/files"))
+        .send()
+        .await
+        .unwrap();
+    let (_, listing) = json(listed).await;
+    assert_eq!(listing["files"].as_array().unwrap().len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_multipart_leaves_no_object_and_no_open_upload_in_s3() {
+    let store_config = StoreConfig {
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+        ..StoreConfig::default()
+    };
+    let server = Server::on_s3(ServerConfig::default(), store_config).await;
+    let boundary = "gone";
+    let first = multipart(boundary, &[("file", Some("done.bin"), &data(5000, 1))]);
+    let first = &first[..first.len() - format!("--{boundary}--\r\n").len()];
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        first.len() + (40 << 20)
+    );
+    let mut socket = send_raw(server.addr, &head, first).await;
+    let second = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+         filename=\"cut.bin\"\r\n\r\n"
+    );
+    socket.write_all(second.as_bytes()).await.unwrap();
+    socket.write_all(&data(12 << 20, 2)).await.unwrap();
+    // Wait until S3 holds the first file and an open upload of the second.
+    let mut seen = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        seen = server.s3_leftovers();
+        if !seen.0.is_empty() && !seen.1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        !seen.1.is_empty(),
+        "no multipart upload was ever open: {seen:?}"
+    );
+    drop(socket);
+    server.assert_nothing_left_in_s3().await;
     server.stop().await;
 }

@@ -9,9 +9,12 @@ use bytes::Bytes;
 use corral_sched::{Group, SchedConfig, Scheduler};
 use futures::TryFutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::RetryConfig;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +36,29 @@ pub struct StoreConfig {
     pub part_size: usize,
     /// How backend calls are scheduled: limit, queue, retries.
     pub sched: SchedConfig,
+    /// How an `s3://` store is reached.
+    pub s3: S3Options,
+}
+
+/// How an `s3://` store is reached. Credentials and anything not set here
+/// come from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// The endpoint, for S3-compatible stores (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible
+    /// stores want, rather than virtual-hosted style.
+    pub path_style: bool,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    /// An access key, in place of the environment's.
+    pub access_key_id: Option<String>,
+    /// Its secret.
+    pub secret_access_key: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -41,6 +67,7 @@ impl Default for StoreConfig {
             multipart_threshold: 8 << 20,
             part_size: 8 << 20,
             sched: SchedConfig::default(),
+            s3: S3Options::default(),
         }
     }
 }
@@ -101,27 +128,32 @@ impl Store {
             url: url.to_owned(),
             reason,
         };
-        let (backend, url, sorted_listing): (Arc<dyn ObjectStore>, String, bool) =
-            if url == "memory://" || url == "memory:///" {
-                (Arc::new(InMemory::new()), "memory://".to_owned(), true)
-            } else if let Some((scheme, _)) = url.split_once("://")
-                && scheme != "file"
-            {
-                return Err(open_error(format!(
-                    "unknown scheme {scheme:?}: the supported stores are file:// and memory://"
-                )));
-            } else {
-                let dir = url.strip_prefix("file://").unwrap_or(url);
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| open_error(format!("cannot create directory {dir:?}: {e}")))?;
-                let dir = std::fs::canonicalize(dir)
-                    .map_err(|e| open_error(format!("cannot resolve directory {dir:?}: {e}")))?;
-                let local = LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| open_error(e.to_string()))?
-                    .with_automatic_cleanup(true)
-                    .with_fsync(true);
-                (Arc::new(local), format!("file://{}", dir.display()), false)
-            };
+        let (backend, url, sorted_listing): (Arc<dyn ObjectStore>, String, bool) = if url
+            == "memory://"
+            || url == "memory:///"
+        {
+            (Arc::new(InMemory::new()), "memory://".to_owned(), true)
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let backend = open_s3(rest, &config.s3).map_err(open_error)?;
+            (backend, url.to_owned(), true)
+        } else if let Some((scheme, _)) = url.split_once("://")
+            && scheme != "file"
+        {
+            return Err(open_error(format!(
+                "unknown scheme {scheme:?}: the supported stores are file://, s3:// and memory://"
+            )));
+        } else {
+            let dir = url.strip_prefix("file://").unwrap_or(url);
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_error(format!("cannot create directory {dir:?}: {e}")))?;
+            let dir = std::fs::canonicalize(dir)
+                .map_err(|e| open_error(format!("cannot resolve directory {dir:?}: {e}")))?;
+            let local = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| open_error(e.to_string()))?
+                .with_automatic_cleanup(true)
+                .with_fsync(true);
+            (Arc::new(local), format!("file://{}", dir.display()), false)
+        };
         let store = Self::with_backend(backend, url, sorted_listing, config);
         store
             .check()
@@ -472,6 +504,46 @@ impl Store {
     }
 }
 
+/// The S3 store `bucket/prefix` (the part of the URL after `s3://`).
+fn open_s3(bucket_and_prefix: &str, options: &S3Options) -> Result<Arc<dyn ObjectStore>, String> {
+    let (bucket, prefix) = bucket_and_prefix
+        .split_once('/')
+        .unwrap_or((bucket_and_prefix, ""));
+    if bucket.is_empty() {
+        return Err("no bucket: expected s3://bucket or s3://bucket/prefix".to_owned());
+    }
+    // A few quick retries of each HTTP request inside object_store; the
+    // scheduler retries calls under its budget on top of that.
+    let retry = RetryConfig {
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..RetryConfig::default()
+    };
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry)
+        .with_allow_http(options.allow_http)
+        .with_virtual_hosted_style_request(!options.path_style);
+    if let Some(endpoint) = &options.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(region) = &options.region {
+        builder = builder.with_region(region);
+    }
+    if let (Some(id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+    }
+    let s3 = builder.build().map_err(|e| error_chain(&e))?;
+    let prefix = prefix.trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(PrefixStore::new(s3, prefix))
+    })
+}
+
 /// An [`ObjectInfo`] ordered by key, for the listing heap.
 struct Listed(ObjectInfo);
 
@@ -528,13 +600,36 @@ mod tests {
         }
     }
 
+    /// The same store behaviours on every backend: a local directory,
+    /// memory, and a real S3 server (moto, started by the testkit).
     async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
         let dir = tempfile::tempdir().unwrap();
         let local = Store::open(dir.path().to_str().unwrap(), small_parts())
             .await
             .unwrap();
         let memory = Store::open("memory://", small_parts()).await.unwrap();
-        vec![(local, Some(dir)), (memory, None)]
+        vec![(local, Some(dir)), (memory, None), (s3().await, None)]
+    }
+
+    async fn s3() -> Store {
+        use corral_testkit::s3;
+        let server = s3::S3Server::require();
+        let bucket = server.new_bucket("store").unwrap();
+        let mut config = small_parts();
+        // S3 wants parts of at least 5 MiB, all but the last.
+        config.part_size = 5 << 20;
+        config.multipart_threshold = 5 << 20;
+        config.s3 = S3Options {
+            endpoint: Some(server.endpoint()),
+            region: Some(s3::REGION.to_owned()),
+            path_style: true,
+            allow_http: true,
+            access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
+            secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
+        };
+        Store::open(&format!("s3://{bucket}/corral"), config)
+            .await
+            .unwrap()
     }
 
     fn key(text: &str) -> Key {
@@ -548,7 +643,12 @@ mod tests {
     async fn write(store: &Store, name: &str, content: &[u8]) -> crate::StoredObject {
         let writer = group(store);
         let mut upload = store.upload(&writer, key(name), Some("text/plain".into()), None);
-        for chunk in content.chunks(250) {
+        let size = if content.len() > 100_000 {
+            64 << 10
+        } else {
+            250
+        };
+        for chunk in content.chunks(size) {
             upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
         }
         upload.finish().await.unwrap()
@@ -568,7 +668,16 @@ mod tests {
     #[tokio::test]
     async fn small_and_multipart_objects_round_trip_with_metadata() {
         for (store, _dir) in stores().await {
-            for (name, len) in [("t/empty", 0), ("t/small", 999), ("t/parts", 2500)] {
+            let config = store.config();
+            // Above the multipart threshold of every backend (S3's parts
+            // are at least 5 MiB), with a short last part.
+            let large = 2 * config.part_size.max(config.multipart_threshold) + 12_345;
+            for (name, len) in [
+                ("t/empty", 0),
+                ("t/small", 999),
+                ("t/parts", 2500),
+                ("t/large", large),
+            ] {
                 let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
                 let stored = write(&store, name, &content).await;
                 assert_eq!(stored.size, len as u64);
@@ -582,7 +691,8 @@ mod tests {
                 }
             }
             assert_eq!(store.buffers().current(), 0);
-            assert!(store.buffers().peak() <= 1000 + 250);
+            let bound = config.multipart_threshold.max(config.part_size) + (64 << 10);
+            assert!(store.buffers().peak() <= bound, "{}", store.url());
         }
     }
 
