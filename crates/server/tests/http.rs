@@ -45,14 +45,13 @@ impl Server {
         use corral_testkit::s3;
         let server = s3::S3Server::require();
         let bucket = server.new_bucket("http").unwrap();
-        store_config.s3 = corral_store::S3Options {
-            endpoint: Some(server.endpoint()),
-            region: Some(s3::REGION.to_owned()),
-            path_style: true,
-            allow_http: true,
-            access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
-            secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
-        };
+        let endpoint = server.endpoint();
+        store_config.s3 = corral_store::S3Options::compatible(
+            &endpoint,
+            s3::REGION,
+            s3::ACCESS_KEY_ID,
+            s3::SECRET_ACCESS_KEY,
+        );
         let url = format!("s3://{bucket}/data");
         let mut server = Self::on(&url, tempfile::tempdir().unwrap(), config, store_config).await;
         server.bucket = Some(bucket);
@@ -373,26 +372,35 @@ async fn read_answer(socket: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-#[tokio::test]
-async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
-    let server = Server::with(ServerConfig::default(), small_parts()).await;
+/// Sends a batch whose first file, `done.bin`, is complete and whose
+/// second, `cut.bin`, is announced as `announced` bytes of which `sent`
+/// are sent; returns the socket, to drop when the test wants the client
+/// gone.
+async fn start_cut_upload(addr: SocketAddr, announced: usize, sent: usize) -> TcpStream {
     let boundary = "cut-here";
     let first = multipart(boundary, &[("file", Some("done.bin"), &data(5000, 1))]);
-    // The first file is complete; the second is announced as 8 MiB and cut
-    // after 3 MiB, so its multipart upload is under way.
     let first = &first[..first.len() - format!("--{boundary}--\r\n").len()];
     let head = format!(
         "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
          boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
-        first.len() + (8 << 20)
+        first.len() + announced
     );
-    let mut socket = send_raw(server.addr, &head, first).await;
+    let mut socket = send_raw(addr, &head, first).await;
     let second = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
          filename=\"cut.bin\"\r\n\r\n"
     );
     socket.write_all(second.as_bytes()).await.unwrap();
-    socket.write_all(&data(3 << 20, 2)).await.unwrap();
+    socket.write_all(&data(sent, 2)).await.unwrap();
+    socket
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
+    let server = Server::with(ServerConfig::default(), small_parts()).await;
+    // The second file is announced as 8 MiB and cut after 3 MiB, so its
+    // multipart upload is under way.
+    let socket = start_cut_upload(server.addr, 8 << 20, 3 << 20).await;
     // Wait until the first file is stored and the second is being written,
     // so that there is something to clean up.
     for _ in 0..200 {
@@ -1204,21 +1212,7 @@ async fn a_client_gone_mid_multipart_leaves_no_object_and_no_open_upload_in_s3()
         ..StoreConfig::default()
     };
     let server = Server::on_s3(ServerConfig::default(), store_config).await;
-    let boundary = "gone";
-    let first = multipart(boundary, &[("file", Some("done.bin"), &data(5000, 1))]);
-    let first = &first[..first.len() - format!("--{boundary}--\r\n").len()];
-    let head = format!(
-        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
-         boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
-        first.len() + (40 << 20)
-    );
-    let mut socket = send_raw(server.addr, &head, first).await;
-    let second = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
-         filename=\"cut.bin\"\r\n\r\n"
-    );
-    socket.write_all(second.as_bytes()).await.unwrap();
-    socket.write_all(&data(12 << 20, 2)).await.unwrap();
+    let socket = start_cut_upload(server.addr, 40 << 20, 12 << 20).await;
     // Wait until S3 holds the first file and an open upload of the second.
     let mut seen = (Vec::new(), Vec::new());
     for _ in 0..200 {

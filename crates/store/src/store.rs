@@ -544,6 +544,22 @@ fn open_s3(bucket_and_prefix: &str, options: &S3Options) -> Result<Arc<dyn Objec
     })
 }
 
+impl S3Options {
+    /// An S3-compatible store at `endpoint` (MinIO, Ceph, moto...), with
+    /// path-style requests, plain HTTP allowed if the endpoint uses it, and
+    /// the given credentials.
+    pub fn compatible(endpoint: &str, region: &str, access_key_id: &str, secret: &str) -> Self {
+        Self {
+            endpoint: Some(endpoint.to_owned()),
+            region: Some(region.to_owned()),
+            path_style: true,
+            allow_http: endpoint.starts_with("http://"),
+            access_key_id: Some(access_key_id.to_owned()),
+            secret_access_key: Some(secret.to_owned()),
+        }
+    }
+}
+
 /// An [`ObjectInfo`] ordered by key, for the listing heap.
 struct Listed(ObjectInfo);
 
@@ -619,14 +635,13 @@ mod tests {
         // S3 wants parts of at least 5 MiB, all but the last.
         config.part_size = 5 << 20;
         config.multipart_threshold = 5 << 20;
-        config.s3 = S3Options {
-            endpoint: Some(server.endpoint()),
-            region: Some(s3::REGION.to_owned()),
-            path_style: true,
-            allow_http: true,
-            access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
-            secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
-        };
+        let endpoint = server.endpoint();
+        config.s3 = S3Options::compatible(
+            &endpoint,
+            s3::REGION,
+            s3::ACCESS_KEY_ID,
+            s3::SECRET_ACCESS_KEY,
+        );
         Store::open(&format!("s3://{bucket}/corral"), config)
             .await
             .unwrap()
