@@ -129,12 +129,14 @@ pub(crate) struct Overrides {
     pub(crate) upload_memory: Option<ByteSize>,
 
     /// Files up to this size are stored in one call; larger ones are
-    /// multipart uploads [default: 8MiB].
+    /// multipart uploads [default: 16MiB].
     #[arg(long, env = "CORRAL_MULTIPART_THRESHOLD", value_name = "SIZE")]
     pub(crate) multipart_threshold: Option<ByteSize>,
 
-    /// Size of each part of a multipart upload. An upload in progress holds
-    /// at most max(threshold, part size) in memory [default: 8MiB].
+    /// Size of each part of a multipart upload, at least 5MiB for S3; grown
+    /// for a file that would otherwise need more than 10,000 parts. An
+    /// upload in progress holds at most max(threshold, part size) in memory
+    /// [default: 8MiB].
     #[arg(long, env = "CORRAL_PART_SIZE", value_name = "SIZE")]
     pub(crate) part_size: Option<ByteSize>,
 
@@ -282,6 +284,12 @@ impl Settings {
         }
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
+        }
+        if self.store.starts_with("s3://") && self.part_size.0 < 5 << 20 {
+            anyhow::bail!(
+                "part-size ({}) is below 5MiB, the smallest part S3 accepts",
+                self.part_size
+            );
         }
         let per_upload = self.multipart_threshold.0.max(self.part_size.0) + (1 << 20);
         if self.upload_memory.0 < per_upload {

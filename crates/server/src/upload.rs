@@ -113,6 +113,7 @@ pub(crate) async fn upload(
         state: &state,
         tenant: &tenant,
         group: &group,
+        size_bound: file_size_bound(&state, &headers),
         prefix_in_query: prefix.is_some(),
         prefix,
         names: HashSet::new(),
@@ -147,8 +148,8 @@ fn reserve_memory(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let config = state.store.config();
-    let bound = (config.multipart_threshold.max(config.part_size) as u64) + CHUNK_ALLOWANCE;
+    let size = file_size_bound(state, headers);
+    let bound = state.store.config().buffer_bound(Some(size)) as u64 + CHUNK_ALLOWANCE;
     let need = content_length(headers).map_or(bound, |length| length.min(bound));
     let units = u32::try_from(need.div_ceil(MEMORY_UNIT).max(1)).unwrap_or(u32::MAX);
     Arc::clone(&state.upload_memory)
@@ -156,6 +157,13 @@ fn reserve_memory(
         .map_err(|_| ApiError::Overloaded {
             retry_after: std::time::Duration::from_secs(1),
         })
+}
+
+/// The most bytes any file of this request can have: the body's length if
+/// known, and never more than `--max-file-size`. Sizes parts and buffers.
+fn file_size_bound(state: &AppState, headers: &HeaderMap) -> u64 {
+    let limit = state.config.max_file_size;
+    content_length(headers).map_or(limit, |length| length.min(limit))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -204,6 +212,8 @@ struct Batch<'a> {
     tenant: &'a Tenant,
     /// The request's group: every backend call of the batch is its job.
     group: &'a Group,
+    /// The most bytes any file of the batch can have.
+    size_bound: u64,
     /// The sub-prefix the files go under.
     prefix: Option<Key>,
     /// Whether the query string gave the prefix (then the form may not).
@@ -298,10 +308,13 @@ impl Batch<'_> {
             .filter(|mime| *mime != &mime_guess::mime::APPLICATION_OCTET_STREAM)
             .map(|mime| mime.to_string());
         let max = self.state.config.max_file_size;
-        let mut upload =
-            self.state
-                .store
-                .upload(self.group, key, content_type, Some(name.to_owned()));
+        let mut upload = self.state.store.upload(
+            self.group,
+            key,
+            Some(self.size_bound),
+            content_type,
+            Some(name.to_owned()),
+        );
         while let Some(chunk) = field.chunk().await.map_err(|e| self.parse_error(e).error)? {
             if upload.size() + chunk.len() as u64 > max {
                 return Err(ApiError::FileTooLarge { limit: max });

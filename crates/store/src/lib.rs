@@ -19,5 +19,5 @@ pub mod upload;
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};
 pub use meta::ObjectInfo;
-pub use store::{ByteStream, ListPage, S3Options, Store, StoreConfig, error_chain};
+pub use store::{ByteStream, ListPage, MAX_PARTS, S3Options, Store, StoreConfig, error_chain};
 pub use upload::{BufferGauge, StoredObject, Upload};

@@ -61,10 +61,30 @@ pub struct S3Options {
     pub secret_access_key: Option<String>,
 }
 
+/// The most parts of a multipart upload (S3's limit).
+pub const MAX_PARTS: u64 = 10_000;
+
+impl StoreConfig {
+    /// The part size for an object of at most `size` bytes: `part_size`,
+    /// grown (in whole MiB) as far as needed to stay within [`MAX_PARTS`]
+    /// parts, so that a 5 TiB object can be stored.
+    pub fn part_size_for(&self, size: Option<u64>) -> usize {
+        let needed = size.map_or(0, |size| size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
+        self.part_size
+            .max(usize::try_from(needed).unwrap_or(usize::MAX))
+    }
+
+    /// The most bytes an upload of at most `size` bytes buffers, besides
+    /// the chunk being parsed.
+    pub fn buffer_bound(&self, size: Option<u64>) -> usize {
+        self.multipart_threshold.max(self.part_size_for(size))
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            multipart_threshold: 8 << 20,
+            multipart_threshold: 16 << 20,
             part_size: 8 << 20,
             sched: SchedConfig::default(),
             s3: S3Options::default(),
@@ -218,14 +238,19 @@ impl Store {
     /// Starts writing the object `key`, its backend calls made as jobs of
     /// `group`. Nothing reaches the backend until bytes are written; see
     /// [`Upload`].
+    ///
+    /// `size`, if known, bounds the object's size and sizes its parts (see
+    /// [`StoreConfig::part_size_for`]).
     pub fn upload<'g>(
         &self,
         group: &'g Group,
         key: Key,
+        size: Option<u64>,
         content_type: Option<String>,
         name: Option<String>,
     ) -> Upload<'g> {
-        Upload::new(self.clone(), group, key, content_type, name)
+        let part_size = self.config().part_size_for(size);
+        Upload::new(self.clone(), group, key, part_size, content_type, name)
     }
 
     /// What is known about the object `key`.
@@ -657,7 +682,7 @@ mod tests {
 
     async fn write(store: &Store, name: &str, content: &[u8]) -> crate::StoredObject {
         let writer = group(store);
-        let mut upload = store.upload(&writer, key(name), Some("text/plain".into()), None);
+        let mut upload = store.upload(&writer, key(name), None, Some("text/plain".into()), None);
         let size = if content.len() > 100_000 {
             64 << 10
         } else {
@@ -711,6 +736,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parts_grow_to_stay_within_ten_thousand() {
+        let config = StoreConfig::default();
+        assert_eq!(config.part_size_for(None), 8 << 20);
+        assert_eq!(config.part_size_for(Some(5 << 30)), 8 << 20);
+        let five_tib: u64 = 5 << 40;
+        let part = config.part_size_for(Some(five_tib)) as u64;
+        assert!(five_tib.div_ceil(part) <= MAX_PARTS);
+        assert_eq!(part % (1 << 20), 0);
+        assert_eq!(config.buffer_bound(Some(five_tib)), part as usize);
+        assert_eq!(config.buffer_bound(None), 16 << 20);
+    }
+
     #[tokio::test]
     async fn a_dropped_upload_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
@@ -718,7 +756,7 @@ mod tests {
             .await
             .unwrap();
         let writer = group(&store);
-        let mut upload = store.upload(&writer, key("t/partial"), None, None);
+        let mut upload = store.upload(&writer, key("t/partial"), None, None, None);
         for _ in 0..10 {
             upload.write(Bytes::from(vec![7; 250])).await.unwrap();
         }
@@ -742,7 +780,7 @@ mod tests {
         let mut told = Vec::new();
         for i in 0..40 {
             let name = format!("t/object-{i}");
-            let mut upload = store.upload(&writer, key(&name), None, None);
+            let mut upload = store.upload(&writer, key(&name), None, None, None);
             for _ in 0..(i % 5) + 1 {
                 upload.write(Bytes::from(vec![1; 700])).await.unwrap();
             }

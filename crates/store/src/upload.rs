@@ -2,7 +2,7 @@
 //!
 //! # Memory
 //!
-//! An upload holds at most `max(multipart_threshold, part_size)` bytes plus
+//! An upload holds at most `max(multipart_threshold, part size)` bytes plus
 //! one incoming chunk: it buffers until the threshold, then cuts the buffer
 //! into parts of `part_size` and waits for each part to be stored before it
 //! accepts more bytes. A slow backend therefore slows the sender (TCP
@@ -29,7 +29,7 @@ use crate::meta::{MetaDoc, meta_path};
 use corral_sched::Group;
 use tokio::sync::oneshot;
 
-use crate::store::{Store, StoreConfig, error_chain};
+use crate::store::{Store, error_chain};
 
 /// Bytes held in memory by uploads in progress: now, and the most ever.
 #[derive(Debug, Clone, Default)]
@@ -189,6 +189,8 @@ pub struct Upload<'g> {
     hasher: Sha256,
     size: u64,
     buffer: Buffer,
+    /// The size of each part (see [`crate::StoreConfig::part_size_for`]).
+    part_size: usize,
     /// The backend's multipart upload, once the object outgrew the
     /// threshold. Owned here: if the upload is dropped while this is set,
     /// `Drop` aborts it.
@@ -200,6 +202,7 @@ impl<'g> Upload<'g> {
         store: Store,
         group: &'g Group,
         key: Key,
+        part_size: usize,
         content_type: Option<String>,
         name: Option<String>,
     ) -> Self {
@@ -208,6 +211,7 @@ impl<'g> Upload<'g> {
             store,
             group,
             key,
+            part_size,
             content_type,
             name,
             hasher: Sha256::new(),
@@ -246,11 +250,8 @@ impl<'g> Upload<'g> {
         self.hasher.update(&chunk);
         self.size += chunk.len() as u64;
         self.buffer.push(chunk);
-        let StoreConfig {
-            multipart_threshold,
-            part_size,
-            ..
-        } = *self.store.config();
+        let multipart_threshold = self.store.config().multipart_threshold;
+        let part_size = self.part_size;
         if self.multipart.is_none() {
             if self.buffer.len <= multipart_threshold {
                 return Ok(());
