@@ -72,6 +72,14 @@ pub enum Error {
         message: String,
     },
 
+    /// An object's bytes do not match the SHA-256 recorded when it was
+    /// stored.
+    #[error("stored object {key:?} does not match its recorded SHA-256")]
+    ChecksumMismatch {
+        /// The object's key.
+        key: String,
+    },
+
     /// The metadata stored beside an object could not be read.
     #[error("metadata of {key:?} is unreadable")]
     CorruptMetadata {

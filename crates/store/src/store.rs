@@ -171,10 +171,19 @@ impl Store {
             (Arc::new(local), format!("file://{}", dir.display()))
         };
         let store = Self::with_backend(backend, url, config);
-        store
-            .check()
-            .await
-            .map_err(|e| open_error(error_chain(&e)))?;
+        store.check().await.map_err(|e| {
+            let mut reason = error_chain(&e);
+            if reason.contains("169.254.169.254") {
+                // object_store falls back to the EC2 metadata service when it
+                // finds no credentials; off EC2 that error says nothing useful.
+                reason = format!(
+                    "no AWS credentials found (set AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, or AWS_PROFILE); the fallback to the EC2 \
+                     metadata service failed: {reason}"
+                );
+            }
+            open_error(reason)
+        })?;
         Ok(store)
     }
 
@@ -324,11 +333,17 @@ impl Store {
                 backend.get_opts(&path, options)
             })
             .await?;
-        let key = key.to_owned();
-        Ok(found
+        let owned = key.to_owned();
+        let stream = found
             .into_stream()
-            .map_err(move |e| Error::backend(&key, e, 1))
-            .boxed())
+            .map_err(move |e| Error::backend(&owned, e, 1));
+        // A whole object is checked against its recorded SHA-256 as it
+        // streams; a mismatch ends the stream with an error instead of its
+        // last chunk, so the reader never sees a clean end of corrupt data.
+        match (&range, &info.sha256) {
+            (None, Some(expected)) => Ok(verified(stream, key.to_owned(), expected.clone())),
+            _ => Ok(stream.boxed()),
+        }
     }
 
     /// Removes the object `key` and its metadata.
@@ -578,6 +593,48 @@ impl S3Options {
     }
 }
 
+/// `stream`, checked against `expected` (lower-case hex SHA-256): the last
+/// chunk is held back until the digest of everything is known, then
+/// released, or replaced by [`Error::ChecksumMismatch`].
+fn verified(
+    stream: impl futures::Stream<Item = Result<Bytes>> + Send + 'static,
+    key: String,
+    expected: String,
+) -> ByteStream {
+    use sha2::{Digest, Sha256};
+    let state = (Box::pin(stream), Sha256::new(), None::<Bytes>, false);
+    futures::stream::unfold(state, move |(mut stream, mut hasher, mut held, done)| {
+        let (key, expected) = (key.clone(), expected.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        hasher.update(&chunk);
+                        if let Some(previous) = held.replace(chunk) {
+                            return Some((Ok(previous), (stream, hasher, held, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (stream, hasher, None, true))),
+                    None => {
+                        let actual = hex::encode(hasher.finalize_reset());
+                        let last = if actual == expected {
+                            Ok(held.take().unwrap_or_default())
+                        } else {
+                            tracing::error!(%key, %expected, %actual, "stored object is corrupt");
+                            Err(Error::ChecksumMismatch { key })
+                        };
+                        return Some((last, (stream, hasher, None, true)));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 /// An [`ObjectInfo`] ordered by key, for the listing heap.
 struct Listed(ObjectInfo);
 
@@ -792,6 +849,32 @@ mod tests {
             }
             assert_eq!(paged, expected, "{}", store.url());
         }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_object_is_an_error_on_read_not_silent() {
+        let (store, dir) = stores().await.remove(0);
+        let content = vec![7u8; 300_000];
+        write(&store, "t/corrupt", &content).await;
+        let info = store.head(&group(&store), &key("t/corrupt")).await.unwrap();
+        // Intact: the whole object reads back.
+        assert_eq!(read_all(&store, &info, 0..info.size).await, content);
+        // Flip one byte on disk, keeping the size.
+        let dir = dir.expect("the local store has a directory");
+        let path = dir.path().join("t/corrupt");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[150_000] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let read: Result<Vec<Bytes>> = store
+            .read(&group(&store), &info, 0..info.size)
+            .await
+            .unwrap()
+            .try_collect()
+            .await;
+        assert!(
+            matches!(read, Err(Error::ChecksumMismatch { .. })),
+            "{read:?}"
+        );
     }
 
     #[tokio::test]
