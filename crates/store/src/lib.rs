@@ -13,6 +13,7 @@
 mod error;
 pub mod key;
 mod meta;
+mod multipart;
 mod store;
 pub mod upload;
 

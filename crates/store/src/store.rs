@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
 use crate::meta::{MetaDoc, ObjectInfo, meta_path};
+use crate::multipart::Parts;
 use crate::upload::{BufferGauge, Upload};
 
 /// The bytes of an object, as they arrive from the backend.
@@ -106,6 +107,8 @@ struct Inner {
     config: StoreConfig,
     /// Every backend call of the process goes through it.
     scheduler: Scheduler,
+    /// The backend's parts interface, where it has one (S3).
+    parts: Option<Parts>,
     /// The group of the store's own calls (checks, cleanups).
     system: Group,
     /// Bytes held by uploads in progress.
@@ -145,12 +148,14 @@ impl Store {
             url: url.to_owned(),
             reason,
         };
+        let mut parts = None;
         let (backend, url): (Arc<dyn ObjectStore>, String) = if url == "memory://"
             || url == "memory:///"
         {
             (Arc::new(InMemory::new()), "memory://".to_owned())
         } else if let Some(rest) = url.strip_prefix("s3://") {
-            let backend = open_s3(rest, &config.s3).map_err(open_error)?;
+            let (backend, s3_parts) = open_s3(rest, &config.s3).map_err(open_error)?;
+            parts = Some(s3_parts);
             (backend, url.to_owned())
         } else if let Some((scheme, _)) = url.split_once("://")
             && scheme != "file"
@@ -170,7 +175,7 @@ impl Store {
                 .with_fsync(true);
             (Arc::new(local), format!("file://{}", dir.display()))
         };
-        let store = Self::with_backend(backend, url, config);
+        let store = Self::with_backend(backend, parts, url, config);
         store.check().await.map_err(|e| {
             let mut reason = error_chain(&e);
             if reason.contains("169.254.169.254") {
@@ -187,12 +192,18 @@ impl Store {
         Ok(store)
     }
 
-    fn with_backend(backend: Arc<dyn ObjectStore>, url: String, config: StoreConfig) -> Self {
+    fn with_backend(
+        backend: Arc<dyn ObjectStore>,
+        parts: Option<Parts>,
+        url: String,
+        config: StoreConfig,
+    ) -> Self {
         let scheduler = Scheduler::new(config.sched.clone());
         Self {
             inner: Arc::new(Inner {
                 backend,
                 url,
+                parts,
                 system: scheduler.system_group(),
                 scheduler,
                 config,
@@ -521,6 +532,11 @@ impl Store {
             .map_err(|e| Error::job(key, e))
     }
 
+    /// The backend's parts interface, where it has one.
+    pub(crate) fn parts(&self) -> Option<&Parts> {
+        self.inner.parts.as_ref()
+    }
+
     /// The group of the store's own calls.
     pub(crate) fn system(&self) -> &Group {
         &self.inner.system
@@ -538,7 +554,10 @@ impl Store {
 }
 
 /// The S3 store `bucket/prefix` (the part of the URL after `s3://`).
-fn open_s3(bucket_and_prefix: &str, options: &S3Options) -> Result<Arc<dyn ObjectStore>, String> {
+fn open_s3(
+    bucket_and_prefix: &str,
+    options: &S3Options,
+) -> Result<(Arc<dyn ObjectStore>, Parts), String> {
     let (bucket, prefix) = bucket_and_prefix
         .split_once('/')
         .unwrap_or((bucket_and_prefix, ""));
@@ -570,11 +589,16 @@ fn open_s3(bucket_and_prefix: &str, options: &S3Options) -> Result<Arc<dyn Objec
     }
     let s3 = builder.build().map_err(|e| error_chain(&e))?;
     let prefix = prefix.trim_matches('/');
-    Ok(if prefix.is_empty() {
+    let parts = Parts {
+        store: Arc::new(s3.clone()),
+        prefix: prefix.to_owned(),
+    };
+    let backend: Arc<dyn ObjectStore> = if prefix.is_empty() {
         Arc::new(s3)
     } else {
         Arc::new(PrefixStore::new(s3, prefix))
-    })
+    };
+    Ok((backend, parts))
 }
 
 impl S3Options {

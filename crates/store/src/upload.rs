@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::key::Key;
 use crate::meta::{MetaDoc, meta_path};
+use crate::multipart::Multipart;
 use corral_sched::Group;
 use tokio::sync::oneshot;
 
@@ -194,7 +195,7 @@ pub struct Upload<'g> {
     /// The backend's multipart upload, once the object outgrew the
     /// threshold. Owned here: if the upload is dropped while this is set,
     /// `Drop` aborts it.
-    multipart: Option<Box<dyn MultipartUpload>>,
+    multipart: Option<Multipart>,
 }
 
 impl<'g> Upload<'g> {
@@ -256,14 +257,7 @@ impl<'g> Upload<'g> {
             if self.buffer.len <= multipart_threshold {
                 return Ok(());
             }
-            let path = Path::from(self.key.as_str());
-            let backend = self.store.backend();
-            let started = self
-                .store
-                .call(self.group, self.key.as_str(), 0, || {
-                    backend.put_multipart(&path)
-                })
-                .await?;
+            let started = Multipart::start(&self.store, self.group, self.key.as_str()).await?;
             self.multipart = Some(started);
         }
         while self.buffer.len >= part_size {
@@ -279,12 +273,9 @@ impl<'g> Upload<'g> {
             .as_mut()
             .expect("parts are only cut once the multipart upload exists");
         // `part` lives until the backend has the bytes, so the gauge counts
-        // them until then. Once only: `MultipartUpload` numbers parts by
-        // call, so a repeated call would add a part rather than replace one.
-        let cost = part.len as u64;
-        let put = multipart.put_part(part.payload.clone());
-        self.store
-            .call_once(self.group, self.key.as_str(), cost, put)
+        // them until then.
+        multipart
+            .put_part(&self.store, self.group, self.key.as_str(), &part.payload)
             .await
     }
 
@@ -350,7 +341,7 @@ struct Commit {
     /// Detached from the request's group: see [`Upload::finish`].
     group: Group,
     key: Key,
-    multipart: Option<Box<dyn MultipartUpload>>,
+    multipart: Option<Multipart>,
     /// The bytes of a single-call object (`None` once written as the last
     /// part of a multipart upload).
     rest: Option<Part>,
@@ -361,8 +352,10 @@ impl Commit {
     async fn run(mut self) -> Result<()> {
         let result = self.publish().await;
         if result.is_err() {
-            if let Some(mut multipart) = self.multipart.take()
-                && let Err(e) = multipart.abort().await
+            if let Some(multipart) = self.multipart.take()
+                && let Err(e) = multipart
+                    .abort(&self.store, &self.group, self.key.as_str())
+                    .await
             {
                 tracing::warn!(key = %self.key, error = %e, "aborting a failed upload failed");
             }
@@ -378,7 +371,7 @@ impl Commit {
         let backend = store.backend();
         match &mut self.multipart {
             Some(multipart) => {
-                store.call_once(group, key, 0, multipart.complete()).await?;
+                multipart.complete(store, group, key).await?;
                 self.multipart = None;
             }
             None => {
@@ -408,17 +401,14 @@ impl Commit {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
-        let Some(mut multipart) = self.multipart.take() else {
+        let Some(multipart) = self.multipart.take() else {
             return;
         };
         let store = self.store.clone();
         let key = self.key.clone();
         self.store.spawn_cleanup(async move {
-            let abort = multipart.abort();
-            if let Err(e) = store
-                .call_once(store.system(), key.as_str(), 0, abort)
-                .await
-            {
+            let aborted = multipart.abort(&store, store.system(), key.as_str()).await;
+            if let Err(e) = aborted {
                 tracing::error!(%key, error = %error_chain(&e), "aborting an upload failed");
             }
         });

@@ -1,0 +1,152 @@
+//! A multipart upload in progress, by whichever interface the backend
+//! offers.
+//!
+//! `object_store`'s [`MultipartUpload`] works everywhere but numbers parts
+//! by call: a repeated `put_part` adds a part rather than replacing one, so
+//! a part cannot be retried by the scheduler. Backends that implement
+//! [`MultipartStore`] (S3) take explicit part numbers instead, so there each
+//! part is an ordinary retriable call under the scheduler's budget.
+
+use std::sync::Arc;
+
+use corral_sched::Group;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{MultipartId, MultipartUpload, ObjectStoreExt, PutPayload};
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// The parts interface of a backend, with the prefix its store adds.
+#[derive(Clone)]
+pub(crate) struct Parts {
+    pub(crate) store: Arc<dyn MultipartStore>,
+    /// What the backend's prefix store puts before every key.
+    pub(crate) prefix: String,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parts {
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+}
+
+/// A multipart upload in progress.
+#[derive(Debug)]
+pub(crate) enum Multipart {
+    /// Through `MultipartUpload`: each part is put once.
+    Upload(Box<dyn MultipartUpload>),
+    /// Through `MultipartStore`: parts by number, each retriable.
+    Parts {
+        parts: Parts,
+        path: Path,
+        id: MultipartId,
+        done: Vec<PartId>,
+    },
+}
+
+impl Multipart {
+    /// Starts a multipart upload of `key`.
+    pub(crate) async fn start(store: &Store, group: &Group, key: &str) -> Result<Self> {
+        match store.parts() {
+            Some(parts) => {
+                let path = parts.path(key);
+                let backend = &parts.store;
+                let id = store
+                    .call(group, key, 0, || backend.create_multipart(&path))
+                    .await?;
+                Ok(Self::Parts {
+                    parts: parts.clone(),
+                    path,
+                    id,
+                    done: Vec::new(),
+                })
+            }
+            None => {
+                let path = Path::from(key);
+                let backend = store.backend();
+                let upload = store
+                    .call(group, key, 0, || backend.put_multipart(&path))
+                    .await?;
+                Ok(Self::Upload(upload))
+            }
+        }
+    }
+
+    /// Stores the next part.
+    pub(crate) async fn put_part(
+        &mut self,
+        store: &Store,
+        group: &Group,
+        key: &str,
+        payload: &PutPayload,
+    ) -> Result<()> {
+        let cost = payload.content_length() as u64;
+        match self {
+            Self::Upload(upload) => {
+                let put = upload.put_part(payload.clone());
+                store.call_once(group, key, cost, put).await
+            }
+            Self::Parts {
+                parts,
+                path,
+                id,
+                done,
+            } => {
+                let index = done.len();
+                let backend = &parts.store;
+                let part = store
+                    .call(group, key, cost, || {
+                        backend.put_part(path, id, index, payload.clone())
+                    })
+                    .await?;
+                done.push(part);
+                Ok(())
+            }
+        }
+    }
+
+    /// Completes the upload: the object exists from here on.
+    pub(crate) async fn complete(&mut self, store: &Store, group: &Group, key: &str) -> Result<()> {
+        match self {
+            Self::Upload(upload) => store.call_once(group, key, 0, upload.complete()).await?,
+            Self::Parts {
+                parts,
+                path,
+                id,
+                done,
+            } => {
+                let complete = parts.store.complete_multipart(path, id, done.clone());
+                store.call_once(group, key, 0, complete).await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Aborts the upload, as a call of `group`.
+    pub(crate) async fn abort(self, store: &Store, group: &Group, key: &str) -> Result<()> {
+        match self {
+            Self::Upload(mut upload) => store.call_once(group, key, 0, upload.abort()).await,
+            Self::Parts {
+                parts, path, id, ..
+            } => {
+                let backend = &parts.store;
+                store
+                    .call(group, key, 0, || backend.abort_multipart(&path, &id))
+                    .await
+            }
+        }
+    }
+}
