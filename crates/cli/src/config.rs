@@ -248,21 +248,14 @@ impl Settings {
         } = overrides;
         set(&mut self.listen, listen);
         set(&mut self.store, store);
-        if s3_endpoint.is_some() {
-            self.s3_endpoint = s3_endpoint;
-        }
-        if s3_region.is_some() {
-            self.s3_region = s3_region;
-        }
+        // Optional settings: a source that names one sets it.
+        set(&mut self.s3_endpoint, s3_endpoint.map(Some));
+        set(&mut self.s3_region, s3_region.map(Some));
         self.s3_path_style |= s3_path_style;
         self.s3_allow_http |= s3_allow_http;
         set(&mut self.concurrency, concurrency);
-        if concurrency_min.is_some() {
-            self.concurrency_min = concurrency_min;
-        }
-        if concurrency_max.is_some() {
-            self.concurrency_max = concurrency_max;
-        }
+        set(&mut self.concurrency_min, concurrency_min.map(Some));
+        set(&mut self.concurrency_max, concurrency_max.map(Some));
         set(&mut self.max_queued_jobs, max_queued_jobs);
         set(&mut self.max_queued_bytes, max_queued_bytes);
         set(&mut self.max_file_size, max_file_size);

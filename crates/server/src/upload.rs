@@ -86,13 +86,15 @@ pub(crate) async fn upload(
 ) -> Response {
     // Everything that can be refused without reading the body is refused
     // first.
-    let boundary = match check_headers(&state, &headers) {
+    let length = content_length(&headers);
+    let size_bound = file_size_bound(&state, length);
+    let boundary = match check_headers(&state, length, &headers) {
         Ok(boundary) => boundary,
         Err(error) => return error.into_response(),
     };
     // Memory is reserved before the body is read, so the sum of upload
     // buffers stays within --upload-memory whatever the number of clients.
-    let _memory = match reserve_memory(&state, &headers) {
+    let _memory = match reserve_memory(&state, length, size_bound) {
         Ok(reservation) => reservation,
         Err(error) => return error.into_response(),
     };
@@ -113,7 +115,7 @@ pub(crate) async fn upload(
         state: &state,
         tenant: &tenant,
         group: &group,
-        size_bound: file_size_bound(&state, &headers),
+        size_bound,
         prefix_in_query: prefix.is_some(),
         prefix,
         names: HashSet::new(),
@@ -142,15 +144,16 @@ pub(crate) async fn upload(
 /// most about 400 KiB at once; the parser may hold one more).
 const CHUNK_ALLOWANCE: u64 = 1 << 20;
 
-/// Reserves the memory this upload may buffer: its buffer bound, or its
-/// whole body if that is smaller.
+/// Reserves the memory this upload may buffer: its buffer bound for files
+/// of at most `size_bound` bytes, or its whole body (`length`) if that is
+/// smaller.
 fn reserve_memory(
     state: &AppState,
-    headers: &HeaderMap,
+    length: Option<u64>,
+    size_bound: u64,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let size = file_size_bound(state, headers);
-    let bound = state.store.config().buffer_bound(Some(size)) as u64 + CHUNK_ALLOWANCE;
-    let need = content_length(headers).map_or(bound, |length| length.min(bound));
+    let bound = state.store.config().buffer_bound(Some(size_bound)) as u64 + CHUNK_ALLOWANCE;
+    let need = length.map_or(bound, |length| length.min(bound));
     let units = u32::try_from(need.div_ceil(MEMORY_UNIT).max(1)).unwrap_or(u32::MAX);
     Arc::clone(&state.upload_memory)
         .try_acquire_many_owned(units)
@@ -159,11 +162,12 @@ fn reserve_memory(
         })
 }
 
-/// The most bytes any file of this request can have: the body's length if
-/// known, and never more than `--max-file-size`. Sizes parts and buffers.
-fn file_size_bound(state: &AppState, headers: &HeaderMap) -> u64 {
+/// The most bytes any file of this request can have: the body's `length`
+/// if known, and never more than `--max-file-size`. Sizes parts and
+/// buffers.
+fn file_size_bound(state: &AppState, length: Option<u64>) -> u64 {
     let limit = state.config.max_file_size;
-    content_length(headers).map_or(limit, |length| length.min(limit))
+    length.map_or(limit, |length| length.min(limit))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -173,10 +177,15 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Checks the size and type of the body; returns the multipart boundary.
-fn check_headers(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+/// Checks the size (`length`) and type of the body; returns the multipart
+/// boundary.
+fn check_headers(
+    state: &AppState,
+    length: Option<u64>,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
     let limit = state.config.max_batch_size;
-    if content_length(headers).is_some_and(|length| length > limit) {
+    if length.is_some_and(|length| length > limit) {
         return Err(ApiError::BatchTooLarge { limit });
     }
     let content_type = headers

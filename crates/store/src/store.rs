@@ -372,10 +372,16 @@ impl Store {
         // ask first: the caller is owed a NotFound.
         self.call(group, key, 0, || backend.head(&path)).await?;
         self.call(group, key, 0, || backend.delete(&path)).await?;
+        self.remove(group, key, &meta_path).await
+    }
+
+    /// Deletes `path`, on behalf of `key`; a path already gone is no error.
+    async fn remove(&self, group: &Group, key: &str, path: &Path) -> Result<()> {
+        let backend = &self.inner.backend;
         self.call(group, key, 0, || async {
-            match backend.delete(&meta_path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
+            match backend.delete(path).await {
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                other => other,
             }
         })
         .await
@@ -385,19 +391,10 @@ impl Store {
     /// cancelled with a request), logging failures; for rolling back the
     /// objects of a failed batch.
     pub async fn delete_all(&self, keys: Vec<Key>) {
-        let backend = &self.inner.backend;
-        let group = &self.inner.system;
         for key in keys {
             // No look-up first: what is not there is already rolled back.
             for path in [Path::from(key.as_str()), meta_path(&key)] {
-                let deleted = self
-                    .call(group, key.as_str(), 0, || async {
-                        match backend.delete(&path).await {
-                            Err(object_store::Error::NotFound { .. }) => Ok(()),
-                            other => other,
-                        }
-                    })
-                    .await;
+                let deleted = self.remove(&self.inner.system, key.as_str(), &path).await;
                 if let Err(e) = deleted {
                     tracing::error!(%key, error = %error_chain(&e), "rollback failed");
                 }
