@@ -48,8 +48,10 @@ pub(crate) struct Overrides {
 
     /// Where files are stored: a directory (`./corral-data`,
     /// `file:///srv/corral`), an S3 bucket (`s3://bucket/prefix`, credentials
-    /// from the AWS environment variables) or `memory://`
-    /// [default: ./corral-data].
+    /// from the AWS environment variables), a GCS bucket (`gs://bucket/prefix`,
+    /// credentials from GOOGLE_APPLICATION_CREDENTIALS), an Azure container
+    /// (`az://container/prefix`, account from AZURE_STORAGE_ACCOUNT_NAME and
+    /// AZURE_STORAGE_ACCOUNT_KEY) or `memory://` [default: ./corral-data].
     #[arg(long, env = "CORRAL_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
 
@@ -72,6 +74,26 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_S3_ALLOW_HTTP")]
     #[serde(default)]
     pub(crate) s3_allow_http: bool,
+
+    /// Do not send SHA-256 checksums with S3 objects and parts
+    /// (x-amz-checksum-sha256), for S3-compatible stores that refuse them.
+    /// With checksums the store itself rejects bytes damaged on the way.
+    #[arg(long, env = "CORRAL_S3_NO_CHECKSUMS")]
+    #[serde(default)]
+    pub(crate) s3_no_checksums: bool,
+
+    /// How often to abort multipart uploads that crashed processes left
+    /// under the store's prefix (on S3; staging files on local disk), which
+    /// cloud providers bill until aborted; also done at startup. `0s`
+    /// turns it off [default: 1h].
+    #[arg(long, env = "CORRAL_ORPHAN_SWEEP", value_name = "DURATION")]
+    pub(crate) orphan_sweep: Option<Span>,
+
+    /// How old an unfinished multipart upload must be for the sweep to
+    /// abort it; longer than any upload takes, so that processes sharing
+    /// a prefix never abort each other's [default: 24h].
+    #[arg(long, env = "CORRAL_ORPHAN_AGE", value_name = "DURATION")]
+    pub(crate) orphan_age: Option<Span>,
 
     /// Limit on storage calls in flight, process-wide: `adaptive` finds
     /// the backend's capacity by itself; `fixed:N` holds N. (`unbounded`
@@ -172,6 +194,10 @@ pub(crate) struct Settings {
     pub(crate) s3_region: Option<String>,
     pub(crate) s3_path_style: bool,
     pub(crate) s3_allow_http: bool,
+    pub(crate) s3_no_checksums: bool,
+    /// `0s`: never.
+    pub(crate) orphan_sweep: Span,
+    pub(crate) orphan_age: Span,
     pub(crate) concurrency: LimitConfig,
     /// Overrides the adaptive range of `concurrency` when set.
     pub(crate) concurrency_min: Option<usize>,
@@ -201,6 +227,9 @@ impl Default for Settings {
             s3_region: None,
             s3_path_style: false,
             s3_allow_http: false,
+            s3_no_checksums: false,
+            orphan_sweep: Span(store.orphan_sweep.unwrap_or_default()),
+            orphan_age: Span(store.orphan_age),
             concurrency: store.sched.limit,
             concurrency_min: None,
             concurrency_max: None,
@@ -230,6 +259,9 @@ impl Settings {
             s3_region,
             s3_path_style,
             s3_allow_http,
+            s3_no_checksums,
+            orphan_sweep,
+            orphan_age,
             concurrency,
             concurrency_min,
             concurrency_max,
@@ -253,6 +285,9 @@ impl Settings {
         set(&mut self.s3_region, s3_region.map(Some));
         self.s3_path_style |= s3_path_style;
         self.s3_allow_http |= s3_allow_http;
+        self.s3_no_checksums |= s3_no_checksums;
+        set(&mut self.orphan_sweep, orphan_sweep);
+        set(&mut self.orphan_age, orphan_age);
         set(&mut self.concurrency, concurrency);
         set(&mut self.concurrency_min, concurrency_min.map(Some));
         set(&mut self.concurrency_max, concurrency_max.map(Some));
@@ -278,9 +313,11 @@ impl Settings {
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
         }
-        if self.store.starts_with("s3://") && self.part_size.0 < 5 << 20 {
+        if (self.store.starts_with("s3://") || self.store.starts_with("gs://"))
+            && self.part_size.0 < 5 << 20
+        {
             anyhow::bail!(
-                "part-size ({}) is below 5MiB, the smallest part S3 accepts",
+                "part-size ({}) is below 5MiB, the smallest part S3 and GCS accept",
                 self.part_size
             );
         }
@@ -354,8 +391,11 @@ impl Settings {
                 region: self.s3_region.clone(),
                 path_style: self.s3_path_style,
                 allow_http: self.s3_allow_http,
+                checksums: !self.s3_no_checksums,
                 ..S3Options::default()
             },
+            orphan_sweep: Some(self.orphan_sweep.0).filter(|every| !every.is_zero()),
+            orphan_age: self.orphan_age.0,
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
             sched: SchedConfig {
@@ -383,6 +423,9 @@ impl fmt::Display for Settings {
         }
         writeln!(f, "s3_path_style = {}", self.s3_path_style)?;
         writeln!(f, "s3_allow_http = {}", self.s3_allow_http)?;
+        writeln!(f, "s3_no_checksums = {}", self.s3_no_checksums)?;
+        writeln!(f, "orphan_sweep = \"{}\"", self.orphan_sweep)?;
+        writeln!(f, "orphan_age = \"{}\"", self.orphan_age)?;
         writeln!(f, "concurrency = \"{}\"", self.concurrency)?;
         if let Some(min) = self.concurrency_min {
             writeln!(f, "concurrency_min = {min}")?;

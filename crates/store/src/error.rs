@@ -129,28 +129,132 @@ impl Classify for BackendError {
             E::Generic { store, .. } if matches!(*store, "LocalFileSystem" | "InMemory") => {
                 Class::Permanent
             }
-            E::Generic { source, .. } => {
-                let text = crate::store::error_chain(source.as_ref()).to_ascii_lowercase();
-                let throttled = [
-                    "429",
-                    "503",
-                    "slowdown",
-                    "slow down",
-                    "timed out",
-                    "timeout",
-                ]
-                .iter()
-                .any(|sign| text.contains(sign));
-                if throttled {
-                    Class::Throttled { retry_after: None }
-                } else {
-                    Class::Transient { retry_after: None }
-                }
-            }
+            E::Generic { source, .. } => classify_remote(source.as_ref()),
             _ => Class::Permanent,
         }
     }
 }
 
+/// Classifies a failed call to a remote store by the HTTP status it got or,
+/// when it got none, by what went wrong on the connection.
+///
+/// `object_store` keeps its request error type private, so the status is
+/// read from the one message that carries it ("... status code: 503 ...");
+/// transport failures are its public [`HttpError`]. S3 can also answer
+/// `200 OK` with an error document, reported as "error response: <body>",
+/// whose `<Code>` tells a throttle from an internal error.
+///
+/// [`HttpError`]: object_store::client::HttpError
+fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let throttled = Class::Throttled { retry_after: None };
+    let transient = Class::Transient { retry_after: None };
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(http) = error.downcast_ref::<HttpError>() {
+            return match http.kind() {
+                // A backend too busy to answer in time is overloaded.
+                HttpErrorKind::Timeout => throttled,
+                _ => transient,
+            };
+        }
+        let text = error.to_string();
+        if let Some(status) = status_in(&text) {
+            return match status {
+                429 | 503 => throttled,
+                408 | 500 | 502 | 504 => transient,
+                // Other statuses say the request itself is wrong (a bad
+                // checksum, a missing bucket, refused credentials).
+                _ => Class::Permanent,
+            };
+        }
+        if text.contains("<Code>SlowDown</Code>") {
+            return throttled;
+        }
+        if text.contains("<Code>InternalError</Code>") {
+            return transient;
+        }
+        current = error.source();
+    }
+    transient
+}
+
+/// The HTTP status in `object_store`'s message for a non-2xx response.
+fn status_in(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
+}
+
 /// The storage layer's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(message: &str) -> BackendError {
+        BackendError(object_store::Error::Generic {
+            store: "S3",
+            source: message.to_owned().into(),
+        })
+    }
+
+    #[test]
+    fn remote_errors_are_classified_by_their_status() {
+        let status = |code: &str| {
+            generic(&format!(
+                "Error performing PUT http://h/b/503/k in 1s - Server returned non-2xx \
+                 status code: {code}: <Error/>"
+            ))
+            .classify()
+        };
+        // The key in the URL contains "503"; only the status counts.
+        assert_eq!(status("404 Not Found"), Class::Permanent);
+        assert!(matches!(
+            status("503 Service Unavailable"),
+            Class::Throttled { .. }
+        ));
+        assert!(matches!(
+            status("429 Too Many Requests"),
+            Class::Throttled { .. }
+        ));
+        assert!(matches!(
+            status("500 Internal Server Error"),
+            Class::Transient { .. }
+        ));
+        assert!(matches!(status("502 Bad Gateway"), Class::Transient { .. }));
+        assert_eq!(status("400 Bad Request"), Class::Permanent);
+        assert_eq!(status("403 Forbidden"), Class::Permanent);
+    }
+
+    #[test]
+    fn error_documents_and_transport_failures_are_classified() {
+        let slow = generic("Server returned error response: <Error><Code>SlowDown</Code></Error>");
+        assert!(matches!(slow.classify(), Class::Throttled { .. }));
+        let internal =
+            generic("Server returned error response: <Error><Code>InternalError</Code></Error>");
+        assert!(matches!(internal.classify(), Class::Transient { .. }));
+
+        use object_store::client::{HttpError, HttpErrorKind};
+        let http = |kind| {
+            BackendError(object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(HttpError::new(kind, std::io::Error::other("cut"))),
+            })
+            .classify()
+        };
+        assert!(matches!(
+            http(HttpErrorKind::Timeout),
+            Class::Throttled { .. }
+        ));
+        assert!(matches!(
+            http(HttpErrorKind::Connect),
+            Class::Transient { .. }
+        ));
+        let local = BackendError(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: "no space left on device".into(),
+        });
+        assert_eq!(local.classify(), Class::Permanent);
+    }
+}

@@ -1,7 +1,7 @@
 //! corral's storage layer.
 //!
-//! [`Store`] wraps an [`object_store::ObjectStore`] (local directory, memory,
-//! and later S3, GCS and Azure) and adds what an upload server needs on top:
+//! [`Store`] wraps an [`object_store::ObjectStore`] (local directory, S3,
+//! GCS, Azure, memory) and adds what an upload server needs on top:
 //! streaming writes that never hold a whole file in memory ([`Upload`]), a
 //! SHA-256 computed on the way, metadata kept next to each object, sorted
 //! pagination, and cleanup of anything a failed write leaves behind. Every
@@ -10,15 +10,19 @@
 //! Keys are validated [`Key`]s; file names sent by clients become key segments
 //! only through [`sanitize_file_name`].
 
+mod backend;
 mod error;
 pub mod key;
 mod meta;
 mod multipart;
+mod orphan;
 mod store;
 pub mod upload;
 
+pub use backend::S3Options;
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};
 pub use meta::ObjectInfo;
-pub use store::{ByteStream, ListPage, MAX_PARTS, S3Options, Store, StoreConfig, error_chain};
+pub use orphan::Swept;
+pub use store::{ByteStream, ListPage, MAX_PARTS, Store, StoreConfig, error_chain};
 pub use upload::{BufferGauge, StoredObject, Upload};

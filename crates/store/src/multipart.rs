@@ -6,13 +6,21 @@
 //! a part cannot be retried by the scheduler. Backends that implement
 //! [`MultipartStore`] (S3) take explicit part numbers instead, so there each
 //! part is an ordinary retriable call under the scheduler's budget.
+//!
+//! A multipart object's attributes are set when its upload starts, before
+//! its SHA-256 is known: it gets its content type there, and its SHA-256
+//! only in corral's metadata document (plus, on S3, the store's own
+//! checksum of each part). Copying the finished object onto itself to add
+//! the SHA-256 would cost a second write of every byte.
 
 use std::sync::Arc;
 
 use corral_sched::Group;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartId, MultipartUpload, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attributes, MultipartId, MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload,
+};
 
 use crate::error::Result;
 use crate::store::Store;
@@ -23,6 +31,8 @@ pub(crate) struct Parts {
     pub(crate) store: Arc<dyn MultipartStore>,
     /// What the backend's prefix store puts before every key.
     pub(crate) prefix: String,
+    /// Whether an upload can be given attributes when it starts (S3).
+    pub(crate) attributes_on_create: bool,
 }
 
 impl std::fmt::Debug for Parts {
@@ -58,14 +68,30 @@ pub(crate) enum Multipart {
 }
 
 impl Multipart {
-    /// Starts a multipart upload of `key`.
-    pub(crate) async fn start(store: &Store, group: &Group, key: &str) -> Result<Self> {
+    /// Starts a multipart upload of `key`, with `attributes` where the
+    /// backend takes them.
+    pub(crate) async fn start(
+        store: &Store,
+        group: &Group,
+        key: &str,
+        attributes: Attributes,
+    ) -> Result<Self> {
         match store.parts() {
             Some(parts) => {
                 let path = parts.path(key);
                 let backend = &parts.store;
+                let attributes = match parts.attributes_on_create {
+                    true => attributes,
+                    false => Attributes::new(),
+                };
                 let id = store
-                    .call(group, key, 0, || backend.create_multipart(&path))
+                    .call(group, key, 0, || {
+                        let options = PutMultipartOptions {
+                            attributes: attributes.clone(),
+                            ..PutMultipartOptions::default()
+                        };
+                        backend.create_multipart_opts(&path, options)
+                    })
                     .await?;
                 Ok(Self::Parts {
                     parts: parts.clone(),
@@ -78,7 +104,13 @@ impl Multipart {
                 let path = Path::from(key);
                 let backend = store.backend();
                 let upload = store
-                    .call(group, key, 0, || backend.put_multipart(&path))
+                    .call(group, key, 0, || {
+                        let options = PutMultipartOptions {
+                            attributes: attributes.clone(),
+                            ..PutMultipartOptions::default()
+                        };
+                        backend.put_multipart_opts(&path, options)
+                    })
                     .await?;
                 Ok(Self::Upload(upload))
             }

@@ -3,25 +3,24 @@
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use corral_sched::{Group, SchedConfig, Scheduler};
 use futures::TryFutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::RetryConfig;
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::{self, Backend, S3Options};
 use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
 use crate::meta::{MetaDoc, ObjectInfo, meta_path};
 use crate::multipart::Parts;
+use crate::orphan::Orphans;
 use crate::upload::{BufferGauge, Upload};
 
 /// The bytes of an object, as they arrive from the backend.
@@ -39,27 +38,12 @@ pub struct StoreConfig {
     pub sched: SchedConfig,
     /// How an `s3://` store is reached.
     pub s3: S3Options,
-}
-
-/// How an `s3://` store is reached. Credentials and anything not set here
-/// come from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, ...).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct S3Options {
-    /// The endpoint, for S3-compatible stores (`http://127.0.0.1:9000`).
-    pub endpoint: Option<String>,
-    /// The region.
-    pub region: Option<String>,
-    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible
-    /// stores want, rather than virtual-hosted style.
-    pub path_style: bool,
-    /// Allow a plain `http://` endpoint.
-    pub allow_http: bool,
-    /// An access key, in place of the environment's.
-    pub access_key_id: Option<String>,
-    /// Its secret.
-    pub secret_access_key: Option<String>,
+    /// How often to abort multipart uploads left behind by processes that
+    /// died (see [`Store::sweep_orphans`]): on opening, then at this
+    /// interval. `None`: never.
+    pub orphan_sweep: Option<Duration>,
+    /// How old an unfinished multipart upload must be to be swept.
+    pub orphan_age: Duration,
 }
 
 /// The most parts of a multipart upload (S3's limit).
@@ -89,6 +73,8 @@ impl Default for StoreConfig {
             part_size: 8 << 20,
             sched: SchedConfig::default(),
             s3: S3Options::default(),
+            orphan_sweep: Some(Duration::from_secs(3600)),
+            orphan_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -107,8 +93,14 @@ struct Inner {
     config: StoreConfig,
     /// Every backend call of the process goes through it.
     scheduler: Scheduler,
-    /// The backend's parts interface, where it has one (S3).
+    /// The backend's parts interface, where it has one (the cloud stores).
     parts: Option<Parts>,
+    /// Whether objects keep attributes (content type, user metadata).
+    attributes: bool,
+    /// How multipart uploads left behind are found.
+    orphans: Orphans,
+    /// Cancelled by [`Store::close`]: stops the orphan sweeper.
+    stop: CancellationToken,
     /// The group of the store's own calls (checks, cleanups).
     system: Group,
     /// Bytes held by uploads in progress.
@@ -134,10 +126,18 @@ impl Store {
     /// - `file:///abs/dir`, or a plain path such as `./corral-data`: a local
     ///   directory, created if missing; writes are fsync'd before they are
     ///   acknowledged.
+    /// - `s3://bucket/prefix`: an S3 bucket, or an S3-compatible store
+    ///   ([`S3Options`]).
+    /// - `gs://bucket/prefix`: a Google Cloud Storage bucket, configured by
+    ///   `GOOGLE_SERVICE_ACCOUNT` or `GOOGLE_APPLICATION_CREDENTIALS`.
+    /// - `az://container/prefix`: an Azure Blob Storage container, configured
+    ///   by `AZURE_STORAGE_ACCOUNT_NAME` and `AZURE_STORAGE_ACCOUNT_KEY` (or
+    ///   the other `AZURE_*` variables `object_store` reads).
     /// - `memory://`: in memory, gone when the process exits (for tests and
     ///   trials).
     ///
-    /// Then checks that the store accepts a write.
+    /// Then checks that the store accepts a write, and starts the orphan
+    /// sweeper if [`StoreConfig::orphan_sweep`] asks for it.
     ///
     /// # Errors
     ///
@@ -148,34 +148,8 @@ impl Store {
             url: url.to_owned(),
             reason,
         };
-        let mut parts = None;
-        let (backend, url): (Arc<dyn ObjectStore>, String) = if url == "memory://"
-            || url == "memory:///"
-        {
-            (Arc::new(InMemory::new()), "memory://".to_owned())
-        } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (backend, s3_parts) = open_s3(rest, &config.s3).map_err(open_error)?;
-            parts = Some(s3_parts);
-            (backend, url.to_owned())
-        } else if let Some((scheme, _)) = url.split_once("://")
-            && scheme != "file"
-        {
-            return Err(open_error(format!(
-                "unknown scheme {scheme:?}: the supported stores are file://, s3:// and memory://"
-            )));
-        } else {
-            let dir = url.strip_prefix("file://").unwrap_or(url);
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_error(format!("cannot create directory {dir:?}: {e}")))?;
-            let dir = std::fs::canonicalize(dir)
-                .map_err(|e| open_error(format!("cannot resolve directory {dir:?}: {e}")))?;
-            let local = LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| open_error(e.to_string()))?
-                .with_automatic_cleanup(true)
-                .with_fsync(true);
-            (Arc::new(local), format!("file://{}", dir.display()))
-        };
-        let store = Self::with_backend(backend, parts, url, config);
+        let backend = backend::open(url, &config.s3).map_err(open_error)?;
+        let store = Self::with_backend(backend, config);
         store.check().await.map_err(|e| {
             let mut reason = error_chain(&e);
             if reason.contains("169.254.169.254") {
@@ -189,21 +163,24 @@ impl Store {
             }
             open_error(reason)
         })?;
+        if let Orphans::Unsupported(why) = &store.inner.orphans {
+            tracing::info!(url = %store.inner.url, "corral does not sweep abandoned multipart uploads here: {why}");
+        } else if let Some(every) = store.inner.config.orphan_sweep {
+            store.start_sweeper(every);
+        }
         Ok(store)
     }
 
-    fn with_backend(
-        backend: Arc<dyn ObjectStore>,
-        parts: Option<Parts>,
-        url: String,
-        config: StoreConfig,
-    ) -> Self {
+    fn with_backend(backend: Backend, config: StoreConfig) -> Self {
         let scheduler = Scheduler::new(config.sched.clone());
         Self {
             inner: Arc::new(Inner {
-                backend,
-                url,
-                parts,
+                backend: backend.store,
+                url: backend.url,
+                parts: backend.parts,
+                attributes: backend.attributes,
+                orphans: backend.orphans,
+                stop: CancellationToken::new(),
                 system: scheduler.system_group(),
                 scheduler,
                 config,
@@ -211,6 +188,39 @@ impl Store {
                 cleanup: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Sweeps now, then every `every`, until [`Store::close`] or until the
+    /// last handle on the store is dropped.
+    fn start_sweeper(&self, every: Duration) {
+        let store = Arc::downgrade(&self.inner);
+        let (stop, age) = (self.inner.stop.clone(), self.inner.config.orphan_age);
+        self.inner.cleanup.spawn(async move {
+            loop {
+                let Some(inner) = Weak::upgrade(&store) else {
+                    return;
+                };
+                let store = Store { inner };
+                tokio::select! {
+                    swept = store.sweep_orphans(age) => match swept {
+                        Ok(swept) if swept.aborted > 0 => tracing::info!(
+                            aborted = swept.aborted, in_progress = swept.young,
+                            "swept abandoned multipart uploads"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(
+                            error = %error_chain(&e), "sweeping abandoned multipart uploads failed"
+                        ),
+                    },
+                    () = stop.cancelled() => return,
+                }
+                drop(store);
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
     }
 
     /// Writes and removes a probe object, so that a store that cannot be
@@ -534,6 +544,15 @@ impl Store {
         self.inner.parts.as_ref()
     }
 
+    /// Whether objects keep attributes (content type, user metadata).
+    pub(crate) fn keeps_attributes(&self) -> bool {
+        self.inner.attributes
+    }
+
+    pub(crate) fn orphans(&self) -> &Orphans {
+        &self.inner.orphans
+    }
+
     /// The group of the store's own calls.
     pub(crate) fn system(&self) -> &Group {
         &self.inner.system
@@ -545,72 +564,9 @@ impl Store {
 
     /// Waits for background cleanups to finish; call at shutdown.
     pub async fn close(&self) {
+        self.inner.stop.cancel();
         self.inner.cleanup.close();
         self.inner.cleanup.wait().await;
-    }
-}
-
-/// The S3 store `bucket/prefix` (the part of the URL after `s3://`).
-fn open_s3(
-    bucket_and_prefix: &str,
-    options: &S3Options,
-) -> Result<(Arc<dyn ObjectStore>, Parts), String> {
-    let (bucket, prefix) = bucket_and_prefix
-        .split_once('/')
-        .unwrap_or((bucket_and_prefix, ""));
-    if bucket.is_empty() {
-        return Err("no bucket: expected s3://bucket or s3://bucket/prefix".to_owned());
-    }
-    // A few quick retries of each HTTP request inside object_store; the
-    // scheduler retries calls under its budget on top of that.
-    let retry = RetryConfig {
-        max_retries: 2,
-        retry_timeout: std::time::Duration::from_secs(30),
-        ..RetryConfig::default()
-    };
-    let mut builder = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(retry)
-        .with_allow_http(options.allow_http)
-        .with_virtual_hosted_style_request(!options.path_style);
-    if let Some(endpoint) = &options.endpoint {
-        builder = builder.with_endpoint(endpoint);
-    }
-    if let Some(region) = &options.region {
-        builder = builder.with_region(region);
-    }
-    if let (Some(id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
-        builder = builder
-            .with_access_key_id(id)
-            .with_secret_access_key(secret);
-    }
-    let s3 = builder.build().map_err(|e| error_chain(&e))?;
-    let prefix = prefix.trim_matches('/');
-    let parts = Parts {
-        store: Arc::new(s3.clone()),
-        prefix: prefix.to_owned(),
-    };
-    let backend: Arc<dyn ObjectStore> = if prefix.is_empty() {
-        Arc::new(s3)
-    } else {
-        Arc::new(PrefixStore::new(s3, prefix))
-    };
-    Ok((backend, parts))
-}
-
-impl S3Options {
-    /// An S3-compatible store at `endpoint` (MinIO, Ceph, moto...), with
-    /// path-style requests, plain HTTP allowed if the endpoint uses it, and
-    /// the given credentials.
-    pub fn compatible(endpoint: &str, region: &str, access_key_id: &str, secret: &str) -> Self {
-        Self {
-            endpoint: Some(endpoint.to_owned()),
-            region: Some(region.to_owned()),
-            path_style: true,
-            allow_http: endpoint.starts_with("http://"),
-            access_key_id: Some(access_key_id.to_owned()),
-            secret_access_key: Some(secret.to_owned()),
-        }
     }
 }
 
@@ -703,6 +659,9 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corral_testkit::s3::{self, S3Server};
+    use object_store::Attribute;
+    use object_store::multipart::MultipartStore;
 
     fn small_parts() -> StoreConfig {
         StoreConfig {
@@ -724,23 +683,119 @@ mod tests {
     }
 
     async fn s3() -> Store {
-        use corral_testkit::s3;
-        let server = s3::S3Server::require();
-        let bucket = server.new_bucket("store").unwrap();
+        let bucket = S3Server::require().new_bucket("store").unwrap();
+        s3_in(&bucket, s3_config()).await
+    }
+
+    fn s3_config() -> StoreConfig {
         let mut config = small_parts();
+        // Sweeps are started by the tests that want them.
+        config.orphan_sweep = None;
         // S3 wants parts of at least 5 MiB, all but the last.
         config.part_size = 5 << 20;
         config.multipart_threshold = 5 << 20;
-        let endpoint = server.endpoint();
         config.s3 = S3Options::compatible(
-            &endpoint,
+            &S3Server::require().endpoint(),
             s3::REGION,
             s3::ACCESS_KEY_ID,
             s3::SECRET_ACCESS_KEY,
         );
+        config
+    }
+
+    async fn s3_in(bucket: &str, config: StoreConfig) -> Store {
         Store::open(&format!("s3://{bucket}/corral"), config)
             .await
             .unwrap()
+    }
+
+    /// The multipart uploads in progress in `bucket`, by key, as S3 lists
+    /// them.
+    fn open_uploads(bucket: &str) -> Vec<String> {
+        let listing = S3Server::require()
+            .request("GET", &format!("/{bucket}?uploads"), &[], b"")
+            .unwrap()
+            .ok()
+            .unwrap();
+        let body = String::from_utf8(listing.body).unwrap();
+        let mut keys: Vec<String> = body
+            .split("<Key>")
+            .skip(1)
+            .map(|rest| rest.split("</Key>").next().unwrap().to_owned())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    // moto reports every upload as started in 2010, so these tests cannot
+    // tell young uploads from old ones there; `orphan::tests` covers ages.
+    #[tokio::test]
+    async fn abandoned_multipart_uploads_under_the_prefix_are_aborted() {
+        let bucket = S3Server::require().new_bucket("sweep").unwrap();
+        let store = s3_in(&bucket, s3_config()).await;
+        let raw = &store.parts().unwrap().store;
+        let all = [
+            "corral/t/abandoned.bin",
+            "corral/t/with space.bin",
+            "other/t/x.bin",
+        ];
+        for key in all {
+            raw.create_multipart(&Path::from(key)).await.unwrap();
+        }
+        assert_eq!(open_uploads(&bucket), all);
+        let swept = store.sweep_orphans(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            swept,
+            crate::Swept {
+                aborted: 2,
+                young: 0
+            }
+        );
+        // Outside the store's prefix: not corral's to abort.
+        assert_eq!(open_uploads(&bucket), ["other/t/x.bin"]);
+    }
+
+    #[tokio::test]
+    async fn opening_a_store_sweeps_what_a_dead_process_left() {
+        let bucket = S3Server::require().new_bucket("sweep-open").unwrap();
+        let first = s3_in(&bucket, s3_config()).await;
+        let raw = &first.parts().unwrap().store;
+        raw.create_multipart(&Path::from("corral/t/crashed.bin"))
+            .await
+            .unwrap();
+        let config = StoreConfig {
+            orphan_sweep: Some(Duration::from_secs(3600)),
+            orphan_age: Duration::ZERO,
+            ..s3_config()
+        };
+        let second = s3_in(&bucket, config).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !open_uploads(&bucket).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sweep on open never came"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        second.close().await;
+    }
+
+    #[tokio::test]
+    async fn objects_carry_their_metadata_for_other_s3_clients() {
+        let bucket = S3Server::require().new_bucket("attrs").unwrap();
+        let store = s3_in(&bucket, s3_config()).await;
+        let stored = write(&store, "t/report.txt", b"hello").await;
+        let head = S3Server::require()
+            .request("HEAD", &format!("/{bucket}/corral/t/report.txt"), &[], b"")
+            .unwrap()
+            .ok()
+            .unwrap();
+        assert_eq!(head.header("content-length"), Some("5"));
+        assert_eq!(head.header("content-type"), Some("text/plain"));
+        assert_eq!(
+            head.header("x-amz-meta-sha256"),
+            Some(stored.sha256.as_str())
+        );
     }
 
     fn key(text: &str) -> Key {
@@ -797,6 +852,24 @@ mod tests {
                 assert_eq!(info.sha256.as_deref(), Some(stored.sha256.as_str()));
                 assert_eq!(info.content_type.as_deref(), Some("text/plain"));
                 assert_eq!(read_all(&store, &info, 0..info.size).await, content);
+                if store.keeps_attributes() {
+                    // What other readers of the bucket see.
+                    let head = GetOptions {
+                        head: true,
+                        ..GetOptions::default()
+                    };
+                    let got = store.backend().get_opts(&Path::from(name), head).await;
+                    let attributes = got.unwrap().attributes;
+                    let text = |attribute| attributes.get(&attribute).map(|v| v.to_string());
+                    assert_eq!(text(Attribute::ContentType).as_deref(), Some("text/plain"));
+                    // Known before the call only for single-call objects.
+                    let sha256 = text(Attribute::Metadata("sha256".into()));
+                    let single_call = len <= config.multipart_threshold;
+                    assert_eq!(sha256.is_some(), single_call, "{name} on {}", store.url());
+                    if single_call {
+                        assert_eq!(sha256.as_deref(), Some(stored.sha256.as_str()));
+                    }
+                }
                 if len > 10 {
                     assert_eq!(read_all(&store, &info, 3..10).await, &content[3..10]);
                 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
@@ -257,7 +257,9 @@ impl<'g> Upload<'g> {
             if self.buffer.len <= multipart_threshold {
                 return Ok(());
             }
-            let started = Multipart::start(&self.store, self.group, self.key.as_str()).await?;
+            let attributes = attributes(&self.store, self.content_type.as_deref(), None);
+            let key = self.key.as_str();
+            let started = Multipart::start(&self.store, self.group, key, attributes).await?;
             self.multipart = Some(started);
         }
         while self.buffer.len >= part_size {
@@ -381,9 +383,12 @@ impl Commit {
                     .expect("a single-call object has its bytes");
                 let path = Path::from(key);
                 let cost = part.len as u64;
+                let doc = &self.doc;
+                let attributes = attributes(store, doc.content_type.as_deref(), Some(&doc.sha256));
                 store
                     .call(group, key, cost, || {
-                        backend.put(&path, part.payload.clone())
+                        let options = PutOptions::from(attributes.clone());
+                        backend.put_opts(&path, part.payload.clone(), options)
                     })
                     .await?;
             }
@@ -397,6 +402,26 @@ impl Commit {
             .await?;
         Ok(())
     }
+}
+
+/// What an object carries for other readers of the bucket, where the
+/// backend keeps attributes: its content type and, once known, its SHA-256
+/// (`x-amz-meta-sha256` on S3).
+fn attributes(store: &Store, content_type: Option<&str>, sha256: Option<&str>) -> Attributes {
+    let mut attributes = Attributes::new();
+    if !store.keeps_attributes() {
+        return attributes;
+    }
+    if let Some(content_type) = content_type {
+        attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+    }
+    if let Some(sha256) = sha256 {
+        attributes.insert(
+            Attribute::Metadata("sha256".into()),
+            sha256.to_owned().into(),
+        );
+    }
+    attributes
 }
 
 impl Drop for Upload<'_> {

@@ -1,0 +1,284 @@
+//! Opening a storage backend from its URL: what it is, and what it can do
+//! beyond [`ObjectStore`]'s common interface.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::multipart::MultipartStore;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, RetryConfig};
+
+use crate::multipart::Parts;
+use crate::orphan::{Orphans, S3Uploads};
+use crate::store::error_chain;
+
+/// How an `s3://` store is reached. Credentials and anything not set here
+/// come from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Options {
+    /// The endpoint, for S3-compatible stores (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible
+    /// stores want, rather than virtual-hosted style.
+    pub path_style: bool,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    /// An access key, in place of the environment's.
+    pub access_key_id: Option<String>,
+    /// Its secret.
+    pub secret_access_key: Option<String>,
+    /// Send each object's and each part's SHA-256 (`x-amz-checksum-sha256`),
+    /// so that the store rejects bytes damaged on the way and keeps the
+    /// checksum. On by default; turn it off only for an S3-compatible store
+    /// that refuses the header.
+    pub checksums: bool,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            path_style: false,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+            checksums: true,
+        }
+    }
+}
+
+impl S3Options {
+    /// An S3-compatible store at `endpoint` (MinIO, Ceph, moto...), with
+    /// path-style requests, plain HTTP allowed if the endpoint uses it, and
+    /// the given credentials.
+    pub fn compatible(endpoint: &str, region: &str, access_key_id: &str, secret: &str) -> Self {
+        Self {
+            endpoint: Some(endpoint.to_owned()),
+            region: Some(region.to_owned()),
+            path_style: true,
+            allow_http: endpoint.starts_with("http://"),
+            access_key_id: Some(access_key_id.to_owned()),
+            secret_access_key: Some(secret.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+/// An opened backend.
+pub(crate) struct Backend {
+    /// Every object call goes here; keys are relative to the URL's prefix.
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// The URL, for people (a local path made absolute).
+    pub(crate) url: String,
+    /// Parts by number, where the backend offers them.
+    pub(crate) parts: Option<Parts>,
+    /// Whether objects keep attributes (content type, user metadata). The
+    /// local backend keeps none: corral's metadata document is all there is.
+    pub(crate) attributes: bool,
+    /// How multipart uploads left behind are found.
+    pub(crate) orphans: Orphans,
+}
+
+/// Opens the backend of `url`; the error is the reason, for people.
+pub(crate) fn open(url: &str, s3: &S3Options) -> Result<Backend, String> {
+    if url == "memory://" || url == "memory:///" {
+        return Ok(Backend {
+            store: Arc::new(InMemory::new()),
+            url: "memory://".to_owned(),
+            parts: None,
+            attributes: true,
+            orphans: Orphans::None,
+        });
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return open_local(url);
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    if matches!(scheme, "s3" | "gs" | "az") && bucket.is_empty() {
+        return Err(format!(
+            "no bucket: expected {scheme}://bucket or {scheme}://bucket/prefix"
+        ));
+    }
+    match scheme {
+        "file" => open_local(rest),
+        "s3" => open_s3(url, bucket, prefix, s3),
+        "gs" => {
+            let gcs = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry())
+                .build()
+                .map_err(|e| error_chain(&e))?;
+            let orphans = Orphans::Unsupported(
+                "on GCS, a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes \
+                 incomplete uploads",
+            );
+            Ok(cloud(url, gcs, prefix, false, orphans))
+        }
+        "az" => {
+            let azure = MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry())
+                .build()
+                .map_err(|e| error_chain(&e))?;
+            let orphans = Orphans::Unsupported(
+                "Azure discards uncommitted blocks by itself after seven days",
+            );
+            Ok(cloud(url, azure, prefix, false, orphans))
+        }
+        _ => Err(format!(
+            "unknown scheme {scheme:?}: the supported stores are file://, s3://, gs://, az:// \
+             and memory://"
+        )),
+    }
+}
+
+fn open_local(dir: &str) -> Result<Backend, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {dir:?}: {e}"))?;
+    let dir =
+        std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve directory {dir:?}: {e}"))?;
+    let local = LocalFileSystem::new_with_prefix(&dir)
+        .map_err(|e| e.to_string())?
+        .with_automatic_cleanup(true)
+        .with_fsync(true);
+    Ok(Backend {
+        store: Arc::new(local),
+        url: format!("file://{}", dir.display()),
+        parts: None,
+        attributes: false,
+        orphans: Orphans::Local(PathBuf::from(&dir)),
+    })
+}
+
+/// A few quick retries of each HTTP request inside `object_store`; the
+/// scheduler retries whole calls under its budget on top of that.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(30),
+        ..RetryConfig::default()
+    }
+}
+
+fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result<Backend, String> {
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry())
+        .with_allow_http(options.allow_http)
+        .with_virtual_hosted_style_request(!options.path_style);
+    if options.checksums {
+        builder = builder.with_checksum_algorithm(Checksum::SHA256);
+    }
+    if let Some(endpoint) = &options.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(region) = &options.region {
+        builder = builder.with_region(region);
+    }
+    if let (Some(id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+    }
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    let s3 = builder.build().map_err(|e| error_chain(&e))?;
+    // Where object_store sends the bucket's requests (see its builder).
+    let bucket_url = match (endpoint, options.path_style) {
+        (Some(endpoint), true) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        (Some(endpoint), false) => endpoint,
+        (None, true) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        (None, false) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+    };
+    let orphans = Orphans::S3(S3Uploads::new(
+        bucket_url,
+        region,
+        s3.credentials().clone(),
+        prefix,
+    ));
+    Ok(cloud(url, s3, prefix, true, orphans))
+}
+
+/// A cloud backend: `store` under `prefix`, with its parts interface.
+fn cloud<S: ObjectStore + MultipartStore + Clone>(
+    url: &str,
+    store: S,
+    prefix: &str,
+    attributes_on_create: bool,
+    orphans: Orphans,
+) -> Backend {
+    let parts = Parts {
+        store: Arc::new(store.clone()),
+        prefix: prefix.to_owned(),
+        attributes_on_create,
+    };
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    };
+    Backend {
+        store,
+        url: url.to_owned(),
+        parts: Some(parts),
+        attributes: true,
+        orphans,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(url: &str) -> String {
+        match open(url, &S3Options::default()) {
+            Ok(_) => panic!("{url} opened"),
+            Err(reason) => reason,
+        }
+    }
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert!(reason("s4://bucket").contains("unknown scheme \"s4\""));
+        for scheme in ["s3", "gs", "az"] {
+            assert!(reason(&format!("{scheme}://")).contains("no bucket"));
+            assert!(reason(&format!("{scheme}:///prefix")).contains("no bucket"));
+        }
+        let memory = open("memory://", &S3Options::default()).unwrap();
+        assert_eq!(memory.url, "memory://");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        for url in [path.to_owned(), format!("file://{path}")] {
+            let local = open(&url, &S3Options::default()).unwrap();
+            assert!(local.url.starts_with("file:///"), "{}", local.url);
+            assert!(!local.attributes);
+        }
+    }
+
+    #[test]
+    fn cloud_stores_keep_their_prefix_and_parts() {
+        let options = S3Options::compatible("http://127.0.0.1:1", "eu-west-1", "id", "secret");
+        let s3 = open("s3://bucket/a/b/", &options).unwrap();
+        let parts = s3.parts.unwrap();
+        assert_eq!(parts.prefix, "a/b");
+        assert!(parts.attributes_on_create);
+        let Orphans::S3(uploads) = s3.orphans else {
+            panic!("S3 uploads are swept")
+        };
+        assert_eq!(uploads.bucket_url(), "http://127.0.0.1:1/bucket");
+        assert_eq!(uploads.prefix(), "a/b/");
+    }
+}

@@ -1,0 +1,457 @@
+//! Finding and removing multipart uploads that nobody will complete.
+//!
+//! corral aborts the multipart upload of every failed, cancelled or
+//! rejected upload itself. What it cannot abort is the upload of a process
+//! that died (a crash, `kill -9`, a lost machine): real providers keep its
+//! parts, and bill them, until someone aborts it. So on startup and then
+//! every `--orphan-sweep`, the store lists the multipart uploads under its
+//! prefix and aborts those started more than `--orphan-age` ago (24 h by
+//! default: far longer than any live upload, so two corral processes
+//! sharing a prefix never abort each other's work).
+//!
+//! - **S3**: `object_store` has no call that lists multipart uploads, so
+//!   this module sends `ListMultipartUploads` itself, signed with AWS
+//!   Signature Version 4 by `aws-sigv4` (the AWS SDK's signer) using the
+//!   same credentials as `object_store`. Aborts go through `object_store`.
+//!   Both are scheduler calls of the store's system group, so a sweep
+//!   counts against the same limit as uploads.
+//! - **Local directory**: `object_store` writes a file at `{key}#{n}` and
+//!   renames it into place; a crash leaves that file. Keys never contain
+//!   `#` (see [`crate::key`]), so such files are always leftovers.
+//! - **GCS and Azure**: not swept (see [`Orphans::Unsupported`]).
+
+use std::path::{Path as FsPath, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use object_store::aws::AwsCredentialProvider;
+use object_store::path::Path;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// How a backend's abandoned multipart uploads are found.
+#[derive(Debug)]
+pub(crate) enum Orphans {
+    /// The backend leaves none (in memory).
+    None,
+    /// corral cannot list them; the reason says what does remove them.
+    Unsupported(&'static str),
+    /// Staging files `{key}#{n}` under this directory.
+    Local(PathBuf),
+    /// `ListMultipartUploads` on this bucket.
+    S3(S3Uploads),
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Abandoned uploads aborted (or staging files removed).
+    pub aborted: usize,
+    /// Uploads in progress left alone because they are younger than the age.
+    pub young: usize,
+}
+
+impl Store {
+    /// Aborts the multipart uploads under this store's prefix that were
+    /// started more than `age` ago: see the [module docs](self).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if listing fails. A failed abort is logged and
+    /// the sweep goes on; the next sweep tries it again.
+    pub async fn sweep_orphans(&self, age: Duration) -> Result<Swept> {
+        let cutoff = SystemTime::now() - age;
+        match self.orphans() {
+            Orphans::None | Orphans::Unsupported(_) => Ok(Swept::default()),
+            Orphans::Local(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || sweep_dir(&dir, cutoff))
+                    .await
+                    .map_err(|e| Error::Panicked {
+                        message: e.to_string(),
+                    })
+            }
+            Orphans::S3(uploads) => self.sweep_s3(uploads, cutoff.into()).await,
+        }
+    }
+
+    async fn sweep_s3(&self, uploads: &S3Uploads, cutoff: DateTime<Utc>) -> Result<Swept> {
+        let mut swept = Swept::default();
+        let mut marker = None;
+        loop {
+            let page = self
+                .call(self.system(), "", 0, || uploads.list(marker.clone()))
+                .await?;
+            let (old, young) = abandoned(page.uploads, cutoff);
+            swept.young += young;
+            for upload in old {
+                if self.abort_orphan(&upload).await {
+                    swept.aborted += 1;
+                }
+            }
+            marker = page.next;
+            if marker.is_none() {
+                return Ok(swept);
+            }
+        }
+    }
+
+    async fn abort_orphan(&self, upload: &Pending) -> bool {
+        let parts = self.parts().expect("an S3 store has parts");
+        let Ok(path) = Path::parse(&upload.key) else {
+            tracing::warn!(key = %upload.key, "not aborting an upload whose key object_store cannot name");
+            return false;
+        };
+        let backend = &parts.store;
+        let aborted = self
+            .call(self.system(), &upload.key, 0, || {
+                backend.abort_multipart(&path, &upload.upload_id)
+            })
+            .await;
+        match aborted {
+            Ok(()) => {
+                tracing::info!(key = %upload.key, initiated = %upload.initiated, "aborted an abandoned multipart upload");
+                true
+            }
+            // Completed or aborted by someone else since the listing.
+            Err(Error::NotFound { .. }) => false,
+            Err(e) => {
+                tracing::warn!(key = %upload.key, error = %crate::error_chain(&e), "aborting an abandoned multipart upload failed");
+                false
+            }
+        }
+    }
+}
+
+/// The uploads started before `cutoff`, and how many are younger.
+fn abandoned(uploads: Vec<Pending>, cutoff: DateTime<Utc>) -> (Vec<Pending>, usize) {
+    let (old, young): (Vec<_>, Vec<_>) = uploads.into_iter().partition(|u| u.initiated < cutoff);
+    (old, young.len())
+}
+
+/// Removes staging files older than `cutoff` under `dir`.
+fn sweep_dir(dir: &FsPath, cutoff: SystemTime) -> Swept {
+    let mut swept = Swept::default();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let path = entry.path();
+            if meta.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if !is_staging_file(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            if meta.modified().is_ok_and(|modified| modified >= cutoff) {
+                swept.young += 1;
+            } else if std::fs::remove_file(&path).is_ok() {
+                tracing::info!(path = %path.display(), "removed an abandoned staging file");
+                swept.aborted += 1;
+            }
+        }
+    }
+    swept
+}
+
+/// `object_store`'s local staging files are named `{file}#{digits}`.
+fn is_staging_file(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(file, suffix)| {
+        !file.is_empty() && !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// `ListMultipartUploads` on one bucket, under one prefix.
+#[derive(Debug)]
+pub(crate) struct S3Uploads {
+    /// The bucket's base URL, as `object_store` addresses it.
+    bucket_url: String,
+    region: String,
+    credentials: AwsCredentialProvider,
+    /// The store's prefix with its trailing `/`, or empty.
+    prefix: String,
+    client: reqwest::Client,
+}
+
+/// One multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    /// The full key in the bucket (with the store's prefix).
+    key: String,
+    upload_id: String,
+    initiated: DateTime<Utc>,
+}
+
+/// A page of the listing, and where the next starts.
+struct Page {
+    uploads: Vec<Pending>,
+    next: Option<(String, String)>,
+}
+
+impl S3Uploads {
+    pub(crate) fn new(
+        bucket_url: String,
+        region: String,
+        credentials: AwsCredentialProvider,
+        prefix: &str,
+    ) -> Self {
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Self {
+            bucket_url,
+            region,
+            credentials,
+            prefix,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bucket_url(&self) -> &str {
+        &self.bucket_url
+    }
+
+    #[cfg(test)]
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// One page of the uploads under the prefix, after `marker`.
+    async fn list(&self, marker: Option<(String, String)>) -> object_store::Result<Page> {
+        let error = |message: String| object_store::Error::Generic {
+            store: "S3",
+            source: message.into(),
+        };
+        let mut url = reqwest::Url::parse(&self.bucket_url)
+            .map_err(|e| error(format!("bad bucket URL {:?}: {e}", self.bucket_url)))?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("uploads", "")
+                .append_pair("encoding-type", "url")
+                .append_pair("prefix", &self.prefix);
+            if let Some((key, upload_id)) = &marker {
+                query
+                    .append_pair("key-marker", key)
+                    .append_pair("upload-id-marker", upload_id);
+            }
+        }
+        let credential = self.credentials.get_credential().await?;
+        let mut request = http::Request::get(url.as_str())
+            .body(())
+            .map_err(|e| error(e.to_string()))?;
+        sign_v4(&mut request, &credential, &self.region).map_err(error)?;
+        let mut builder = self.client.get(url);
+        for (name, value) in request.headers() {
+            builder = builder.header(name, value);
+        }
+        let response = builder.send().await.map_err(|e| error(e.to_string()))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| error(e.to_string()))?;
+        if !status.is_success() {
+            // Worded like object_store's own errors, so that it is
+            // classified the same way (see `crate::error`).
+            return Err(error(format!(
+                "ListMultipartUploads: Server returned non-2xx status code: {status}: {body}"
+            )));
+        }
+        parse_page(&body).map_err(|e| error(format!("ListMultipartUploads: {e}")))
+    }
+}
+
+/// Signs `request` for S3 with AWS Signature Version 4.
+fn sign_v4(
+    request: &mut http::Request<()>,
+    credential: &object_store::aws::AwsCredential,
+    region: &str,
+) -> Result<(), String> {
+    use aws_sigv4::http_request::{
+        PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+    };
+    let identity = aws_credential_types::Credentials::new(
+        &credential.key_id,
+        &credential.secret_key,
+        credential.token.clone(),
+        None,
+        "object_store",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    // S3 wants the path as sent, encoded once and not normalized.
+    settings.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode =
+        aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signable = SignableRequest::new(
+        request.method().as_str(),
+        request.uri().to_string(),
+        std::iter::empty(),
+        SignableBody::Bytes(&[]),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    instructions.apply_to_request_http1x(request);
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListResult {
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+    #[serde(default, rename = "Upload")]
+    uploads: Vec<UploadXml>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UploadXml {
+    key: String,
+    upload_id: String,
+    initiated: DateTime<Utc>,
+}
+
+fn parse_page(xml: &str) -> Result<Page, String> {
+    let result: ListResult = quick_xml::de::from_str(xml).map_err(|e| e.to_string())?;
+    let decode = |text: &str| {
+        // `encoding-type=url`: keys come percent-encoded, so that any key
+        // survives XML.
+        percent_encoding::percent_decode_str(&text.replace('+', " "))
+            .decode_utf8()
+            .map(|key| key.into_owned())
+            .map_err(|e| format!("key {text:?} is not UTF-8: {e}"))
+    };
+    let uploads = result
+        .uploads
+        .into_iter()
+        .map(|upload| {
+            Ok(Pending {
+                key: decode(&upload.key)?,
+                upload_id: upload.upload_id,
+                initiated: upload.initiated,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let next = match (
+        result.is_truncated,
+        result.next_key_marker,
+        result.next_upload_id_marker,
+    ) {
+        (true, Some(key), Some(upload_id)) => Some((decode(&key)?, upload_id)),
+        (true, _, _) => return Err("a truncated listing without its next markers".to_owned()),
+        (false, _, _) => None,
+    };
+    Ok(Page { uploads, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_files_are_told_from_keys() {
+        assert!(is_staging_file("report.pdf#1"));
+        assert!(is_staging_file("a#b#42"));
+        for name in ["report.pdf", "#1", "a#", "a#1x", "a#b"] {
+            assert!(!is_staging_file(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn listings_are_parsed_with_their_markers() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>p/t/a%20b.bin</NextKeyMarker><NextUploadIdMarker>u2</NextUploadIdMarker>
+  <EncodingType>url</EncodingType><MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>p/t/%C3%A9t%C3%A9.bin</Key><UploadId>u1</UploadId>
+    <Initiator><ID>x</ID></Initiator><StorageClass>STANDARD</StorageClass>
+    <Initiated>2026-11-20T10:00:00.000Z</Initiated></Upload>
+  <Upload><Key>p/t/a+b.bin</Key><UploadId>u2</UploadId>
+    <Initiated>2026-11-23T10:00:00Z</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_page(xml).unwrap();
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[0].key, "p/t/été.bin");
+        assert_eq!(page.uploads[1].key, "p/t/a b.bin");
+        assert_eq!(
+            page.uploads[0].initiated,
+            "2026-11-20T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(page.next, Some(("p/t/a b.bin".to_owned(), "u2".to_owned())));
+
+        let cutoff = "2026-11-22T00:00:00Z".parse().unwrap();
+        let (old, young) = abandoned(page.uploads, cutoff);
+        assert_eq!(young, 1);
+        assert_eq!(old.len(), 1);
+        assert_eq!(
+            (old[0].key.as_str(), old[0].upload_id.as_str()),
+            ("p/t/été.bin", "u1")
+        );
+
+        let last = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
+                    </ListMultipartUploadsResult>";
+        let page = parse_page(last).unwrap();
+        assert!(page.uploads.is_empty() && page.next.is_none());
+        let broken = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>\
+                      </ListMultipartUploadsResult>";
+        assert!(parse_page(broken).is_err());
+    }
+
+    #[test]
+    fn old_staging_files_are_removed_and_young_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("t/2026-11-23");
+        std::fs::create_dir_all(&sub).unwrap();
+        let old = sub.join("a.bin#3");
+        let young = sub.join("b.bin#1");
+        let object = sub.join("c.bin");
+        for path in [&old, &young, &object] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        let day_ago = SystemTime::now() - Duration::from_secs(25 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        let object_file = std::fs::File::options().write(true).open(&object).unwrap();
+        object_file.set_modified(day_ago).unwrap();
+
+        let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
+        let swept = sweep_dir(dir.path(), cutoff);
+        assert_eq!(
+            swept,
+            Swept {
+                aborted: 1,
+                young: 1
+            }
+        );
+        assert!(!old.exists());
+        assert!(young.exists());
+        assert!(object.exists(), "objects are never swept, however old");
+    }
+}
