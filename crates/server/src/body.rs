@@ -6,7 +6,10 @@
 //! socket. The kernel then answers with a reset, which can destroy the
 //! response before the client reads it. Like nginx's lingering close,
 //! corral reads and discards a bounded amount of what remains first
-//! ([`BodyReader::linger`]).
+//! ([`BodyReader::linger`]). A request refused before its body was touched
+//! (`429`, `503`, a bad header) is answered at once with `Connection:
+//! close`, and its body drained in the background under the same bounds
+//! ([`refuse`]): the client reads the answer rather than a broken pipe.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream};
+use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
@@ -81,6 +85,19 @@ impl BodyReader {
         };
         let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     }
+}
+
+/// `response`, for a request whose `body` was never read: see the
+/// [module docs](self).
+pub(crate) fn refuse(body: Body, mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    // Bounded in bytes and time, so it cannot outlive shutdown's last call
+    // for connections.
+    tokio::spawn(BodyReader::new(body, LINGER_TIME).linger());
+    response
 }
 
 impl Stream for BodyReader {

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::app::{AppState, MEMORY_UNIT};
-use crate::body::{BodyError, BodyReader};
+use crate::body::{BodyError, BodyReader, refuse};
 use crate::error::{ApiError, FileError};
 use crate::tenant::{Admitted, Tenant};
 use corral_sched::Group;
@@ -79,7 +79,7 @@ pub(crate) struct StoredFile {
 
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    Admitted { tenant, group }: Admitted,
+    admitted: Result<Admitted, ApiError>,
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -88,23 +88,21 @@ pub(crate) async fn upload(
     // first.
     let length = content_length(&headers);
     let size_bound = file_size_bound(&state, length);
-    let boundary = match check_headers(&state, length, &headers) {
-        Ok(boundary) => boundary,
-        Err(error) => return error.into_response(),
-    };
-    // Memory is reserved before the body is read, so the sum of upload
-    // buffers stays within --upload-memory whatever the number of clients.
-    let _memory = match reserve_memory(&state, length, size_bound) {
-        Ok(reservation) => reservation,
-        Err(error) => return error.into_response(),
-    };
-    let prefix = match query {
-        Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose(),
-        Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
-    };
-    let prefix = match prefix {
-        Ok(prefix) => prefix.flatten(),
-        Err(error) => return error.into_response(),
+    let early = admitted.and_then(|admitted| {
+        let boundary = check_headers(&state, length, &headers)?;
+        // Memory is reserved before the body is read, so the sum of upload
+        // buffers stays within --upload-memory whatever the number of
+        // clients.
+        let memory = reserve_memory(&state, length, size_bound)?;
+        let prefix = match query {
+            Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose()?,
+            Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
+        };
+        Ok((admitted, boundary, memory, prefix.flatten()))
+    });
+    let (Admitted { tenant, group }, boundary, _memory, prefix) = match early {
+        Ok(accepted) => accepted,
+        Err(error) => return refuse(body, error.into_response()),
     };
     let reader = BodyReader::new(body, state.config.body_timeout);
     let mut rollback = Rollback {
