@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Overrides;
+use crate::units::{ByteSize, Span};
 
 /// corral: an upload server that stays up when everyone uploads at once.
 ///
@@ -39,6 +40,98 @@ pub(crate) enum BenchCommand {
     /// cancellation) against a simulated backend in virtual time, and print
     /// every figure with its target. Takes a few seconds; no network.
     Sim(SimArgs),
+
+    /// Send a thundering herd of uploads to a running corral: many users
+    /// who each upload one batch at the same moment and retry 429 and 503
+    /// after Retry-After, as upload clients do. Checks every acknowledged
+    /// file's size and SHA-256 (and, with --verify-s3-endpoint, a sample
+    /// read straight from S3), and prints outcomes, throughput, latency and
+    /// corral's peak memory and tasks. Exits non-zero if any acknowledged
+    /// file fails a check. Sends traffic only to --url (and --front).
+    Herd(Box<HerdArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct HerdArgs {
+    /// Base URL of the running corral to load.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub(crate) url: String,
+
+    /// Users uploading at once, one batch each.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub(crate) users: usize,
+
+    /// Files in each user's batch.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub(crate) files: usize,
+
+    /// Size of each file, such as 256KiB or 1MB.
+    #[arg(long, default_value = "256KiB", value_name = "SIZE")]
+    pub(crate) size: ByteSize,
+
+    /// Attempts each user makes at most, the first included; 429, 503 and
+    /// connection errors are retried.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub(crate) max_attempts: u32,
+
+    /// Longest wait before a retry, whatever Retry-After asks for.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub(crate) max_wait: Span,
+
+    /// How long the whole herd may run; users not done by then are
+    /// reported as unfinished.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub(crate) deadline: Span,
+
+    /// Seed of the file contents, the retry jitter and the S3 sample.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(crate) seed: u64,
+
+    /// How often corral's /metrics is read for its peak memory and tasks.
+    #[arg(long, default_value = "250ms", value_name = "DURATION")]
+    pub(crate) metrics_interval: Span,
+
+    /// Base URL of a throttling S3 front; its GET /stats (JSON) is included
+    /// in the report.
+    #[arg(long, value_name = "URL")]
+    pub(crate) front: Option<String>,
+
+    /// S3 endpoint to read a sample of the stored files back from,
+    /// independently of corral (path-style; credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, value_name = "URL", requires = "verify_s3_bucket")]
+    pub(crate) verify_s3_endpoint: Option<String>,
+
+    /// Bucket corral stores in, for the S3 read-back.
+    #[arg(long, value_name = "BUCKET", requires = "verify_s3_endpoint")]
+    pub(crate) verify_s3_bucket: Option<String>,
+
+    /// corral's store prefix in the bucket (`pfx` for
+    /// --store s3://bucket/pfx), for the S3 read-back.
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    pub(crate) verify_s3_prefix: String,
+
+    /// S3 region, for the S3 read-back.
+    #[arg(
+        long,
+        env = "AWS_REGION",
+        default_value = "us-east-1",
+        value_name = "REGION"
+    )]
+    pub(crate) verify_s3_region: String,
+
+    /// Stored files to read back from S3, chosen by the seed.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub(crate) verify_sample: usize,
+
+    /// Write the report as JSON to FILE too (`-`: to stdout, instead of the
+    /// table).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+
+    /// Show no progress bar.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]

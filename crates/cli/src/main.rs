@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Bench(cli::BenchCommand::Sim(args)) => bench::sim(&args),
+        cli::Command::Bench(cli::BenchCommand::Herd(args)) => bench::herd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,13 +41,18 @@ impl Server {
     }
 
     /// A server storing in a fresh bucket of the test S3 server (moto).
-    async fn on_s3(config: ServerConfig, mut store_config: StoreConfig) -> Self {
+    async fn on_s3(config: ServerConfig, store_config: StoreConfig) -> Self {
+        let endpoint = corral_testkit::s3::S3Server::require().endpoint();
+        Self::on_s3_at(&endpoint, config, store_config).await
+    }
+
+    /// On a bucket of the test S3 server, reached through `endpoint` (the
+    /// server itself, or a front before it).
+    async fn on_s3_at(endpoint: &str, config: ServerConfig, mut store_config: StoreConfig) -> Self {
         use corral_testkit::s3;
-        let server = s3::S3Server::require();
-        let bucket = server.new_bucket("http").unwrap();
-        let endpoint = server.endpoint();
+        let bucket = s3::S3Server::require().new_bucket("http").unwrap();
         store_config.s3 = corral_store::S3Options::compatible(
-            &endpoint,
+            endpoint,
             s3::REGION,
             s3::ACCESS_KEY_ID,
             s3::SECRET_ACCESS_KEY,
@@ -1142,6 +1147,19 @@ async fn uploads_beyond_the_memory_reserve_get_429_before_their_body_is_read() {
         answer.to_ascii_lowercase().contains("retry-after: 1"),
         "{answer}"
     );
+    // A client that writes its whole body before it reads (as most do)
+    // still reads the 429: the refused body is drained, not cut off with a
+    // reset that would destroy the answer.
+    let body = [b"--b\r\n".as_slice(), &data(8 << 20, 9)].concat();
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary=b\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut eager = send_raw(server.addr, &head, &body).await;
+    let answer = read_answer(&mut eager).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
     // A small upload reserves only its own size, and fits.
     let (status, body) = server
         .upload(Form::new().part("f", file("small.txt", b"tiny".to_vec())))
@@ -1204,6 +1222,49 @@ async fn a_batch_with_a_40_mib_file_round_trips_through_s3() {
         .unwrap();
     let (_, listing) = json(listed).await;
     assert_eq!(listing["files"].as_array().unwrap().len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_s3_error_mid_batch_rolls_the_whole_batch_back() {
+    use corral_testkit::front::{Faults, Front, FrontConfig};
+    let s3 = corral_testkit::s3::S3Server::require();
+    // S3 refuses one object of the batch, after a small file and a
+    // multipart file before it were stored.
+    let front = Front::start(FrontConfig {
+        faults: Faults {
+            deny_path: Some("poison".to_owned()),
+            ..Faults::default()
+        },
+        ..FrontConfig::new(s3.addr())
+    })
+    .await
+    .unwrap();
+    let store_config = StoreConfig {
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+        ..StoreConfig::default()
+    };
+    let server = Server::on_s3_at(&front.endpoint(), ServerConfig::default(), store_config).await;
+    let mut form = Form::new();
+    for (name, content) in [
+        ("a.txt", data(100, 1)),
+        ("big.bin", data(12 << 20, 2)),
+        ("poison.txt", data(100, 3)),
+        ("c.txt", data(100, 4)),
+    ] {
+        form = form.part("file", file(name, content));
+    }
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["file"], "poison.txt", "{body}");
+    assert_eq!(front.stats().faults.denied, 1, "refused once: not retried");
+    // Nothing of the batch stays: not a.txt, not big.bin, no open upload.
+    server.assert_nothing_left_in_s3().await;
+    // And the server goes on serving.
+    let form = Form::new().part("file", file("after.txt", data(10, 5)));
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     server.stop().await;
 }
 

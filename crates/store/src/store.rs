@@ -661,7 +661,6 @@ mod tests {
     use super::*;
     use corral_testkit::s3::{self, S3Server};
     use object_store::Attribute;
-    use object_store::multipart::MultipartStore;
 
     fn small_parts() -> StoreConfig {
         StoreConfig {

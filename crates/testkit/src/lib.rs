@@ -4,7 +4,14 @@
 //! backend; [`scenario`] holds the scenarios and their target figures, for
 //! the scheduler's scenario tests and `corral bench sim`. [`s3`] installs and
 //! runs a real S3-compatible server (moto) on 127.0.0.1 for backend tests.
+//! [`herd`] is `corral bench herd`: many users uploading to a running corral
+//! at once, retrying as real upload clients do, with every file checked.
+//! [`front`] is a throttling reverse proxy in front of a real S3 server:
+//! slots, a request rate, latency, bandwidth and injected faults, modelling
+//! a cloud backend's limits for tests and benchmarks.
 
+pub mod front;
+pub mod herd;
 pub mod s3;
 pub mod scenario;
 pub mod sim;

@@ -1,5 +1,7 @@
 //! `corral bench`: measurements of corral itself.
 
+pub(crate) mod herd;
+
 use corral_testkit::scenario;
 
 use crate::cli::SimArgs;
