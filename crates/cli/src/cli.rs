@@ -49,6 +49,28 @@ pub(crate) enum BenchCommand {
     /// corral's peak memory and tasks. Exits non-zero if any acknowledged
     /// file fails a check. Sends traffic only to --url (and --front).
     Herd(Box<HerdArgs>),
+
+    /// Run a throttling S3 front that models a cloud backend's limits.
+    ///
+    /// A reverse proxy on 127.0.0.1 in front of a real S3 server
+    /// (--upstream) with slots, a request rate, latency, bandwidth and
+    /// injected faults.
+    /// Requests over a limit are answered 503 SlowDown at once, never
+    /// queued. Prints `front listening on http://127.0.0.1:PORT` first;
+    /// GET /stats on it returns its counters as JSON, which are also printed
+    /// on exit (after --duration, Ctrl-C or SIGTERM).
+    Front(Box<crate::bench::front::FrontArgs>),
+
+    /// The thundering herd against each limit strategy in turn, end to
+    /// end: a real S3 server, the throttling front before it, and a
+    /// `corral serve` per strategy. Prints one table and writes it, the
+    /// runs as JSON and SVG plots to --out. A few minutes with the
+    /// defaults; build with --release.
+    Compare(Box<crate::bench::compare::CompareArgs>),
+
+    /// Fixed limits 1 to 128, then adaptive, through the same herd and
+    /// front: throughput and p99 per limit.
+    Sweep(Box<crate::bench::compare::SweepArgs>),
 }
 
 #[derive(Debug, clap::Args)]

@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Bench(cli::BenchCommand::Sim(args)) => bench::sim(&args),
         cli::Command::Bench(cli::BenchCommand::Herd(args)) => bench::herd::run(&args),
+        cli::Command::Bench(cli::BenchCommand::Front(args)) => bench::front::run(&args),
+        cli::Command::Bench(cli::BenchCommand::Compare(args)) => bench::compare::compare(&args),
+        cli::Command::Bench(cli::BenchCommand::Sweep(args)) => bench::compare::sweep(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

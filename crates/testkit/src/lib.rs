@@ -9,9 +9,12 @@
 //! [`front`] is a throttling reverse proxy in front of a real S3 server:
 //! slots, a request rate, latency, bandwidth and injected faults, modelling
 //! a cloud backend's limits for tests and benchmarks.
+//! [`s3s`] installs and runs s3s-fs, a fast S3 server over files that
+//! verifies signatures, for benchmarks.
 
 pub mod front;
 pub mod herd;
 pub mod s3;
+pub mod s3s;
 pub mod scenario;
 pub mod sim;

@@ -103,13 +103,19 @@ const RUNNING: &str = "server is running at http://";
 
 /// Runs `"$@"` (s3s-fs and its arguments) and kills it when stdin, a pipe
 /// from the owning process, reaches end of file. s3s-fs's own stdin is
-/// /dev/null; the wrapper's exit status is s3s-fs's.
+/// /dev/null; the wrapper's exit status is s3s-fs's. Once s3s-fs has
+/// exited, the watcher is stopped before it could kill a process that
+/// reused the pid.
 const WRAPPER: &str = r#"exec 3<&0 </dev/null
 "$@" &
 server=$!
-(cat <&3 >/dev/null; kill -9 "$server" 2>/dev/null) &
+(cat <&3; kill -9 "$server") >/dev/null 2>&1 &
+watcher=$!
 exec 3<&-
 wait "$server"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status"
 "#;
 
 /// The region to configure S3 clients with.
@@ -137,7 +143,9 @@ pub enum Error {
         source: io::Error,
     },
     /// `cargo install` failed.
-    #[error("`cargo install {PACKAGE} --features {FEATURES} --locked` failed ({status}):\n{output}")]
+    #[error(
+        "`cargo install {PACKAGE} --features {FEATURES} --locked` failed ({status}):\n{output}"
+    )]
     Install {
         /// How it exited.
         status: ExitStatus,
@@ -159,7 +167,9 @@ pub enum Error {
         waited: Duration,
     },
     /// s3s-fs exited before it was ready, on every port tried.
-    #[error("s3s-fs exited before it was ready ({status}, {attempts} port(s) tried); output:\n{output}")]
+    #[error(
+        "s3s-fs exited before it was ready ({status}, {attempts} port(s) tried); output:\n{output}"
+    )]
     Exited {
         /// How it last exited.
         status: ExitStatus,
@@ -244,11 +254,9 @@ impl S3sFs {
             attempt += 1;
             let root = data_dir()?;
             match launch(&binary, root) {
-                Err(Error::Exited { status, output, .. }) if attempt < ATTEMPTS => {
-                    // Most likely the port was taken between our probe and
-                    // its bind; anything else fails again on the next one.
-                    let _ = (status, output);
-                }
+                // Most likely the port was taken between our probe and its
+                // bind; anything else fails again on the next port.
+                Err(Error::Exited { .. }) if attempt < ATTEMPTS => {}
                 Err(Error::Exited { status, output, .. }) => {
                     return Err(Error::Exited {
                         status,
@@ -378,7 +386,14 @@ fn install(target: &Path) -> Result<PathBuf> {
     // built in may be locked by the `cargo test` running us.
     let build = target.join("s3s-fs-build");
     let output = Command::new(&cargo)
-        .args(["install", PACKAGE, "--features", FEATURES, "--locked", "--root"])
+        .args([
+            "install",
+            PACKAGE,
+            "--features",
+            FEATURES,
+            "--locked",
+            "--root",
+        ])
         .arg(&root)
         .arg("--target-dir")
         .arg(&build)
@@ -430,12 +445,8 @@ fn data_dir() -> Result<PathBuf> {
             Err(error) => last = Some((dir, error)),
         }
     }
-    let (dir, source) = last.unwrap_or_else(|| {
-        (
-            env::temp_dir(),
-            io::Error::from(io::ErrorKind::NotFound),
-        )
-    });
+    let (dir, source) =
+        last.unwrap_or_else(|| (env::temp_dir(), io::Error::from(io::ErrorKind::NotFound)));
     Err(Error::Io {
         context: format!("cannot create a data directory such as {}", dir.display()),
         source,
@@ -458,7 +469,12 @@ fn launch(binary: &Path, root: PathBuf) -> Result<S3sFs> {
         .args(["-c", WRAPPER, "sh"])
         .arg(binary)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", ACCESS_KEY_ID, "--secret-key", SECRET_ACCESS_KEY])
+        .args([
+            "--access-key",
+            ACCESS_KEY_ID,
+            "--secret-key",
+            SECRET_ACCESS_KEY,
+        ])
         .arg(&root)
         // The one line we wait for; s3s-fs logs errors only otherwise.
         .env("RUST_LOG", "s3s_fs=info")
@@ -575,14 +591,5 @@ mod tests {
         assert_eq!(fs::read_dir(&a).unwrap().count(), 0);
         fs::remove_dir_all(a).unwrap();
         fs::remove_dir_all(b).unwrap();
-    }
-
-    #[test]
-    fn a_missing_override_binary_is_an_error_that_names_it() {
-        // Not via the environment: tests in this binary run in parallel.
-        let error = Error::NoBinary {
-            path: PathBuf::from("/nonexistent/s3s-fs"),
-        };
-        assert!(error.to_string().contains("/nonexistent/s3s-fs"));
     }
 }

@@ -1,6 +1,9 @@
 //! `corral bench`: measurements of corral itself.
 
+pub(crate) mod compare;
+pub(crate) mod front;
 pub(crate) mod herd;
+mod plot;
 
 use corral_testkit::scenario;
 

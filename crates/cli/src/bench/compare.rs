@@ -1,0 +1,651 @@
+//! `corral bench compare` and `corral bench sweep`: the thundering herd
+//! against each limit strategy in turn, end to end, in one run.
+//!
+//! For each strategy: a fresh bucket on a real S3 server on 127.0.0.1, a
+//! fresh throttling front before it (so its counts are this run's), and a
+//! `corral serve` child process (this same binary) storing through the
+//! front with that `--concurrency`. The herd ([`corral_testkit::herd`])
+//! uploads through corral, then reads a sample back straight from S3. While
+//! it runs, corral's `/metrics` are sampled for the timeline plot. Then the
+//! child is killed and the next strategy starts from scratch.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use corral_testkit::front::{Front, FrontConfig, Stats};
+use corral_testkit::herd::{self, HerdConfig, Report, Verify};
+use serde::Serialize;
+
+use super::plot::{self, Panel, Series};
+use crate::units::{ByteSize, Span};
+
+/// Which S3 server runs under the front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum S3Kind {
+    /// s3s-fs: a Rust S3 server on files, data on tmpfs; fast. Installed
+    /// with `cargo install` into the target directory on first use
+    /// (about 3 minutes).
+    S3s,
+    /// moto: a Python S3 server, as the tests use; slower.
+    Moto,
+}
+
+/// The S3 server under the front.
+enum S3 {
+    S3s(corral_testkit::s3s::S3sFs),
+    Moto(corral_testkit::s3::S3Server),
+}
+
+impl S3 {
+    fn start(kind: S3Kind) -> anyhow::Result<Self> {
+        Ok(match kind {
+            S3Kind::S3s => {
+                eprintln!("starting s3s-fs (installed on first use: about 3 minutes)");
+                Self::S3s(corral_testkit::s3s::S3sFs::start().context("starting s3s-fs")?)
+            }
+            S3Kind::Moto => {
+                Self::Moto(corral_testkit::s3::S3Server::start().context("starting moto")?)
+            }
+        })
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Self::S3s(s3s) => s3s.addr(),
+            Self::Moto(moto) => moto.addr(),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        match self {
+            Self::S3s(s3s) => s3s.endpoint(),
+            Self::Moto(moto) => moto.endpoint(),
+        }
+    }
+
+    fn new_bucket(&self) -> anyhow::Result<String> {
+        Ok(match self {
+            Self::S3s(s3s) => s3s.new_bucket("bench")?,
+            Self::Moto(moto) => moto.new_bucket("bench")?,
+        })
+    }
+
+    fn credentials(&self) -> (&'static str, &'static str) {
+        use corral_testkit::{s3, s3s};
+        match self {
+            Self::S3s(_) => (s3s::ACCESS_KEY_ID, s3s::SECRET_ACCESS_KEY),
+            Self::Moto(_) => (s3::ACCESS_KEY_ID, s3::SECRET_ACCESS_KEY),
+        }
+    }
+}
+
+/// What every run shares.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct HerdShape {
+    /// Simulated users, each sending one batch at once.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) users: usize,
+    /// Files per user's batch.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) files: usize,
+    /// Size of each file.
+    #[arg(long, default_value = "256KiB")]
+    pub(crate) size: ByteSize,
+    /// Requests the front serves at once; beyond, it answers 503 SlowDown
+    /// at once, as S3 does.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) slots: usize,
+    /// Latency the front adds to each request (±10%).
+    #[arg(long, default_value = "100ms")]
+    pub(crate) latency: Span,
+    /// Longest a strategy's run may take; what is unfinished then is
+    /// reported as such.
+    #[arg(long, default_value = "5m")]
+    pub(crate) deadline: Span,
+    /// The S3 server under the front.
+    #[arg(long, value_enum, default_value = "s3s")]
+    pub(crate) s3: S3Kind,
+    /// Where the table, JSON and plots go.
+    #[arg(long, default_value = "bench-out")]
+    pub(crate) out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+/// `corral bench compare`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompareArgs {
+    /// Strategies to run, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "per-request:3,unbounded,fixed:16,adaptive"
+    )]
+    pub(crate) strategies: Vec<String>,
+    #[command(flatten)]
+    pub(crate) shape: HerdShape,
+}
+
+/// `corral bench sweep`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SweepArgs {
+    /// Fixed limits to run, then adaptive.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128")]
+    pub(crate) limits: Vec<usize>,
+    #[command(flatten)]
+    pub(crate) shape: HerdShape,
+}
+
+/// One strategy's run.
+#[derive(Debug, Serialize)]
+struct Run {
+    strategy: String,
+    report: Report,
+    front: Stats,
+    /// Requests a second the front can serve: slots / latency.
+    capacity_rps: f64,
+    /// corral's `/metrics`, sampled every 250 ms.
+    timeline: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Sample {
+    t_s: f64,
+    limit: f64,
+    in_flight: f64,
+    queued_jobs: f64,
+    /// Backend call p99 over the last interval, in ms.
+    backend_p99_ms: Option<f64>,
+}
+
+impl Run {
+    fn throttled_share(&self) -> f64 {
+        self.front.throttled as f64 / (self.front.received.max(1)) as f64
+    }
+
+    /// Calls served per second over the run, as a share of the front's
+    /// capacity.
+    fn goodput_share(&self) -> f64 {
+        let served = self.front.forwarded as f64 / self.report.duration_s.max(1e-9);
+        served / self.capacity_rps
+    }
+
+    fn stored_share(&self) -> f64 {
+        self.report.files_stored as f64 / (self.report.files_attempted.max(1)) as f64
+    }
+}
+
+pub(crate) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let runs = run_all(&args.strategies, &args.shape)?;
+    let table = table(&runs);
+    print!("{table}");
+    write_outputs(&args.shape, "compare", &runs, &table)?;
+    if let Some(adaptive) = runs.iter().find(|r| r.strategy.starts_with("adaptive")) {
+        let svg = timeline_plot(adaptive);
+        std::fs::write(args.shape.out.join("compare-adaptive-timeline.svg"), svg)?;
+    }
+    std::fs::write(
+        args.shape.out.join("compare-strategies.svg"),
+        strategies_plot(&runs),
+    )?;
+    println!("wrote {}", args.shape.out.display());
+    Ok(())
+}
+
+pub(crate) fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
+    let mut strategies: Vec<String> = args.limits.iter().map(|l| format!("fixed:{l}")).collect();
+    strategies.push("adaptive".to_owned());
+    let runs = run_all(&strategies, &args.shape)?;
+    let table = table(&runs);
+    print!("{table}");
+    write_outputs(&args.shape, "sweep", &runs, &table)?;
+    let best = runs
+        .iter()
+        .filter(|r| r.strategy.starts_with("fixed"))
+        .max_by(|a, b| a.report.files_per_s.total_cmp(&b.report.files_per_s));
+    if let (Some(best), Some(adaptive)) = (best, runs.last()) {
+        println!(
+            "best fixed: {} at {:.1} files/s, p99 {:.0} ms; adaptive: {:.1} files/s ({:.0}% of it), p99 {:.0} ms",
+            best.strategy,
+            best.report.files_per_s,
+            best.report.batch_latency.p99_ms,
+            adaptive.report.files_per_s,
+            100.0 * adaptive.report.files_per_s / best.report.files_per_s.max(1e-9),
+            adaptive.report.batch_latency.p99_ms
+        );
+    }
+    Ok(())
+}
+
+fn write_outputs(shape: &HerdShape, name: &str, runs: &[Run], table: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&shape.out)
+        .with_context(|| format!("cannot create {}", shape.out.display()))?;
+    std::fs::write(shape.out.join(format!("{name}.txt")), table)?;
+    let json = serde_json::to_string_pretty(runs)?;
+    std::fs::write(shape.out.join(format!("{name}.json")), json)?;
+    Ok(())
+}
+
+fn run_all(strategies: &[String], shape: &HerdShape) -> anyhow::Result<Vec<Run>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let s3 = S3::start(shape.s3)?;
+    eprintln!(
+        "S3 at {}; {} users x {} files x {}; front {} slots x {}; corral's logs in {}",
+        s3.endpoint(),
+        shape.users,
+        shape.files,
+        shape.size,
+        shape.slots,
+        shape.latency,
+        shape.out.display()
+    );
+    let mut runs = Vec::new();
+    for strategy in strategies {
+        eprintln!("== {strategy}");
+        let run = runtime.block_on(run_one(&s3, strategy, shape))?;
+        eprintln!(
+            "   stored {}/{}, p99 {:.0} ms, {:.1} files/s, 503s {:.1}%",
+            run.report.files_stored,
+            run.report.files_attempted,
+            run.report.batch_latency.p99_ms,
+            run.report.files_per_s,
+            100.0 * run.throttled_share()
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+async fn run_one(s3: &S3, strategy: &str, shape: &HerdShape) -> anyhow::Result<Run> {
+    let bucket = s3.new_bucket()?;
+    let front = Front::start(FrontConfig {
+        slots: Some(shape.slots),
+        latency: shape.latency.0,
+        jitter: 0.1,
+        ..FrontConfig::new(s3.addr())
+    })
+    .await?;
+    let (key, secret) = s3.credentials();
+    std::fs::create_dir_all(&shape.out)
+        .with_context(|| format!("cannot create {}", shape.out.display()))?;
+    let log = shape
+        .out
+        .join(format!("corral-{}.log", strategy.replace(':', "-")));
+    let mut corral = Corral::start(strategy, &bucket, &front.endpoint(), (key, secret), &log)?;
+    let url = corral.url.clone();
+    corral.wait_ready().await?;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let sampler = tokio::spawn(sample_metrics(url.clone(), stopped));
+    let report = herd::run(&HerdConfig {
+        url: url.clone(),
+        users: shape.users,
+        files: shape.files,
+        size: shape.size.0,
+        deadline: shape.deadline.0,
+        verify: Some(Verify {
+            endpoint: s3.endpoint(),
+            bucket,
+            prefix: "corral".to_owned(),
+            tenant: "anonymous".to_owned(),
+            region: corral_testkit::s3::REGION.to_owned(),
+            access_key_id: key.to_owned(),
+            secret_access_key: secret.to_owned(),
+            sample: 100,
+        }),
+        front: Some(front.endpoint()),
+        progress: !shape.quiet,
+        ..HerdConfig::default()
+    })
+    .await?;
+    let _ = stop.send(());
+    let timeline = sampler.await.unwrap_or_default();
+    drop(corral);
+    let stats = front.stats();
+    front.shutdown().await;
+    Ok(Run {
+        strategy: strategy.to_owned(),
+        report,
+        front: stats,
+        capacity_rps: shape.slots as f64 / shape.latency.0.as_secs_f64(),
+        timeline,
+    })
+}
+
+/// A `corral serve` child process; killed on drop.
+struct Corral {
+    child: Child,
+    url: String,
+}
+
+impl Corral {
+    fn start(
+        strategy: &str,
+        bucket: &str,
+        endpoint: &str,
+        (key, secret): (&str, &str),
+        log: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .args(["serve", "--listen", &listen, "--store"])
+            .arg(format!("s3://{bucket}/corral"))
+            .args(["--s3-endpoint", endpoint, "--s3-region", "us-east-1"])
+            .args([
+                "--s3-path-style",
+                "--s3-allow-http",
+                "--concurrency",
+                strategy,
+            ])
+            // Uploads here never outlive the run; moto also dates every
+            // multipart upload in 2010.
+            .args(["--orphan-sweep", "0s", "--shutdown-grace", "1s"])
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("CORRAL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting corral serve")?;
+        Ok(Self {
+            child,
+            url: format!("http://{listen}"),
+        })
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("corral serve exited at startup: {status}");
+            }
+            let health = client.get(format!("{}/healthz", self.url)).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "corral serve did not answer /healthz within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Samples `/metrics` at once, every 250 ms, and once more at `stop`.
+async fn sample_metrics(url: String, mut stop: tokio::sync::oneshot::Receiver<()>) -> Vec<Sample> {
+    let mut sampler = Sampler {
+        client: reqwest::Client::new(),
+        url,
+        started: Instant::now(),
+        last_buckets: None,
+        samples: Vec::new(),
+    };
+    loop {
+        sampler.sample().await;
+        tokio::select! {
+            _ = &mut stop => {
+                sampler.sample().await;
+                return sampler.samples;
+            }
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+struct Sampler {
+    client: reqwest::Client,
+    url: String,
+    started: Instant,
+    /// The call-latency histogram at the last sample.
+    last_buckets: Option<Vec<(f64, f64)>>,
+    samples: Vec<Sample>,
+}
+
+impl Sampler {
+    async fn sample(&mut self) {
+        let url = format!("{}/metrics", self.url);
+        let Ok(response) = self.client.get(url).send().await else {
+            return;
+        };
+        let Ok(text) = response.text().await else {
+            return;
+        };
+        let metrics = Metrics::parse(&text);
+        let buckets = metrics.histogram("corral_backend_call_duration_seconds");
+        let p99 = (self.last_buckets.as_ref())
+            .and_then(|last| quantile_of_delta(last, &buckets, 0.99))
+            .map(|s| s * 1000.0);
+        self.last_buckets = Some(buckets);
+        self.samples.push(Sample {
+            t_s: self.started.elapsed().as_secs_f64(),
+            limit: metrics.value("corral_sched_limit"),
+            in_flight: metrics.value("corral_sched_in_flight"),
+            queued_jobs: metrics.value("corral_sched_queued_jobs"),
+            backend_p99_ms: p99,
+        });
+    }
+}
+
+/// Prometheus text, as `(name, labels, value)` lines.
+struct Metrics(Vec<(String, String, f64)>);
+
+impl Metrics {
+    fn parse(text: &str) -> Self {
+        let lines = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    value => value.parse().ok()?,
+                };
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                Some((name.to_owned(), labels.to_owned(), value))
+            })
+            .collect();
+        Self(lines)
+    }
+
+    /// The value of an unlabelled series (NaN if absent).
+    fn value(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(f64::NAN, |(_, _, v)| *v)
+    }
+
+    /// A histogram's cumulative buckets `(le, count)`, summed over its
+    /// other labels.
+    fn histogram(&self, name: &str) -> Vec<(f64, f64)> {
+        let bucket = format!("{name}_bucket");
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for (_, labels, count) in self.0.iter().filter(|(n, _, _)| *n == bucket) {
+            let Some(le) = labels
+                .split(',')
+                .find_map(|label| label.strip_prefix("le=\""))
+                .map(|le| le.trim_end_matches('"'))
+            else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            match buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, total)) => *total += count,
+                None => buckets.push((le, *count)),
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        buckets
+    }
+}
+
+/// The `q` quantile (the upper bound of its bucket) of the observations
+/// between two cumulative snapshots; `None` if there were none.
+fn quantile_of_delta(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, count)| {
+            let old = before.iter().find(|(b, _)| *b == le).map_or(0.0, |b| b.1);
+            (le, count - old)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let bound = delta.iter().find(|(_, count)| *count >= q * total)?.0;
+    // Beyond the last finite bucket: report that bucket's bound.
+    Some(if bound.is_finite() {
+        bound
+    } else {
+        delta.iter().rev().find(|(le, _)| le.is_finite())?.0
+    })
+}
+
+fn table(runs: &[Run]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "strategy        stored      verified  429s   p50 ms  p99 ms   files/s  backend calls  503s    goodput  peak conc  peak RSS  tasks\n",
+    );
+    for run in runs {
+        let r = &run.report;
+        let s3 = r.s3.as_ref();
+        let rejected = r.attempt_outcomes.get("429").copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<15} {:>5}/{:<5} {:>4}/{:<4} {:>5} {:>8.0} {:>7.0} {:>9.1} {:>14} {:>5.1}% {:>8.1}% {:>9} {:>6} MB {:>6}\n",
+            run.strategy,
+            r.files_stored,
+            r.files_attempted,
+            s3.map_or(0, |s| s.verified),
+            s3.map_or(0, |s| s.sampled),
+            rejected,
+            r.batch_latency.p50_ms,
+            r.batch_latency.p99_ms,
+            r.files_per_s,
+            run.front.received,
+            100.0 * run.throttled_share(),
+            100.0 * run.goodput_share(),
+            run.front.peak_concurrency,
+            r.peak_rss_bytes.unwrap_or(0) >> 20,
+            r.peak_tasks.unwrap_or(0),
+        ));
+    }
+    out.push_str(&format!(
+        "stored: files answered 201 / attempted; verified: sample read back from S3 by SHA-256; \
+         503s: front's SlowDown answers / backend calls; goodput: calls served per second / \
+         front capacity ({:.0}/s)\n",
+        runs.first().map_or(0.0, |r| r.capacity_rps)
+    ));
+    out
+}
+
+fn timeline_plot(run: &Run) -> String {
+    let series = |name: &str, f: fn(&Sample) -> Option<f64>| Series {
+        name: name.to_owned(),
+        points: run
+            .timeline
+            .iter()
+            .filter_map(|s| Some((s.t_s, f(s)?)))
+            .collect(),
+    };
+    let panels = [
+        Panel {
+            y_label: "backend calls".to_owned(),
+            series: vec![
+                series("limit", |s| Some(s.limit)),
+                series("in flight", |s| Some(s.in_flight)),
+            ],
+        },
+        Panel {
+            y_label: "queued jobs".to_owned(),
+            series: vec![series("queued", |s| Some(s.queued_jobs))],
+        },
+        Panel {
+            y_label: "backend p99 (ms)".to_owned(),
+            series: vec![series("p99", |s| s.backend_p99_ms)],
+        },
+    ];
+    plot::lines(
+        &format!("{}: limit, in flight, queue and backend p99", run.strategy),
+        "seconds",
+        &panels,
+    )
+}
+
+fn strategies_plot(runs: &[Run]) -> String {
+    let metric = |name: &str, f: fn(&Run) -> f64| {
+        (
+            name.to_owned(),
+            runs.iter().map(|r| (r.strategy.clone(), f(r))).collect(),
+        )
+    };
+    plot::bars(
+        "strategies side by side",
+        &[
+            metric("request p99 (s)", |r| {
+                r.report.batch_latency.p99_ms / 1000.0
+            }),
+            metric("files stored (%)", |r| 100.0 * r.stored_share()),
+            metric("peak RSS (MB)", |r| {
+                r.report.peak_rss_bytes.unwrap_or(0) as f64 / 1e6
+            }),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_from_prometheus_text() {
+        let text = "# HELP corral_sched_limit x\n# TYPE corral_sched_limit gauge\n\
+                    corral_sched_limit 16\ncorral_sched_in_flight 3\n\
+                    corral_backend_call_duration_seconds_bucket{outcome=\"success\",le=\"0.1\"} 90\n\
+                    corral_backend_call_duration_seconds_bucket{outcome=\"success\",le=\"0.5\"} 99\n\
+                    corral_backend_call_duration_seconds_bucket{outcome=\"success\",le=\"+Inf\"} 100\n\
+                    corral_backend_call_duration_seconds_bucket{outcome=\"loss\",le=\"0.1\"} 10\n\
+                    corral_backend_call_duration_seconds_bucket{outcome=\"loss\",le=\"0.5\"} 10\n\
+                    corral_backend_call_duration_seconds_bucket{outcome=\"loss\",le=\"+Inf\"} 10\n";
+        let metrics = Metrics::parse(text);
+        assert_eq!(metrics.value("corral_sched_limit"), 16.0);
+        assert_eq!(metrics.value("corral_sched_in_flight"), 3.0);
+        assert!(metrics.value("absent").is_nan());
+        let buckets = metrics.histogram("corral_backend_call_duration_seconds");
+        assert_eq!(
+            buckets,
+            [(0.1, 100.0), (0.5, 109.0), (f64::INFINITY, 110.0)]
+        );
+        let none = [(0.1, 0.0), (0.5, 0.0), (f64::INFINITY, 0.0)];
+        assert_eq!(quantile_of_delta(&none, &buckets, 0.5), Some(0.1));
+        assert_eq!(quantile_of_delta(&none, &buckets, 0.99), Some(0.5));
+        assert_eq!(quantile_of_delta(&buckets, &buckets, 0.99), None);
+    }
+}
