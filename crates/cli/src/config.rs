@@ -145,10 +145,20 @@ pub(crate) struct Overrides {
     pub(crate) shutdown_grace: Option<Span>,
 
     /// Memory all uploads in progress may buffer together; an upload
-    /// reserves its share before its body is read, and gets 429 when none
-    /// is left [default: 512MiB].
+    /// reserves its share before its body is read, and waits for it when
+    /// none is left (see --upload-queue) [default: 512MiB].
     #[arg(long, env = "CORRAL_UPLOAD_MEMORY", value_name = "SIZE")]
     pub(crate) upload_memory: Option<ByteSize>,
+
+    /// Most uploads that may wait, unread, for upload memory, first come
+    /// first served; beyond, 429 with Retry-After [default: 1000].
+    #[arg(long, env = "CORRAL_UPLOAD_QUEUE", value_name = "N")]
+    pub(crate) upload_queue: Option<usize>,
+
+    /// Longest an upload waits for upload memory before it gets 429 with
+    /// Retry-After [default: 30s].
+    #[arg(long, env = "CORRAL_UPLOAD_WAIT", value_name = "DURATION")]
+    pub(crate) upload_wait: Option<Span>,
 
     /// Files up to this size are stored in one call; larger ones are
     /// multipart uploads [default: 16MiB].
@@ -210,6 +220,8 @@ pub(crate) struct Settings {
     pub(crate) body_timeout: Span,
     pub(crate) shutdown_grace: Span,
     pub(crate) upload_memory: ByteSize,
+    pub(crate) upload_queue: usize,
+    pub(crate) upload_wait: Span,
     pub(crate) multipart_threshold: ByteSize,
     pub(crate) part_size: ByteSize,
     pub(crate) log_format: LogFormat,
@@ -241,6 +253,8 @@ impl Default for Settings {
             body_timeout: Span(server.body_timeout),
             shutdown_grace: Span(server.shutdown_grace),
             upload_memory: ByteSize(server.upload_memory),
+            upload_queue: server.upload_queue,
+            upload_wait: Span(server.upload_wait),
             multipart_threshold: ByteSize(store.multipart_threshold as u64),
             part_size: ByteSize(store.part_size as u64),
             log_format: LogFormat::Human,
@@ -273,6 +287,8 @@ impl Settings {
             body_timeout,
             shutdown_grace,
             upload_memory,
+            upload_queue,
+            upload_wait,
             multipart_threshold,
             part_size,
             log_format,
@@ -299,6 +315,8 @@ impl Settings {
         set(&mut self.body_timeout, body_timeout);
         set(&mut self.shutdown_grace, shutdown_grace);
         set(&mut self.upload_memory, upload_memory);
+        set(&mut self.upload_queue, upload_queue);
+        set(&mut self.upload_wait, upload_wait);
         set(&mut self.multipart_threshold, multipart_threshold);
         set(&mut self.part_size, part_size);
         set(&mut self.log_format, log_format);
@@ -359,6 +377,8 @@ impl Settings {
             body_timeout: self.body_timeout.0,
             shutdown_grace: self.shutdown_grace.0,
             upload_memory: self.upload_memory.0,
+            upload_queue: self.upload_queue,
+            upload_wait: self.upload_wait.0,
         }
     }
 
@@ -441,6 +461,8 @@ impl fmt::Display for Settings {
         writeln!(f, "body_timeout = \"{}\"", self.body_timeout)?;
         writeln!(f, "shutdown_grace = \"{}\"", self.shutdown_grace)?;
         writeln!(f, "upload_memory = \"{}\"", self.upload_memory)?;
+        writeln!(f, "upload_queue = {}", self.upload_queue)?;
+        writeln!(f, "upload_wait = \"{}\"", self.upload_wait)?;
         writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
         writeln!(f, "part_size = \"{}\"", self.part_size)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)?;

@@ -142,9 +142,8 @@ fn every_file_of_a_herd_is_stored_and_checked() {
 #[test]
 fn refused_users_retry_after_the_wait_until_every_file_is_stored() {
     // Upload memory for 4 batches of 3 x 64 KiB at a time (the least corral
-    // accepts with 64 KiB parts): the rest of the herd gets 429. Bodies this
-    // small are sent whole before the early answer, so refusals arrive as
-    // 429 rather than as a connection reset mid-body.
+    // accepts with 64 KiB parts) and no waiting room: the rest of the herd
+    // gets 429.
     let corral = Corral::start(
         &[
             "--store",
@@ -159,6 +158,8 @@ fn refused_users_retry_after_the_wait_until_every_file_is_stored() {
             "64KiB",
             "--upload-memory",
             "1088KiB",
+            "--upload-queue",
+            "0",
         ],
         &[],
     );

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
@@ -15,6 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::memory::MemoryGate;
 use crate::metrics::{self, Metrics};
 use crate::{files, upload};
 
@@ -27,22 +26,23 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// What `/metrics` reports; the middleware counts every request into it.
     pub(crate) metrics: Arc<Metrics>,
-    /// The memory uploads may buffer, in units of [`MEMORY_UNIT`] bytes.
-    /// Each upload holds its share (an owned permit) until it ends, so the
-    /// sum of upload buffers never exceeds `config.upload_memory`.
-    pub(crate) upload_memory: Arc<Semaphore>,
+    /// The memory uploads may buffer. Each upload holds its share until
+    /// it ends, so the sum of upload buffers never exceeds
+    /// `config.upload_memory`.
+    pub(crate) upload_memory: Arc<MemoryGate>,
 }
-
-/// The unit in which upload memory is reserved.
-pub(crate) const MEMORY_UNIT: u64 = 64 << 10;
 
 impl AppState {
     /// State over `store`, with `config`'s limits.
     pub fn new(store: Store, config: ServerConfig) -> Self {
-        let units = usize::try_from(config.upload_memory / MEMORY_UNIT).unwrap_or(usize::MAX);
+        let upload_memory = Arc::new(MemoryGate::new(
+            config.upload_memory,
+            config.upload_queue,
+            config.upload_wait,
+        ));
         Self {
-            metrics: Arc::new(Metrics::new(store.clone())),
-            upload_memory: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+            metrics: Arc::new(Metrics::new(store.clone(), Arc::clone(&upload_memory))),
+            upload_memory,
             store,
             config: Arc::new(config),
         }

@@ -17,8 +17,12 @@ pub struct ServerConfig {
     /// The memory all uploads in progress may buffer together. Each upload
     /// reserves what it may need (`max(multipart_threshold, part_size)`
     /// plus a chunk, or less if its `Content-Length` is smaller) before its
-    /// body is read; when the reserve is spent, new uploads get `429`.
+    /// body is read; when the reserve is spent, new uploads wait for it.
     pub upload_memory: u64,
+    /// Most uploads that may wait for upload memory; beyond, `429`.
+    pub upload_queue: usize,
+    /// Longest an upload waits for upload memory before it gets `429`.
+    pub upload_wait: Duration,
     /// How long requests in progress may run on after a shutdown signal
     /// before their work is cancelled.
     pub shutdown_grace: Duration,
@@ -33,6 +37,8 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             upload_memory: 512 << 20,
+            upload_queue: 1000,
+            upload_wait: Duration::from_secs(30),
         }
     }
 }

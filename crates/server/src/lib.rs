@@ -10,6 +10,7 @@ mod body;
 mod config;
 mod error;
 mod files;
+mod memory;
 mod metrics;
 mod range;
 mod serve;

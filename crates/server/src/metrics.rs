@@ -50,6 +50,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::app::AppState;
+use crate::memory::MemoryGate;
 
 /// The `Content-Type` of Prometheus text 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -86,7 +87,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Metrics of a server over `store`, with no request counted yet.
-    pub(crate) fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store, upload_memory: Arc<MemoryGate>) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: DurationFamily = Family::new_with_constructor(request_histogram);
         let mut registry = Registry::default();
@@ -100,7 +101,10 @@ impl Metrics {
             "Time from a request's arrival to its response head (a download's body streams after)",
             durations.clone(),
         );
-        registry.register_collector(Box::new(SchedCollector { store }));
+        registry.register_collector(Box::new(SchedCollector {
+            store,
+            upload_memory,
+        }));
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,
@@ -192,6 +196,7 @@ fn method_label(method: &Method) -> &'static str {
 #[derive(Debug)]
 struct SchedCollector {
     store: Store,
+    upload_memory: Arc<MemoryGate>,
 }
 
 impl Collector for SchedCollector {
@@ -232,6 +237,22 @@ impl Collector for SchedCollector {
             ),
         ];
         for (name, help, value) in gauges {
+            encode(&mut encoder, name, help, &ConstGauge::new(value))?;
+        }
+        let memory = &self.upload_memory;
+        let uploads = [
+            (
+                "corral_upload_memory_reserved_bytes",
+                "Upload memory reserved by uploads in progress.",
+                memory.reserved(),
+            ),
+            (
+                "corral_upload_waiting",
+                "Uploads waiting for upload memory.",
+                memory.waiting() as u64,
+            ),
+        ];
+        for (name, help, value) in uploads {
             encode(&mut encoder, name, help, &ConstGauge::new(value))?;
         }
 

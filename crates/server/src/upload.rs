@@ -43,11 +43,10 @@ use corral_store::{Key, Store, sanitize_file_name};
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-
-use crate::app::{AppState, MEMORY_UNIT};
+use crate::app::AppState;
 use crate::body::{BodyError, BodyReader, refuse};
 use crate::error::{ApiError, FileError};
+use crate::memory::Reservation;
 use crate::tenant::{Admitted, Tenant};
 use corral_sched::Group;
 
@@ -88,19 +87,20 @@ pub(crate) async fn upload(
     // first.
     let length = content_length(&headers);
     let size_bound = file_size_bound(&state, length);
-    let early = admitted.and_then(|admitted| {
+    let early = async {
+        let admitted = admitted?;
         let boundary = check_headers(&state, length, &headers)?;
-        // Memory is reserved before the body is read, so the sum of upload
-        // buffers stays within --upload-memory whatever the number of
-        // clients.
-        let memory = reserve_memory(&state, length, size_bound)?;
         let prefix = match query {
             Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose()?,
             Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
         };
+        // Memory is reserved before the body is read, so the sum of upload
+        // buffers stays within --upload-memory whatever the number of
+        // clients; last, as it may wait.
+        let memory = reserve_memory(&state, length, size_bound).await?;
         Ok((admitted, boundary, memory, prefix.flatten()))
-    });
-    let (Admitted { tenant, group }, boundary, _memory, prefix) = match early {
+    };
+    let (Admitted { tenant, group }, boundary, _memory, prefix) = match early.await {
         Ok(accepted) => accepted,
         Err(error) => return refuse(body, error.into_response()),
     };
@@ -145,19 +145,14 @@ const CHUNK_ALLOWANCE: u64 = 1 << 20;
 /// Reserves the memory this upload may buffer: its buffer bound for files
 /// of at most `size_bound` bytes, or its whole body (`length`) if that is
 /// smaller.
-fn reserve_memory(
+async fn reserve_memory(
     state: &AppState,
     length: Option<u64>,
     size_bound: u64,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+) -> Result<Reservation, ApiError> {
     let bound = state.store.config().buffer_bound(Some(size_bound)) as u64 + CHUNK_ALLOWANCE;
     let need = length.map_or(bound, |length| length.min(bound));
-    let units = u32::try_from(need.div_ceil(MEMORY_UNIT).max(1)).unwrap_or(u32::MAX);
-    Arc::clone(&state.upload_memory)
-        .try_acquire_many_owned(units)
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: std::time::Duration::from_secs(1),
-        })
+    state.upload_memory.reserve(need).await
 }
 
 /// The most bytes any file of this request can have: the body's `length`

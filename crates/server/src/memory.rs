@@ -1,0 +1,272 @@
+//! The memory uploads may buffer, and the waiting room in front of it.
+//!
+//! Every upload reserves the most it may buffer before its body is read, so
+//! the sum of upload buffers stays within `--upload-memory` whatever the
+//! number of clients. When a thousand users send their batches at once, the
+//! budget admits some and the rest must wait. Refusing them at once with
+//! `429` makes every client guess when to come back: they return together
+//! (a second herd) or give up. So an upload that finds the budget spent
+//! waits for it, first come first served, without its body being read:
+//! a waiting upload costs a connection and a small task, not its bytes,
+//! and the client's sending is held back by TCP flow control.
+//!
+//! The wait is bounded twice: at most `--upload-queue` uploads wait, and
+//! none waits longer than `--upload-wait`. Beyond either, the upload gets
+//! `429` with a `Retry-After` estimated from how fast reserved memory has
+//! been freed lately: the time to serve the bytes reserved and waiting.
+//!
+//! `tokio::sync::Semaphore` is the budget (its waiters are served in FIFO
+//! order, and a large reservation at the head is not overtaken by small
+//! ones, so none starves); this module adds the bounds and the estimate.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+
+/// The unit in which upload memory is reserved.
+const UNIT: u64 = 64 << 10;
+
+/// The upload memory budget and its waiting room.
+#[derive(Debug)]
+pub(crate) struct MemoryGate {
+    budget: Arc<Semaphore>,
+    /// The budget, in bytes.
+    total: u64,
+    max_waiting: usize,
+    max_wait: Duration,
+    /// Uploads waiting now, and the bytes they wait for.
+    waiting: AtomicUsize,
+    waiting_bytes: AtomicU64,
+    /// Bytes ever released by ended reservations; shared with them.
+    released: Arc<AtomicU64>,
+    /// How fast memory has been released lately.
+    rate: Mutex<Rate>,
+}
+
+/// A smoothed rate of released bytes per second.
+#[derive(Debug)]
+struct Rate {
+    at: Instant,
+    released: u64,
+    per_second: f64,
+}
+
+/// An upload's share of the budget, held until the upload ends.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    _permit: OwnedSemaphorePermit,
+    bytes: u64,
+    released: Arc<AtomicU64>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.released.fetch_add(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl MemoryGate {
+    pub(crate) fn new(total: u64, max_waiting: usize, max_wait: Duration) -> Self {
+        let units = usize::try_from(total / UNIT).unwrap_or(usize::MAX);
+        Self {
+            budget: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+            total,
+            max_waiting,
+            max_wait,
+            waiting: AtomicUsize::new(0),
+            waiting_bytes: AtomicU64::new(0),
+            released: Arc::new(AtomicU64::new(0)),
+            rate: Mutex::new(Rate {
+                at: Instant::now(),
+                released: 0,
+                per_second: 0.0,
+            }),
+        }
+    }
+
+    /// Reserves `bytes`, waiting in line if the budget is spent (see the
+    /// [module docs](self)).
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Overloaded`] if the waiting room is full or the wait
+    /// runs out.
+    pub(crate) async fn reserve(&self, bytes: u64) -> Result<Reservation, ApiError> {
+        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        let bytes = u64::from(units) * UNIT;
+        let reservation = |permit| Reservation {
+            _permit: permit,
+            bytes,
+            released: Arc::clone(&self.released),
+        };
+        if let Ok(permit) = Arc::clone(&self.budget).try_acquire_many_owned(units) {
+            return Ok(reservation(permit));
+        }
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.overloaded(bytes));
+        }
+        let _waiting = Waiting::enter(self, bytes);
+        let acquire = Arc::clone(&self.budget).acquire_many_owned(units);
+        match tokio::time::timeout(self.max_wait, acquire).await {
+            Ok(Ok(permit)) => Ok(reservation(permit)),
+            // The semaphore is never closed; a timeout is the only failure.
+            _ => Err(self.overloaded(bytes)),
+        }
+    }
+
+    /// Uploads waiting for memory now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Bytes reserved by uploads in progress now.
+    pub(crate) fn reserved(&self) -> u64 {
+        let free = self.budget.available_permits() as u64 * UNIT;
+        self.total.saturating_sub(free)
+    }
+
+    fn overloaded(&self, bytes: u64) -> ApiError {
+        let ahead = self.reserved() + self.waiting_bytes.load(Ordering::Relaxed) + bytes;
+        ApiError::Overloaded {
+            retry_after: retry_after(ahead, self.release_rate()),
+        }
+    }
+
+    /// Bytes released per second, smoothed over about ten seconds.
+    fn release_rate(&self) -> f64 {
+        let mut rate = self.rate.lock().expect("no panic while holding the lock");
+        let now = Instant::now();
+        let elapsed = now.duration_since(rate.at).as_secs_f64();
+        if elapsed >= 1.0 {
+            let released = self.released.load(Ordering::Relaxed);
+            let recent = (released - rate.released) as f64 / elapsed;
+            let weight = (elapsed / 10.0).min(1.0);
+            rate.per_second += weight * (recent - rate.per_second);
+            rate.at = now;
+            rate.released = released;
+        }
+        rate.per_second
+    }
+}
+
+/// How long `ahead` bytes take to be served at `per_second`: 1 to 60 s,
+/// and 5 s while nothing has been served yet.
+fn retry_after(ahead: u64, per_second: f64) -> Duration {
+    if per_second <= 0.0 {
+        return Duration::from_secs(5);
+    }
+    let seconds = (ahead as f64 / per_second).ceil();
+    Duration::from_secs_f64(seconds.clamp(1.0, 60.0))
+}
+
+/// Counts an upload in the waiting room while it lives.
+struct Waiting<'a> {
+    gate: &'a MemoryGate,
+    bytes: u64,
+}
+
+impl<'a> Waiting<'a> {
+    /// The caller has already counted itself in `gate.waiting`.
+    fn enter(gate: &'a MemoryGate, bytes: u64) -> Self {
+        gate.waiting_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Self { gate, bytes }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.gate.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.gate
+            .waiting_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[tokio::test(start_paused = true)]
+    async fn uploads_wait_their_turn_in_order() {
+        let gate = Arc::new(MemoryGate::new(2 * MIB, 10, Duration::from_secs(60)));
+        let first = gate.reserve(2 * MIB).await.unwrap();
+        assert_eq!(gate.reserved(), 2 * MIB);
+        let (sender, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiters = Vec::new();
+        for (name, bytes) in [("big", 2 * MIB), ("small", MIB / 2)] {
+            let (gate, sender) = (Arc::clone(&gate), sender.clone());
+            waiters.push(tokio::spawn(async move {
+                let reservation = gate.reserve(bytes).await.unwrap();
+                sender.send(name).unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                drop(reservation);
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.waiting(), 2);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Nothing moves while the budget is spent: the small one does not
+        // overtake the big one that came first.
+        assert!(order.try_recv().is_err());
+        drop(first);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(order.recv().await, Some("big"));
+        assert_eq!(order.recv().await, Some("small"));
+        assert_eq!((gate.waiting(), gate.reserved()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_waiting_room_or_a_long_wait_is_refused_with_an_estimate() {
+        let gate = MemoryGate::new(MIB, 1, Duration::from_secs(30));
+        let held = gate.reserve(MIB).await.unwrap();
+        // Nothing served yet: no rate to estimate from.
+        let waited = tokio::time::Instant::now();
+        let error = gate.reserve(MIB).await.unwrap_err();
+        assert_eq!(
+            waited.elapsed(),
+            Duration::from_secs(30),
+            "waited its turn first"
+        );
+        assert!(
+            matches!(error, ApiError::Overloaded { retry_after } if retry_after == Duration::from_secs(5))
+        );
+
+        // 1 MiB served in the last 10 s: 100 KiB/s.
+        drop(held);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(gate.release_rate() > 0.0);
+        let _held = gate.reserve(MIB).await.unwrap();
+        let room = async {
+            let _waiting = gate.reserve(MIB).await;
+        };
+        let full = async {
+            tokio::task::yield_now().await;
+            assert_eq!(gate.waiting(), 1);
+            gate.reserve(MIB).await.unwrap_err()
+        };
+        let ((), error) = tokio::join!(room, full);
+        let ApiError::Overloaded { retry_after } = error else {
+            panic!("{error:?}")
+        };
+        // 3 MiB ahead (reserved, waiting, its own) at 1 MiB per 10 s.
+        assert_eq!(retry_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_after_is_the_time_to_serve_what_is_ahead() {
+        assert_eq!(retry_after(10 * MIB, MIB as f64), Duration::from_secs(10));
+        assert_eq!(retry_after(1, MIB as f64), Duration::from_secs(1));
+        assert_eq!(retry_after(u64::MAX, 1.0), Duration::from_secs(60));
+        assert_eq!(retry_after(MIB, 0.0), Duration::from_secs(5));
+    }
+}
