@@ -71,6 +71,11 @@ pub(crate) enum BenchCommand {
     /// Fixed limits 1 to 128, then adaptive, through the same herd and
     /// front: throughput and p99 per limit.
     Sweep(Box<crate::bench::compare::SweepArgs>),
+
+    /// One client sending one batch (200 x 1 MiB), through corral and
+    /// straight to the same backend, on the local disk and on S3 (no
+    /// front): what corral's own path costs, as a ratio of times.
+    Ingest(Box<crate::bench::compare::IngestArgs>),
 }
 
 #[derive(Debug, clap::Args)]

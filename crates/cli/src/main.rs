@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(cli::BenchCommand::Front(args)) => bench::front::run(&args),
         cli::Command::Bench(cli::BenchCommand::Compare(args)) => bench::compare::compare(&args),
         cli::Command::Bench(cli::BenchCommand::Sweep(args)) => bench::compare::sweep(&args),
+        cli::Command::Bench(cli::BenchCommand::Ingest(args)) => bench::compare::ingest(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,7 +57,17 @@ struct State {
     /// chunk at a time, so its buffer holds about one chunk, not whatever
     /// the client managed to send.
     handed_out: bool,
+    /// The rest of a chunk larger than [`PIECE`], handed out next.
+    rest: Bytes,
 }
+
+/// The most bytes handed to the parser at once. The parser copies what it
+/// is given into a buffer of its own that keeps its largest size for the
+/// whole request; hyper hands up as much as it read, up to about 400 KiB.
+/// Fed in pieces, the parser's buffer stays near one piece per upload in
+/// progress (measured: 370 MB of parser buffers at the peak of 500 users
+/// sending 10 x 256 KiB, before pieces).
+const PIECE: usize = 64 << 10;
 
 impl BodyReader {
     pub(crate) fn new(body: Body, timeout: Duration) -> Self {
@@ -67,6 +77,7 @@ impl BodyReader {
                 timeout,
                 idle: Box::pin(tokio::time::sleep(timeout)),
                 handed_out: false,
+                rest: Bytes::new(),
             })),
         }
     }
@@ -114,11 +125,19 @@ impl Stream for BodyReader {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
+        if !state.rest.is_empty() {
+            let piece = state.rest.split_to(PIECE.min(state.rest.len()));
+            state.handed_out = true;
+            return Poll::Ready(Some(Ok(piece)));
+        }
         match state.stream.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
+            Poll::Ready(Some(Ok(mut chunk))) => {
                 let deadline = Instant::now() + state.timeout;
                 state.idle.as_mut().reset(deadline);
                 state.handed_out = true;
+                if chunk.len() > PIECE {
+                    state.rest = chunk.split_off(PIECE);
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Transport(e)))),

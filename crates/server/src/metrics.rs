@@ -251,6 +251,11 @@ impl Collector for SchedCollector {
                 "Uploads waiting for upload memory.",
                 memory.waiting() as u64,
             ),
+            (
+                "corral_upload_buffered_bytes",
+                "Bytes held in upload buffers now (within the reserved memory).",
+                self.store.buffers().current() as u64,
+            ),
         ];
         for (name, help, value) in uploads {
             encode(&mut encoder, name, help, &ConstGauge::new(value))?;

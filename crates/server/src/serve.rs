@@ -2,24 +2,40 @@
 
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::app::{AppState, router};
 
 /// How long cancelled requests get to answer before their connections are
 /// dropped.
-const LAST_CALL: std::time::Duration = std::time::Duration::from_secs(5);
+const LAST_CALL: Duration = Duration::from_secs(5);
+
+/// The most bytes hyper reads ahead on one connection. Its default (about
+/// 400 KiB) is the size of the chunks it hands up, and the memory each
+/// connection keeps: with hundreds of uploads in progress that was the
+/// largest part of the process's memory after the parser's buffers. 64 KiB
+/// reads are still large enough to keep a connection at full speed.
+const READ_BUFFER: usize = 64 << 10;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains:
 ///
 /// 1. the scheduler refuses new work (new requests get `503`), and the
-///    listener stops accepting connections;
+///    listener stops accepting connections; idle connections are closed;
 /// 2. requests in progress finish, for up to `shutdown_grace`;
 /// 3. past that, the scheduler cancels whatever work is left (those
 ///    requests get `503` and roll back), and the server waits for them at
 ///    most 5 s more before dropping the connections still open;
 /// 4. background cleanups of the store finish.
+///
+/// Connections are served by hyper directly (not `axum::serve`) to bound
+/// their read buffers ([`READ_BUFFER`]) and the time a client may take to
+/// send its request head (`body_timeout`, against slowloris).
 ///
 /// # Errors
 ///
@@ -32,35 +48,53 @@ pub async fn run(
     let store = state.store.clone();
     let scheduler = store.scheduler().clone();
     let grace = state.config.shutdown_grace;
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let signal = {
-        let scheduler = scheduler.clone();
-        async move {
-            shutdown.await;
-            scheduler.close();
-            let _ = stopping.send(());
-        }
-    };
-    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
-    let mut serve = std::pin::pin!(serve.into_future());
-    tokio::select! {
-        result = &mut serve => result?,
-        () = async {
-            if stopped.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
+    let mut http = http1::Builder::new();
+    http.max_buf_size(READ_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.body_timeout);
+    let app = router(state);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(error) => {
+                    // Out of file descriptors, a connection reset before
+                    // it was accepted: the next accept may succeed.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(socket), service);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
             }
-        } => {
-            tracing::warn!(?grace, "requests still running after the grace period: cancelling them");
-            scheduler.shutdown(std::time::Duration::ZERO).await;
-            // Cancelled requests answer and roll back at once; a connection
-            // that makes no backend call (a download streaming, an upload
-            // trickling below a part) does not see the cancellation, so it
-            // gets a few seconds more and is then dropped with the server.
-            if tokio::time::timeout(LAST_CALL, serve).await.is_err() {
-                tracing::warn!("connections still open after cancelling: closing them");
-            }
+        });
+    }
+    scheduler.close();
+    drop(listener);
+    let drained = connections.shutdown();
+    let mut drained = std::pin::pin!(drained);
+    if tokio::time::timeout(grace, &mut drained).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "requests still running after the grace period: cancelling them"
+        );
+        scheduler.shutdown(Duration::ZERO).await;
+        // Cancelled requests answer and roll back at once; a connection
+        // that makes no backend call (a download streaming, an upload
+        // trickling below a part) does not see the cancellation, so it
+        // gets a few seconds more and is then left to close with the
+        // process.
+        if tokio::time::timeout(LAST_CALL, &mut drained).await.is_err() {
+            tracing::warn!("connections still open after cancelling: closing them");
         }
     }
     store.close().await;

@@ -997,6 +997,28 @@ async fn a_slow_client_gets_408_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    let config = ServerConfig {
+        body_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = Server::with(config, StoreConfig::default()).await;
+    // Slowloris: a request head begun and never finished.
+    let mut socket = send_raw(server.addr, "POST /api/files HTTP/1.1\r\nHost: x\r\n", b"").await;
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer));
+    assert!(closed.await.is_ok(), "the server kept the connection open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains("HTTP/1.1 2"), "{answer}");
+    // The server goes on serving.
+    let (status, body) = server
+        .upload(Form::new().part("f", file("after.txt", b"ok".to_vec())))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_lets_an_upload_in_progress_finish() {
     let server = Server::with(ServerConfig::default(), small_parts()).await;
     let boundary = "drain";

@@ -9,6 +9,14 @@
 //! backpressure) instead of growing the buffer. Every buffered byte is
 //! counted in the store's [`BufferGauge`], so the bound can be checked.
 //!
+//! Incoming chunks are copied into the upload's own blocks of 64 KiB rather
+//! than kept. A chunk handed up by the HTTP server is a slice of its
+//! connection's read buffer, and holding the slice holds the whole buffer
+//! (hyper reads up to about 400 KiB at once): with 500 uploads of ten
+//! 256 KiB files in progress, corral held 49 MB of counted bytes in 640 MB
+//! of resident memory that way. The copy costs a `memcpy` per byte, far
+//! less than the SHA-256 computed over the same bytes.
+//!
 //! # Failure
 //!
 //! An upload that is dropped before [`Upload::finish`] succeeds (an error, a
@@ -18,7 +26,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
@@ -65,24 +73,56 @@ impl BufferGauge {
     }
 }
 
-/// Chunks waiting to be written, counted in the gauge until dropped.
+/// The size of the blocks bytes are copied into.
+const BLOCK: usize = 64 << 10;
+
+/// Bytes waiting to be written, counted in the gauge until dropped: full
+/// blocks, then the block being filled.
 #[derive(Debug)]
 struct Buffer {
     chunks: Vec<Bytes>,
+    open: BytesMut,
     len: usize,
     gauge: BufferGauge,
 }
 
 impl Buffer {
-    fn push(&mut self, chunk: Bytes) {
-        self.gauge.add(chunk.len());
-        self.len += chunk.len();
-        self.chunks.push(chunk);
+    fn new(gauge: BufferGauge) -> Self {
+        Self {
+            chunks: Vec::new(),
+            open: BytesMut::new(),
+            len: 0,
+            gauge,
+        }
     }
 
-    /// Takes the first `n` bytes (or all, if fewer) without copying. The
-    /// bytes stay counted in the gauge until the returned [`Part`] is dropped.
+    /// Copies `bytes` in (see the [module docs](self)).
+    fn push(&mut self, mut bytes: &[u8]) {
+        self.gauge.add(bytes.len());
+        self.len += bytes.len();
+        while !bytes.is_empty() {
+            if self.open.capacity() == self.open.len() {
+                self.seal();
+                self.open.reserve(BLOCK);
+            }
+            let room = self.open.capacity() - self.open.len();
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            self.open.extend_from_slice(now);
+            bytes = later;
+        }
+    }
+
+    /// Moves the block being filled to the full ones.
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            self.chunks.push(self.open.split().freeze());
+        }
+    }
+
+    /// Takes the first `n` bytes (or all, if fewer). The bytes stay counted
+    /// in the gauge until the returned [`Part`] is dropped.
     fn take(&mut self, n: usize) -> Part {
+        self.seal();
         let mut taken = Vec::new();
         let mut remaining = n;
         let mut rest = std::mem::take(&mut self.chunks).into_iter();
@@ -117,25 +157,26 @@ mod tests {
     #[test]
     fn taking_parts_keeps_the_count_and_the_bytes_exact() {
         let gauge = BufferGauge::default();
-        let mut buffer = Buffer {
-            chunks: Vec::new(),
-            len: 0,
-            gauge: gauge.clone(),
-        };
-        let data: Vec<u8> = (0..=255).cycle().take(7000).collect();
-        for chunk in data.chunks(700) {
-            buffer.push(Bytes::copy_from_slice(chunk));
+        let mut buffer = Buffer::new(gauge.clone());
+        let data: Vec<u8> = (0..=255).cycle().take(300_000).collect();
+        for chunk in data.chunks(7000) {
+            buffer.push(chunk);
         }
         let mut out = Vec::new();
-        while buffer.len >= 600 {
-            let part = buffer.take(600);
-            assert_eq!(part.len, 600);
-            assert_eq!(part.payload.content_length(), 600);
+        while buffer.len >= 100_000 {
+            let part = buffer.take(100_000);
+            assert_eq!(part.len, 100_000);
+            assert_eq!(part.payload.content_length(), 100_000);
+            // Whole blocks of the upload's own, not the chunks pushed.
+            assert!(part.payload.iter().all(|b| b.len() <= BLOCK));
             out.extend(part.payload.iter().flat_map(|b| b.to_vec()));
         }
+        buffer.push(&data[..5]);
         let rest = buffer.take(buffer.len);
-        assert_eq!(rest.len, 7000 - 11 * 600);
+        assert_eq!(rest.len, 5);
         out.extend(rest.payload.iter().flat_map(|b| b.to_vec()));
+        assert_eq!(out[300_000..], data[..5]);
+        out.truncate(300_000);
         drop(rest);
         assert_eq!(out, data);
         assert_eq!(buffer.len, 0);
@@ -217,11 +258,7 @@ impl<'g> Upload<'g> {
             name,
             hasher: Sha256::new(),
             size: 0,
-            buffer: Buffer {
-                chunks: Vec::new(),
-                len: 0,
-                gauge,
-            },
+            buffer: Buffer::new(gauge),
             multipart: None,
         }
     }
@@ -250,7 +287,7 @@ impl<'g> Upload<'g> {
         }
         self.hasher.update(&chunk);
         self.size += chunk.len() as u64;
-        self.buffer.push(chunk);
+        self.buffer.push(&chunk);
         let multipart_threshold = self.store.config().multipart_threshold;
         let part_size = self.part_size;
         if self.multipart.is_none() {

@@ -360,7 +360,7 @@ impl StdError for ParseScheduleError {}
 
 /// What the front has seen since it started. Requests to `/stats` are not
 /// counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
     /// S3 requests received.
     pub received: u64,
@@ -378,6 +378,9 @@ pub struct Stats {
     pub peak_concurrency: usize,
     /// Requests being served now (holding a slot).
     pub in_flight: usize,
+    /// Seconds of slot time used by the requests that have ended: over
+    /// `slots` x the elapsed time, how busy the backend was kept.
+    pub busy_slot_seconds: f64,
     /// The slots in force now; `None` for unlimited.
     pub slots: Option<usize>,
 }
@@ -601,6 +604,7 @@ impl Shared {
             },
             upstream_errors: get(&c.upstream_errors),
             peak_concurrency: limiter.peak,
+            busy_slot_seconds: limiter.busy.as_secs_f64(),
             in_flight: limiter.in_use,
             slots: limiter.capacity(Instant::now()),
         }
@@ -908,6 +912,8 @@ struct Limiter {
     bucket: Option<TokenBucket>,
     in_use: usize,
     peak: usize,
+    /// Slot time used by requests that have ended.
+    busy: Duration,
 }
 
 impl Limiter {
@@ -928,6 +934,7 @@ impl Limiter {
             bucket,
             in_use: 0,
             peak: 0,
+            busy: Duration::ZERO,
         }
     }
 
@@ -982,12 +989,15 @@ impl TokenBucket {
 /// frees the slot, however the request ended.
 struct Slot {
     limiter: Arc<Mutex<Limiter>>,
+    since: Instant,
 }
 
 impl Slot {
     fn try_acquire(limiter: &Arc<Mutex<Limiter>>) -> Option<Self> {
-        lock(limiter).try_acquire(Instant::now()).then(|| Self {
+        let now = Instant::now();
+        lock(limiter).try_acquire(now).then(|| Self {
             limiter: Arc::clone(limiter),
+            since: now,
         })
     }
 }
@@ -996,6 +1006,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut limiter = lock(&self.limiter);
         limiter.in_use = limiter.in_use.saturating_sub(1);
+        limiter.busy += self.since.elapsed();
     }
 }
 

@@ -11,11 +11,13 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use corral_testkit::front::{Front, FrontConfig, Stats};
 use corral_testkit::herd::{self, HerdConfig, Report, Verify};
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
 use super::plot::{self, Panel, Series};
@@ -107,6 +109,10 @@ pub(crate) struct HerdShape {
     /// The S3 server under the front.
     #[arg(long, value_enum, default_value = "s3s")]
     pub(crate) s3: S3Kind,
+    /// More arguments for every `corral serve`, one per flag, such as
+    /// `--serve-arg=--upload-memory --serve-arg=128MiB`.
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) serve_args: Vec<String>,
     /// Where the table, JSON and plots go.
     #[arg(long, default_value = "bench-out")]
     pub(crate) out: PathBuf,
@@ -137,6 +143,24 @@ pub(crate) struct SweepArgs {
     pub(crate) limits: Vec<usize>,
     #[command(flatten)]
     pub(crate) shape: HerdShape,
+}
+
+/// `corral bench ingest`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IngestArgs {
+    /// Files the one client sends, in one batch.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) files: usize,
+    /// Size of each file.
+    #[arg(long, default_value = "1MiB")]
+    pub(crate) size: ByteSize,
+    /// Rounds, each a direct write then the same through corral; the
+    /// ratio reported is the median of the rounds'.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: usize,
+    /// The S3 server to measure besides the local disk.
+    #[arg(long, value_enum, default_value = "s3s")]
+    pub(crate) s3: S3Kind,
 }
 
 /// One strategy's run.
@@ -171,6 +195,13 @@ impl Run {
     fn goodput_share(&self) -> f64 {
         let served = self.front.forwarded as f64 / self.report.duration_s.max(1e-9);
         served / self.capacity_rps
+    }
+
+    /// Slot time the backend spent serving, as a share of all its slots
+    /// over the run: how busy corral kept it.
+    fn utilization(&self) -> f64 {
+        let slots = self.front.slots.unwrap_or(1) as f64;
+        self.front.busy_slot_seconds / (slots * self.report.duration_s.max(1e-9))
     }
 
     fn stored_share(&self) -> f64 {
@@ -276,7 +307,17 @@ async fn run_one(s3: &S3, strategy: &str, shape: &HerdShape) -> anyhow::Result<R
     let log = shape
         .out
         .join(format!("corral-{}.log", strategy.replace(':', "-")));
-    let mut corral = Corral::start(strategy, &bucket, &front.endpoint(), (key, secret), &log)?;
+    let store = Store::S3 {
+        bucket: bucket.clone(),
+        endpoint: front.endpoint(),
+        credentials: (key, secret),
+    };
+    let args = [
+        &["--concurrency".to_owned(), strategy.to_owned()],
+        &shape.serve_args[..],
+    ]
+    .concat();
+    let mut corral = Corral::start(&store, &args, &log)?;
     let url = corral.url.clone();
     corral.wait_ready().await?;
 
@@ -317,6 +358,16 @@ async fn run_one(s3: &S3, strategy: &str, shape: &HerdShape) -> anyhow::Result<R
     })
 }
 
+/// Where a `corral serve` child stores.
+enum Store {
+    Dir(PathBuf),
+    S3 {
+        bucket: String,
+        endpoint: String,
+        credentials: (&'static str, &'static str),
+    },
+}
+
 /// A `corral serve` child process; killed on drop.
 struct Corral {
     child: Child,
@@ -324,13 +375,9 @@ struct Corral {
 }
 
 impl Corral {
-    fn start(
-        strategy: &str,
-        bucket: &str,
-        endpoint: &str,
-        (key, secret): (&str, &str),
-        log: &std::path::Path,
-    ) -> anyhow::Result<Self> {
+    /// `corral serve` on `store`, with `args` after the common ones; its
+    /// log goes to `log`.
+    fn start(store: &Store, args: &[String], log: &std::path::Path) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -338,21 +385,32 @@ impl Corral {
             .port();
         let listen = format!("127.0.0.1:{port}");
         let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
-            .args(["serve", "--listen", &listen, "--store"])
-            .arg(format!("s3://{bucket}/corral"))
-            .args(["--s3-endpoint", endpoint, "--s3-region", "us-east-1"])
-            .args([
-                "--s3-path-style",
-                "--s3-allow-http",
-                "--concurrency",
-                strategy,
-            ])
+        let mut command = Command::new(exe);
+        command
+            .args(["serve", "--listen", &listen])
             // Uploads here never outlive the run; moto also dates every
             // multipart upload in 2010.
-            .args(["--orphan-sweep", "0s", "--shutdown-grace", "1s"])
-            .env("AWS_ACCESS_KEY_ID", key)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .args(["--orphan-sweep", "0s", "--shutdown-grace", "1s"]);
+        match store {
+            Store::Dir(dir) => {
+                command.arg("--store").arg(dir);
+            }
+            Store::S3 {
+                bucket,
+                endpoint,
+                credentials: (key, secret),
+            } => {
+                command
+                    .arg("--store")
+                    .arg(format!("s3://{bucket}/corral"))
+                    .args(["--s3-endpoint", endpoint, "--s3-region", "us-east-1"])
+                    .args(["--s3-path-style", "--s3-allow-http"])
+                    .env("AWS_ACCESS_KEY_ID", key)
+                    .env("AWS_SECRET_ACCESS_KEY", secret);
+            }
+        }
+        let child = command
+            .args(args)
             .env("CORRAL_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -532,14 +590,14 @@ fn quantile_of_delta(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Opt
 fn table(runs: &[Run]) -> String {
     let mut out = String::new();
     out.push_str(
-        "strategy        stored      verified  429s   p50 ms  p99 ms   files/s  backend calls  503s    goodput  peak conc  peak RSS  tasks\n",
+        "strategy        stored      verified  429s   p50 ms  p99 ms   files/s  backend calls  503s    goodput   busy  peak conc  peak RSS  tasks\n",
     );
     for run in runs {
         let r = &run.report;
         let s3 = r.s3.as_ref();
         let rejected = r.attempt_outcomes.get("429").copied().unwrap_or(0);
         out.push_str(&format!(
-            "{:<15} {:>5}/{:<5} {:>4}/{:<4} {:>5} {:>8.0} {:>7.0} {:>9.1} {:>14} {:>5.1}% {:>8.1}% {:>9} {:>6} MB {:>6}\n",
+            "{:<15} {:>5}/{:<5} {:>4}/{:<4} {:>5} {:>8.0} {:>7.0} {:>9.1} {:>14} {:>5.1}% {:>8.1}% {:>5.1}% {:>9} {:>6} MB {:>6}\n",
             run.strategy,
             r.files_stored,
             r.files_attempted,
@@ -552,6 +610,7 @@ fn table(runs: &[Run]) -> String {
             run.front.received,
             100.0 * run.throttled_share(),
             100.0 * run.goodput_share(),
+            100.0 * run.utilization(),
             run.front.peak_concurrency,
             r.peak_rss_bytes.unwrap_or(0) >> 20,
             r.peak_tasks.unwrap_or(0),
@@ -560,7 +619,7 @@ fn table(runs: &[Run]) -> String {
     out.push_str(&format!(
         "stored: files answered 201 / attempted; verified: sample read back from S3 by SHA-256; \
          503s: front's SlowDown answers / backend calls; goodput: calls served per second / \
-         front capacity ({:.0}/s)\n",
+         front capacity ({:.0}/s); busy: slot time used / slots x run time\n",
         runs.first().map_or(0.0, |r| r.capacity_rps)
     ));
     out
@@ -618,6 +677,122 @@ fn strategies_plot(runs: &[Run]) -> String {
             }),
         ],
     )
+}
+
+/// `corral bench ingest`: one client sending one batch, through corral and
+/// straight to the same backend with `object_store`, alternating, on the
+/// local disk and on S3.
+pub(crate) fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let s3 = S3::start(args.s3)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("corral-ingest")
+        .tempdir_in(".")?;
+    let bytes = args.files as u64 * args.size.0;
+    println!(
+        "one client, {} files x {} per round ({} MB); {} rounds, direct then through corral",
+        args.files,
+        args.size,
+        bytes / 1_000_000,
+        args.rounds
+    );
+    for backend in ["local disk", "s3"] {
+        let mut ratios = Vec::new();
+        let mut speeds = Vec::new();
+        for round in 0..args.rounds {
+            let (direct, store) = if backend == "s3" {
+                let bucket = s3.new_bucket()?;
+                let direct = s3_direct(&s3, &bucket)?;
+                let credentials = s3.credentials();
+                let endpoint = s3.endpoint();
+                (
+                    direct,
+                    Store::S3 {
+                        bucket,
+                        endpoint,
+                        credentials,
+                    },
+                )
+            } else {
+                let direct_dir = scratch.path().join(format!("direct-{round}"));
+                let corral_dir = scratch.path().join(format!("corral-{round}"));
+                std::fs::create_dir_all(&direct_dir)?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&direct_dir)?
+                    .with_fsync(true);
+                let direct: Arc<dyn ObjectStore> = Arc::new(local);
+                (direct, Store::Dir(corral_dir))
+            };
+            let direct_s = runtime.block_on(put_all(&*direct, args.files, args.size.0))?;
+            let log = scratch.path().join(format!("corral-{round}.log"));
+            let mut corral = Corral::start(&store, &[], &log)?;
+            runtime.block_on(corral.wait_ready())?;
+            let report = runtime.block_on(herd::run(&HerdConfig {
+                url: corral.url.clone(),
+                users: 1,
+                files: args.files,
+                size: args.size.0,
+                ..HerdConfig::default()
+            }))?;
+            anyhow::ensure!(
+                report.files_stored == args.files as u64,
+                "corral stored {} of {} files: {report}",
+                report.files_stored,
+                args.files
+            );
+            ratios.push(report.duration_s / direct_s);
+            speeds.push((
+                bytes as f64 / direct_s / 1e6,
+                bytes as f64 / report.duration_s / 1e6,
+            ));
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        let speeds: Vec<String> = speeds
+            .iter()
+            .map(|(direct, corral)| format!("{direct:.0}/{corral:.0}"))
+            .collect();
+        println!(
+            "{backend:<10}  corral time / direct time: median {median:.2} (rounds: {})  MB/s direct/corral: {}",
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            speeds.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// The bucket on `s3`, reached straight, without corral.
+fn s3_direct(s3: &S3, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let (key, secret) = s3.credentials();
+    let direct = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s3.endpoint())
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(key)
+        .with_secret_access_key(secret)
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()?;
+    Ok(Arc::new(direct))
+}
+
+/// Puts `files` objects of `size` random bytes one after another, as one
+/// client would; returns the seconds it took.
+async fn put_all(store: &dyn ObjectStore, files: usize, size: u64) -> anyhow::Result<f64> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let started = Instant::now();
+    for i in 0..files {
+        let mut content = vec![0; usize::try_from(size)?];
+        rng.fill(&mut content);
+        let path = object_store::path::Path::from(format!("direct/{i}.bin"));
+        store.put(&path, content.into()).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
