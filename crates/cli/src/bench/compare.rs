@@ -86,9 +86,10 @@ impl S3 {
 /// What every run shares.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct HerdShape {
-    /// Simulated users, each sending one batch at once.
-    #[arg(long, default_value_t = 500)]
-    pub(crate) users: usize,
+    /// Simulated users, each sending one batch at once [default: 500 for
+    /// compare, 100 for sweep].
+    #[arg(long)]
+    pub(crate) users: Option<usize>,
     /// Files per user's batch.
     #[arg(long, default_value_t = 10)]
     pub(crate) files: usize,
@@ -103,9 +104,10 @@ pub(crate) struct HerdShape {
     #[arg(long, default_value = "100ms")]
     pub(crate) latency: Span,
     /// Longest a strategy's run may take; what is unfinished then is
-    /// reported as such.
-    #[arg(long, default_value = "5m")]
-    pub(crate) deadline: Span,
+    /// reported as such [default: 5m for compare, 60s for sweep, where
+    /// `fixed:1` would take 200 s].
+    #[arg(long)]
+    pub(crate) deadline: Option<Span>,
     /// The S3 server under the front.
     #[arg(long, value_enum, default_value = "s3s")]
     pub(crate) s3: S3Kind,
@@ -210,7 +212,8 @@ impl Run {
 }
 
 pub(crate) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    let runs = run_all(&args.strategies, &args.shape)?;
+    let shape = args.shape.or(500, Duration::from_secs(300));
+    let runs = run_all(&args.strategies, &shape)?;
     let table = table(&runs);
     print!("{table}");
     write_outputs(&args.shape, "compare", &runs, &table)?;
@@ -229,7 +232,8 @@ pub(crate) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 pub(crate) fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
     let mut strategies: Vec<String> = args.limits.iter().map(|l| format!("fixed:{l}")).collect();
     strategies.push("adaptive".to_owned());
-    let runs = run_all(&strategies, &args.shape)?;
+    let shape = args.shape.or(100, Duration::from_secs(60));
+    let runs = run_all(&strategies, &shape)?;
     let table = table(&runs);
     print!("{table}");
     write_outputs(&args.shape, "sweep", &runs, &table)?;
@@ -260,7 +264,33 @@ fn write_outputs(shape: &HerdShape, name: &str, runs: &[Run], table: &str) -> an
     Ok(())
 }
 
-fn run_all(strategies: &[String], shape: &HerdShape) -> anyhow::Result<Vec<Run>> {
+impl HerdShape {
+    /// This shape, with `users` and `deadline` where it leaves them unset.
+    fn or(&self, users: usize, deadline: Duration) -> Shape {
+        Shape {
+            users: self.users.unwrap_or(users),
+            deadline: self.deadline.map_or(deadline, |span| span.0),
+            shape: self.clone(),
+        }
+    }
+}
+
+/// A [`HerdShape`] with every default filled in.
+struct Shape {
+    users: usize,
+    deadline: Duration,
+    shape: HerdShape,
+}
+
+impl std::ops::Deref for Shape {
+    type Target = HerdShape;
+
+    fn deref(&self) -> &HerdShape {
+        &self.shape
+    }
+}
+
+fn run_all(strategies: &[String], shape: &Shape) -> anyhow::Result<Vec<Run>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -292,7 +322,7 @@ fn run_all(strategies: &[String], shape: &HerdShape) -> anyhow::Result<Vec<Run>>
     Ok(runs)
 }
 
-async fn run_one(s3: &S3, strategy: &str, shape: &HerdShape) -> anyhow::Result<Run> {
+async fn run_one(s3: &S3, strategy: &str, shape: &Shape) -> anyhow::Result<Run> {
     let bucket = s3.new_bucket()?;
     let front = Front::start(FrontConfig {
         slots: Some(shape.slots),
@@ -328,7 +358,7 @@ async fn run_one(s3: &S3, strategy: &str, shape: &HerdShape) -> anyhow::Result<R
         users: shape.users,
         files: shape.files,
         size: shape.size.0,
-        deadline: shape.deadline.0,
+        deadline: shape.deadline,
         verify: Some(Verify {
             endpoint: s3.endpoint(),
             bucket,
