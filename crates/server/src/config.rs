@@ -22,6 +22,9 @@ pub struct ServerConfig {
     /// Most uploads that may wait for upload memory; beyond, `429`.
     pub upload_queue: usize,
     /// Longest an upload waits for upload memory before it gets `429`.
+    /// Shorter than the time clients give a stalled upload: reqwest's
+    /// default `TCP_USER_TIMEOUT` and Uppy's progress timeout are both
+    /// 30 s, after which the client sees a dead connection, not a `429`.
     pub upload_wait: Duration,
     /// How long requests in progress may run on after a shutdown signal
     /// before their work is cancelled.
@@ -38,7 +41,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             upload_memory: 512 << 20,
             upload_queue: 1000,
-            upload_wait: Duration::from_secs(30),
+            upload_wait: Duration::from_secs(20),
         }
     }
 }
