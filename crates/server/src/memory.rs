@@ -13,8 +13,11 @@
 //! The wait is bounded twice: at most `--upload-queue` uploads wait, and
 //! none waits longer than `--upload-wait`. Beyond either, the upload gets
 //! `429` with a `Retry-After` estimated from how fast reserved memory has
-//! been freed lately: the time to serve the bytes reserved and waiting,
-//! spread at random over its second half, so that uploads refused together
+//! been freed lately: the time to free what is reserved now, and the
+//! upload's own share. Uploads still waiting are not counted: by then most
+//! of them have been admitted or refused too (counting them made the
+//! refused come back after the backlog had drained). It is spread at
+//! random over its second half, so that uploads refused together
 //! do not come back together (measured: without the spread, a herd's
 //! refused users all came back at once after the others had finished,
 //! leaving the backend idle for 6 s of a 75 s run).
@@ -43,9 +46,8 @@ pub(crate) struct MemoryGate {
     total: u64,
     max_waiting: usize,
     max_wait: Duration,
-    /// Uploads waiting now, and the bytes they wait for.
+    /// Uploads waiting now.
     waiting: AtomicUsize,
-    waiting_bytes: AtomicU64,
     /// Bytes ever released by ended reservations; shared with them.
     released: Arc<AtomicU64>,
     /// How fast memory has been released lately.
@@ -83,7 +85,6 @@ impl MemoryGate {
             max_waiting,
             max_wait,
             waiting: AtomicUsize::new(0),
-            waiting_bytes: AtomicU64::new(0),
             released: Arc::new(AtomicU64::new(0)),
             rate: Mutex::new(Rate {
                 at: Instant::now(),
@@ -115,7 +116,8 @@ impl MemoryGate {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             return Err(self.overloaded(bytes));
         }
-        let _waiting = Waiting::enter(self, bytes);
+        // Counted in `waiting` above; uncounted when the wait ends.
+        let _waiting = Waiting(self);
         let acquire = Arc::clone(&self.budget).acquire_many_owned(units);
         match tokio::time::timeout(self.max_wait, acquire).await {
             Ok(Ok(permit)) => Ok(reservation(permit)),
@@ -136,7 +138,7 @@ impl MemoryGate {
     }
 
     fn overloaded(&self, bytes: u64) -> ApiError {
-        let ahead = self.reserved() + self.waiting_bytes.load(Ordering::Relaxed) + bytes;
+        let ahead = self.reserved() + bytes;
         let estimate = retry_after(ahead, self.release_rate());
         ApiError::Overloaded {
             retry_after: spread(estimate, fastrand::f64()),
@@ -178,25 +180,11 @@ fn spread(estimate: Duration, at: f64) -> Duration {
 }
 
 /// Counts an upload in the waiting room while it lives.
-struct Waiting<'a> {
-    gate: &'a MemoryGate,
-    bytes: u64,
-}
-
-impl<'a> Waiting<'a> {
-    /// The caller has already counted itself in `gate.waiting`.
-    fn enter(gate: &'a MemoryGate, bytes: u64) -> Self {
-        gate.waiting_bytes.fetch_add(bytes, Ordering::Relaxed);
-        Self { gate, bytes }
-    }
-}
+struct Waiting<'a>(&'a MemoryGate);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.gate.waiting.fetch_sub(1, Ordering::Relaxed);
-        self.gate
-            .waiting_bytes
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -272,10 +260,10 @@ mod tests {
         let ApiError::Overloaded { retry_after } = error else {
             panic!("{error:?}")
         };
-        // 3 MiB ahead (reserved, waiting, its own) at 1 MiB per 10 s: 30 s,
-        // spread.
+        // 2 MiB ahead (reserved, and its own; not the one waiting) at 1 MiB
+        // per 10 s: 20 s, spread.
         assert!(
-            (15..=30).contains(&retry_after.as_secs()),
+            (10..=20).contains(&retry_after.as_secs()),
             "{retry_after:?}"
         );
     }
