@@ -42,8 +42,8 @@ pub(crate) enum BenchCommand {
     Sim(SimArgs),
 
     /// Send a thundering herd of uploads to a running corral: many users
-    /// who each upload one batch at the same moment and retry 429 and 503
-    /// after Retry-After, as upload clients do. Checks every acknowledged
+    /// who each upload one batch at the same moment and retry 429 and 5xx
+    /// (after Retry-After when given), as upload clients do. Checks every acknowledged
     /// file's size and SHA-256 (and, with --verify-s3-endpoint, a sample
     /// read straight from S3), and prints outcomes, throughput, latency and
     /// corral's peak memory and tasks. Exits non-zero if any acknowledged
@@ -96,7 +96,7 @@ pub(crate) struct HerdArgs {
     #[arg(long, default_value = "256KiB", value_name = "SIZE")]
     pub(crate) size: ByteSize,
 
-    /// Attempts each user makes at most, the first included; 429, 503 and
+    /// Attempts each user makes at most, the first included; 429, 5xx and
     /// connection errors are retried.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub(crate) max_attempts: u32,

@@ -10,8 +10,8 @@
 //! scheduler's scenarios ([`crate::scenario`]) check the limit in virtual
 //! time; this checks the whole server, over real sockets, against the
 //! clients it will meet. Those clients (tus-js-client, Uppy) retry a `429`
-//! or `503` after the delay the server asked for, a few times, and give up;
-//! so does each user here. A herd that all retries at the same second would
+//! or a `5xx` (after the delay the server asked for, if it did), a few
+//! times, and give up; so does each user here. A herd that all retries at the same second would
 //! only move the stampede, so waits carry jitter.
 //!
 //! # What a user does
@@ -21,12 +21,12 @@
 //! [`HerdConfig::size`] bytes each. The content is pseudo-random, generated
 //! from `(seed, user, file)` in 64 KiB chunks as the body is sent, so a herd
 //! of 500 users of 10 files of 256 KiB never sits in memory; its SHA-256 is
-//! computed as it is generated. On `429` or `503` the user waits
+//! computed as it is generated. On `429` or a `5xx` the user waits
 //! `Retry-After` (capped at [`HerdConfig::max_wait`], plus up to 10% jitter)
 //! or, without one, an exponential backoff with full jitter from 1 s, and
 //! tries again, up to [`HerdConfig::max_attempts`] attempts in all. A
 //! transport error (a reset connection) is an outcome of its own, retried
-//! like a `503`. Any other status is final. On `201`, every file's size and
+//! like a `503`. Any other status (a `4xx`) is final. On `201`, every file's size and
 //! SHA-256 in the answer is checked against what was sent.
 //!
 //! # What is measured
@@ -248,10 +248,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Whether a client retries after this: `429`, `503` and transport
-    /// errors.
+    /// Whether a client retries after this: `429`, any `5xx` and transport
+    /// errors, as tus-js-client does by default (it retries everything but
+    /// a `4xx` other than `409`, `423` and `429`).
     pub fn is_retried(self) -> bool {
-        matches!(self, Self::Status(429 | 503) | Self::Transport)
+        matches!(self, Self::Status(429 | 500..=599) | Self::Transport)
     }
 }
 
