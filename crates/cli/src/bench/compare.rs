@@ -620,14 +620,14 @@ fn quantile_of_delta(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Opt
 fn table(runs: &[Run]) -> String {
     let mut out = String::new();
     out.push_str(
-        "strategy        stored      verified  429s   p50 ms  p99 ms   files/s  backend calls  503s    goodput   busy  peak conc  peak RSS  tasks\n",
+        "strategy        stored      verified  429s   p50 ms  p99 ms   files/s  backend calls  503s    goodput   busy  peak conc   peak RSS  tasks\n",
     );
     for run in runs {
         let r = &run.report;
         let s3 = r.s3.as_ref();
         let rejected = r.attempt_outcomes.get("429").copied().unwrap_or(0);
         out.push_str(&format!(
-            "{:<15} {:>5}/{:<5} {:>4}/{:<4} {:>5} {:>8.0} {:>7.0} {:>9.1} {:>14} {:>5.1}% {:>8.1}% {:>5.1}% {:>9} {:>6} MB {:>6}\n",
+            "{:<15} {:>5}/{:<5} {:>4}/{:<4} {:>5} {:>8.0} {:>7.0} {:>9.1} {:>14} {:>5.1}% {:>8.1}% {:>5.1}% {:>9} {:>6} MiB {:>5}\n",
             run.strategy,
             r.files_stored,
             r.files_attempted,
@@ -702,8 +702,8 @@ fn strategies_plot(runs: &[Run]) -> String {
                 r.report.batch_latency.p99_ms / 1000.0
             }),
             metric("files stored (%)", |r| 100.0 * r.stored_share()),
-            metric("peak RSS (MB)", |r| {
-                r.report.peak_rss_bytes.unwrap_or(0) as f64 / 1e6
+            metric("peak RSS (MiB)", |r| {
+                r.report.peak_rss_bytes.unwrap_or(0) as f64 / f64::from(1 << 20)
             }),
         ],
     )

@@ -89,19 +89,21 @@ pub(crate) fn lines(title: &str, x_label: &str, panels: &[Panel]) -> String {
 
 /// One bar chart per metric, side by side: `bars` are `(label, value)`.
 pub(crate) fn bars(title: &str, charts: &[(String, Vec<(String, f64)>)]) -> String {
-    let height = TOP + PANEL + 80.0;
+    // Room for the title, then each chart's name, above the bars.
+    let top = TOP + 30.0;
+    let height = top + PANEL + 80.0;
     let mut svg = header(title, height);
     let chart_width = (WIDTH - 20.0) / charts.len().max(1) as f64;
     for (i, (metric, bars)) in charts.iter().enumerate() {
         let left = 10.0 + i as f64 * chart_width + 40.0;
         let width = chart_width - 60.0;
         let y_max = nice_max(bars.iter().map(|(_, v)| *v).fold(0.0, f64::max));
-        let bottom = TOP + PANEL;
+        let bottom = top + PANEL;
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
             left + width / 2.0,
-            TOP - 8.0,
+            top - 16.0,
             escape(metric)
         );
         let _ = writeln!(
@@ -111,7 +113,8 @@ pub(crate) fn bars(title: &str, charts: &[(String, Vec<(String, f64)>)]) -> Stri
         );
         let slot = width / bars.len().max(1) as f64;
         for (j, (label, value)) in bars.iter().enumerate() {
-            let h = (value / y_max).min(1.0) * PANEL;
+            // The tallest bar leaves room for its value above it.
+            let h = (value / y_max).min(1.0) * PANEL * 0.9;
             let x = left + j as f64 * slot + slot * 0.15;
             let color = COLORS[j % COLORS.len()];
             let _ = writeln!(
