@@ -14,6 +14,7 @@
 
 pub mod front;
 pub mod herd;
+mod install;
 pub mod s3;
 pub mod s3s;
 pub mod scenario;

@@ -95,7 +95,7 @@
 use std::env;
 use std::error::Error as StdError;
 use std::fmt;
-use std::fs::{self, File, TryLockError};
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -458,24 +458,10 @@ fn chain(error: &dyn StdError) -> String {
     out
 }
 
-/// The cargo target directory this executable was built into.
-fn target_dir() -> PathBuf {
-    // A test binary is <target>/[<triple>/]<profile>/deps/<name>-<hash>, an
-    // example or bench elsewhere under <target>; cargo marks the root with
-    // CACHEDIR.TAG.
-    let from_exe = env::current_exe().ok().and_then(|exe| {
-        exe.ancestors()
-            .skip(1)
-            .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-            .map(Path::to_path_buf)
-    });
-    from_exe.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-}
-
 fn venv_dir() -> PathBuf {
     env::var_os("CORRAL_MOTO_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("moto-venv"))
+        .unwrap_or_else(|| crate::install::target_dir().join("moto-venv"))
 }
 
 /// Makes sure the venv is complete, and returns its interpreter.
@@ -491,34 +477,13 @@ fn install() -> Result<PathBuf> {
     // not while `venv` or `pip` run on: they get it as their stdin, so a
     // killed test leaves no half-written venv to a successor while they do.
     let lock_path = venv.with_extension("lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_error(format!("cannot open {}", lock_path.display())))?;
-    let started = Instant::now();
-    loop {
-        match lock.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_TIMEOUT => {
-                thread::sleep(Duration::from_millis(100));
-            }
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::LockTimeout {
-                    path: lock_path,
-                    waited: started.elapsed(),
-                });
-            }
-            Err(TryLockError::Error(source)) => {
-                return Err(Error::Io {
-                    context: format!("cannot lock {}", lock_path.display()),
-                    source,
-                });
-            }
-        }
-    }
+    let lock = crate::install::lock(&lock_path, LOCK_TIMEOUT).map_err(|e| match e {
+        crate::install::LockError::Timeout { waited } => Error::LockTimeout {
+            path: lock_path.clone(),
+            waited,
+        },
+        crate::install::LockError::Io { context, source } => Error::Io { context, source },
+    })?;
 
     let marker = venv.join(MARKER);
     let expected = REQUIREMENTS.join("\n");
@@ -550,7 +515,7 @@ fn install() -> Result<PathBuf> {
         return Err(Error::Venv {
             dir: venv,
             status: output.status,
-            output: output_tail(&output.stdout, &output.stderr),
+            output: crate::install::output_tail(&output.stdout, &output.stderr, TAIL_BYTES),
         });
     }
 
@@ -569,19 +534,12 @@ fn install() -> Result<PathBuf> {
     if !output.status.success() {
         return Err(Error::Pip {
             status: output.status,
-            output: output_tail(&output.stdout, &output.stderr),
+            output: crate::install::output_tail(&output.stdout, &output.stderr, TAIL_BYTES),
         });
     }
 
     fs::write(&marker, expected).map_err(io_error(format!("cannot write {}", marker.display())))?;
     Ok(python)
-}
-
-fn output_tail(stdout: &[u8], stderr: &[u8]) -> String {
-    let mut all = stdout.to_vec();
-    all.extend_from_slice(stderr);
-    let start = all.len().saturating_sub(TAIL_BYTES);
-    String::from_utf8_lossy(&all[start..]).into_owned()
 }
 
 /// Starts moto from the venv's interpreter and waits until it answers.
@@ -838,7 +796,7 @@ mod tests {
 
     #[test]
     fn the_target_dir_is_the_one_this_test_was_built_into() {
-        let target = target_dir();
+        let target = crate::install::target_dir();
         assert!(
             target.join("CACHEDIR.TAG").is_file(),
             "{}",

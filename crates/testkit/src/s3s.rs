@@ -67,7 +67,7 @@
 //! [s3s]: https://github.com/s3s-project/s3s
 
 use std::env;
-use std::fs::{self, File, TryLockError};
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -236,7 +236,7 @@ impl S3sFs {
                 Err(Error::NoBinary { path })
             };
         }
-        install(&target_dir())
+        install(&crate::install::target_dir())
     }
 
     /// Installs s3s-fs if needed and starts a server of the caller's own on
@@ -323,17 +323,6 @@ impl Drop for S3sFs {
     }
 }
 
-/// The cargo target directory this executable was built into.
-fn target_dir() -> PathBuf {
-    let from_exe = env::current_exe().ok().and_then(|exe| {
-        exe.ancestors()
-            .skip(1)
-            .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-            .map(Path::to_path_buf)
-    });
-    from_exe.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-}
-
 /// Makes sure `<target>/s3s-fs` holds a complete install, and returns the
 /// binary.
 fn install(target: &Path) -> Result<PathBuf> {
@@ -343,34 +332,13 @@ fn install(target: &Path) -> Result<PathBuf> {
 
     // Held until this function returns; the OS releases it if we die.
     let lock_path = root.with_extension("lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_error(format!("cannot open {}", lock_path.display())))?;
-    let started = Instant::now();
-    loop {
-        match lock.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_TIMEOUT => {
-                thread::sleep(Duration::from_millis(100));
-            }
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::LockTimeout {
-                    path: lock_path,
-                    waited: started.elapsed(),
-                });
-            }
-            Err(TryLockError::Error(source)) => {
-                return Err(Error::Io {
-                    context: format!("cannot lock {}", lock_path.display()),
-                    source,
-                });
-            }
-        }
-    }
+    let _lock = crate::install::lock(&lock_path, LOCK_TIMEOUT).map_err(|e| match e {
+        crate::install::LockError::Timeout { waited } => Error::LockTimeout {
+            path: lock_path.clone(),
+            waited,
+        },
+        crate::install::LockError::Io { context, source } => Error::Io { context, source },
+    })?;
 
     let marker = root.join(MARKER);
     let expected = format!("{PACKAGE} --features {FEATURES}");
@@ -412,18 +380,11 @@ fn install(target: &Path) -> Result<PathBuf> {
     if !output.status.success() || !binary.is_file() {
         return Err(Error::Install {
             status: output.status,
-            output: output_tail(&output.stdout, &output.stderr),
+            output: crate::install::output_tail(&output.stdout, &output.stderr, TAIL_BYTES),
         });
     }
     fs::write(&marker, expected).map_err(io_error(format!("cannot write {}", marker.display())))?;
     Ok(binary)
-}
-
-fn output_tail(stdout: &[u8], stderr: &[u8]) -> String {
-    let mut all = stdout.to_vec();
-    all.extend_from_slice(stderr);
-    let start = all.len().saturating_sub(TAIL_BYTES);
-    String::from_utf8_lossy(&all[start..]).into_owned()
 }
 
 /// A fresh, empty directory for a server's data: on tmpfs if possible.
