@@ -56,8 +56,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
+/// Completes on the first Ctrl-C or SIGTERM, and makes a second one end
+/// the process at once (exit status 1), without waiting for the drain.
 async fn shutdown_signal() {
+    signal().await;
+    tracing::info!("shutting down: finishing requests in progress (a second signal stops at once)");
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second signal: stopping without waiting for requests in progress");
+        std::process::exit(1);
+    });
+}
+
+/// Completes on the next Ctrl-C or SIGTERM.
+async fn signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
@@ -83,5 +95,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down: finishing requests in progress");
 }

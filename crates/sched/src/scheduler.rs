@@ -233,6 +233,11 @@ impl Scheduler {
         self.shared.lock().closed = true;
     }
 
+    /// Whether [`Scheduler::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
     /// Closes, waits up to `grace` for admitted work to finish, then
     /// cancels whatever is left. Returns whether everything finished.
     pub async fn shutdown(&self, grace: Duration) -> bool {

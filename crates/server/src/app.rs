@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Uri;
 use axum::middleware;
 use axum::routing::{get, post};
@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
             get(files::get).head(files::head).delete(files::delete),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -78,8 +79,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Alive: `200` as long as the process serves.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Ready for new work: `503` from the moment shutdown begins, so that a
+/// load balancer stops sending requests while those in progress finish.
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if state.store.scheduler().is_closed() {
+        return Err(ApiError::ShuttingDown);
+    }
+    Ok("ready\n")
 }
 
 async fn no_route(uri: Uri) -> ApiError {

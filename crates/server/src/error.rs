@@ -217,7 +217,12 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
             let seconds = retry_after.as_secs_f64().ceil().max(1.0);
             headers.insert(header::RETRY_AFTER, number(&seconds.to_string()));
         }
-        ApiError::ShuttingDown | ApiError::Cancelled => {
+        ApiError::ShuttingDown => {
+            headers.insert(header::RETRY_AFTER, number("1"));
+            // Whatever comes next on this connection would be refused too.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        ApiError::Cancelled => {
             headers.insert(header::RETRY_AFTER, number("1"));
         }
         _ => {}

@@ -25,13 +25,17 @@ const READ_BUFFER: usize = 64 << 10;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains:
 ///
-/// 1. the scheduler refuses new work (new requests get `503`), and the
-///    listener stops accepting connections; idle connections are closed;
+/// 1. the scheduler refuses new work: `/readyz` answers `503` at once,
+///    new requests get `503` with `Retry-After` and `Connection: close`
+///    (`/healthz` stays `200`), and idle connections are closed. The
+///    listener goes on accepting during the drain, one request per
+///    connection, so that load balancers and clients are told rather than
+///    refused a connection;
 /// 2. requests in progress finish, for up to `shutdown_grace`;
 /// 3. past that, the scheduler cancels whatever work is left (those
 ///    requests get `503` and roll back), and the server waits for them at
 ///    most 5 s more before dropping the connections still open;
-/// 4. background cleanups of the store finish.
+/// 4. the listener closes, and background cleanups of the store finish.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) to bound
 /// their read buffers ([`READ_BUFFER`]) and the time a client may take to
@@ -79,24 +83,46 @@ pub async fn run(
         });
     }
     scheduler.close();
-    drop(listener);
     let drained = connections.shutdown();
-    let mut drained = std::pin::pin!(drained);
-    if tokio::time::timeout(grace, &mut drained).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "requests still running after the grace period: cancelling them"
-        );
-        scheduler.shutdown(Duration::ZERO).await;
-        // Cancelled requests answer and roll back at once; a connection
-        // that makes no backend call (a download streaming, an upload
-        // trickling below a part) does not see the cancellation, so it
-        // gets a few seconds more and is then left to close with the
-        // process.
-        if tokio::time::timeout(LAST_CALL, &mut drained).await.is_err() {
-            tracing::warn!("connections still open after cancelling: closing them");
+    let drain = async {
+        let mut drained = std::pin::pin!(drained);
+        if tokio::time::timeout(grace, &mut drained).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "requests still running after the grace period: cancelling them"
+            );
+            scheduler.shutdown(Duration::ZERO).await;
+            // Cancelled requests answer and roll back at once; a connection
+            // that makes no backend call (a download streaming, an upload
+            // trickling below a part) does not see the cancellation, so it
+            // gets a few seconds more and is then left to close with the
+            // process.
+            if tokio::time::timeout(LAST_CALL, &mut drained).await.is_err() {
+                tracing::warn!("connections still open after cancelling: closing them");
+            }
+        }
+    };
+    let mut drain = std::pin::pin!(drain);
+    // Connections opened during the drain get one answer (a 503, or the
+    // health checks') and are closed; they are not waited for.
+    http.keep_alive(false);
+    loop {
+        tokio::select! {
+            () = &mut drain => break,
+            accepted = listener.accept() => {
+                let Ok((socket, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let connection = http.serve_connection(TokioIo::new(socket), service);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(LAST_CALL, connection).await;
+                });
+            }
         }
     }
+    drop(listener);
     store.close().await;
     Ok(())
 }

@@ -1044,16 +1044,47 @@ async fn shutdown_lets_an_upload_in_progress_finish() {
         dir,
         ..
     } = server;
+    // A connection per request: kept-alive idle ones are closed at the
+    // signal, as they should be.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
+    assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::OK);
     stop.unwrap().send(()).unwrap();
-    // New connections are refused once the server stops accepting.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Not ready from the signal on, but still alive, and still answering.
+    let mut ready = true;
+    for _ in 0..200 {
+        ready = get("/readyz").await.unwrap().status() == StatusCode::OK;
+        if !ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!ready, "/readyz stayed 200 after the signal");
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+    // New work is refused, with when to come back, on a closing connection.
+    let form = Form::new().part("f", file("new.txt", b"new".to_vec()));
+    let refused = client
+        .post(format!("http://{addr}/api/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["connection"], "close");
+    let (_, body) = json(refused).await;
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    // The upload in progress finishes.
     socket.write_all(rest).await.unwrap();
     let answer = read_answer(&mut socket).await;
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     task.unwrap().await.unwrap().unwrap();
     assert!(
         TcpStream::connect(addr).await.is_err(),
-        "still accepting after shutdown"
+        "still accepting after the drain"
     );
     drop(dir);
 }

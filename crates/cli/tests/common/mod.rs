@@ -1,0 +1,72 @@
+//! A `corral serve` process for the binary's tests.
+
+// Each test crate uses what it needs.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+/// A `corral serve` on a port of its own, killed on drop.
+pub(crate) struct Corral {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    log: PathBuf,
+    /// Held open so the server never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl Corral {
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("corral.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("CORRAL_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let Some(address) = line
+            .strip_prefix("corral listening on http://")
+            .and_then(|rest| rest.split(',').next())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "corral did not start: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Self {
+            url: format!("http://{address}"),
+            child,
+            log,
+            _stdout: stdout,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
