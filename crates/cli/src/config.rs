@@ -140,8 +140,15 @@ pub(crate) struct Overrides {
     pub(crate) body_timeout: Option<Span>,
 
     /// How long requests in progress may run on after SIGTERM or Ctrl-C
-    /// before their work is cancelled [default: 30s].
-    #[arg(long, env = "CORRAL_SHUTDOWN_GRACE", value_name = "DURATION")]
+    /// before their work is cancelled; also `--shutdown-timeout`
+    /// [default: 30s].
+    #[arg(
+        long,
+        visible_alias = "shutdown-timeout",
+        env = "CORRAL_SHUTDOWN_GRACE",
+        value_name = "DURATION"
+    )]
+    #[serde(alias = "shutdown_timeout")]
     pub(crate) shutdown_grace: Option<Span>,
 
     /// Memory all uploads in progress may buffer together; an upload
@@ -507,6 +514,16 @@ mod tests {
             crate::cli::Command::Serve(args) => *args,
             other => panic!("not serve: {other:?}"),
         }
+    }
+
+    #[test]
+    fn shutdown_timeout_is_another_name_for_shutdown_grace() {
+        let settings = resolve(args(&["corral", "serve", "--shutdown-timeout", "5s"])).unwrap();
+        assert_eq!(settings.shutdown_grace.0, std::time::Duration::from_secs(5));
+        let file: Overrides = toml::from_str("shutdown_timeout = \"7s\"").unwrap();
+        let mut settings = Settings::default();
+        settings.apply(file);
+        assert_eq!(settings.shutdown_grace.0, std::time::Duration::from_secs(7));
     }
 
     #[test]
