@@ -23,6 +23,12 @@ const LAST_CALL: Duration = Duration::from_secs(5);
 /// reads are still large enough to keep a connection at full speed.
 const READ_BUFFER: usize = 64 << 10;
 
+/// The largest request head (request line and headers) answered; larger
+/// ones get `431`. nginx allows 32 KiB by default. The read buffer alone
+/// does not bound it: hyper checks that only while a head is incomplete,
+/// and one read can bring a whole larger head.
+const MAX_HEAD: usize = 32 << 10;
+
 /// Serves the API on `listener` until `shutdown` completes, then drains:
 ///
 /// 1. the scheduler refuses new work: `/readyz` answers `503` at once,
@@ -54,6 +60,7 @@ pub async fn run(
     let grace = state.config.shutdown_grace;
     let mut http = http1::Builder::new();
     http.max_buf_size(READ_BUFFER)
+        .max_header_size(MAX_HEAD)
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.body_timeout);
     let app = router(state);

@@ -997,6 +997,30 @@ async fn a_slow_client_gets_408_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_request_head_over_32_kib_gets_431_and_the_server_goes_on() {
+    let server = Server::start().await;
+    let head = |filler: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Filler: {}\r\n\r\n",
+            "a".repeat(filler)
+        )
+    };
+    // Just under the limit: served.
+    let mut socket = send_raw(server.addr, &head(30 << 10), b"").await;
+    let answer = read_answer(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    // Over it, even sent in one piece: refused.
+    let mut socket = send_raw(server.addr, &head(100 << 10), b"").await;
+    let answer = read_answer(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    let (status, body) = server
+        .upload(Form::new().part("f", file("after.txt", b"ok".to_vec())))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     let config = ServerConfig {
         body_timeout: Duration::from_millis(300),
