@@ -122,12 +122,10 @@ fn refused_users_retry_after_the_wait_until_every_file_is_stored() {
     );
 }
 
-#[test]
-fn a_sample_read_straight_from_s3_matches_what_was_sent() {
-    let s3 = S3Server::require();
-    let bucket = s3.new_bucket("herd").unwrap();
-    let endpoint = s3.endpoint();
-    let corral = Corral::start(
+/// corral storing under `pfx/` in `bucket` of the test S3 server.
+fn corral_on_moto(bucket: &str) -> Corral {
+    let endpoint = S3Server::require().endpoint();
+    Corral::start(
         &[
             "--store",
             &format!("s3://{bucket}/pfx"),
@@ -146,7 +144,15 @@ fn a_sample_read_straight_from_s3_matches_what_was_sent() {
             ("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID),
             ("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY),
         ],
-    );
+    )
+}
+
+#[test]
+fn a_sample_read_straight_from_s3_matches_what_was_sent() {
+    let s3 = S3Server::require();
+    let bucket = s3.new_bucket("herd").unwrap();
+    let endpoint = s3.endpoint();
+    let corral = corral_on_moto(&bucket);
     let report = run(&HerdConfig {
         verify: Some(Verify {
             endpoint,
@@ -175,22 +181,7 @@ fn a_wrong_s3_prefix_fails_the_read_back_and_the_command() {
     let s3 = S3Server::require();
     let bucket = s3.new_bucket("herd-wrong").unwrap();
     let endpoint = s3.endpoint();
-    let corral = Corral::start(
-        &[
-            "--store",
-            &format!("s3://{bucket}/pfx"),
-            "--s3-endpoint",
-            &endpoint,
-            "--s3-region",
-            s3::REGION,
-            "--s3-path-style",
-            "--s3-allow-http",
-        ],
-        &[
-            ("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID),
-            ("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY),
-        ],
-    );
+    let corral = corral_on_moto(&bucket);
     let output = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["bench", "herd", "--quiet", "--url", &corral.url])
         .args(["--users", "2", "--files", "1", "--size", "1KiB"])

@@ -76,6 +76,10 @@ impl Multipart {
         key: &str,
         attributes: Attributes,
     ) -> Result<Self> {
+        let options = |attributes: &Attributes| PutMultipartOptions {
+            attributes: attributes.clone(),
+            ..PutMultipartOptions::default()
+        };
         match store.parts() {
             Some(parts) => {
                 let path = parts.path(key);
@@ -86,11 +90,7 @@ impl Multipart {
                 };
                 let id = store
                     .call(group, key, 0, || {
-                        let options = PutMultipartOptions {
-                            attributes: attributes.clone(),
-                            ..PutMultipartOptions::default()
-                        };
-                        backend.create_multipart_opts(&path, options)
+                        backend.create_multipart_opts(&path, options(&attributes))
                     })
                     .await?;
                 Ok(Self::Parts {
@@ -105,11 +105,7 @@ impl Multipart {
                 let backend = store.backend();
                 let upload = store
                     .call(group, key, 0, || {
-                        let options = PutMultipartOptions {
-                            attributes: attributes.clone(),
-                            ..PutMultipartOptions::default()
-                        };
-                        backend.put_multipart_opts(&path, options)
+                        backend.put_multipart_opts(&path, options(&attributes))
                     })
                     .await?;
                 Ok(Self::Upload(upload))

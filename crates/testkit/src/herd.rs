@@ -47,9 +47,9 @@
 //! most 60 s more. Requests go only to the given URLs: no proxy from the
 //! environment, no redirects followed.
 
+use crate::chain::chain;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::fmt;
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
@@ -852,18 +852,6 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
         z ^ (z >> 31)
     }
     splitmix(splitmix(splitmix(seed) ^ a) ^ b)
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn excerpt(text: &str) -> String {

@@ -12,6 +12,7 @@
 //! [`s3s`] installs and runs s3s-fs, a fast S3 server over files that
 //! verifies signatures, for benchmarks.
 
+mod chain;
 pub mod front;
 pub mod herd;
 mod install;

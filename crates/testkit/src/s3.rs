@@ -92,6 +92,7 @@
 //!
 //! [moto]: https://pypi.org/project/moto/
 
+use crate::chain::chain;
 use std::env;
 use std::error::Error as StdError;
 use std::fmt;
@@ -445,17 +446,6 @@ impl Response {
             })
         }
     }
-}
-
-/// `error: source: source ...`, for a panic message.
-fn chain(error: &dyn StdError) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
 }
 
 fn venv_dir() -> PathBuf {

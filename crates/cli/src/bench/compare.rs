@@ -255,9 +255,8 @@ pub(crate) fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes into `shape.out`, which [`run_all`] made.
 fn write_outputs(shape: &HerdShape, name: &str, runs: &[Run], table: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&shape.out)
-        .with_context(|| format!("cannot create {}", shape.out.display()))?;
     std::fs::write(shape.out.join(format!("{name}.txt")), table)?;
     let json = serde_json::to_string_pretty(runs)?;
     std::fs::write(shape.out.join(format!("{name}.json")), json)?;
@@ -291,6 +290,8 @@ impl std::ops::Deref for Shape {
 }
 
 fn run_all(strategies: &[String], shape: &Shape) -> anyhow::Result<Vec<Run>> {
+    std::fs::create_dir_all(&shape.out)
+        .with_context(|| format!("cannot create {}", shape.out.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -332,8 +333,6 @@ async fn run_one(s3: &S3, strategy: &str, shape: &Shape) -> anyhow::Result<Run> 
     })
     .await?;
     let (key, secret) = s3.credentials();
-    std::fs::create_dir_all(&shape.out)
-        .with_context(|| format!("cannot create {}", shape.out.display()))?;
     let log = shape
         .out
         .join(format!("corral-{}.log", strategy.replace(':', "-")));
