@@ -29,9 +29,20 @@ pub(crate) enum Command {
     /// which beats the default.
     Serve(Box<ServeArgs>),
 
+    /// Make a bearer token for a tenant, and print it with the entry to add
+    /// to the auth file (--auth). The file keeps only the token's SHA-256.
+    Token(TokenArgs),
+
     /// Measure corral: scenarios and load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    /// The tenant the token acts for: the root of its keys (letters,
+    /// digits, '.', '-', '_').
+    pub(crate) tenant: String,
 }
 
 #[derive(Debug, Subcommand)]

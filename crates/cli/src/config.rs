@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use corral_sched::{AdaptiveConfig, LimitConfig, QueueConfig, SchedConfig};
@@ -185,9 +185,16 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
 
-    /// Allow listening on a non-loopback address although corral has no
-    /// authentication yet: anyone who reaches it can read and write every
-    /// file. Only behind a proxy that authenticates.
+    /// The auth file: tenants, the SHA-256 of their bearer tokens, and
+    /// their limits (see `corral token`). Every /api request must then carry
+    /// `Authorization: Bearer <token>`, and acts for that token's tenant
+    /// [default: none, one anonymous tenant, loopback only].
+    #[arg(long, env = "CORRAL_AUTH", value_name = "FILE")]
+    pub(crate) auth: Option<PathBuf>,
+
+    /// Allow listening on a non-loopback address without --auth: anyone
+    /// who reaches corral can read and write every file. Only behind a
+    /// proxy that authenticates.
     #[arg(long, env = "CORRAL_INSECURE_NO_AUTH")]
     #[serde(default)]
     pub(crate) insecure_no_auth: bool,
@@ -233,6 +240,7 @@ pub(crate) struct Settings {
     pub(crate) multipart_threshold: ByteSize,
     pub(crate) part_size: ByteSize,
     pub(crate) log_format: LogFormat,
+    pub(crate) auth: Option<PathBuf>,
     pub(crate) insecure_no_auth: bool,
 }
 
@@ -266,6 +274,7 @@ impl Default for Settings {
             multipart_threshold: ByteSize(store.multipart_threshold as u64),
             part_size: ByteSize(store.part_size as u64),
             log_format: LogFormat::Human,
+            auth: None,
             insecure_no_auth: false,
         }
     }
@@ -300,6 +309,7 @@ impl Settings {
             multipart_threshold,
             part_size,
             log_format,
+            auth,
             insecure_no_auth,
         } = overrides;
         set(&mut self.listen, listen);
@@ -328,6 +338,7 @@ impl Settings {
         set(&mut self.multipart_threshold, multipart_threshold);
         set(&mut self.part_size, part_size);
         set(&mut self.log_format, log_format);
+        set(&mut self.auth, auth.map(Some));
         self.insecure_no_auth |= insecure_no_auth;
     }
 
@@ -365,12 +376,12 @@ impl Settings {
                 adaptive.max
             );
         }
-        if !self.listen.ip().is_loopback() && !self.insecure_no_auth {
+        if !self.listen.ip().is_loopback() && self.auth.is_none() && !self.insecure_no_auth {
             anyhow::bail!(
-                "refusing to listen on {}: corral has no authentication yet, so anyone who \
-                 can reach it could read and write every file. Listen on a loopback address \
-                 (such as 127.0.0.1), or pass --insecure-no-auth if a proxy in front of \
-                 corral authenticates requests",
+                "refusing to listen on {} without authentication: anyone who can reach it \
+                 could read and write every file. Give an auth file (--auth tokens.toml, \
+                 see `corral token`), listen on a loopback address (such as 127.0.0.1), or \
+                 pass --insecure-no-auth if a proxy in front of corral authenticates requests",
                 self.listen
             );
         }
@@ -474,6 +485,9 @@ impl fmt::Display for Settings {
         writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
         writeln!(f, "part_size = \"{}\"", self.part_size)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)?;
+        if let Some(auth) = &self.auth {
+            writeln!(f, "auth = {:?}", auth.display().to_string())?;
+        }
         writeln!(f, "insecure_no_auth = {}", self.insecure_no_auth)
     }
 }

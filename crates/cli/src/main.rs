@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod auth;
 mod bench;
 mod cli;
 mod config;
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args),
+        cli::Command::Token(args) => auth::token(&args.tenant),
         cli::Command::Bench(cli::BenchCommand::Sim(args)) => bench::sim(&args),
         cli::Command::Bench(cli::BenchCommand::Herd(args)) => bench::herd::run(&args),
         cli::Command::Bench(cli::BenchCommand::Front(args)) => bench::front::run(&args),

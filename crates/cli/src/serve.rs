@@ -7,6 +7,7 @@ use corral_store::Store;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth;
 use crate::cli::ServeArgs;
 use crate::config::{self, LogFormat, Settings};
 
@@ -36,6 +37,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let auth = settings.auth.as_deref().map(auth::load).transpose()?;
     let store = Store::open(&settings.store, settings.store_config()?).await?;
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -48,7 +50,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         store.url()
     );
     tracing::info!(%address, store = store.url(), concurrency = %settings.concurrency, "serving");
-    let state = AppState::new(store, settings.server_config());
+    let mut state = AppState::new(store, settings.server_config());
+    if let Some(auth) = auth {
+        state = state.with_auth(auth);
+    }
     corral_server::run(listener, state, shutdown_signal())
         .await
         .context("the server failed")?;

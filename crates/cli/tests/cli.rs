@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 fn corral() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
     // Start from a clean slate whatever the environment of the test run.
@@ -114,6 +116,7 @@ fn help_documents_every_option() {
         "--part-size",
         "--log-format",
         "--insecure-no-auth",
+        "--auth",
         "--print-config",
         "CORRAL_LISTEN",
         "[default: 127.0.0.1:8080]",
@@ -197,4 +200,74 @@ fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
         assert!(entry["level"].is_string(), "{line}");
     }
     assert!(logs.contains("shutting down"), "{logs}");
+}
+
+#[test]
+fn a_token_from_corral_token_opens_a_server_started_with_its_entry() {
+    let output = corral().args(["token", "acme"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let token = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("token: "))
+        .unwrap_or_else(|| panic!("no token in {printed}"))
+        .to_owned();
+    let entry = &printed[printed.find("[[tenant]]").expect("an entry")..];
+    assert!(
+        !entry.contains(&token),
+        "the entry holds the hash, not the token"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("tokens.toml");
+    std::fs::write(&auth, entry).unwrap();
+    let auth = auth.to_str().unwrap();
+    // With an auth file, a non-loopback address is allowed.
+    let config = printed_config(corral().args(["serve", "--auth", auth, "--listen", "0.0.0.0:0"]));
+    assert_eq!(config["auth"].as_str(), Some(auth));
+
+    let server = common::Corral::start(&["--store", "memory://", "--auth", auth], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let list = format!("{}/api/files", server.url);
+        let anonymous = client.get(&list).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+        let wrong = client
+            .get(&list)
+            .bearer_auth("corral_0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+        let right = client.get(&list).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(right.status(), 200);
+    });
+    drop(server);
+
+    // Names that cannot be a tenant get no token.
+    let output = corral().args(["token", "../x"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).is_empty());
+    // A broken auth file stops the server before it listens, naming it.
+    std::fs::write(dir.path().join("bad.toml"), "[[tenant]]\nname = \"acme\"\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let output = corral()
+        .args([
+            "serve",
+            "--store",
+            "memory://",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("token_sha256"),
+        "{stderr}"
+    );
 }

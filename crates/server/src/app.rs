@@ -11,6 +11,7 @@ use corral_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{Auth, TenantPolicy};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::memory::MemoryGate;
@@ -30,6 +31,10 @@ pub struct AppState {
     /// it ends, so the sum of upload buffers never exceeds
     /// `config.upload_memory`.
     pub(crate) upload_memory: Arc<MemoryGate>,
+    /// The tenants and their tokens; `None` serves one anonymous tenant.
+    pub(crate) auth: Option<Arc<Auth>>,
+    /// The tenant of every request when there is no auth.
+    pub(crate) anonymous: Arc<TenantPolicy>,
 }
 
 impl AppState {
@@ -45,7 +50,17 @@ impl AppState {
             upload_memory,
             store,
             config: Arc::new(config),
+            auth: None,
+            anonymous: Arc::new(TenantPolicy::anonymous()),
         }
+    }
+
+    /// The same state, asking every `/api` request for a bearer token of one
+    /// of `auth`'s tenants.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
     }
 }
 

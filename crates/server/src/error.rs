@@ -86,6 +86,30 @@ pub enum ApiError {
         retry_after: Duration,
     },
 
+    /// The request has no valid bearer token.
+    #[error("{reason}")]
+    Unauthorized {
+        /// What is wrong, for the client.
+        reason: &'static str,
+        /// Whether a token was given (and is not known).
+        token_given: bool,
+    },
+
+    /// The tenant's uploads in progress already hold as many bytes as its
+    /// limit allows.
+    #[error(
+        "this tenant's uploads in progress hold {held} bytes, its limit is {limit}: retry after {} s",
+        retry_after.as_secs()
+    )]
+    TenantBusy {
+        /// Bytes its uploads hold now.
+        held: u64,
+        /// Its limit.
+        limit: u64,
+        /// When to try again.
+        retry_after: Duration,
+    },
+
     /// The server is shutting down and takes no new work.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -119,7 +143,8 @@ impl ApiError {
             // Not a standard status; the client is gone and never sees it.
             Self::ClientGone => StatusCode::from_u16(499).expect("499 is a valid status"),
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Overloaded { .. } | Self::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ShuttingDown | Self::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             Self::Storage(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -140,7 +165,9 @@ impl ApiError {
             Self::SlowClient { .. } => "slow_client",
             Self::ClientGone => "client_gone",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Self::Unauthorized { .. } => "unauthorized",
             Self::Overloaded { .. } => "overloaded",
+            Self::TenantBusy { .. } => "tenant_busy",
             Self::ShuttingDown => "shutting_down",
             Self::Cancelled => "cancelled",
             Self::Storage(_) => "storage_error",
@@ -212,7 +239,19 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
         ApiError::RangeNotSatisfiable { size } => {
             headers.insert(header::CONTENT_RANGE, number(&format!("bytes */{size}")));
         }
-        ApiError::Overloaded { retry_after } => {
+        ApiError::Unauthorized { token_given, .. } => {
+            // RFC 6750: the scheme, and `invalid_token` when one was given.
+            let challenge = if *token_given {
+                r#"Bearer realm="corral", error="invalid_token""#
+            } else {
+                r#"Bearer realm="corral""#
+            };
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        ApiError::Overloaded { retry_after } | ApiError::TenantBusy { retry_after, .. } => {
             // Whole seconds, rounded up: never "retry after 0".
             let seconds = retry_after.as_secs_f64().ceil().max(1.0);
             headers.insert(header::RETRY_AFTER, number(&seconds.to_string()));

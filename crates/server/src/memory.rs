@@ -148,10 +148,15 @@ impl MemoryGate {
     /// The refusal of an upload of `bytes` that is not waiting (any more).
     fn overloaded(&self, bytes: u64) -> ApiError {
         let ahead = self.waiting_bytes.load(Ordering::Relaxed) + bytes;
-        let estimate = retry_after(ahead, self.release_rate());
         ApiError::Overloaded {
-            retry_after: spread(estimate, fastrand::f64()),
+            retry_after: self.estimate(ahead),
         }
+    }
+
+    /// When to come back for an upload that waits for `ahead` bytes to be
+    /// freed: the time to free them at the recent rate, spread.
+    pub(crate) fn estimate(&self, ahead: u64) -> Duration {
+        spread(retry_after(ahead, self.release_rate()), fastrand::f64())
     }
 
     /// Bytes released per second, smoothed over about ten seconds.

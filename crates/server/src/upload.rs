@@ -44,6 +44,7 @@ use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::auth::Held;
 use crate::body::{BodyError, BodyReader, refuse};
 use crate::error::{ApiError, FileError};
 use crate::memory::Reservation;
@@ -89,7 +90,7 @@ pub(crate) async fn upload(
     let size_bound = file_size_bound(&state, length);
     let early = async {
         let admitted = admitted?;
-        let boundary = check_headers(&state, length, &headers)?;
+        let boundary = check_headers(&state, &admitted.tenant, length, &headers)?;
         let prefix = match query {
             Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose()?,
             Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
@@ -97,7 +98,7 @@ pub(crate) async fn upload(
         // Memory is reserved before the body is read, so the sum of upload
         // buffers stays within --upload-memory whatever the number of
         // clients; last, as it may wait.
-        let memory = reserve_memory(&state, length, size_bound).await?;
+        let memory = reserve_memory(&state, &admitted.tenant, length, size_bound).await?;
         Ok((admitted, boundary, memory, prefix.flatten()))
     };
     let (Admitted { tenant, group }, boundary, _memory, prefix) = match early.await {
@@ -144,15 +145,25 @@ const CHUNK_ALLOWANCE: u64 = 1 << 20;
 
 /// Reserves the memory this upload may buffer: its buffer bound for files
 /// of at most `size_bound` bytes, or its whole body (`length`) if that is
-/// smaller.
+/// smaller. It counts as held by the tenant while it lives, within the
+/// tenant's limit.
 async fn reserve_memory(
     state: &AppState,
+    tenant: &Tenant,
     length: Option<u64>,
     size_bound: u64,
-) -> Result<Reservation, ApiError> {
+) -> Result<(Held, Reservation), ApiError> {
     let bound = state.store.config().buffer_bound(Some(size_bound)) as u64 + CHUNK_ALLOWANCE;
     let need = length.map_or(bound, |length| length.min(bound));
-    state.upload_memory.reserve(need).await
+    let held = tenant
+        .policy()
+        .hold(need)
+        .map_err(|(held, limit)| ApiError::TenantBusy {
+            held,
+            limit,
+            retry_after: state.upload_memory.estimate(held),
+        })?;
+    Ok((held, state.upload_memory.reserve(need).await?))
 }
 
 /// The most bytes any file of this request can have: the body's `length`
@@ -174,10 +185,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// boundary.
 fn check_headers(
     state: &AppState,
+    tenant: &Tenant,
     length: Option<u64>,
     headers: &HeaderMap,
 ) -> Result<String, ApiError> {
-    let limit = state.config.max_batch_size;
+    let limit = tenant.policy().max_batch_size(state.config.max_batch_size);
     if length.is_some_and(|length| length > limit) {
         return Err(ApiError::BatchTooLarge { limit });
     }
@@ -234,7 +246,7 @@ impl Batch<'_> {
         boundary: String,
         rollback: &mut Rollback,
     ) -> Result<Vec<StoredFile>, FileError> {
-        let limit = SizeLimit::new().whole_stream(self.state.config.max_batch_size);
+        let limit = SizeLimit::new().whole_stream(self.batch_limit());
         let constraints = Constraints::new().size_limit(limit);
         let mut multipart = Multipart::with_constraints(reader, boundary, constraints);
         while let Some(mut field) = multipart
@@ -338,6 +350,11 @@ impl Batch<'_> {
         dir.join(&tail).map_err(ApiError::InvalidKey)
     }
 
+    /// The largest body this tenant may send.
+    fn batch_limit(&self) -> u64 {
+        (self.tenant.policy()).max_batch_size(self.state.config.max_batch_size)
+    }
+
     fn parse_error(&self, error: multer::Error) -> FileError {
         let error = match error {
             multer::Error::StreamReadFailed(source) => match source.downcast::<BodyError>() {
@@ -348,7 +365,7 @@ impl Batch<'_> {
                 Err(other) => ApiError::BadRequest(format!("reading the body failed: {other}")),
             },
             multer::Error::StreamSizeExceeded { .. } => ApiError::BatchTooLarge {
-                limit: self.state.config.max_batch_size,
+                limit: self.batch_limit(),
             },
             multer::Error::FieldSizeExceeded { field_name, .. } => ApiError::BadRequest(format!(
                 "form field {:?} is longer than {MAX_TEXT_FIELD} bytes",
