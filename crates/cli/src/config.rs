@@ -13,11 +13,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use corral_sched::{AdaptiveConfig, LimitConfig, QueueConfig, SchedConfig};
 use corral_server::ServerConfig;
-use corral_store::{S3Options, StoreConfig};
+use corral_store::{S3Options, SpoolConfig, StoreConfig};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::ServeArgs;
 use crate::units::{ByteSize, Span};
+
+/// Spooled files uploaded at once: each holds one upload buffer, and the
+/// scheduler decides how many backend calls they make.
+const SPOOL_WORKERS: usize = 4;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -168,6 +172,17 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_UPLOAD_WAIT", value_name = "DURATION")]
     pub(crate) upload_wait: Option<Span>,
 
+    /// Directory where asynchronous uploads (`Prefer: respond-async`) are
+    /// spooled and journaled until stored; jobs left there resume when
+    /// corral starts again [default: ./corral-spool].
+    #[arg(long, env = "CORRAL_SPOOL_DIR", value_name = "DIR")]
+    pub(crate) spool_dir: Option<PathBuf>,
+
+    /// Most bytes of asynchronous uploads the spool may hold, not yet
+    /// stored; beyond, asynchronous uploads get 429 [default: 10GiB].
+    #[arg(long, env = "CORRAL_SPOOL_MAX", value_name = "SIZE")]
+    pub(crate) spool_max: Option<ByteSize>,
+
     /// Files up to this size are stored in one call; larger ones are
     /// multipart uploads [default: 16MiB].
     #[arg(long, env = "CORRAL_MULTIPART_THRESHOLD", value_name = "SIZE")]
@@ -237,6 +252,8 @@ pub(crate) struct Settings {
     pub(crate) upload_memory: ByteSize,
     pub(crate) upload_queue: usize,
     pub(crate) upload_wait: Span,
+    pub(crate) spool_dir: PathBuf,
+    pub(crate) spool_max: ByteSize,
     pub(crate) multipart_threshold: ByteSize,
     pub(crate) part_size: ByteSize,
     pub(crate) log_format: LogFormat,
@@ -271,6 +288,8 @@ impl Default for Settings {
             upload_memory: ByteSize(server.upload_memory),
             upload_queue: server.upload_queue,
             upload_wait: Span(server.upload_wait),
+            spool_dir: PathBuf::from("./corral-spool"),
+            spool_max: ByteSize(10 << 30),
             multipart_threshold: ByteSize(store.multipart_threshold as u64),
             part_size: ByteSize(store.part_size as u64),
             log_format: LogFormat::Human,
@@ -306,6 +325,8 @@ impl Settings {
             upload_memory,
             upload_queue,
             upload_wait,
+            spool_dir,
+            spool_max,
             multipart_threshold,
             part_size,
             log_format,
@@ -335,6 +356,8 @@ impl Settings {
         set(&mut self.upload_memory, upload_memory);
         set(&mut self.upload_queue, upload_queue);
         set(&mut self.upload_wait, upload_wait);
+        set(&mut self.spool_dir, spool_dir);
+        set(&mut self.spool_max, spool_max);
         set(&mut self.multipart_threshold, multipart_threshold);
         set(&mut self.part_size, part_size);
         set(&mut self.log_format, log_format);
@@ -398,6 +421,14 @@ impl Settings {
             upload_memory: self.upload_memory.0,
             upload_queue: self.upload_queue,
             upload_wait: self.upload_wait.0,
+        }
+    }
+
+    pub(crate) fn spool_config(&self) -> SpoolConfig {
+        SpoolConfig {
+            dir: self.spool_dir.clone(),
+            max_bytes: self.spool_max.0,
+            workers: SPOOL_WORKERS,
         }
     }
 
@@ -482,6 +513,8 @@ impl fmt::Display for Settings {
         writeln!(f, "upload_memory = \"{}\"", self.upload_memory)?;
         writeln!(f, "upload_queue = {}", self.upload_queue)?;
         writeln!(f, "upload_wait = \"{}\"", self.upload_wait)?;
+        writeln!(f, "spool_dir = {:?}", self.spool_dir.display().to_string())?;
+        writeln!(f, "spool_max = \"{}\"", self.spool_max)?;
         writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
         writeln!(f, "part_size = \"{}\"", self.part_size)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)?;

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use corral_server::AppState;
-use corral_store::Store;
+use corral_store::{Spool, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -39,6 +39,9 @@ fn init_tracing(format: LogFormat) {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let auth = settings.auth.as_deref().map(auth::load).transpose()?;
     let store = Store::open(&settings.store, settings.store_config()?).await?;
+    let spool = Spool::open(settings.spool_config(), store.clone())
+        .await
+        .with_context(|| format!("cannot open the spool {}", settings.spool_dir.display()))?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -50,7 +53,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         store.url()
     );
     tracing::info!(%address, store = store.url(), concurrency = %settings.concurrency, "serving");
-    let mut state = AppState::new(store, settings.server_config());
+    let mut state = AppState::new(store, settings.server_config()).with_spool(spool);
     if let Some(auth) = auth {
         state = state.with_auth(auth);
     }

@@ -138,8 +138,10 @@ fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--log-format",
             "json",
-            "--store",
+            "--spool-dir",
         ])
+        .arg(dir.path().join("spool"))
+        .arg("--store")
         .arg(dir.path().join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Uri;
 use axum::middleware;
 use axum::routing::{get, post};
-use corral_store::Store;
+use corral_store::{Spool, Store};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -16,7 +16,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::memory::MemoryGate;
 use crate::metrics::{self, Metrics};
-use crate::{files, upload};
+use crate::{files, jobs, upload};
 
 /// What every handler shares. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ pub struct AppState {
     pub(crate) auth: Option<Arc<Auth>>,
     /// The tenant of every request when there is no auth.
     pub(crate) anonymous: Arc<TenantPolicy>,
+    /// Where asynchronous uploads are spooled; `None`: every upload is
+    /// synchronous.
+    pub(crate) spool: Option<Spool>,
 }
 
 impl AppState {
@@ -52,7 +55,16 @@ impl AppState {
             config: Arc::new(config),
             auth: None,
             anonymous: Arc::new(TenantPolicy::anonymous()),
+            spool: None,
         }
+    }
+
+    /// The same state, taking asynchronous uploads (`Prefer:
+    /// respond-async`) into `spool`.
+    #[must_use]
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     /// The same state, asking every `/api` request for a bearer token of one
@@ -72,6 +84,7 @@ pub fn router(state: AppState) -> Router {
             "/api/files/{*key}",
             get(files::get).head(files::head).delete(files::delete),
         )
+        .route("/api/jobs/{id}", get(jobs::get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))

@@ -31,6 +31,10 @@ pub enum ApiError {
     #[error("no file with key {0:?}")]
     NotFound(String),
 
+    /// No job of the tenant has this id.
+    #[error("no job with id {0:?}")]
+    NoJob(String),
+
     /// No route has this path.
     #[error("no route for {0}")]
     NoRoute(String),
@@ -110,6 +114,24 @@ pub enum ApiError {
         retry_after: Duration,
     },
 
+    /// The spool holds its budget of asynchronous uploads not yet stored.
+    #[error(
+        "the spool for asynchronous uploads is full ({used} of {max} bytes wait to be stored): retry after {} s",
+        retry_after.as_secs()
+    )]
+    SpoolFull {
+        /// Bytes waiting now.
+        used: u64,
+        /// The budget.
+        max: u64,
+        /// When to try again.
+        retry_after: Duration,
+    },
+
+    /// The local spool or its journal failed.
+    #[error("spooling the upload failed")]
+    Spool(#[source] corral_store::SpoolError),
+
     /// The server is shutting down and takes no new work.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -134,7 +156,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) | Self::InvalidKey(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoJob(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::FileTooLarge { .. } | Self::BatchTooLarge { .. } | Self::TooManyFiles { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -144,9 +166,11 @@ impl ApiError {
             Self::ClientGone => StatusCode::from_u16(499).expect("499 is a valid status"),
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Overloaded { .. } | Self::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::TenantBusy { .. } | Self::SpoolFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::ShuttingDown | Self::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Storage(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Storage(_) | Self::Spool(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -156,7 +180,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::InvalidKey(_) => "invalid_key",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::NotFound(_) => "not_found",
+            Self::NotFound(_) | Self::NoJob(_) => "not_found",
             Self::NoRoute(_) => "no_route",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::FileTooLarge { .. } => "file_too_large",
@@ -168,10 +192,29 @@ impl ApiError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::Overloaded { .. } => "overloaded",
             Self::TenantBusy { .. } => "tenant_busy",
+            Self::SpoolFull { .. } => "spool_full",
+            Self::Spool(_) => "spool_error",
             Self::ShuttingDown => "shutting_down",
             Self::Cancelled => "cancelled",
             Self::Storage(_) => "storage_error",
             Self::Panic => "internal_error",
+        }
+    }
+}
+
+/// How long a client refused by a full spool should wait: workers free it
+/// as fast as the backend takes files, which this cannot foresee.
+const SPOOL_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+impl From<corral_store::SpoolError> for ApiError {
+    fn from(error: corral_store::SpoolError) -> Self {
+        match error {
+            corral_store::SpoolError::Full { used, max } => Self::SpoolFull {
+                used,
+                max,
+                retry_after: SPOOL_RETRY_AFTER,
+            },
+            error => Self::Spool(error),
         }
     }
 }
@@ -251,7 +294,9 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
                 HeaderValue::from_static(challenge),
             );
         }
-        ApiError::Overloaded { retry_after } | ApiError::TenantBusy { retry_after, .. } => {
+        ApiError::Overloaded { retry_after }
+        | ApiError::TenantBusy { retry_after, .. }
+        | ApiError::SpoolFull { retry_after, .. } => {
             // Whole seconds, rounded up: never "retry after 0".
             let seconds = retry_after.as_secs_f64().ceil().max(1.0);
             headers.insert(header::RETRY_AFTER, number(&seconds.to_string()));

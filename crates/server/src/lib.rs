@@ -11,6 +11,7 @@ mod body;
 mod config;
 mod error;
 mod files;
+mod jobs;
 mod memory;
 mod metrics;
 mod range;

@@ -41,7 +41,8 @@ const MAX_HEAD: usize = 32 << 10;
 /// 3. past that, the scheduler cancels whatever work is left (those
 ///    requests get `503` and roll back), and the server waits for them at
 ///    most 5 s more before dropping the connections still open;
-/// 4. the listener closes, and background cleanups of the store finish.
+/// 4. the listener closes, the spool's workers stop (what they did not
+///    store stays spooled), and background cleanups of the store finish.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) to bound
 /// their read buffers ([`READ_BUFFER`]) and the time a client may take to
@@ -56,6 +57,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let store = state.store.clone();
+    let spool = state.spool.clone();
     let scheduler = store.scheduler().clone();
     let grace = state.config.shutdown_grace;
     let mut http = http1::Builder::new();
@@ -130,6 +132,10 @@ pub async fn run(
         }
     }
     drop(listener);
+    // Spooled jobs not done yet resume when the spool is opened again.
+    if let Some(spool) = spool {
+        spool.close().await;
+    }
     store.close().await;
     Ok(())
 }

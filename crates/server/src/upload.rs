@@ -37,7 +37,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_store::{Key, Store, sanitize_file_name};
 use multer::{Constraints, Field, Multipart, SizeLimit};
@@ -50,6 +50,7 @@ use crate::error::{ApiError, FileError};
 use crate::memory::Reservation;
 use crate::tenant::{Admitted, Tenant};
 use corral_sched::Group;
+use corral_store::JobWriter;
 
 /// Largest text field (such as `prefix`) read from the form.
 const MAX_TEXT_FIELD: usize = 4096;
@@ -88,6 +89,7 @@ pub(crate) async fn upload(
     // first.
     let length = content_length(&headers);
     let size_bound = file_size_bound(&state, length);
+    let spool = state.spool.as_ref().filter(|_| prefers_async(&headers));
     let early = async {
         let admitted = admitted?;
         let boundary = check_headers(&state, &admitted.tenant, length, &headers)?;
@@ -95,15 +97,29 @@ pub(crate) async fn upload(
             Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose()?,
             Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
         };
-        // Memory is reserved before the body is read, so the sum of upload
-        // buffers stays within --upload-memory whatever the number of
-        // clients; last, as it may wait.
-        let memory = reserve_memory(&state, &admitted.tenant, length, size_bound).await?;
-        Ok((admitted, boundary, memory, prefix.flatten()))
+        let destination = match spool {
+            // Spooled files go to disk as they arrive: no upload buffer.
+            Some(spool) => {
+                spool.check_room(length.unwrap_or(0))?;
+                Destination::Spool(spool.begin(admitted.tenant.root().as_str()).await?)
+            }
+            // Memory is reserved before the body is read, so the sum of
+            // upload buffers stays within --upload-memory whatever the
+            // number of clients; last, as it may wait.
+            None => Destination::Store(
+                reserve_memory(&state, &admitted.tenant, length, size_bound).await?,
+            ),
+        };
+        Ok((admitted, boundary, destination, prefix.flatten()))
     };
-    let (Admitted { tenant, group }, boundary, _memory, prefix) = match early.await {
+    let (Admitted { tenant, group }, boundary, destination, prefix) = match early.await {
         Ok(accepted) => accepted,
         Err(error) => return refuse(body, error.into_response()),
+    };
+    // The memory stays reserved until the request ends.
+    let (spooled, _memory) = match destination {
+        Destination::Spool(writer) => (Some(writer), None),
+        Destination::Store(memory) => (None, Some(memory)),
     };
     let reader = BodyReader::new(body, state.config.body_timeout);
     let mut rollback = Rollback {
@@ -120,12 +136,17 @@ pub(crate) async fn upload(
         names: HashSet::new(),
         files: Vec::new(),
         dir: None,
+        spooled,
     };
     match batch.receive(reader.clone(), boundary, &mut rollback).await {
-        Ok(files) => {
+        Ok((files, None)) => {
             rollback.keys.clear();
             (StatusCode::CREATED, Json(BatchResponse { files })).into_response()
         }
+        Ok((files, Some(spooled))) => match spooled.commit().await {
+            Ok(job) => accepted(&job.id, files),
+            Err(error) => ApiError::from(error).into_response(),
+        },
         Err(failure) => {
             rollback.run().await;
             if !matches!(
@@ -137,6 +158,61 @@ pub(crate) async fn upload(
             failure.into_response()
         }
     }
+}
+
+/// Where a batch's files go.
+enum Destination {
+    /// Straight to the store, within this upload memory.
+    Store((Held, Reservation)),
+    /// To the spool, answered `202` once durable there.
+    Spool(JobWriter),
+}
+
+/// Whether the request asks to be answered before its files are stored
+/// (`Prefer: respond-async`, RFC 7240).
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| {
+            let token = preference.split(';').next().unwrap_or_default().trim();
+            token.eq_ignore_ascii_case("respond-async")
+        })
+}
+
+/// `202` for a spooled batch: where to follow it, and its files' keys.
+fn accepted(id: &str, files: Vec<StoredFile>) -> Response {
+    let location = format!("/api/jobs/{id}");
+    let body = AcceptedResponse {
+        job: id.to_owned(),
+        state: "queued",
+        location: location.clone(),
+        files,
+    };
+    (
+        StatusCode::ACCEPTED,
+        [
+            (header::LOCATION, location),
+            (
+                HeaderName::from_static("preference-applied"),
+                "respond-async".to_owned(),
+            ),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// The answer to a spooled batch.
+#[derive(Debug, Serialize)]
+struct AcceptedResponse {
+    job: String,
+    state: &'static str,
+    location: String,
+    /// The keys the files will have, with their sizes and SHA-256s.
+    files: Vec<StoredFile>,
 }
 
 /// The most a chunk of the body adds to an upload's buffer (hyper reads at
@@ -237,6 +313,15 @@ struct Batch<'a> {
     files: Vec<StoredFile>,
     /// Where this batch's files go; fixed by the first file.
     dir: Option<Key>,
+    /// The spool the batch is written to, when it is asynchronous.
+    spooled: Option<JobWriter>,
+}
+
+/// A file received whole.
+struct Received {
+    key: Key,
+    size: u64,
+    sha256: String,
 }
 
 impl Batch<'_> {
@@ -245,7 +330,7 @@ impl Batch<'_> {
         reader: BodyReader,
         boundary: String,
         rollback: &mut Rollback,
-    ) -> Result<Vec<StoredFile>, FileError> {
+    ) -> Result<(Vec<StoredFile>, Option<JobWriter>), FileError> {
         let limit = SizeLimit::new().whole_stream(self.batch_limit());
         let constraints = Constraints::new().size_limit(limit);
         let mut multipart = Multipart::with_constraints(reader, boundary, constraints);
@@ -282,7 +367,9 @@ impl Batch<'_> {
                     name: Some(name.clone()),
                     error,
                 })?;
-            rollback.keys.push(stored.key.clone());
+            if self.spooled.is_none() {
+                rollback.keys.push(stored.key.clone());
+            }
             self.files.push(StoredFile {
                 key: self.tenant.relative(&stored.key).to_owned(),
                 name,
@@ -295,14 +382,14 @@ impl Batch<'_> {
                 bad("the body holds no file: send each file as a part with a filename").into(),
             );
         }
-        Ok(self.files)
+        Ok((self.files, self.spooled))
     }
 
     async fn receive_file(
         &mut self,
         field: &mut Field<'_>,
         name: &str,
-    ) -> Result<corral_store::StoredObject, ApiError> {
+    ) -> Result<Received, ApiError> {
         let dir = match &self.dir {
             Some(dir) => dir.clone(),
             None => {
@@ -322,6 +409,18 @@ impl Batch<'_> {
             .filter(|mime| *mime != &mime_guess::mime::APPLICATION_OCTET_STREAM)
             .map(|mime| mime.to_string());
         let max = self.state.config.max_file_size;
+        let limit = self.batch_limit();
+        if let Some(spooled) = self.spooled.as_mut() {
+            let mut file = spooled.file(&key, name, content_type).await?;
+            while let Some(chunk) = field.chunk().await.map_err(|e| parse_error(e, limit))? {
+                if file.size() + chunk.len() as u64 > max {
+                    return Err(ApiError::FileTooLarge { limit: max });
+                }
+                file.write(&chunk).await?;
+            }
+            let (size, sha256) = file.finish().await?;
+            return Ok(Received { key, size, sha256 });
+        }
         let mut upload = self.state.store.upload(
             self.group,
             key,
@@ -329,13 +428,18 @@ impl Batch<'_> {
             content_type,
             Some(name.to_owned()),
         );
-        while let Some(chunk) = field.chunk().await.map_err(|e| self.parse_error(e).error)? {
+        while let Some(chunk) = field.chunk().await.map_err(|e| parse_error(e, limit))? {
             if upload.size() + chunk.len() as u64 > max {
                 return Err(ApiError::FileTooLarge { limit: max });
             }
             upload.write(chunk).await?;
         }
-        Ok(upload.finish().await?)
+        let stored = upload.finish().await?;
+        Ok(Received {
+            key: stored.key,
+            size: stored.size,
+            sha256: stored.sha256,
+        })
     }
 
     /// `{tenant}/{prefix/}{date}/{batch-id}`.
@@ -356,7 +460,15 @@ impl Batch<'_> {
     }
 
     fn parse_error(&self, error: multer::Error) -> FileError {
-        let error = match error {
+        parse_error(error, self.batch_limit()).into()
+    }
+}
+
+/// The answer to a multipart parser's `error`, for a batch of at most
+/// `limit` bytes.
+fn parse_error(error: multer::Error, limit: u64) -> ApiError {
+    {
+        match error {
             multer::Error::StreamReadFailed(source) => match source.downcast::<BodyError>() {
                 Ok(body) => match *body {
                     BodyError::Idle(timeout) => ApiError::SlowClient { timeout },
@@ -364,16 +476,13 @@ impl Batch<'_> {
                 },
                 Err(other) => ApiError::BadRequest(format!("reading the body failed: {other}")),
             },
-            multer::Error::StreamSizeExceeded { .. } => ApiError::BatchTooLarge {
-                limit: self.batch_limit(),
-            },
+            multer::Error::StreamSizeExceeded { .. } => ApiError::BatchTooLarge { limit },
             multer::Error::FieldSizeExceeded { field_name, .. } => ApiError::BadRequest(format!(
                 "form field {:?} is longer than {MAX_TEXT_FIELD} bytes",
                 field_name.unwrap_or_default()
             )),
             other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
-        };
-        error.into()
+        }
     }
 }
 

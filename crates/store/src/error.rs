@@ -92,6 +92,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether trying the same thing again cannot succeed: the key breaks
+    /// the rules, or the backend refused the call for a reason that does not
+    /// go away by itself (a `4xx` other than a throttle, a local disk that
+    /// refuses writes). Throttles, timeouts, `5xx`, cancellations and
+    /// missing objects are not.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::InvalidKey { .. } | Self::Open { .. } => true,
+            Self::Backend { source, .. } => matches!(classify(source), Class::Permanent),
+            _ => false,
+        }
+    }
+
     pub(crate) fn backend(key: &str, source: object_store::Error, attempts: u32) -> Self {
         match source {
             object_store::Error::NotFound { .. } => Self::NotFound {
@@ -122,16 +135,20 @@ pub(crate) struct BackendError(pub(crate) object_store::Error);
 
 impl Classify for BackendError {
     fn classify(&self) -> Class {
-        use object_store::Error as E;
-        match &self.0 {
-            // Local and in-memory stores fail only for reasons that do not
-            // go away by themselves (no space, no permission).
-            E::Generic { store, .. } if matches!(*store, "LocalFileSystem" | "InMemory") => {
-                Class::Permanent
-            }
-            E::Generic { source, .. } => classify_remote(source.as_ref()),
-            _ => Class::Permanent,
+        classify(&self.0)
+    }
+}
+
+fn classify(error: &object_store::Error) -> Class {
+    use object_store::Error as E;
+    match error {
+        // Local and in-memory stores fail only for reasons that do not go
+        // away by themselves (no space, no permission).
+        E::Generic { store, .. } if matches!(*store, "LocalFileSystem" | "InMemory") => {
+            Class::Permanent
         }
+        E::Generic { source, .. } => classify_remote(source.as_ref()),
+        _ => Class::Permanent,
     }
 }
 

@@ -7,6 +7,9 @@
 //! pagination, and cleanup of anything a failed write leaves behind. Every
 //! backend call passes through the process-wide [`corral_sched::Scheduler`].
 //!
+//! Asynchronous uploads go through a local [`Spool`] and its journal first,
+//! so that they survive the process.
+//!
 //! Keys are validated [`Key`]s; file names sent by clients become key segments
 //! only through [`sanitize_file_name`].
 
@@ -16,6 +19,7 @@ pub mod key;
 mod meta;
 mod multipart;
 mod orphan;
+pub mod spool;
 mod store;
 pub mod upload;
 
@@ -24,5 +28,6 @@ pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};
 pub use meta::ObjectInfo;
 pub use orphan::Swept;
+pub use spool::{FileState, Job, JobFile, JobState, JobWriter, Spool, SpoolConfig, SpoolError};
 pub use store::{ByteStream, ListPage, MAX_PARTS, Store, StoreConfig, error_chain};
 pub use upload::{BufferGauge, StoredObject, Upload};

@@ -29,6 +29,7 @@ use object_store::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::store::Store;
 
 /// How a backend's abandoned multipart uploads are found.
@@ -77,12 +78,54 @@ impl Store {
         }
     }
 
+    /// Aborts every multipart upload still open for exactly `key`, whatever
+    /// its age, and returns how many it aborted. For a writer that alone
+    /// writes `key` and is about to write it again: a resumed asynchronous
+    /// upload, whose earlier attempt may have died with its process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if listing fails.
+    pub async fn abort_unfinished(&self, key: &Key) -> Result<usize> {
+        match self.orphans() {
+            Orphans::None | Orphans::Unsupported(_) => Ok(0),
+            Orphans::Local(dir) => {
+                let path = dir.join(key.as_str());
+                let removed = tokio::task::spawn_blocking(move || remove_staging_files(&path));
+                removed.await.map_err(|e| Error::Panicked {
+                    message: e.to_string(),
+                })
+            }
+            Orphans::S3(uploads) => {
+                let mut aborted = 0;
+                let mut marker = None;
+                let full_key = format!("{}{}", uploads.prefix, key.as_str());
+                loop {
+                    let page = self
+                        .call(self.system(), key.as_str(), 0, || {
+                            uploads.list(key.as_str(), marker.clone())
+                        })
+                        .await?;
+                    for upload in page.uploads.iter().filter(|u| u.key == full_key) {
+                        if self.abort_orphan(upload).await {
+                            aborted += 1;
+                        }
+                    }
+                    marker = page.next;
+                    if marker.is_none() {
+                        return Ok(aborted);
+                    }
+                }
+            }
+        }
+    }
+
     async fn sweep_s3(&self, uploads: &S3Uploads, cutoff: DateTime<Utc>) -> Result<Swept> {
         let mut swept = Swept::default();
         let mut marker = None;
         loop {
             let page = self
-                .call(self.system(), "", 0, || uploads.list(marker.clone()))
+                .call(self.system(), "", 0, || uploads.list("", marker.clone()))
                 .await?;
             let (old, young) = abandoned(page.uploads, cutoff);
             swept.young += young;
@@ -160,6 +203,26 @@ fn sweep_dir(dir: &FsPath, cutoff: SystemTime) -> Swept {
     swept
 }
 
+/// Removes the staging files of the object at `path`; returns how many.
+fn remove_staging_files(path: &FsPath) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let name = name.to_string_lossy();
+    entries
+        .flatten()
+        .filter(|entry| {
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            is_staging_file(&file) && file.rsplit_once('#').is_some_and(|(stem, _)| stem == name)
+        })
+        .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+        .count()
+}
+
 /// `object_store`'s local staging files are named `{file}#{digits}`.
 fn is_staging_file(name: &str) -> bool {
     name.rsplit_once('#').is_some_and(|(file, suffix)| {
@@ -225,8 +288,13 @@ impl S3Uploads {
         &self.prefix
     }
 
-    /// One page of the uploads under the prefix, after `marker`.
-    async fn list(&self, marker: Option<(String, String)>) -> object_store::Result<Page> {
+    /// One page of the uploads under the prefix and then `under`, after
+    /// `marker`.
+    async fn list(
+        &self,
+        under: &str,
+        marker: Option<(String, String)>,
+    ) -> object_store::Result<Page> {
         let error = |message: String| object_store::Error::Generic {
             store: "S3",
             source: message.into(),
@@ -238,7 +306,7 @@ impl S3Uploads {
             query
                 .append_pair("uploads", "")
                 .append_pair("encoding-type", "url")
-                .append_pair("prefix", &self.prefix);
+                .append_pair("prefix", &format!("{}{under}", self.prefix));
             if let Some((key, upload_id)) = &marker {
                 query
                     .append_pair("key-marker", key)

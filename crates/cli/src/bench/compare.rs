@@ -407,6 +407,8 @@ impl Corral {
     /// `corral serve` on `store`, with `args` after the common ones; its
     /// log goes to `log`.
     fn start(store: &Store, args: &[String], log: &std::path::Path) -> anyhow::Result<Self> {
+        // Beside the log, not in the working directory.
+        let spool = log.with_extension("spool");
         let log = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -419,7 +421,9 @@ impl Corral {
             .args(["serve", "--listen", &listen])
             // Uploads here never outlive the run; moto also dates every
             // multipart upload in 2010.
-            .args(["--orphan-sweep", "0s", "--shutdown-grace", "1s"]);
+            .args(["--orphan-sweep", "0s", "--shutdown-grace", "1s"])
+            .arg("--spool-dir")
+            .arg(&spool);
         match store {
             Store::Dir(dir) => {
                 command.arg("--store").arg(dir);

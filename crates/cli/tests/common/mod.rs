@@ -28,8 +28,11 @@ impl Corral {
                 command.env_remove(name);
             }
         }
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if !args.contains(&"--spool-dir") {
+            command.arg("--spool-dir").arg(dir.path().join("spool"));
+        }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -57,6 +60,36 @@ impl Corral {
             _stdout: stdout,
             _dir: dir,
         }
+    }
+
+    /// A corral storing under `pfx/` in `bucket` of the test S3 server
+    /// (moto), with `args` added.
+    pub(crate) fn on_moto(bucket: &str, args: &[&str]) -> Self {
+        use corral_testkit::s3::{self, S3Server};
+        let endpoint = S3Server::require().endpoint();
+        let store = format!("s3://{bucket}/pfx");
+        let mut all = vec![
+            "--store",
+            &store,
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-region",
+            s3::REGION,
+            "--s3-path-style",
+            "--s3-allow-http",
+            // moto dates every multipart upload in 2010, so a sweep would
+            // abort uploads in progress.
+            "--orphan-sweep",
+            "0s",
+        ];
+        all.extend_from_slice(args);
+        Self::start(
+            &all,
+            &[
+                ("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID),
+                ("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY),
+            ],
+        )
     }
 
     pub(crate) fn logs(&self) -> String {

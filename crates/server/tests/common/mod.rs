@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_server::{AppState, Auth, ServerConfig, TenantSpec, token_sha256};
-use corral_store::{Store, StoreConfig};
+use corral_store::{Spool, SpoolConfig, Store, StoreConfig};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -28,6 +28,8 @@ pub struct Server {
     pub client: reqwest::Client,
     pub stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The spool directory, when the server takes asynchronous uploads.
+    pub spool_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -132,6 +134,53 @@ impl Server {
         Self::serve(dir, store, state).await
     }
 
+    /// A server on local disk that spools asynchronous uploads, at most
+    /// `spool_max` bytes, in a directory of its own; with `auth` if given.
+    pub async fn with_spool(config: ServerConfig, spool_max: u64, auth: Option<Auth>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), StoreConfig::default())
+            .await
+            .unwrap();
+        let spool_dir = tempfile::tempdir().unwrap();
+        let spool_config = SpoolConfig {
+            dir: spool_dir.path().to_owned(),
+            max_bytes: spool_max,
+            workers: 2,
+        };
+        let spool = Spool::open(spool_config, store.clone()).await.unwrap();
+        let mut state = AppState::new(store.clone(), config).with_spool(spool);
+        if let Some(auth) = auth {
+            state = state.with_auth(auth);
+        }
+        let mut server = Self::serve(dir, store, state).await;
+        server.spool_dir = Some(spool_dir);
+        server
+    }
+
+    /// The entries of the spool directory other than its journal.
+    pub fn spooled(&self) -> Vec<PathBuf> {
+        let dir = self.spool_dir.as_ref().expect("a spool").path();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| !path.ends_with("journal.redb"))
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// Waits until the spool holds nothing but its journal, or fails after
+    /// ten seconds.
+    pub async fn assert_nothing_spooled(&self) {
+        for _ in 0..200 {
+            if self.spooled().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("left in the spool: {:?}", self.spooled());
+    }
+
     async fn serve(dir: tempfile::TempDir, store: Store, state: AppState) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -147,6 +196,7 @@ impl Server {
             client: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
+            spool_dir: None,
         }
     }
 

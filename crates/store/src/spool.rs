@@ -1,0 +1,829 @@
+//! Durable asynchronous uploads: a local spool, a journal, and the workers
+//! that carry spooled files to the store.
+//!
+//! # What `202` promises
+//!
+//! An asynchronous batch is answered `202` only once every byte of it is on
+//! the local disk, `fsync`'d, and its job is committed to the journal. From
+//! then on it survives the process: a deploy, a crash or `kill -9`, a
+//! backend that is down for an hour. Workers upload spooled files through
+//! the scheduler, as jobs of the batch's tenant, retrying every failure
+//! that may go away (a throttle, a timeout, a connection reset, a 5xx) with
+//! backoff for as long as it takes; a file fails only on a permanent error
+//! (the store rejects the object). Each stored file is recorded in the
+//! journal, then its spool file removed.
+//!
+//! # Layout and recovery
+//!
+//! ```text
+//! {spool}/journal.redb      jobs and the state of each file (redb)
+//! {spool}/{job-id}/{n}      the n-th file of a job, until stored
+//! ```
+//!
+//! The journal is [redb](https://docs.rs/redb): an embedded ACID store in
+//! one file, in pure Rust, whose commits are durable when they return. A
+//! job's files are written and `fsync`'d (with their directory) before its
+//! journal entry is committed, so a committed job always has its bytes. On
+//! opening, every job in the journal that is not finished resumes, and
+//! every directory the journal does not know (the half-written spool of a
+//! request that was never answered `202`) is removed.
+//!
+//! Keys are chosen when the batch is spooled, so an upload repeated after a
+//! crash (the object was stored, the journal had not recorded it yet)
+//! writes the same bytes to the same key. Before such a repeat, the
+//! multipart uploads the crashed attempt may have left open for that key
+//! are aborted ([`Store::abort_unfinished`]).
+//!
+//! # Budget
+//!
+//! The spool holds at most [`SpoolConfig::max_bytes`] of file bytes not yet
+//! stored; a batch that would pass it is refused ([`SpoolError::Full`],
+//! `429` over HTTP) instead of filling the disk. At most
+//! [`SpoolConfig::workers`] files are uploaded at once, so the memory
+//! workers buffer is bounded too; the scheduler decides how many backend
+//! calls they make.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use chrono::{DateTime, Utc};
+use corral_sched::Refused;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::Error;
+use crate::key::Key;
+use crate::store::{Store, error_chain};
+
+/// The journal's one table: job id to the job, as JSON.
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+
+/// The journal's file name in the spool directory.
+const JOURNAL: &str = "journal.redb";
+
+/// Bytes read from a spool file at a time.
+const CHUNK: usize = 64 << 10;
+
+/// The first and the longest wait between attempts at a file.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Where the spool lives and what it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// The spool directory; created if missing.
+    pub dir: PathBuf,
+    /// The most file bytes the spool may hold, not yet stored.
+    pub max_bytes: u64,
+    /// Files uploaded at once.
+    pub workers: usize,
+}
+
+/// Why a batch cannot be spooled, or the spool cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The spool holds its budget of bytes not yet stored.
+    #[error("the spool is full ({used} of {max} bytes wait to be stored)")]
+    Full {
+        /// Bytes waiting now.
+        used: u64,
+        /// The budget.
+        max: u64,
+    },
+    /// The local disk failed.
+    #[error("spool {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal failed.
+    #[error("spool journal: {0}")]
+    Journal(#[from] redb::Error),
+    /// A job in the journal cannot be decoded (written by another version
+    /// of corral?).
+    #[error("spool journal: job {id} is unreadable: {reason}")]
+    Unreadable {
+        /// The job's id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One asynchronous batch, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Its id, a UUIDv7.
+    pub id: String,
+    /// The tenant's root key segment.
+    pub tenant: String,
+    /// When it was accepted.
+    pub created: DateTime<Utc>,
+    /// Its files, in the order they were sent.
+    pub files: Vec<JobFile>,
+}
+
+/// One file of a [`Job`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFile {
+    /// Its storage key (with the tenant's root).
+    pub key: String,
+    /// The file name the client sent.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256, in hex, computed as it was spooled.
+    pub sha256: String,
+    /// The content type the client gave, if any.
+    pub content_type: Option<String>,
+    /// Where it is.
+    pub state: FileState,
+    /// Attempts made to store it.
+    pub attempts: u32,
+    /// Why it failed, or why the last attempt failed.
+    pub error: Option<String>,
+}
+
+/// Where a [`JobFile`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// In the spool, waiting or being uploaded.
+    Pending,
+    /// In the store; gone from the spool.
+    Stored,
+    /// Refused for good by the store; gone from the spool.
+    Failed,
+}
+
+/// Where a [`Job`] is, from its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// No attempt made yet.
+    Queued,
+    /// Some files are still pending, and work on it has begun.
+    Uploading,
+    /// Every file is stored.
+    Done,
+    /// Nothing is pending and some file failed.
+    Failed,
+}
+
+impl Job {
+    /// Where the job is.
+    pub fn state(&self) -> JobState {
+        let pending = self.files.iter().any(|f| f.state == FileState::Pending);
+        let failed = self.files.iter().any(|f| f.state == FileState::Failed);
+        let begun = self
+            .files
+            .iter()
+            .any(|f| f.attempts > 0 || f.state != FileState::Pending);
+        match (pending, failed, begun) {
+            (false, false, _) => JobState::Done,
+            (false, true, _) => JobState::Failed,
+            (true, _, true) => JobState::Uploading,
+            (true, _, false) => JobState::Queued,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.state(), JobState::Done | JobState::Failed)
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        (self.files.iter())
+            .filter(|f| f.state == FileState::Pending)
+            .map(|f| f.size)
+            .sum()
+    }
+}
+
+/// The spool: see the [module docs](self). Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    db: Database,
+    max_bytes: u64,
+    /// File bytes in the spool (or reserved by batches being spooled) not
+    /// yet stored.
+    used: AtomicU64,
+    store: Store,
+    /// Jobs with a task working on them.
+    running: Mutex<HashSet<String>>,
+    /// Rings when a job is committed.
+    wake: Notify,
+    workers: Semaphore,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    /// Serializes writes to the journal (redb has one writer at a time;
+    /// this keeps the blocking threads from queueing on its lock).
+    write: tokio::sync::Mutex<()>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool, removes what no journal entry owns,
+    /// and starts the workers on every unfinished job, uploading to
+    /// `store`.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError`] if the directory or the journal cannot be opened
+    /// (another corral using the same spool holds the journal's lock).
+    pub async fn open(config: SpoolConfig, store: Store) -> Result<Self, SpoolError> {
+        let dir = config.dir.clone();
+        let opened = tokio::task::spawn_blocking(move || open_dir(&dir))
+            .await
+            .expect("opening the spool does not panic")?;
+        let (db, used) = opened;
+        let spool = Self {
+            inner: Arc::new(Inner {
+                dir: config.dir,
+                db,
+                max_bytes: config.max_bytes,
+                used: AtomicU64::new(used),
+                store,
+                running: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
+                workers: Semaphore::new(config.workers.max(1)),
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                write: tokio::sync::Mutex::new(()),
+            }),
+        };
+        let runner = spool.clone();
+        spool.inner.tasks.spawn(async move { runner.run().await });
+        Ok(spool)
+    }
+
+    /// File bytes waiting in the spool now.
+    pub fn used(&self) -> u64 {
+        self.inner.used.load(Ordering::Acquire)
+    }
+
+    /// The spool's budget.
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes
+    }
+
+    /// Whether `bytes` more would fit now.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Full`] if they would not.
+    pub fn check_room(&self, bytes: u64) -> Result<(), SpoolError> {
+        let used = self.used();
+        if used.saturating_add(bytes) > self.inner.max_bytes {
+            return Err(self.full(used));
+        }
+        Ok(())
+    }
+
+    fn full(&self, used: u64) -> SpoolError {
+        SpoolError::Full {
+            used,
+            max: self.inner.max_bytes,
+        }
+    }
+
+    /// Takes `bytes` of the budget.
+    fn reserve(&self, bytes: u64) -> Result<(), SpoolError> {
+        let max = self.inner.max_bytes;
+        (self.inner.used)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= max)
+            })
+            .map(drop)
+            .map_err(|used| self.full(used))
+    }
+
+    fn release(&self, bytes: u64) {
+        self.inner.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Starts spooling a batch of `tenant`'s. Nothing of it counts until
+    /// [`JobWriter::commit`]; dropped before, it is removed.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Io`] if its directory cannot be made.
+    pub async fn begin(&self, tenant: &str) -> Result<JobWriter, SpoolError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let dir = self.inner.dir.join(&id);
+        tokio::fs::create_dir(&dir).await.map_err(io(&dir))?;
+        Ok(JobWriter {
+            spool: self.clone(),
+            job: Job {
+                id,
+                tenant: tenant.to_owned(),
+                created: Utc::now(),
+                files: Vec::new(),
+            },
+            dir,
+            reserved: 0,
+            committed: false,
+        })
+    }
+
+    /// The job `id`, as the journal has it now.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Journal`] if the journal cannot be read.
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, SpoolError> {
+        let spool = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || spool.read_job(&id))
+            .await
+            .expect("reading the journal does not panic")
+    }
+
+    fn read_job(&self, id: &str) -> Result<Option<Job>, SpoolError> {
+        let read = self.inner.db.begin_read().map_err(redb::Error::from)?;
+        let table = read.open_table(JOBS).map_err(redb::Error::from)?;
+        let value = table.get(id).map_err(redb::Error::from)?;
+        value.map(|value| decode(id, value.value())).transpose()
+    }
+
+    /// Every job not finished.
+    fn unfinished(&self) -> Result<Vec<Job>, SpoolError> {
+        unfinished(&self.inner.db)
+    }
+
+    async fn save(&self, job: &Job) -> Result<(), SpoolError> {
+        let _one_writer = self.inner.write.lock().await;
+        let spool = self.clone();
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || save(&spool.inner.db, &job))
+            .await
+            .expect("writing the journal does not panic")
+    }
+
+    /// Stops the workers and waits for them. Uploads in progress are
+    /// cancelled (their multipart uploads aborted); their jobs resume when
+    /// the spool is opened again.
+    pub async fn close(&self) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// Starts a task on every unfinished job that has none, whenever a job
+    /// is committed, and every minute (for jobs whose task ended early).
+    async fn run(self) {
+        loop {
+            match self.unfinished() {
+                Ok(jobs) => {
+                    for job in jobs {
+                        let fresh = (self.inner.running.lock())
+                            .expect("no panic while holding the lock")
+                            .insert(job.id.clone());
+                        if fresh {
+                            let spool = self.clone();
+                            self.inner.tasks.spawn(async move {
+                                let id = job.id.clone();
+                                spool.work(job).await;
+                                (spool.inner.running.lock())
+                                    .expect("no panic while holding the lock")
+                                    .remove(&id);
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %error_chain(&e), "reading the spool journal failed")
+                }
+            }
+            tokio::select! {
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = self.inner.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Stores each pending file of `job`, one after another.
+    async fn work(&self, mut job: Job) {
+        for index in 0..job.files.len() {
+            if job.files[index].state != FileState::Pending {
+                continue;
+            }
+            let Some(outcome) = self.store_file(&job, index).await else {
+                return; // Stopping.
+            };
+            let file = &mut job.files[index];
+            file.attempts = outcome.attempts;
+            match outcome.error {
+                None => {
+                    file.state = FileState::Stored;
+                    file.error = None;
+                }
+                Some(error) => {
+                    file.state = FileState::Failed;
+                    file.error = Some(error);
+                }
+            }
+            if let Err(e) = self.save(&job).await {
+                // The file is stored but not recorded: it is stored again
+                // when the job resumes, which writes the same bytes.
+                tracing::error!(job = %job.id, error = %error_chain(&e), "recording a stored file failed");
+                return;
+            }
+            let path = self.inner.dir.join(&job.id).join(index.to_string());
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                tracing::warn!(path = %path.display(), error = %e, "removing a spool file failed");
+            }
+            self.release(job.files[index].size);
+        }
+        let dir = self.inner.dir.join(&job.id);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            tracing::warn!(path = %dir.display(), error = %e, "removing a job's spool directory failed");
+        }
+        match job.state() {
+            JobState::Failed => tracing::warn!(job = %job.id, "asynchronous upload failed"),
+            _ => tracing::info!(job = %job.id, files = job.files.len(), "asynchronous upload done"),
+        }
+    }
+
+    /// Tries to store file `index` of `job` until it is stored or fails for
+    /// good; `None` if the spool is stopping first.
+    async fn store_file(&self, job: &Job, index: usize) -> Option<Outcome> {
+        let file = &job.files[index];
+        let mut attempts = file.attempts;
+        let mut backoff = BACKOFF_FIRST;
+        let stop = &self.inner.stop;
+        loop {
+            let attempt = async {
+                let _worker = self.inner.workers.acquire().await.expect("never closed");
+                let group = match self.inner.store.scheduler().group(&job.tenant) {
+                    Ok(group) => group,
+                    Err(Refused::Overloaded { retry_after }) => {
+                        return Err(Retry::After(retry_after));
+                    }
+                    Err(_) => return Err(Retry::Stop),
+                };
+                let key = Key::parse(&file.key).map_err(|e| Retry::Never(e.to_string()))?;
+                let store = &self.inner.store;
+                if file.size > store.config().multipart_threshold as u64 {
+                    // An earlier attempt, maybe in a process that died, may
+                    // have left a multipart upload open. (Attempts are
+                    // recorded only when a file is done, so a resumed job
+                    // cannot tell; one listing per large file is cheap.)
+                    if let Err(e) = store.abort_unfinished(&key).await {
+                        tracing::warn!(key = %file.key, error = %error_chain(&e), "aborting earlier uploads failed");
+                    }
+                }
+                attempts += 1;
+                let path = self.inner.dir.join(&job.id).join(index.to_string());
+                self.upload(&group, key, file, &path).await
+            };
+            let result = tokio::select! {
+                result = attempt => result,
+                () = stop.cancelled() => return None,
+            };
+            let wait = match result {
+                Ok(()) => {
+                    return Some(Outcome {
+                        attempts,
+                        error: None,
+                    });
+                }
+                Err(Retry::Never(error)) => {
+                    tracing::warn!(job = %job.id, key = %file.key, %error, "the store refused a spooled file");
+                    return Some(Outcome {
+                        attempts,
+                        error: Some(error),
+                    });
+                }
+                Err(Retry::Stop) => return None,
+                Err(Retry::After(wait)) => wait,
+                Err(Retry::Backoff(error)) => {
+                    tracing::warn!(job = %job.id, key = %file.key, attempts, %error, "storing a spooled file failed; retrying");
+                    let wait = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    wait
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// One attempt at storing `file` from `path` as `key`.
+    async fn upload(
+        &self,
+        group: &corral_sched::Group,
+        key: Key,
+        file: &JobFile,
+        path: &Path,
+    ) -> Result<(), Retry> {
+        let mut source = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Retry::Never(format!("its spool file is gone: {e}")))?;
+        let store = &self.inner.store;
+        let mut upload = store.upload(
+            group,
+            key,
+            Some(file.size),
+            file.content_type.clone(),
+            Some(file.name.clone()),
+        );
+        loop {
+            let mut chunk = BytesMut::with_capacity(CHUNK);
+            let read = source
+                .read_buf(&mut chunk)
+                .await
+                .map_err(|e| Retry::Never(format!("reading its spool file failed: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            upload.write(chunk.freeze()).await.map_err(Retry::from)?;
+        }
+        let stored = upload.finish().await.map_err(Retry::from)?;
+        if stored.sha256 != file.sha256 || stored.size != file.size {
+            // The spool file changed after it was acknowledged: what was
+            // stored is not what the client sent.
+            let key = Key::parse(&file.key).expect("checked above");
+            store.delete_all(vec![key]).await;
+            return Err(Retry::Never(format!(
+                "its spool file was damaged: SHA-256 {} instead of {}",
+                stored.sha256, file.sha256
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How a file's attempt ended, when it did not store it.
+enum Retry {
+    /// Try again after this long.
+    After(Duration),
+    /// Try again after the file's backoff.
+    Backoff(String),
+    /// It will never be stored.
+    Never(String),
+    /// The spool is stopping.
+    Stop,
+}
+
+impl From<Error> for Retry {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Overloaded { retry_after } => Self::After(retry_after),
+            Error::Cancelled => Self::Stop,
+            error if error.is_permanent() => Self::Never(error_chain(&error)),
+            error => Self::Backoff(error_chain(&error)),
+        }
+    }
+}
+
+/// The end of a file's attempts.
+struct Outcome {
+    attempts: u32,
+    /// Why it failed for good; `None` if stored.
+    error: Option<String>,
+}
+
+/// A batch being spooled: see [`Spool::begin`].
+#[derive(Debug)]
+pub struct JobWriter {
+    spool: Spool,
+    job: Job,
+    dir: PathBuf,
+    /// Bytes of the budget this batch holds.
+    reserved: u64,
+    committed: bool,
+}
+
+impl JobWriter {
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.job.id
+    }
+
+    /// Starts the next file, to be stored as `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Io`] if the file cannot be created.
+    pub async fn file(
+        &mut self,
+        key: &Key,
+        name: &str,
+        content_type: Option<String>,
+    ) -> Result<FileWriter<'_>, SpoolError> {
+        let path = self.dir.join(self.job.files.len().to_string());
+        let out = tokio::fs::File::create(&path).await.map_err(io(&path))?;
+        self.job.files.push(JobFile {
+            key: key.as_str().to_owned(),
+            name: name.to_owned(),
+            size: 0,
+            sha256: String::new(),
+            content_type,
+            state: FileState::Pending,
+            attempts: 0,
+            error: None,
+        });
+        Ok(FileWriter {
+            writer: self,
+            out,
+            path,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// Makes the batch durable: syncs its directory and commits its job to
+    /// the journal, then wakes the workers. Only after this may the batch
+    /// be acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError`] if the disk or the journal fails; the batch is then
+    /// removed.
+    pub async fn commit(mut self) -> Result<Job, SpoolError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&dir))
+        })
+        .await
+        .expect("syncing a directory does not panic")?;
+        self.spool.save(&self.job).await?;
+        self.committed = true;
+        self.spool.inner.wake.notify_one();
+        Ok(self.job.clone())
+    }
+}
+
+impl Drop for JobWriter {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        self.spool.release(self.reserved);
+        let dir = self.dir.clone();
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %e, "removing an unfinished spool directory failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// One file being spooled.
+#[derive(Debug)]
+pub struct FileWriter<'w> {
+    writer: &'w mut JobWriter,
+    out: tokio::fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+}
+
+impl FileWriter<'_> {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.writer.job.files.last().expect("this file").size
+    }
+
+    /// Appends `chunk`.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Full`] if the spool's budget is spent,
+    /// [`SpoolError::Io`] if the disk fails.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+        let len = chunk.len() as u64;
+        self.writer.spool.reserve(len)?;
+        self.writer.reserved += len;
+        self.out.write_all(chunk).await.map_err(io(&self.path))?;
+        self.hasher.update(chunk);
+        self.writer.job.files.last_mut().expect("this file").size += len;
+        Ok(())
+    }
+
+    /// Syncs the file to disk; returns its size and SHA-256.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Io`] if the disk fails.
+    pub async fn finish(mut self) -> Result<(u64, String), SpoolError> {
+        self.out.flush().await.map_err(io(&self.path))?;
+        self.out.sync_all().await.map_err(io(&self.path))?;
+        let sha256 = hex::encode(self.hasher.finalize_reset());
+        let file = self.writer.job.files.last_mut().expect("this file");
+        file.sha256.clone_from(&sha256);
+        Ok((file.size, sha256))
+    }
+}
+
+/// Opens the journal in `dir`, removes the directories no unfinished job
+/// owns, and returns the bytes the unfinished jobs still hold.
+fn open_dir(dir: &Path) -> Result<(Database, u64), SpoolError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let journal = dir.join(JOURNAL);
+    let db = Database::create(&journal).map_err(redb::Error::from)?;
+    // Make the table, so that readers always find it.
+    let write = db.begin_write().map_err(redb::Error::from)?;
+    write.open_table(JOBS).map_err(redb::Error::from)?;
+    write.commit().map_err(redb::Error::from)?;
+
+    let jobs = unfinished(&db)?;
+    let owned: HashSet<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == JOURNAL || owned.contains(&*name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed a batch that was never acknowledged")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale spool entry")
+            }
+        }
+    }
+    let used = jobs.iter().map(Job::pending_bytes).sum();
+    if !jobs.is_empty() {
+        tracing::info!(
+            jobs = jobs.len(),
+            bytes = used,
+            "resuming asynchronous uploads"
+        );
+    }
+    Ok((db, used))
+}
+
+fn unfinished(db: &Database) -> Result<Vec<Job>, SpoolError> {
+    let read = db.begin_read().map_err(redb::Error::from)?;
+    let table = read.open_table(JOBS).map_err(redb::Error::from)?;
+    let mut jobs = Vec::new();
+    for entry in table.iter().map_err(redb::Error::from)? {
+        let (id, value) = entry.map_err(redb::Error::from)?;
+        match decode(id.value(), value.value()) {
+            Ok(job) if !job.finished() => jobs.push(job),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "skipping an unreadable job"),
+        }
+    }
+    Ok(jobs)
+}
+
+fn save(db: &Database, job: &Job) -> Result<(), SpoolError> {
+    let json = serde_json::to_vec(job).expect("a job always serializes");
+    let write = db.begin_write().map_err(redb::Error::from)?;
+    {
+        let mut table = write.open_table(JOBS).map_err(redb::Error::from)?;
+        table
+            .insert(job.id.as_str(), json.as_slice())
+            .map_err(redb::Error::from)?;
+    }
+    write.commit().map_err(redb::Error::from)?;
+    Ok(())
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<Job, SpoolError> {
+    serde_json::from_slice(bytes).map_err(|e| SpoolError::Unreadable {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
