@@ -43,7 +43,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Auth> {
     parse(&text).with_context(|| format!("in the auth file {}", path.display()))
 }
 
-fn parse(text: &str) -> anyhow::Result<Auth> {
+pub(crate) fn parse(text: &str) -> anyhow::Result<Auth> {
     let file: File = toml::from_str(text)?;
     let specs = file
         .tenant

@@ -550,6 +550,28 @@ fn load(path: &Path) -> anyhow::Result<Overrides> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
+/// A config file's text, laid over the defaults and checked as `corral
+/// serve --config` does; with the invariant that the settings, printed as a
+/// config file (`--print-config`), read back to the same settings. For the
+/// fuzz targets.
+///
+/// # Errors
+///
+/// The message `corral serve` would print.
+#[doc(hidden)]
+pub fn fuzz_config(text: &str) -> Result<(), String> {
+    let overrides: Overrides = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut settings = Settings::default();
+    settings.apply(overrides);
+    settings.validate().map_err(|e| format!("{e:#}"))?;
+    let printed = settings.to_string();
+    let again: Overrides = toml::from_str(&printed).expect("printed settings parse");
+    let mut reread = Settings::default();
+    reread.apply(again);
+    assert_eq!(reread, settings, "{printed}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

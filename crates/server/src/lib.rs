@@ -25,3 +25,24 @@ pub use config::ServerConfig;
 pub use error::ApiError;
 pub use serve::run;
 pub use tenant::Tenant;
+
+/// Entry points for the fuzz targets in `fuzz/`. Not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    /// What a `Range` header asks of an object of `size` bytes: the bytes
+    /// to send, `Some(None)` for the whole object, `None` for `416`; with
+    /// the invariant that a range always lies inside the object.
+    pub fn range(header: &str, size: u64) -> Option<Option<std::ops::Range<u64>>> {
+        match crate::range::resolve(Some(header), size) {
+            crate::range::Ranged::Full => Some(None),
+            crate::range::Ranged::Partial(range) => {
+                assert!(
+                    range.start < range.end && range.end <= size,
+                    "{header:?}: {range:?} of {size}"
+                );
+                Some(Some(range))
+            }
+            crate::range::Ranged::Unsatisfiable => None,
+        }
+    }
+}
