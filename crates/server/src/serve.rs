@@ -4,11 +4,19 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use axum::http::{HeaderValue, header};
+
 use hyper::server::conn::http1;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::app::{AppState, router};
 
@@ -66,7 +74,8 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.body_timeout);
     let app = router(state);
-    let connections = GracefulShutdown::new();
+    let stopping = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let socket = tokio::select! {
@@ -82,17 +91,34 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let requests = Arc::new(Requests::default());
+        let service = {
+            let (requests, stopping) = (Arc::clone(&requests), stopping.clone());
+            let app = TowerToHyperService::new(app.clone());
+            hyper::service::service_fn(move |request| {
+                requests.served.store(true, Ordering::Relaxed);
+                requests.active.fetch_add(1, Ordering::Relaxed);
+                let answer = app.call(request);
+                let (requests, stopping) = (Arc::clone(&requests), stopping.clone());
+                async move {
+                    let mut response = answer.await?;
+                    requests.active.fetch_sub(1, Ordering::Relaxed);
+                    // Once stopping, every answer is a connection's last.
+                    if stopping.is_cancelled() {
+                        let close = HeaderValue::from_static("close");
+                        response.headers_mut().insert(header::CONNECTION, close);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
         let connection = http.serve_connection(TokioIo::new(socket), service);
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+        connections.spawn(drain_connection(connection, requests, stopping.clone()));
     }
     scheduler.close();
-    let drained = connections.shutdown();
+    stopping.cancel();
+    connections.close();
+    let drained = connections.wait();
     let drain = async {
         let mut drained = std::pin::pin!(drained);
         if tokio::time::timeout(grace, &mut drained).await.is_err() {
@@ -138,4 +164,54 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// A connection's requests so far.
+#[derive(Debug, Default)]
+struct Requests {
+    /// Whether it has had one.
+    served: AtomicBool,
+    /// How many are being answered now.
+    active: AtomicUsize,
+}
+
+/// Serves `connection` until it ends; when `stopping` fires first, winds it
+/// down:
+///
+/// - one that has not sent its first request yet is left to send it, for
+///   at most [`LAST_CALL`]: it gets its answer (`503`, `Connection: close`)
+///   rather than a socket closed under a request already on its way;
+/// - one with a request in progress finishes it; the answer says
+///   `Connection: close`, so the connection ends after it. Closing it
+///   under the request instead would cut the client off while it may still
+///   be sending a body its early answer (a `503`) did not need;
+/// - an idle one is closed. (That races with a request the client may be
+///   sending just then: HTTP/1.1's keep-alive race, which clients handle.)
+async fn drain_connection<I, S>(
+    connection: http1::Connection<I, S>,
+    requests: Arc<Requests>,
+    stopping: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stopping.cancelled() => {
+            if !requests.served.load(Ordering::Relaxed) {
+                tokio::time::timeout(LAST_CALL, connection).await.unwrap_or(Ok(()))
+            } else {
+                if requests.active.load(Ordering::Relaxed) == 0 {
+                    connection.as_mut().graceful_shutdown();
+                }
+                connection.await
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
