@@ -65,8 +65,14 @@ impl Corral {
     /// A corral storing under `pfx/` in `bucket` of the test S3 server
     /// (moto), with `args` added.
     pub(crate) fn on_moto(bucket: &str, args: &[&str]) -> Self {
-        use corral_testkit::s3::{self, S3Server};
-        let endpoint = S3Server::require().endpoint();
+        let endpoint = corral_testkit::s3::S3Server::require().endpoint();
+        Self::on_s3(&endpoint, bucket, args)
+    }
+
+    /// The same, reaching S3 through `endpoint` (a front before it).
+    pub(crate) fn on_s3(endpoint: &str, bucket: &str, args: &[&str]) -> Self {
+        use corral_testkit::s3;
+        let endpoint = endpoint.to_owned();
         let store = format!("s3://{bucket}/pfx");
         let mut all = vec![
             "--store",
