@@ -78,7 +78,7 @@ impl AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/files", post(upload::upload).get(files::list))
         .route(
             "/api/files/{*key}",
@@ -87,7 +87,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(jobs::get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::scrape))
+        .route("/metrics", get(metrics::scrape));
+    layered(routes, state)
+}
+
+/// `routes` with what every route gets: the fallbacks, the panic catcher,
+/// metrics and tracing.
+fn layered(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Uploads are streamed and limited by the upload handler itself.
@@ -127,4 +134,42 @@ async fn no_route(uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use corral_store::{Store, StoreConfig};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_router_goes_on() {
+        let store = Store::open("memory://", StoreConfig::default())
+            .await
+            .unwrap();
+        let state = AppState::new(store, ServerConfig::default());
+        let routes = Router::new()
+            .route("/boom", get(boom))
+            .route("/healthz", get(healthz));
+        let app = layered(routes, state);
+        let request = |path| Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+        // Nothing of the panic is sent.
+        assert!(!body.to_string().contains("a bug"), "{body}");
+        let response = app.oneshot(request("/healthz")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }
