@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use axum::http::{HeaderValue, header};
+use http_body_util::BodyExt as _;
+use tokio::sync::Notify;
 
 use hyper::server::conn::http1;
 use hyper::service::Service as _;
@@ -23,6 +25,10 @@ use crate::app::{AppState, router};
 /// How long cancelled requests get to answer before their connections are
 /// dropped.
 const LAST_CALL: Duration = Duration::from_secs(5);
+
+/// How long an idle connection gets, once stopping, to send a request that
+/// may already be on its way (see `drain_connection`).
+const COURTESY: Duration = Duration::from_secs(1);
 
 /// The most bytes hyper reads ahead on one connection. Its default (about
 /// 400 KiB) is the size of the chunks it hands up, and the memory each
@@ -41,10 +47,11 @@ const MAX_HEAD: usize = 32 << 10;
 ///
 /// 1. the scheduler refuses new work: `/readyz` answers `503` at once,
 ///    new requests get `503` with `Retry-After` and `Connection: close`
-///    (`/healthz` stays `200`), and idle connections are closed. The
-///    listener goes on accepting during the drain, one request per
-///    connection, so that load balancers and clients are told rather than
-///    refused a connection;
+///    (`/healthz` stays `200`), every answer closes its connection, and
+///    idle connections are closed after a second's courtesy for a request
+///    already on its way. The listener goes on accepting during the drain,
+///    one request per connection, so that load balancers and clients are
+///    told rather than refused a connection;
 /// 2. requests in progress finish, for up to `shutdown_grace`;
 /// 3. past that, the scheduler cancels whatever work is left (those
 ///    requests get `503` and roll back), and the server waits for them at
@@ -96,19 +103,23 @@ pub async fn run(
             let (requests, stopping) = (Arc::clone(&requests), stopping.clone());
             let app = TowerToHyperService::new(app.clone());
             hyper::service::service_fn(move |request| {
-                requests.served.store(true, Ordering::Relaxed);
-                requests.active.fetch_add(1, Ordering::Relaxed);
+                let active = Active::new(&requests);
                 let answer = app.call(request);
-                let (requests, stopping) = (Arc::clone(&requests), stopping.clone());
+                let stopping = stopping.clone();
                 async move {
                     let mut response = answer.await?;
-                    requests.active.fetch_sub(1, Ordering::Relaxed);
                     // Once stopping, every answer is a connection's last.
                     if stopping.is_cancelled() {
                         let close = HeaderValue::from_static("close");
                         response.headers_mut().insert(header::CONNECTION, close);
                     }
-                    Ok::<_, Infallible>(response)
+                    // The request is active until its answer is sent.
+                    Ok::<_, Infallible>(response.map(|body| {
+                        axum::body::Body::new(body.map_frame(move |frame| {
+                            let _active = &active;
+                            frame
+                        }))
+                    }))
                 }
             })
         };
@@ -166,27 +177,46 @@ pub async fn run(
     Ok(())
 }
 
-/// A connection's requests so far.
+/// A connection's requests.
 #[derive(Debug, Default)]
 struct Requests {
-    /// Whether it has had one.
-    served: AtomicBool,
-    /// How many are being answered now.
+    /// How many have begun.
+    started: AtomicU64,
+    /// How many are being answered now (until their answer's body is sent).
     active: AtomicUsize,
+    /// Rings when none is active any more.
+    idle: Notify,
+}
+
+/// Counts a request as active while it lives.
+struct Active(Arc<Requests>);
+
+impl Active {
+    fn new(requests: &Arc<Requests>) -> Self {
+        requests.started.fetch_add(1, Ordering::Relaxed);
+        requests.active.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(requests))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Serves `connection` until it ends; when `stopping` fires first, winds it
-/// down:
+/// down without cutting a client off:
 ///
-/// - one that has not sent its first request yet is left to send it, for
-///   at most [`LAST_CALL`]: it gets its answer (`503`, `Connection: close`)
-///   rather than a socket closed under a request already on its way;
-/// - one with a request in progress finishes it; the answer says
-///   `Connection: close`, so the connection ends after it. Closing it
-///   under the request instead would cut the client off while it may still
-///   be sending a body its early answer (a `503`) did not need;
-/// - an idle one is closed. (That races with a request the client may be
-///   sending just then: HTTP/1.1's keep-alive race, which clients handle.)
+/// - a request being answered is finished (its answer's body included);
+///   an answer made once stopping says `Connection: close`, so the
+///   connection ends after it;
+/// - an idle connection, or one that has not sent its first request yet,
+///   gets [`COURTESY`] to send one more: a request already on its way is
+///   answered (`503` with `Connection: close`) rather than met by a closed
+///   socket; if none comes, the connection is closed.
 async fn drain_connection<I, S>(
     connection: http1::Connection<I, S>,
     requests: Arc<Requests>,
@@ -200,16 +230,28 @@ async fn drain_connection<I, S>(
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = stopping.cancelled() => {
-            if !requests.served.load(Ordering::Relaxed) {
-                tokio::time::timeout(LAST_CALL, connection).await.unwrap_or(Ok(()))
-            } else {
-                if requests.active.load(Ordering::Relaxed) == 0 {
-                    connection.as_mut().graceful_shutdown();
+        () = stopping.cancelled() => loop {
+            let idle = requests.idle.notified();
+            let mut idle = std::pin::pin!(idle);
+            idle.as_mut().enable();
+            if requests.active.load(Ordering::Relaxed) > 0 {
+                tokio::select! {
+                    result = connection.as_mut() => break result,
+                    () = idle => continue,
                 }
-                connection.await
             }
-        }
+            let started = requests.started.load(Ordering::Relaxed);
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                () = tokio::time::sleep(COURTESY) => {}
+            }
+            if requests.started.load(Ordering::Relaxed) == started {
+                break Ok(());
+            }
+            // A request came, after the signal: its answer ends the
+            // connection.
+            break connection.await;
+        },
     };
     if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
