@@ -370,8 +370,11 @@ impl Spool {
     }
 
     /// Every job not finished.
-    fn unfinished(&self) -> Result<Vec<Job>, SpoolError> {
-        unfinished(&self.inner.db)
+    async fn unfinished(&self) -> Result<Vec<Job>, SpoolError> {
+        let spool = self.clone();
+        tokio::task::spawn_blocking(move || unfinished(&spool.inner.db))
+            .await
+            .expect("reading the journal does not panic")
     }
 
     async fn save(&self, job: &Job) -> Result<(), SpoolError> {
@@ -396,7 +399,7 @@ impl Spool {
     /// is committed, and every minute (for jobs whose task ended early).
     async fn run(self) {
         loop {
-            match self.unfinished() {
+            match self.unfinished().await {
                 Ok(jobs) => {
                     for job in jobs {
                         let fresh = (self.inner.running.lock())
@@ -826,4 +829,131 @@ fn decode(id: &str, bytes: &[u8]) -> Result<Job, SpoolError> {
         id: id.to_owned(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    fn file(state: FileState, attempts: u32) -> JobFile {
+        JobFile {
+            key: "t/k".into(),
+            name: "k".into(),
+            size: 1,
+            sha256: String::new(),
+            content_type: None,
+            state,
+            attempts,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_job_is_where_its_files_are() {
+        use FileState::{Failed, Pending, Stored};
+        let job = |files| Job {
+            id: "j".into(),
+            tenant: "t".into(),
+            created: Utc::now(),
+            files,
+        };
+        let cases = [
+            (vec![file(Pending, 0), file(Pending, 0)], JobState::Queued),
+            (
+                vec![file(Pending, 1), file(Pending, 0)],
+                JobState::Uploading,
+            ),
+            (vec![file(Stored, 1), file(Pending, 0)], JobState::Uploading),
+            (vec![file(Failed, 1), file(Pending, 0)], JobState::Uploading),
+            (vec![file(Stored, 1), file(Stored, 2)], JobState::Done),
+            (vec![file(Stored, 1), file(Failed, 1)], JobState::Failed),
+        ];
+        for (files, state) in cases {
+            let job = job(files);
+            assert_eq!(job.state(), state, "{job:?}");
+        }
+    }
+
+    async fn spool(dir: &Path, max_bytes: u64) -> (Spool, Store) {
+        let store = Store::open("memory://", StoreConfig::default())
+            .await
+            .unwrap();
+        let config = SpoolConfig {
+            dir: dir.to_owned(),
+            max_bytes,
+            workers: 1,
+        };
+        (Spool::open(config, store.clone()).await.unwrap(), store)
+    }
+
+    #[tokio::test]
+    async fn a_committed_batch_is_stored_and_leaves_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, store) = spool(dir.path(), 1 << 20).await;
+        let mut writer = spool.begin("t").await.unwrap();
+        let key = Key::parse("t/a.txt").unwrap();
+        let mut file = writer.file(&key, "a.txt", None).await.unwrap();
+        file.write(b"hello ").await.unwrap();
+        file.write(b"world").await.unwrap();
+        let (size, sha256) = file.finish().await.unwrap();
+        assert_eq!(size, 11);
+        assert_eq!(spool.used(), 11);
+        let job = writer.commit().await.unwrap();
+        let mut stored = None;
+        for _ in 0..200 {
+            stored = spool.job(&job.id).await.unwrap().filter(Job::finished);
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stored = stored.expect("stored within 2 s");
+        assert_eq!(stored.state(), JobState::Done);
+        assert_eq!(stored.files[0].sha256, sha256);
+        let group = store.scheduler().system_group();
+        let info = store.head(&group, &key).await.unwrap();
+        assert_eq!(
+            (info.size, info.sha256.as_deref()),
+            (11, Some(sha256.as_str()))
+        );
+        assert_eq!(spool.used(), 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "only the journal: {left:?}");
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_budget_holds_and_what_was_never_acknowledged_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _store) = spool(dir.path(), 10).await;
+        assert!(matches!(
+            spool.check_room(11),
+            Err(SpoolError::Full { used: 0, max: 10 })
+        ));
+        let key = Key::parse("t/a").unwrap();
+        let mut writer = spool.begin("t").await.unwrap();
+        let mut file = writer.file(&key, "a", None).await.unwrap();
+        file.write(b"12345678").await.unwrap();
+        let full = file.write(b"123").await.unwrap_err();
+        assert!(
+            matches!(full, SpoolError::Full { used: 8, max: 10 }),
+            "{full:?}"
+        );
+        // Dropped before its commit: removed, its budget given back.
+        drop(writer);
+        assert_eq!(spool.used(), 0);
+        spool.close().await;
+        drop(spool);
+        // What a batch half-spooled when the process died leaves: a
+        // directory no journal entry owns. The next opening removes it.
+        let crashed_dir = dir.path().join(uuid::Uuid::now_v7().to_string());
+        std::fs::create_dir(&crashed_dir).unwrap();
+        std::fs::write(crashed_dir.join("0"), b"1234").unwrap();
+        assert!(crashed_dir.exists());
+        let (reopened, _store) = self::spool(dir.path(), 10).await;
+        assert!(!crashed_dir.exists());
+        assert_eq!(reopened.used(), 0);
+        reopened.close().await;
+    }
 }
