@@ -223,7 +223,11 @@ fn every_acknowledged_file_survives_a_failing_backend_and_failures_leave_nothing
         .request("GET", &format!("/{bucket}?uploads"), &[], b"")
         .unwrap();
     let uploads = String::from_utf8_lossy(&uploads.body);
-    assert!(!uploads.contains("<Upload>"), "open uploads: {uploads}");
+    assert!(
+        !uploads.contains("<Upload>"),
+        "open uploads: {uploads}\n{}",
+        corral.logs()
+    );
     let injected =
         stats.faults.error_500 + stats.faults.error_503 + stats.faults.reset + stats.faults.stall;
     assert!(injected > 0, "{stats:?}");
