@@ -3,7 +3,9 @@
 //! # The rule
 //!
 //! A [`Key`] is one or more segments joined by `/`. A segment is valid when
-//! it is exactly what [`sanitize_file_name`] makes of it, that is:
+//! it follows these rules, which [`sanitize_file_name`] applies (so it
+//! leaves a valid segment of up to 200 bytes unchanged; longer ones, up to
+//! the segment limit, it shortens):
 //!
 //! - it is not empty, at most [`MAX_SEGMENT_BYTES`] bytes long, and is not
 //!   `.` or `..`;
