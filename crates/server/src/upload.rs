@@ -23,6 +23,14 @@
 //! most one upload buffer, `max(multipart_threshold, part_size)` bytes, plus
 //! the chunk being parsed; never a whole file and never the whole batch.
 //!
+//! # Asynchronous batches
+//!
+//! With `Prefer: respond-async` (and a spool configured), the files go to
+//! the spool instead of the store, each as it arrives, with the same keys,
+//! names and checks; the answer is `202` once the whole batch is durable
+//! there ([`corral_store::Spool`]), and the spool's workers store it. A
+//! batch that fails before that leaves nothing in the spool.
+//!
 //! # All or nothing
 //!
 //! The answer, `201`, is sent only once every file is stored. If any file
@@ -97,29 +105,27 @@ pub(crate) async fn upload(
             Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose()?,
             Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
         };
-        let destination = match spool {
+        let (spooled, memory) = match spool {
             // Spooled files go to disk as they arrive: no upload buffer.
             Some(spool) => {
                 spool.check_room(length.unwrap_or(0))?;
-                Destination::Spool(spool.begin(admitted.tenant.root().as_str()).await?)
+                let writer = spool.begin(admitted.tenant.root().as_str()).await?;
+                (Some(writer), None)
             }
             // Memory is reserved before the body is read, so the sum of
             // upload buffers stays within --upload-memory whatever the
             // number of clients; last, as it may wait.
-            None => Destination::Store(
-                reserve_memory(&state, &admitted.tenant, length, size_bound).await?,
-            ),
+            None => {
+                let memory = reserve_memory(&state, &admitted.tenant, length, size_bound).await?;
+                (None, Some(memory))
+            }
         };
-        Ok((admitted, boundary, destination, prefix.flatten()))
-    };
-    let (Admitted { tenant, group }, boundary, destination, prefix) = match early.await {
-        Ok(accepted) => accepted,
-        Err(error) => return refuse(body, error.into_response()),
+        Ok((admitted, boundary, spooled, memory, prefix.flatten()))
     };
     // The memory stays reserved until the request ends.
-    let (spooled, _memory) = match destination {
-        Destination::Spool(writer) => (Some(writer), None),
-        Destination::Store(memory) => (None, Some(memory)),
+    let (Admitted { tenant, group }, boundary, spooled, _memory, prefix) = match early.await {
+        Ok(accepted) => accepted,
+        Err(error) => return refuse(body, error.into_response()),
     };
     let reader = BodyReader::new(body, state.config.body_timeout);
     let mut rollback = Rollback {
@@ -158,14 +164,6 @@ pub(crate) async fn upload(
             failure.into_response()
         }
     }
-}
-
-/// Where a batch's files go.
-enum Destination {
-    /// Straight to the store, within this upload memory.
-    Store((Held, Reservation)),
-    /// To the spool, answered `202` once durable there.
-    Spool(JobWriter),
 }
 
 /// Whether the request asks to be answered before its files are stored
