@@ -19,7 +19,7 @@
 //! (their share of `--upload-memory`: bytes received and not yet stored),
 //! so that one tenant cannot take all of a server shared with others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,8 +53,9 @@ pub enum AuthError {
         "tenant name {0:?} is not valid: 1 to 64 ASCII letters, digits, '.', '-' or '_', not starting with '.'"
     )]
     InvalidName(String),
-    /// Two tenants have the same name.
-    #[error("tenant {0:?} is listed twice")]
+    /// Two tenants have the same name, letter case aside (they would
+    /// share a directory on a store that ignores case).
+    #[error("tenant {0:?} is listed twice (names are compared ignoring case)")]
     DuplicateName(String),
     /// A tenant has no token.
     #[error("tenant {0:?} has no token_sha256")]
@@ -92,13 +93,13 @@ impl Auth {
             return Err(AuthError::Empty);
         }
         let mut by_hash = HashMap::new();
-        let mut names = HashMap::new();
+        let mut names = HashSet::new();
         for spec in specs {
             let root = Some(&spec.name)
                 .filter(|name| is_tenant_name(name))
                 .and_then(|name| Key::segment(name).ok())
                 .ok_or_else(|| AuthError::InvalidName(spec.name.clone()))?;
-            if names.insert(spec.name.clone(), ()).is_some() {
+            if !names.insert(spec.name.to_ascii_lowercase()) {
                 return Err(AuthError::DuplicateName(spec.name));
             }
             if spec.token_sha256.is_empty() {
@@ -344,6 +345,10 @@ mod tests {
             (
                 vec![spec("acme", &["x"]), spec("acme", &["y"])],
                 AuthError::DuplicateName("acme".into()),
+            ),
+            (
+                vec![spec("acme", &["x"]), spec("ACME", &["y"])],
+                AuthError::DuplicateName("ACME".into()),
             ),
             (
                 vec![spec("acme", &["x"]), spec("zeta", &["x"])],
