@@ -183,6 +183,11 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_SPOOL_MAX", value_name = "SIZE")]
     pub(crate) spool_max: Option<ByteSize>,
 
+    /// How long the record of an asynchronous upload is kept once it
+    /// ended; `GET /api/jobs/{id}` answers 404 after [default: 7d].
+    #[arg(long, env = "CORRAL_KEEP_JOBS", value_name = "DURATION")]
+    pub(crate) keep_jobs: Option<Span>,
+
     /// Files up to this size are stored in one call; larger ones are
     /// multipart uploads [default: 16MiB].
     #[arg(long, env = "CORRAL_MULTIPART_THRESHOLD", value_name = "SIZE")]
@@ -254,6 +259,7 @@ pub(crate) struct Settings {
     pub(crate) upload_wait: Span,
     pub(crate) spool_dir: PathBuf,
     pub(crate) spool_max: ByteSize,
+    pub(crate) keep_jobs: Span,
     pub(crate) multipart_threshold: ByteSize,
     pub(crate) part_size: ByteSize,
     pub(crate) log_format: LogFormat,
@@ -290,6 +296,7 @@ impl Default for Settings {
             upload_wait: Span(server.upload_wait),
             spool_dir: PathBuf::from("./corral-spool"),
             spool_max: ByteSize(10 << 30),
+            keep_jobs: Span(std::time::Duration::from_secs(7 * 24 * 3600)),
             multipart_threshold: ByteSize(store.multipart_threshold as u64),
             part_size: ByteSize(store.part_size as u64),
             log_format: LogFormat::Human,
@@ -327,6 +334,7 @@ impl Settings {
             upload_wait,
             spool_dir,
             spool_max,
+            keep_jobs,
             multipart_threshold,
             part_size,
             log_format,
@@ -358,6 +366,7 @@ impl Settings {
         set(&mut self.upload_wait, upload_wait);
         set(&mut self.spool_dir, spool_dir);
         set(&mut self.spool_max, spool_max);
+        set(&mut self.keep_jobs, keep_jobs);
         set(&mut self.multipart_threshold, multipart_threshold);
         set(&mut self.part_size, part_size);
         set(&mut self.log_format, log_format);
@@ -428,6 +437,7 @@ impl Settings {
         SpoolConfig {
             dir: self.spool_dir.clone(),
             max_bytes: self.spool_max.0,
+            keep_jobs: self.keep_jobs.0,
             workers: SPOOL_WORKERS,
         }
     }
@@ -515,6 +525,7 @@ impl fmt::Display for Settings {
         writeln!(f, "upload_wait = \"{}\"", self.upload_wait)?;
         writeln!(f, "spool_dir = {:?}", self.spool_dir.display().to_string())?;
         writeln!(f, "spool_max = \"{}\"", self.spool_max)?;
+        writeln!(f, "keep_jobs = \"{}\"", self.keep_jobs)?;
         writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
         writeln!(f, "part_size = \"{}\"", self.part_size)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)?;

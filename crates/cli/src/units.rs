@@ -96,13 +96,14 @@ impl FromStr for Span {
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let (number, unit) = split_number(text);
-        let invalid = || format!("{text:?} is not a duration such as 30s, 500ms, 2m or 1h");
+        let invalid = || format!("{text:?} is not a duration such as 30s, 500ms, 2m, 1h or 7d");
         let number: u64 = number.parse().map_err(|_| invalid())?;
         let millis = match unit.trim() {
             "ms" => Some(number),
             "s" => number.checked_mul(1000),
             "m" => number.checked_mul(60_000),
             "h" => number.checked_mul(3_600_000),
+            "d" => number.checked_mul(86_400_000),
             _ => None,
         };
         millis
@@ -115,6 +116,7 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
         match ms {
+            ms if ms != 0 && ms.is_multiple_of(86_400_000) => write!(f, "{}d", ms / 86_400_000),
             ms if ms != 0 && ms.is_multiple_of(3_600_000) => write!(f, "{}h", ms / 3_600_000),
             ms if ms != 0 && ms.is_multiple_of(60_000) => write!(f, "{}m", ms / 60_000),
             ms if ms.is_multiple_of(1000) => write!(f, "{}s", ms / 1000),
@@ -166,6 +168,8 @@ mod tests {
             ("2m", 120_000, "2m"),
             ("90s", 90_000, "90s"),
             ("1h", 3_600_000, "1h"),
+            ("48h", 172_800_000, "2d"),
+            ("7d", 604_800_000, "7d"),
         ] {
             let span: Span = text.parse().unwrap();
             assert_eq!(span.0, Duration::from_millis(ms));

@@ -16,6 +16,8 @@ pub(crate) struct JobView {
     id: String,
     state: JobState,
     created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended: Option<String>,
     files: Vec<FileView>,
 }
 
@@ -56,9 +58,8 @@ fn view(job: Job, tenant: &Tenant) -> JobView {
     JobView {
         id: job.id.clone(),
         state: job.state(),
-        created: job
-            .created
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        created: rfc3339(job.created),
+        ended: job.ended.map(rfc3339),
         files: (job.files.into_iter())
             .map(|file| FileView {
                 key: Key::parse(&file.key)
@@ -73,4 +74,8 @@ fn view(job: Job, tenant: &Tenant) -> JobView {
             })
             .collect(),
     }
+}
+
+fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -108,8 +108,8 @@ pub(crate) async fn upload(
         let (spooled, memory) = match spool {
             // Spooled files go to disk as they arrive: no upload buffer.
             Some(spool) => {
-                spool.check_room(length.unwrap_or(0))?;
-                let writer = spool.begin(admitted.tenant.root().as_str()).await?;
+                let tenant = admitted.tenant.root().as_str();
+                let writer = spool.begin(tenant, length.unwrap_or(0)).await?;
                 (Some(writer), None)
             }
             // Memory is reserved before the body is read, so the sum of

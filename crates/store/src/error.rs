@@ -92,15 +92,22 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether trying the same thing again cannot succeed: the key breaks
-    /// the rules, or the backend refused the call for a reason that does not
-    /// go away by itself (a `4xx` other than a throttle, a local disk that
-    /// refuses writes). Throttles, timeouts, `5xx`, cancellations and
-    /// missing objects are not.
-    pub fn is_permanent(&self) -> bool {
+    /// Whether the store refused this object for good: the key breaks the
+    /// rules, or the backend refused the call for a reason of its own (a
+    /// `4xx` other than a throttle, such as `403 AccessDenied` on this key).
+    ///
+    /// Not so when the store as a whole fails, for a reason an operator
+    /// can fix: credentials refused or expired, a missing bucket, a full
+    /// or read-only local disk. Those fail a request at once (retrying
+    /// within it would not help), but the spool waits them out rather than
+    /// give up on files it has acknowledged. Throttles, timeouts, `5xx`,
+    /// cancellations and missing objects are not refusals either.
+    pub fn rejects_object(&self) -> bool {
         match self {
-            Self::InvalidKey { .. } | Self::Open { .. } => true,
-            Self::Backend { source, .. } => matches!(classify(source), Class::Permanent),
+            Self::InvalidKey { .. } => true,
+            Self::Backend { source, .. } => {
+                matches!(classify(source), Class::Permanent) && !store_wide(source)
+            }
             _ => false,
         }
     }
@@ -196,6 +203,41 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
     transient
 }
 
+/// S3 error codes that concern the whole store or its credentials, not one
+/// object.
+const STORE_WIDE_CODES: [&str; 7] = [
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "NoSuchBucket",
+    "AllAccessDisabled",
+];
+
+/// Whether a permanent `error` concerns the whole store (see
+/// [`Error::rejects_object`]).
+fn store_wide(error: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    let E::Generic { store, source } = error else {
+        return false;
+    };
+    if matches!(*store, "LocalFileSystem" | "InMemory") {
+        return true;
+    }
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(error) = current {
+        let text = error.to_string();
+        if status_in(&text) == Some(401)
+            || (STORE_WIDE_CODES.iter()).any(|code| text.contains(&format!("<Code>{code}</Code>")))
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 /// The HTTP status in `object_store`'s message for a non-2xx response.
 fn status_in(text: &str) -> Option<u16> {
     let (_, rest) = text.split_once("status code: ")?;
@@ -273,5 +315,51 @@ mod tests {
             source: "no space left on device".into(),
         });
         assert_eq!(local.classify(), Class::Permanent);
+    }
+
+    #[test]
+    fn only_refusals_of_the_object_itself_reject_it() {
+        let backend = |source| Error::Backend {
+            key: "k".into(),
+            attempts: 1,
+            source,
+        };
+        let s3 = |text: &str| {
+            backend(object_store::Error::Generic {
+                store: "S3",
+                source: text.to_owned().into(),
+            })
+        };
+        let refused = |code: &str, status: &str| {
+            s3(&format!(
+                "Server returned non-2xx status code: {status}: \
+                 <Error><Code>{code}</Code></Error>"
+            ))
+        };
+        assert!(refused("AccessDenied", "403 Forbidden").rejects_object());
+        assert!(refused("InvalidDigest", "400 Bad Request").rejects_object());
+        assert!(refused("EntityTooLarge", "400 Bad Request").rejects_object());
+        for (code, status) in [
+            ("InvalidAccessKeyId", "403 Forbidden"),
+            ("SignatureDoesNotMatch", "403 Forbidden"),
+            ("ExpiredToken", "400 Bad Request"),
+            ("NoSuchBucket", "404 Not Found"),
+            ("Unauthorized", "401 Unauthorized"),
+            ("SlowDown", "503 Slow Down"),
+            ("InternalError", "500 Internal Server Error"),
+        ] {
+            assert!(!refused(code, status).rejects_object(), "{code}");
+        }
+        let local = backend(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: "no space left on device".into(),
+        });
+        assert!(!local.rejects_object());
+        let invalid = Error::InvalidKey {
+            key: "../x".into(),
+            reason: "traversal",
+        };
+        assert!(invalid.rejects_object());
+        assert!(!Error::Cancelled.rejects_object());
     }
 }

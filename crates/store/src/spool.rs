@@ -34,6 +34,11 @@
 //! multipart uploads the crashed attempt may have left open for that key
 //! are aborted ([`Store::abort_unfinished`]).
 //!
+//! The journal keeps every job until [`SpoolConfig::keep_jobs`] after it
+//! ended (so that its client can still ask how it went), then forgets it;
+//! a second table indexes the unfinished ones, so resuming reads only
+//! those, however many jobs the journal keeps.
+//!
 //! # Budget
 //!
 //! The spool holds at most [`SpoolConfig::max_bytes`] of file bytes not yet
@@ -56,7 +61,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -64,8 +69,18 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::store::{Store, error_chain};
 
-/// The journal's one table: job id to the job, as JSON.
+/// The journal's jobs: job id to the job, as JSON. Ids are UUIDv7, so the
+/// table is in the order the jobs were created.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+
+/// The ids of the jobs not finished.
+const PENDING: TableDefinition<&str, ()> = TableDefinition::new("pending");
+
+/// Jobs forgotten at most in one journal transaction.
+const PRUNE_BATCH: usize = 10_000;
+
+/// How often the journal is read for jobs to resume and jobs to forget.
+const SCAN_EVERY: Duration = Duration::from_secs(60);
 
 /// The journal's file name in the spool directory.
 const JOURNAL: &str = "journal.redb";
@@ -86,6 +101,9 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// Files uploaded at once.
     pub workers: usize,
+    /// How long a job's record is kept once it ended; `GET /api/jobs/{id}`
+    /// answers `404` after.
+    pub keep_jobs: Duration,
 }
 
 /// Why a batch cannot be spooled, or the spool cannot be opened.
@@ -138,6 +156,9 @@ pub struct Job {
     pub tenant: String,
     /// When it was accepted.
     pub created: DateTime<Utc>,
+    /// When its last file was stored or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<DateTime<Utc>>,
     /// Its files, in the order they were sent.
     pub files: Vec<JobFile>,
 }
@@ -210,6 +231,11 @@ impl Job {
         matches!(self.state(), JobState::Done | JobState::Failed)
     }
 
+    /// Whether the job ended before `cutoff`.
+    fn ended_before(&self, cutoff: DateTime<Utc>) -> bool {
+        self.finished() && self.ended.unwrap_or(self.created) < cutoff
+    }
+
     fn pending_bytes(&self) -> u64 {
         (self.files.iter())
             .filter(|f| f.state == FileState::Pending)
@@ -229,14 +255,13 @@ struct Inner {
     dir: PathBuf,
     db: Database,
     max_bytes: u64,
+    keep_jobs: Duration,
     /// File bytes in the spool (or reserved by batches being spooled) not
     /// yet stored.
     used: AtomicU64,
     store: Store,
     /// Jobs with a task working on them.
     running: Mutex<HashSet<String>>,
-    /// Rings when a job is committed.
-    wake: Notify,
     workers: Semaphore,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -265,10 +290,10 @@ impl Spool {
                 dir: config.dir,
                 db,
                 max_bytes: config.max_bytes,
+                keep_jobs: config.keep_jobs,
                 used: AtomicU64::new(used),
                 store,
                 running: Mutex::new(HashSet::new()),
-                wake: Notify::new(),
                 workers: Semaphore::new(config.workers.max(1)),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -283,24 +308,6 @@ impl Spool {
     /// File bytes waiting in the spool now.
     pub fn used(&self) -> u64 {
         self.inner.used.load(Ordering::Acquire)
-    }
-
-    /// The spool's budget.
-    pub fn max_bytes(&self) -> u64 {
-        self.inner.max_bytes
-    }
-
-    /// Whether `bytes` more would fit now.
-    ///
-    /// # Errors
-    ///
-    /// [`SpoolError::Full`] if they would not.
-    pub fn check_room(&self, bytes: u64) -> Result<(), SpoolError> {
-        let used = self.used();
-        if used.saturating_add(bytes) > self.inner.max_bytes {
-            return Err(self.full(used));
-        }
-        Ok(())
     }
 
     fn full(&self, used: u64) -> SpoolError {
@@ -325,26 +332,37 @@ impl Spool {
         self.inner.used.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Starts spooling a batch of `tenant`'s. Nothing of it counts until
-    /// [`JobWriter::commit`]; dropped before, it is removed.
+    /// Starts spooling a batch of `tenant`'s, taking `expected` bytes of
+    /// the budget at once (the request's `Content-Length`, or 0), so that
+    /// batches sent together cannot each find room and then run out of it
+    /// half-way. Nothing of the batch counts as a job until
+    /// [`JobWriter::commit`]; dropped before, it is removed and its budget
+    /// given back.
     ///
     /// # Errors
     ///
+    /// [`SpoolError::Full`] if `expected` bytes do not fit,
     /// [`SpoolError::Io`] if its directory cannot be made.
-    pub async fn begin(&self, tenant: &str) -> Result<JobWriter, SpoolError> {
+    pub async fn begin(&self, tenant: &str, expected: u64) -> Result<JobWriter, SpoolError> {
+        self.reserve(expected)?;
         let id = uuid::Uuid::now_v7().to_string();
         let dir = self.inner.dir.join(&id);
-        tokio::fs::create_dir(&dir).await.map_err(io(&dir))?;
+        if let Err(e) = tokio::fs::create_dir(&dir).await {
+            self.release(expected);
+            return Err(io(&dir)(e));
+        }
         Ok(JobWriter {
             spool: self.clone(),
             job: Job {
                 id,
                 tenant: tenant.to_owned(),
                 created: Utc::now(),
+                ended: None,
                 files: Vec::new(),
             },
             dir,
-            reserved: 0,
+            reserved: expected,
+            written: 0,
             committed: false,
         })
     }
@@ -395,36 +413,76 @@ impl Spool {
         self.inner.tasks.wait().await;
     }
 
-    /// Starts a task on every unfinished job that has none, whenever a job
-    /// is committed, and every minute (for jobs whose task ended early).
+    /// Every minute, starts a task on every unfinished job that has none
+    /// (those found when the spool opened, and any whose task ended early)
+    /// and forgets the jobs that ended more than `keep_jobs` ago.
     async fn run(self) {
         loop {
             match self.unfinished().await {
-                Ok(jobs) => {
-                    for job in jobs {
-                        let fresh = (self.inner.running.lock())
-                            .expect("no panic while holding the lock")
-                            .insert(job.id.clone());
-                        if fresh {
-                            let spool = self.clone();
-                            self.inner.tasks.spawn(async move {
-                                let id = job.id.clone();
-                                spool.work(job).await;
-                                (spool.inner.running.lock())
-                                    .expect("no panic while holding the lock")
-                                    .remove(&id);
-                            });
-                        }
-                    }
-                }
+                Ok(jobs) => jobs.into_iter().for_each(|job| self.start(job.id)),
                 Err(e) => {
                     tracing::error!(error = %error_chain(&e), "reading the spool journal failed")
                 }
             }
+            if let Err(e) = self.prune().await {
+                tracing::error!(error = %error_chain(&e), "forgetting old jobs failed");
+            }
             tokio::select! {
-                () = self.inner.wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = tokio::time::sleep(SCAN_EVERY) => {}
                 () = self.inner.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Starts a task on job `id` unless one works on it already. The task
+    /// reads the job afresh: a job read before another task finished it
+    /// is not redone.
+    fn start(&self, id: String) {
+        let fresh = (self.inner.running.lock())
+            .expect("no panic while holding the lock")
+            .insert(id.clone());
+        if !fresh {
+            return;
+        }
+        let spool = self.clone();
+        self.inner.tasks.spawn(async move {
+            match spool.job(&id).await {
+                Ok(Some(job)) if !job.finished() => spool.work(job).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(job = %id, error = %error_chain(&e), "reading a job failed")
+                }
+            }
+            (spool.inner.running.lock())
+                .expect("no panic while holding the lock")
+                .remove(&id);
+        });
+    }
+
+    /// Forgets the jobs that ended more than `keep_jobs` ago.
+    async fn prune(&self) -> Result<(), SpoolError> {
+        let Some(cutoff) = chrono::Duration::from_std(self.inner.keep_jobs)
+            .ok()
+            .and_then(|keep| Utc::now().checked_sub_signed(keep))
+        else {
+            return Ok(());
+        };
+        loop {
+            let _one_writer = self.inner.write.lock().await;
+            let spool = self.clone();
+            let forgotten =
+                tokio::task::spawn_blocking(move || prune(&spool.inner.db, cutoff, PRUNE_BATCH))
+                    .await
+                    .expect("writing the journal does not panic")?;
+            // Failed jobs keep their refused files until now.
+            for id in &forgotten {
+                self.remove_job_dir(id).await;
+            }
+            if !forgotten.is_empty() {
+                tracing::info!(jobs = forgotten.len(), "forgot jobs that ended long ago");
+            }
+            if forgotten.len() < PRUNE_BATCH {
+                return Ok(());
             }
         }
     }
@@ -450,25 +508,46 @@ impl Spool {
                     file.error = Some(error);
                 }
             }
+            if job.finished() {
+                job.ended = Some(Utc::now());
+            }
             if let Err(e) = self.save(&job).await {
                 // The file is stored but not recorded: it is stored again
                 // when the job resumes, which writes the same bytes.
                 tracing::error!(job = %job.id, error = %error_chain(&e), "recording a stored file failed");
                 return;
             }
-            let path = self.inner.dir.join(&job.id).join(index.to_string());
-            if let Err(e) = tokio::fs::remove_file(&path).await {
-                tracing::warn!(path = %path.display(), error = %e, "removing a spool file failed");
+            // A file the store refused keeps its bytes in the spool (out of
+            // the budget) until the job is forgotten, for an operator to
+            // recover.
+            if job.files[index].state == FileState::Stored {
+                let path = self.inner.dir.join(&job.id).join(index.to_string());
+                if let Err(e) = tokio::fs::remove_file(&path).await {
+                    tracing::warn!(path = %path.display(), error = %e, "removing a spool file failed");
+                }
             }
             self.release(job.files[index].size);
         }
-        let dir = self.inner.dir.join(&job.id);
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-            tracing::warn!(path = %dir.display(), error = %e, "removing a job's spool directory failed");
-        }
         match job.state() {
-            JobState::Failed => tracing::warn!(job = %job.id, "asynchronous upload failed"),
-            _ => tracing::info!(job = %job.id, files = job.files.len(), "asynchronous upload done"),
+            JobState::Failed => {
+                let dir = self.inner.dir.join(&job.id);
+                tracing::warn!(job = %job.id, kept = %dir.display(), "asynchronous upload failed; the refused files stay in the spool until the job is forgotten");
+            }
+            _ => {
+                self.remove_job_dir(&job.id).await;
+                tracing::info!(job = %job.id, files = job.files.len(), "asynchronous upload done");
+            }
+        }
+    }
+
+    async fn remove_job_dir(&self, id: &str) {
+        let dir = self.inner.dir.join(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "removing a job's spool directory failed")
+            }
         }
     }
 
@@ -546,9 +625,15 @@ impl Spool {
         file: &JobFile,
         path: &Path,
     ) -> Result<(), Retry> {
-        let mut source = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Retry::Never(format!("its spool file is gone: {e}")))?;
+        // Only a missing spool file is final; the disk may recover from
+        // anything else (too many open files, an I/O error).
+        let mut source = tokio::fs::File::open(path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Retry::Never(format!("its spool file is gone: {e}"))
+            } else {
+                Retry::Backoff(format!("opening its spool file failed: {e}"))
+            }
+        })?;
         let store = &self.inner.store;
         let mut upload = store.upload(
             group,
@@ -562,7 +647,7 @@ impl Spool {
             let read = source
                 .read_buf(&mut chunk)
                 .await
-                .map_err(|e| Retry::Never(format!("reading its spool file failed: {e}")))?;
+                .map_err(|e| Retry::Backoff(format!("reading its spool file failed: {e}")))?;
             if read == 0 {
                 break;
             }
@@ -600,7 +685,7 @@ impl From<Error> for Retry {
         match error {
             Error::Overloaded { retry_after } => Self::After(retry_after),
             Error::Cancelled => Self::Stop,
-            error if error.is_permanent() => Self::Never(error_chain(&error)),
+            error if error.rejects_object() => Self::Never(error_chain(&error)),
             error => Self::Backoff(error_chain(&error)),
         }
     }
@@ -621,15 +706,12 @@ pub struct JobWriter {
     dir: PathBuf,
     /// Bytes of the budget this batch holds.
     reserved: u64,
+    /// File bytes written so far.
+    written: u64,
     committed: bool,
 }
 
 impl JobWriter {
-    /// The job's id.
-    pub fn id(&self) -> &str {
-        &self.job.id
-    }
-
     /// Starts the next file, to be stored as `key`.
     ///
     /// # Errors
@@ -661,26 +743,40 @@ impl JobWriter {
         })
     }
 
-    /// Makes the batch durable: syncs its directory and commits its job to
-    /// the journal, then wakes the workers. Only after this may the batch
-    /// be acknowledged.
+    /// Makes the batch durable: syncs its directory and the spool's, and
+    /// commits its job to the journal, then starts its upload. Only after
+    /// this may the batch be acknowledged.
+    ///
+    /// The commit runs to its end even if the caller is dropped half-way
+    /// (the client went away): a job the journal holds always has its
+    /// files.
     ///
     /// # Errors
     ///
     /// [`SpoolError`] if the disk or the journal fails; the batch is then
     /// removed.
-    pub async fn commit(mut self) -> Result<Job, SpoolError> {
-        let dir = self.dir.clone();
+    pub async fn commit(self) -> Result<Job, SpoolError> {
+        tokio::spawn(self.commit_to_end())
+            .await
+            .expect("committing a batch does not panic")
+    }
+
+    async fn commit_to_end(mut self) -> Result<Job, SpoolError> {
+        let dirs = [self.dir.clone(), self.spool.inner.dir.clone()];
         tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&dir))
+            dirs.iter().try_for_each(|dir| {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(dir))
+            })
         })
         .await
         .expect("syncing a directory does not panic")?;
         self.spool.save(&self.job).await?;
         self.committed = true;
-        self.spool.inner.wake.notify_one();
+        // The job holds its files' bytes of the budget from now on.
+        self.spool.release(self.reserved - self.written);
+        self.spool.start(self.job.id.clone());
         Ok(self.job.clone())
     }
 }
@@ -727,8 +823,13 @@ impl FileWriter<'_> {
     /// [`SpoolError::Io`] if the disk fails.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
         let len = chunk.len() as u64;
-        self.writer.spool.reserve(len)?;
-        self.writer.reserved += len;
+        let writer = &mut *self.writer;
+        if writer.written + len > writer.reserved {
+            let more = writer.written + len - writer.reserved;
+            writer.spool.reserve(more)?;
+            writer.reserved += more;
+        }
+        writer.written += len;
         self.out.write_all(chunk).await.map_err(io(&self.path))?;
         self.hasher.update(chunk);
         self.writer.job.files.last_mut().expect("this file").size += len;
@@ -750,41 +851,53 @@ impl FileWriter<'_> {
     }
 }
 
-/// Opens the journal in `dir`, removes the directories no unfinished job
-/// owns, and returns the bytes the unfinished jobs still hold.
+/// Opens the journal in `dir`, removes the job directories the journal
+/// does not know (batches never acknowledged) and those of jobs done (the
+/// process died before it removed them), and returns the bytes the
+/// unfinished jobs still hold. Failed jobs keep theirs until forgotten.
+///
+/// Only entries named as job ids are ever removed: a spool directory set
+/// by mistake to one that holds other files loses none of them.
 fn open_dir(dir: &Path) -> Result<(Database, u64), SpoolError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let journal = dir.join(JOURNAL);
     let db = Database::create(&journal).map_err(redb::Error::from)?;
-    // Make the table, so that readers always find it.
+    // Make the tables, so that readers always find them.
     let write = db.begin_write().map_err(redb::Error::from)?;
     write.open_table(JOBS).map_err(redb::Error::from)?;
+    write.open_table(PENDING).map_err(redb::Error::from)?;
     write.commit().map_err(redb::Error::from)?;
 
-    let jobs = unfinished(&db)?;
-    let owned: HashSet<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    let read = db.begin_read().map_err(redb::Error::from)?;
+    let known = read.open_table(JOBS).map_err(redb::Error::from)?;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == JOURNAL || owned.contains(&*name) {
+        if name == JOURNAL {
             continue;
         }
         let path = entry.path();
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
+        if uuid::Uuid::try_parse(&name).is_err() || !path.is_dir() {
+            tracing::warn!(path = %path.display(), "not corral's: left alone in the spool directory");
+            continue;
+        }
+        let job = known.get(&*name).map_err(redb::Error::from)?;
+        let why = match job.map(|value| decode(&name, value.value())) {
+            None => "removed a batch that was never acknowledged",
+            Some(Ok(job)) if job.state() == JobState::Done => "removed the spool of a job done",
+            Some(_) => continue,
         };
-        match removed {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), "removed a batch that was never acknowledged")
-            }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "{why}"),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale spool entry")
             }
         }
     }
+    drop(known);
+    drop(read);
+    let jobs = unfinished(&db)?;
     let used = jobs.iter().map(Job::pending_bytes).sum();
     if !jobs.is_empty() {
         tracing::info!(
@@ -798,30 +911,76 @@ fn open_dir(dir: &Path) -> Result<(Database, u64), SpoolError> {
 
 fn unfinished(db: &Database) -> Result<Vec<Job>, SpoolError> {
     let read = db.begin_read().map_err(redb::Error::from)?;
-    let table = read.open_table(JOBS).map_err(redb::Error::from)?;
-    let mut jobs = Vec::new();
-    for entry in table.iter().map_err(redb::Error::from)? {
-        let (id, value) = entry.map_err(redb::Error::from)?;
-        match decode(id.value(), value.value()) {
-            Ok(job) if !job.finished() => jobs.push(job),
-            Ok(_) => {}
+    let pending = read.open_table(PENDING).map_err(redb::Error::from)?;
+    let jobs = read.open_table(JOBS).map_err(redb::Error::from)?;
+    let mut unfinished = Vec::new();
+    for entry in pending.iter().map_err(redb::Error::from)? {
+        let (id, _) = entry.map_err(redb::Error::from)?;
+        let id = id.value();
+        let Some(value) = jobs.get(id).map_err(redb::Error::from)? else {
+            tracing::error!(job = id, "a pending job is missing from the journal");
+            continue;
+        };
+        match decode(id, value.value()) {
+            Ok(job) => unfinished.push(job),
             Err(e) => tracing::error!(error = %e, "skipping an unreadable job"),
         }
     }
-    Ok(jobs)
+    Ok(unfinished)
 }
 
 fn save(db: &Database, job: &Job) -> Result<(), SpoolError> {
     let json = serde_json::to_vec(job).expect("a job always serializes");
     let write = db.begin_write().map_err(redb::Error::from)?;
     {
-        let mut table = write.open_table(JOBS).map_err(redb::Error::from)?;
-        table
-            .insert(job.id.as_str(), json.as_slice())
+        let mut jobs = write.open_table(JOBS).map_err(redb::Error::from)?;
+        jobs.insert(job.id.as_str(), json.as_slice())
             .map_err(redb::Error::from)?;
+        let mut pending = write.open_table(PENDING).map_err(redb::Error::from)?;
+        if job.finished() {
+            pending.remove(job.id.as_str()).map_err(redb::Error::from)?;
+        } else {
+            pending
+                .insert(job.id.as_str(), ())
+                .map_err(redb::Error::from)?;
+        }
     }
     write.commit().map_err(redb::Error::from)?;
     Ok(())
+}
+
+/// Removes at most `batch` jobs that ended before `cutoff`; their ids.
+///
+/// Jobs are in the order they were created, and none can have ended before
+/// it was created, so the walk stops at the first job created after
+/// `cutoff`.
+fn prune(db: &Database, cutoff: DateTime<Utc>, batch: usize) -> Result<Vec<String>, SpoolError> {
+    let write = db.begin_write().map_err(redb::Error::from)?;
+    let mut old = Vec::new();
+    {
+        let mut jobs = write.open_table(JOBS).map_err(redb::Error::from)?;
+        for entry in jobs.iter().map_err(redb::Error::from)? {
+            let (id, value) = entry.map_err(redb::Error::from)?;
+            let Ok(job) = decode(id.value(), value.value()) else {
+                continue;
+            };
+            if job.created >= cutoff || old.len() == batch {
+                break;
+            }
+            if job.ended_before(cutoff) {
+                old.push(job.id);
+            }
+        }
+        for id in &old {
+            jobs.remove(id.as_str()).map_err(redb::Error::from)?;
+        }
+    }
+    if old.is_empty() {
+        write.abort().map_err(redb::Error::from)?;
+    } else {
+        write.commit().map_err(redb::Error::from)?;
+    }
+    Ok(old)
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<Job, SpoolError> {
@@ -856,6 +1015,7 @@ mod tests {
             id: "j".into(),
             tenant: "t".into(),
             created: Utc::now(),
+            ended: None,
             files,
         };
         let cases = [
@@ -875,6 +1035,83 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_journal_indexes_unfinished_jobs_and_forgets_those_ended_long_ago() {
+        use FileState::{Failed, Pending, Stored};
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open_dir(dir.path()).unwrap();
+        let now = Utc::now();
+        let days = |n| now - chrono::Duration::days(n);
+        // Ids in the order of creation, as UUIDv7s are.
+        let job = |id: &str, created, ended, state| Job {
+            id: id.into(),
+            tenant: "t".into(),
+            created,
+            ended,
+            files: vec![file(state, 1)],
+        };
+        let jobs = [
+            job("a", days(30), Some(days(29)), Stored),
+            job("b", days(20), None, Pending),
+            job("c", days(10), Some(days(9)), Failed),
+            job("d", days(9), Some(days(1)), Stored),
+            job("e", days(1), Some(days(1)), Stored),
+            job("f", days(1), None, Pending),
+        ];
+        for job in &jobs {
+            save(&db, job).unwrap();
+        }
+        let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(unfinished(&db).unwrap()), ["b", "f"]);
+
+        // Kept a week after they ended: "a" and "c" go, one at a time.
+        let cutoff = days(7);
+        assert_eq!(prune(&db, cutoff, 1).unwrap(), ["a"]);
+        assert_eq!(prune(&db, cutoff, 10).unwrap(), ["c"]);
+        assert!(prune(&db, cutoff, 10).unwrap().is_empty());
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(JOBS).unwrap();
+        let left: Vec<String> = (table.iter().unwrap())
+            .map(|entry| entry.unwrap().0.value().to_owned())
+            .collect();
+        assert_eq!(left, ["b", "d", "e", "f"]);
+
+        // A job that finishes leaves the index.
+        let mut b = jobs[1].clone();
+        b.files[0].state = Stored;
+        b.ended = Some(now);
+        save(&db, &b).unwrap();
+        assert_eq!(ids(unfinished(&db).unwrap()), ["f"]);
+    }
+
+    #[test]
+    fn opening_keeps_the_spool_of_unfinished_and_failed_jobs_only() {
+        use FileState::{Failed, Pending, Stored};
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open_dir(dir.path()).unwrap();
+        let mut dirs = Vec::new();
+        for state in [Pending, Stored, Failed] {
+            let id = uuid::Uuid::now_v7().to_string();
+            let job_dir = dir.path().join(&id);
+            std::fs::create_dir(&job_dir).unwrap();
+            std::fs::write(job_dir.join("0"), b"x").unwrap();
+            let job = Job {
+                id,
+                tenant: "t".into(),
+                created: Utc::now(),
+                ended: None,
+                files: vec![file(state, 1)],
+            };
+            save(&db, &job).unwrap();
+            dirs.push(job_dir);
+        }
+        drop(db);
+        let (_db, used) = open_dir(dir.path()).unwrap();
+        assert_eq!(used, 1, "the pending file's byte");
+        let kept: Vec<bool> = dirs.iter().map(|d| d.join("0").exists()).collect();
+        assert_eq!(kept, [true, false, true], "pending, done, failed");
+    }
+
     async fn spool(dir: &Path, max_bytes: u64) -> (Spool, Store) {
         let store = Store::open("memory://", StoreConfig::default())
             .await
@@ -883,6 +1120,7 @@ mod tests {
             dir: dir.to_owned(),
             max_bytes,
             workers: 1,
+            keep_jobs: Duration::from_secs(3600),
         };
         (Spool::open(config, store.clone()).await.unwrap(), store)
     }
@@ -891,15 +1129,19 @@ mod tests {
     async fn a_committed_batch_is_stored_and_leaves_the_spool() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, store) = spool(dir.path(), 1 << 20).await;
-        let mut writer = spool.begin("t").await.unwrap();
+        // The request's Content-Length, taken from the budget at once.
+        let mut writer = spool.begin("t", 100).await.unwrap();
+        assert_eq!(spool.used(), 100);
         let key = Key::parse("t/a.txt").unwrap();
         let mut file = writer.file(&key, "a.txt", None).await.unwrap();
         file.write(b"hello ").await.unwrap();
         file.write(b"world").await.unwrap();
         let (size, sha256) = file.finish().await.unwrap();
         assert_eq!(size, 11);
-        assert_eq!(spool.used(), 11);
         let job = writer.commit().await.unwrap();
+        // What the batch did not use is given back; its files hold theirs
+        // until stored.
+        assert!(spool.used() <= 11, "{}", spool.used());
         let mut stored = None;
         for _ in 0..200 {
             stored = spool.job(&job.id).await.unwrap().filter(Job::finished);
@@ -927,12 +1169,14 @@ mod tests {
     async fn the_budget_holds_and_what_was_never_acknowledged_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _store) = spool(dir.path(), 10).await;
-        assert!(matches!(
-            spool.check_room(11),
-            Err(SpoolError::Full { used: 0, max: 10 })
-        ));
+        let refused = spool.begin("t", 11).await.unwrap_err();
+        assert!(
+            matches!(refused, SpoolError::Full { used: 0, max: 10 }),
+            "{refused:?}"
+        );
+        assert_eq!(spool.used(), 0);
         let key = Key::parse("t/a").unwrap();
-        let mut writer = spool.begin("t").await.unwrap();
+        let mut writer = spool.begin("t", 4).await.unwrap();
         let mut file = writer.file(&key, "a", None).await.unwrap();
         file.write(b"12345678").await.unwrap();
         let full = file.write(b"123").await.unwrap_err();
@@ -951,8 +1195,14 @@ mod tests {
         std::fs::create_dir(&crashed_dir).unwrap();
         std::fs::write(crashed_dir.join("0"), b"1234").unwrap();
         assert!(crashed_dir.exists());
+        // What is not corral's stays (a spool directory set by mistake to
+        // one that holds other files).
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        std::fs::create_dir(dir.path().join("photos")).unwrap();
         let (reopened, _store) = self::spool(dir.path(), 10).await;
         assert!(!crashed_dir.exists());
+        assert!(dir.path().join("notes.txt").exists());
+        assert!(dir.path().join("photos").exists());
         assert_eq!(reopened.used(), 0);
         reopened.close().await;
     }

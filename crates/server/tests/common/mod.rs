@@ -145,6 +145,7 @@ impl Server {
         let spool_config = SpoolConfig {
             dir: spool_dir.path().to_owned(),
             max_bytes: spool_max,
+            keep_jobs: std::time::Duration::from_secs(3600),
             workers: 2,
         };
         let spool = Spool::open(spool_config, store.clone()).await.unwrap();
