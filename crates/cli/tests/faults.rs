@@ -156,13 +156,18 @@ fn every_acknowledged_file_survives_a_failing_backend_and_failures_leave_nothing
                 _ => panic!("job {job}: {body}\n{}", corral.logs()),
             }
         };
-        for (file, hash) in body["files"].as_array().unwrap().iter().zip(hashes) {
+        let files = body["files"].as_array().unwrap().iter().zip(hashes);
+        for (index, (file, hash)) in files.enumerate() {
             let key = file["key"].as_str().unwrap().to_owned();
             let denied = file["name"] == DENIED;
             let expected = if denied { "failed" } else { "stored" };
             assert_eq!(file["state"], expected, "{body}");
             if denied {
                 assert!(file["error"].as_str().unwrap().contains("403"), "{body}");
+                // Refused by the store, still kept in the spool.
+                let kept = spool.path().join(job).join(index.to_string());
+                let kept = std::fs::read(&kept).unwrap_or_default();
+                assert_eq!(&sha256(&kept), hash, "{job}/{index} kept in the spool");
                 refused.push(key);
             } else {
                 outcomes.stored.push((key, hash.clone()));
@@ -234,7 +239,8 @@ fn every_acknowledged_file_survives_a_failing_backend_and_failures_leave_nothing
     println!(
         "R2: {} backend calls, faults injected: {} x 500, {} x 503, {} resets, {} stalls, \
          {} refused (403); {} files stored and verified in S3 ({} async jobs); {} synchronous \
-         batches and {} async files failed cleanly, nothing left of them: {:?}",
+         batches and {} async files failed cleanly, nothing left of them in S3 (the async ones \
+         kept in the spool): {:?}",
         stats.received,
         stats.faults.error_500,
         stats.faults.error_503,
