@@ -46,7 +46,8 @@ const MAX_HEAD: usize = 32 << 10;
 /// Serves the API on `listener` until `shutdown` completes, then drains:
 ///
 /// 1. the scheduler refuses new work: `/readyz` answers `503` at once,
-///    new requests get `503` with `Retry-After` and `Connection: close`
+///    new requests for files get `503` with `Retry-After` and
+///    `Connection: close`, and the spool's workers start no new upload
 ///    (`/healthz` stays `200`), every answer closes its connection, and
 ///    idle connections are closed after a second's courtesy for a request
 ///    already on its way. The listener goes on accepting during the drain,
@@ -56,11 +57,12 @@ const MAX_HEAD: usize = 32 << 10;
 /// 3. past that, the scheduler cancels whatever work is left (those
 ///    requests get `503` and roll back), and the server waits for them at
 ///    most 5 s more before dropping the connections still open;
-/// 4. the listener closes, the spool's workers stop (what they did not
-///    store stays spooled), and background cleanups of the store finish.
+/// 4. the listener closes, the spool's workers stop what they are doing
+///    (what they did not store stays spooled), and background cleanups of
+///    the store finish.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) to bound
-/// their read buffers ([`READ_BUFFER`]) and the time a client may take to
+/// their read buffers (64 KiB) and the time a client may take to
 /// send its request head (`body_timeout`, against slowloris).
 ///
 /// # Errors

@@ -56,7 +56,8 @@ pub struct Swept {
 
 impl Store {
     /// Aborts the multipart uploads under this store's prefix that were
-    /// started more than `age` ago: see the [module docs](self).
+    /// started more than `age` ago (on S3, listed with `ListMultipartUploads`;
+    /// on a local disk, the staging files `object_store` leaves).
     ///
     /// # Errors
     ///

@@ -10,8 +10,9 @@
 //! the scheduler, as jobs of the batch's tenant, retrying every failure
 //! that may go away (a throttle, a timeout, a connection reset, a 5xx) with
 //! backoff for as long as it takes; a file fails only on a permanent error
-//! (the store rejects the object). Each stored file is recorded in the
-//! journal, then its spool file removed.
+//! (the store rejects the object, see [`Error::rejects_object`]). Stored
+//! files are recorded in the journal (at most once a second per job, and
+//! when it ends), then their spool files removed.
 //!
 //! # Layout and recovery
 //!
@@ -52,7 +53,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
@@ -78,6 +79,9 @@ const PENDING: TableDefinition<&str, ()> = TableDefinition::new("pending");
 
 /// Jobs forgotten at most in one journal transaction.
 const PRUNE_BATCH: usize = 10_000;
+
+/// How often, at most, a job's progress is written to the journal.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the journal is read for jobs to resume and jobs to forget.
 const SCAN_EVERY: Duration = Duration::from_secs(60);
@@ -487,14 +491,21 @@ impl Spool {
         }
     }
 
-    /// Stores each pending file of `job`, one after another.
+    /// Stores each pending file of `job`, one after another, recording
+    /// outcomes in the journal at most every [`RECORD_EVERY`] and when the
+    /// job ends (a batch of a thousand small files is not a thousand
+    /// rewrites of its job).
     async fn work(&self, mut job: Job) {
+        let mut unrecorded = Vec::new();
+        let mut recorded_at = Instant::now();
         for index in 0..job.files.len() {
             if job.files[index].state != FileState::Pending {
                 continue;
             }
             let Some(outcome) = self.store_file(&job, index).await else {
-                return; // Stopping.
+                // Stopping: what was done is recorded, the rest resumes.
+                self.record(&job, &mut unrecorded).await;
+                return;
             };
             let file = &mut job.files[index];
             file.attempts = outcome.attempts;
@@ -508,25 +519,16 @@ impl Spool {
                     file.error = Some(error);
                 }
             }
+            unrecorded.push(index);
             if job.finished() {
                 job.ended = Some(Utc::now());
             }
-            if let Err(e) = self.save(&job).await {
-                // The file is stored but not recorded: it is stored again
-                // when the job resumes, which writes the same bytes.
-                tracing::error!(job = %job.id, error = %error_chain(&e), "recording a stored file failed");
-                return;
-            }
-            // A file the store refused keeps its bytes in the spool (out of
-            // the budget) until the job is forgotten, for an operator to
-            // recover.
-            if job.files[index].state == FileState::Stored {
-                let path = self.inner.dir.join(&job.id).join(index.to_string());
-                if let Err(e) = tokio::fs::remove_file(&path).await {
-                    tracing::warn!(path = %path.display(), error = %e, "removing a spool file failed");
+            if job.finished() || recorded_at.elapsed() >= RECORD_EVERY {
+                if !self.record(&job, &mut unrecorded).await {
+                    return;
                 }
+                recorded_at = Instant::now();
             }
-            self.release(job.files[index].size);
         }
         match job.state() {
             JobState::Failed => {
@@ -538,6 +540,34 @@ impl Spool {
                 tracing::info!(job = %job.id, files = job.files.len(), "asynchronous upload done");
             }
         }
+    }
+
+    /// Saves `job` with the outcomes of its files `unrecorded`, then
+    /// removes the spool files of those stored and gives their bytes back
+    /// to the budget. A file the store refused keeps its bytes in the
+    /// spool (out of the budget) until the job is forgotten, for an
+    /// operator to recover. False if the journal failed.
+    async fn record(&self, job: &Job, unrecorded: &mut Vec<usize>) -> bool {
+        if unrecorded.is_empty() {
+            return true;
+        }
+        if let Err(e) = self.save(job).await {
+            // Files stored but not recorded are stored again when the job
+            // resumes, which writes the same bytes to the same keys.
+            tracing::error!(job = %job.id, error = %error_chain(&e), "recording stored files failed");
+            return false;
+        }
+        for index in unrecorded.drain(..) {
+            let file = &job.files[index];
+            if file.state == FileState::Stored {
+                let path = self.inner.dir.join(&job.id).join(index.to_string());
+                if let Err(e) = tokio::fs::remove_file(&path).await {
+                    tracing::warn!(path = %path.display(), error = %e, "removing a spool file failed");
+                }
+            }
+            self.release(file.size);
+        }
+        true
     }
 
     async fn remove_job_dir(&self, id: &str) {
