@@ -7,6 +7,7 @@
 //! token_sha256 = ["9f86d0..."]  # SHA-256 of each token, in hex
 //! max_batch_size = "1GiB"       # optional: its largest batch
 //! max_queued_bytes = "128MiB"   # optional: the most its uploads may hold
+//! max_spooled_bytes = "2GiB"    # optional: the most it may have in the spool
 //! ```
 //!
 //! The file holds hashes, never tokens; what the fields mean is in
@@ -34,6 +35,7 @@ struct Entry {
     token_sha256: Vec<String>,
     max_batch_size: Option<ByteSize>,
     max_queued_bytes: Option<ByteSize>,
+    max_spooled_bytes: Option<ByteSize>,
 }
 
 /// The tenants of the auth file at `path`.
@@ -53,6 +55,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Auth> {
             token_sha256: entry.token_sha256,
             max_batch_size: entry.max_batch_size.map(|s| s.0),
             max_queued_bytes: entry.max_queued_bytes.map(|s| s.0),
+            max_spooled_bytes: entry.max_spooled_bytes.map(|s| s.0),
         })
         .collect();
     Ok(Auth::new(specs)?)

@@ -43,6 +43,9 @@ pub struct TenantSpec {
     /// share of upload memory), if any limit. One upload alone may hold
     /// more, or an upload larger than the limit could never be sent.
     pub max_queued_bytes: Option<u64>,
+    /// The most bytes of its asynchronous uploads the spool may hold, not
+    /// yet stored, if less than the whole spool.
+    pub max_spooled_bytes: Option<u64>,
 }
 
 /// Why an auth file's tenants cannot be used.
@@ -109,6 +112,7 @@ impl Auth {
                 root,
                 max_batch_size: spec.max_batch_size,
                 max_queued_bytes: spec.max_queued_bytes,
+                max_spooled_bytes: spec.max_spooled_bytes,
                 queued: AtomicU64::new(0),
             });
             for hash in &spec.token_sha256 {
@@ -168,6 +172,7 @@ pub struct TenantPolicy {
     root: Key,
     max_batch_size: Option<u64>,
     max_queued_bytes: Option<u64>,
+    max_spooled_bytes: Option<u64>,
     /// Bytes its uploads in progress hold now.
     queued: AtomicU64,
 }
@@ -181,6 +186,7 @@ impl TenantPolicy {
             root: Key::segment("anonymous").expect("a valid segment"),
             max_batch_size: None,
             max_queued_bytes: None,
+            max_spooled_bytes: None,
             queued: AtomicU64::new(0),
         }
     }
@@ -195,6 +201,11 @@ impl TenantPolicy {
     }
 
     /// The tenant's largest batch under the server's `limit`.
+    /// Its own budget in the spool, if any.
+    pub(crate) fn max_spooled_bytes(&self) -> Option<u64> {
+        self.max_spooled_bytes
+    }
+
     pub(crate) fn max_batch_size(&self, limit: u64) -> u64 {
         self.max_batch_size.map_or(limit, |own| own.min(limit))
     }
@@ -272,6 +283,7 @@ mod tests {
             token_sha256: tokens.iter().map(|t| token_sha256(t)).collect(),
             max_batch_size: None,
             max_queued_bytes: None,
+            max_spooled_bytes: None,
         }
     }
 

@@ -114,6 +114,21 @@ pub enum ApiError {
         retry_after: Duration,
     },
 
+    /// The tenant's asynchronous uploads already fill its share of the
+    /// spool.
+    #[error(
+        "this tenant's asynchronous uploads hold {used} bytes of the spool, its limit is {limit}: retry after {} s",
+        retry_after.as_secs()
+    )]
+    TenantSpoolFull {
+        /// Its bytes waiting to be stored now.
+        used: u64,
+        /// Its limit.
+        limit: u64,
+        /// When to try again.
+        retry_after: Duration,
+    },
+
     /// The spool holds its budget of asynchronous uploads not yet stored.
     #[error(
         "the spool for asynchronous uploads is full ({used} of {max} bytes wait to be stored): retry after {} s",
@@ -166,9 +181,10 @@ impl ApiError {
             Self::ClientGone => StatusCode::from_u16(499).expect("499 is a valid status"),
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Overloaded { .. } | Self::TenantBusy { .. } | Self::SpoolFull { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::Overloaded { .. }
+            | Self::TenantBusy { .. }
+            | Self::TenantSpoolFull { .. }
+            | Self::SpoolFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ShuttingDown | Self::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             Self::Storage(_) | Self::Spool(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -191,7 +207,7 @@ impl ApiError {
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Overloaded { .. } => "overloaded",
-            Self::TenantBusy { .. } => "tenant_busy",
+            Self::TenantBusy { .. } | Self::TenantSpoolFull { .. } => "tenant_busy",
             Self::SpoolFull { .. } => "spool_full",
             Self::Spool(_) => "spool_error",
             Self::ShuttingDown => "shutting_down",
@@ -212,6 +228,11 @@ impl From<corral_store::SpoolError> for ApiError {
             corral_store::SpoolError::Full { used, max } => Self::SpoolFull {
                 used,
                 max,
+                retry_after: SPOOL_RETRY_AFTER,
+            },
+            corral_store::SpoolError::TenantFull { used, max, .. } => Self::TenantSpoolFull {
+                used,
+                limit: max,
                 retry_after: SPOOL_RETRY_AFTER,
             },
             error => Self::Spool(error),
@@ -296,6 +317,7 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
         }
         ApiError::Overloaded { retry_after }
         | ApiError::TenantBusy { retry_after, .. }
+        | ApiError::TenantSpoolFull { retry_after, .. }
         | ApiError::SpoolFull { retry_after, .. } => {
             // Whole seconds, rounded up: never "retry after 0".
             let seconds = retry_after.as_secs_f64().ceil().max(1.0);

@@ -108,8 +108,9 @@ pub(crate) async fn upload(
         let (spooled, memory) = match spool {
             // Spooled files go to disk as they arrive: no upload buffer.
             Some(spool) => {
-                let tenant = admitted.tenant.root().as_str();
-                let writer = spool.begin(tenant, length.unwrap_or(0)).await?;
+                let tenant = &admitted.tenant;
+                let (root, own) = (tenant.root().as_str(), tenant.policy().max_spooled_bytes());
+                let writer = spool.begin(root, own, length.unwrap_or(0)).await?;
                 (Some(writer), None)
             }
             // Memory is reserved before the body is read, so the sum of

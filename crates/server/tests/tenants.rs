@@ -260,3 +260,80 @@ async fn a_tenant_whose_uploads_hold_its_limit_gets_429_and_others_go_on() {
     assert!(stored, "acme's bytes were given back when its upload ended");
     server.stop().await;
 }
+
+/// Uploads one file asynchronously as the holder of `token`.
+async fn upload_async_as(
+    server: &Server,
+    token: &str,
+    name: &str,
+    len: usize,
+) -> reqwest::Response {
+    let form = Form::new().part("file", file(name, data(len, 1)));
+    (server.client.post(server.url("/api/files")))
+        .bearer_auth(token)
+        .header("prefer", "respond-async")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tenant_whose_async_uploads_fill_its_share_of_the_spool_gets_429_and_others_go_on() {
+    let auth = Auth::new(vec![
+        TenantSpec {
+            max_spooled_bytes: Some(1 << 20),
+            ..tenant("acme", ACME)
+        },
+        tenant("zeta", ZETA),
+    ])
+    .unwrap();
+    let server = Server::with_spool(ServerConfig::default(), 64 << 20, Some(auth)).await;
+    // An asynchronous upload of acme's that announces 900 KiB and sends
+    // only its head: it takes 900 KiB of acme's 1 MiB share at once.
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
+         Prefer: respond-async\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        900 << 10
+    );
+    let mut holding = send_raw(server.addr, &head, b"--b\r\n").await;
+    let mut refused = None;
+    for _ in 0..100 {
+        let response = upload_async_as(&server, ACME, "second.bin", 200 << 10).await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("acme's second upload refused while the first holds its share");
+    assert_eq!(refused.headers()["retry-after"], "10");
+    let (_, body) = json(refused).await;
+    assert_eq!(error_code(&body), "tenant_busy", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spool") && message.contains("1048576"),
+        "{message}"
+    );
+    // zeta is not held back by acme's share.
+    let response = upload_async_as(&server, ZETA, "other.bin", 200 << 10).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // When acme's first upload ends, its share is given back.
+    holding.shutdown().await.unwrap();
+    drop(holding);
+    let mut accepted = false;
+    for _ in 0..100 {
+        let response = upload_async_as(&server, ACME, "later.bin", 200 << 10).await;
+        if response.status() == StatusCode::ACCEPTED {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        accepted,
+        "acme's share was given back when its upload ended"
+    );
+    server.stop().await;
+}

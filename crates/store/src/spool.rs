@@ -44,14 +44,15 @@
 //!
 //! The spool holds at most [`SpoolConfig::max_bytes`] of file bytes not yet
 //! stored; a batch that would pass it is refused ([`SpoolError::Full`],
-//! `429` over HTTP) instead of filling the disk. At most
+//! `429` over HTTP) instead of filling the disk. A tenant may have a
+//! budget of its own within it ([`SpoolError::TenantFull`]), so that one
+//! tenant cannot fill the spool for all. At most
 //! [`SpoolConfig::workers`] files are uploaded at once, so the memory
 //! workers buffer is bounded too; the scheduler decides how many backend
 //! calls they make.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -119,6 +120,16 @@ pub enum SpoolError {
         /// Bytes waiting now.
         used: u64,
         /// The budget.
+        max: u64,
+    },
+    /// The tenant's batches in the spool hold its budget.
+    #[error("tenant {tenant:?} has {used} of its {max} bytes waiting in the spool")]
+    TenantFull {
+        /// The tenant.
+        tenant: String,
+        /// Its bytes waiting now.
+        used: u64,
+        /// Its budget.
         max: u64,
     },
     /// The local disk failed.
@@ -262,7 +273,7 @@ struct Inner {
     keep_jobs: Duration,
     /// File bytes in the spool (or reserved by batches being spooled) not
     /// yet stored.
-    used: AtomicU64,
+    used: Mutex<Usage>,
     store: Store,
     /// Jobs with a task working on them.
     running: Mutex<HashSet<String>>,
@@ -288,14 +299,14 @@ impl Spool {
         let opened = tokio::task::spawn_blocking(move || open_dir(&dir))
             .await
             .expect("opening the spool does not panic")?;
-        let (db, used) = opened;
+        let (db, usage) = opened;
         let spool = Self {
             inner: Arc::new(Inner {
                 dir: config.dir,
                 db,
                 max_bytes: config.max_bytes,
                 keep_jobs: config.keep_jobs,
-                used: AtomicU64::new(used),
+                used: Mutex::new(usage),
                 store,
                 running: Mutex::new(HashSet::new()),
                 workers: Semaphore::new(config.workers.max(1)),
@@ -311,33 +322,54 @@ impl Spool {
 
     /// File bytes waiting in the spool now.
     pub fn used(&self) -> u64 {
-        self.inner.used.load(Ordering::Acquire)
+        self.usage().total
     }
 
-    fn full(&self, used: u64) -> SpoolError {
-        SpoolError::Full {
-            used,
-            max: self.inner.max_bytes,
+    fn usage(&self) -> std::sync::MutexGuard<'_, Usage> {
+        (self.inner.used.lock()).expect("no panic while holding the lock")
+    }
+
+    /// Takes `bytes` of the budget for `tenant`, whose own budget is
+    /// `tenant_max` if any.
+    fn reserve(&self, tenant: &str, bytes: u64, tenant_max: Option<u64>) -> Result<(), SpoolError> {
+        let max = self.inner.max_bytes;
+        let mut usage = self.usage();
+        let total = usage.total.saturating_add(bytes);
+        if total > max {
+            return Err(SpoolError::Full {
+                used: usage.total,
+                max,
+            });
+        }
+        let mine = usage.by_tenant.get(tenant).copied().unwrap_or(0);
+        if let Some(tenant_max) = tenant_max
+            && mine.saturating_add(bytes) > tenant_max
+        {
+            return Err(SpoolError::TenantFull {
+                tenant: tenant.to_owned(),
+                used: mine,
+                max: tenant_max,
+            });
+        }
+        usage.total = total;
+        usage.by_tenant.insert(tenant.to_owned(), mine + bytes);
+        Ok(())
+    }
+
+    fn release(&self, tenant: &str, bytes: u64) {
+        let mut usage = self.usage();
+        usage.total -= bytes;
+        if let Some(mine) = usage.by_tenant.get_mut(tenant) {
+            *mine -= bytes;
+            if *mine == 0 {
+                usage.by_tenant.remove(tenant);
+            }
         }
     }
 
-    /// Takes `bytes` of the budget.
-    fn reserve(&self, bytes: u64) -> Result<(), SpoolError> {
-        let max = self.inner.max_bytes;
-        (self.inner.used)
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= max)
-            })
-            .map(drop)
-            .map_err(|used| self.full(used))
-    }
-
-    fn release(&self, bytes: u64) {
-        self.inner.used.fetch_sub(bytes, Ordering::AcqRel);
-    }
-
-    /// Starts spooling a batch of `tenant`'s, taking `expected` bytes of
-    /// the budget at once (the request's `Content-Length`, or 0), so that
+    /// Starts spooling a batch of `tenant`'s, whose own budget is
+    /// `tenant_max` if any, taking `expected` bytes of the budgets at once
+    /// (the request's `Content-Length`, or 0), so that
     /// batches sent together cannot each find room and then run out of it
     /// half-way. Nothing of the batch counts as a job until
     /// [`JobWriter::commit`]; dropped before, it is removed and its budget
@@ -345,14 +377,20 @@ impl Spool {
     ///
     /// # Errors
     ///
-    /// [`SpoolError::Full`] if `expected` bytes do not fit,
-    /// [`SpoolError::Io`] if its directory cannot be made.
-    pub async fn begin(&self, tenant: &str, expected: u64) -> Result<JobWriter, SpoolError> {
-        self.reserve(expected)?;
+    /// [`SpoolError::Full`] or [`SpoolError::TenantFull`] if `expected`
+    /// bytes do not fit, [`SpoolError::Io`] if its directory cannot be
+    /// made.
+    pub async fn begin(
+        &self,
+        tenant: &str,
+        tenant_max: Option<u64>,
+        expected: u64,
+    ) -> Result<JobWriter, SpoolError> {
+        self.reserve(tenant, expected, tenant_max)?;
         let id = uuid::Uuid::now_v7().to_string();
         let dir = self.inner.dir.join(&id);
         if let Err(e) = tokio::fs::create_dir(&dir).await {
-            self.release(expected);
+            self.release(tenant, expected);
             return Err(io(&dir)(e));
         }
         Ok(JobWriter {
@@ -365,6 +403,7 @@ impl Spool {
                 files: Vec::new(),
             },
             dir,
+            tenant_max,
             reserved: expected,
             written: 0,
             committed: false,
@@ -565,7 +604,7 @@ impl Spool {
                     tracing::warn!(path = %path.display(), error = %e, "removing a spool file failed");
                 }
             }
-            self.release(file.size);
+            self.release(&job.tenant, file.size);
         }
         true
     }
@@ -728,12 +767,21 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// File bytes waiting in the spool, in all and by tenant.
+#[derive(Debug, Default)]
+struct Usage {
+    total: u64,
+    by_tenant: std::collections::HashMap<String, u64>,
+}
+
 /// A batch being spooled: see [`Spool::begin`].
 #[derive(Debug)]
 pub struct JobWriter {
     spool: Spool,
     job: Job,
     dir: PathBuf,
+    /// The tenant's own budget.
+    tenant_max: Option<u64>,
     /// Bytes of the budget this batch holds.
     reserved: u64,
     /// File bytes written so far.
@@ -805,7 +853,7 @@ impl JobWriter {
         self.spool.save(&self.job).await?;
         self.committed = true;
         // The job holds its files' bytes of the budget from now on.
-        self.spool.release(self.reserved - self.written);
+        (self.spool).release(&self.job.tenant, self.reserved - self.written);
         self.spool.start(self.job.id.clone());
         Ok(self.job.clone())
     }
@@ -816,7 +864,7 @@ impl Drop for JobWriter {
         if self.committed {
             return;
         }
-        self.spool.release(self.reserved);
+        self.spool.release(&self.job.tenant, self.reserved);
         let dir = self.dir.clone();
         let remove = move || {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -856,7 +904,7 @@ impl FileWriter<'_> {
         let writer = &mut *self.writer;
         if writer.written + len > writer.reserved {
             let more = writer.written + len - writer.reserved;
-            writer.spool.reserve(more)?;
+            (writer.spool).reserve(&writer.job.tenant, more, writer.tenant_max)?;
             writer.reserved += more;
         }
         writer.written += len;
@@ -888,7 +936,7 @@ impl FileWriter<'_> {
 ///
 /// Only entries named as job ids are ever removed: a spool directory set
 /// by mistake to one that holds other files loses none of them.
-fn open_dir(dir: &Path) -> Result<(Database, u64), SpoolError> {
+fn open_dir(dir: &Path) -> Result<(Database, Usage), SpoolError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let journal = dir.join(JOURNAL);
     let db = Database::create(&journal).map_err(redb::Error::from)?;
@@ -928,15 +976,20 @@ fn open_dir(dir: &Path) -> Result<(Database, u64), SpoolError> {
     drop(known);
     drop(read);
     let jobs = unfinished(&db)?;
-    let used = jobs.iter().map(Job::pending_bytes).sum();
+    let mut usage = Usage::default();
+    for job in &jobs {
+        let bytes = job.pending_bytes();
+        usage.total += bytes;
+        *usage.by_tenant.entry(job.tenant.clone()).or_default() += bytes;
+    }
     if !jobs.is_empty() {
         tracing::info!(
             jobs = jobs.len(),
-            bytes = used,
+            bytes = usage.total,
             "resuming asynchronous uploads"
         );
     }
-    Ok((db, used))
+    Ok((db, usage))
 }
 
 fn unfinished(db: &Database) -> Result<Vec<Job>, SpoolError> {
@@ -1136,8 +1189,9 @@ mod tests {
             dirs.push(job_dir);
         }
         drop(db);
-        let (_db, used) = open_dir(dir.path()).unwrap();
-        assert_eq!(used, 1, "the pending file's byte");
+        let (_db, usage) = open_dir(dir.path()).unwrap();
+        assert_eq!(usage.total, 1, "the pending file's byte");
+        assert_eq!(usage.by_tenant["t"], 1);
         let kept: Vec<bool> = dirs.iter().map(|d| d.join("0").exists()).collect();
         assert_eq!(kept, [true, false, true], "pending, done, failed");
     }
@@ -1160,7 +1214,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spool, store) = spool(dir.path(), 1 << 20).await;
         // The request's Content-Length, taken from the budget at once.
-        let mut writer = spool.begin("t", 100).await.unwrap();
+        let mut writer = spool.begin("t", None, 100).await.unwrap();
         assert_eq!(spool.used(), 100);
         let key = Key::parse("t/a.txt").unwrap();
         let mut file = writer.file(&key, "a.txt", None).await.unwrap();
@@ -1196,17 +1250,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tenant_stays_within_its_own_budget_and_leaves_room_for_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _store) = spool(dir.path(), 100).await;
+        let a = spool.begin("a", Some(10), 8).await.unwrap();
+        let refused = spool.begin("a", Some(10), 5).await.unwrap_err();
+        assert!(
+            matches!(&refused, SpoolError::TenantFull { tenant, used: 8, max: 10 } if tenant == "a"),
+            "{refused:?}"
+        );
+        // Another tenant is not held back by a's budget.
+        let b = spool.begin("b", Some(10), 8).await.unwrap();
+        assert_eq!(spool.used(), 16);
+        // The spool's own budget still holds for everyone.
+        let refused = spool.begin("c", None, 85).await.unwrap_err();
+        assert!(
+            matches!(refused, SpoolError::Full { used: 16, max: 100 }),
+            "{refused:?}"
+        );
+        drop((a, b));
+        assert_eq!(spool.used(), 0);
+        assert!(spool.usage().by_tenant.is_empty());
+        spool.close().await;
+    }
+
+    #[tokio::test]
     async fn the_budget_holds_and_what_was_never_acknowledged_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _store) = spool(dir.path(), 10).await;
-        let refused = spool.begin("t", 11).await.unwrap_err();
+        let refused = spool.begin("t", None, 11).await.unwrap_err();
         assert!(
             matches!(refused, SpoolError::Full { used: 0, max: 10 }),
             "{refused:?}"
         );
         assert_eq!(spool.used(), 0);
         let key = Key::parse("t/a").unwrap();
-        let mut writer = spool.begin("t", 4).await.unwrap();
+        let mut writer = spool.begin("t", None, 4).await.unwrap();
         let mut file = writer.file(&key, "a", None).await.unwrap();
         file.write(b"12345678").await.unwrap();
         let full = file.write(b"123").await.unwrap_err();

@@ -362,5 +362,6 @@ pub fn tenant(name: &str, token: &str) -> TenantSpec {
         token_sha256: vec![token_sha256(token)],
         max_batch_size: None,
         max_queued_bytes: None,
+        max_spooled_bytes: None,
     }
 }
