@@ -411,10 +411,7 @@ impl Batch<'_> {
         let limit = self.batch_limit();
         if let Some(spooled) = self.spooled.as_mut() {
             let mut file = spooled.file(&key, name, content_type).await?;
-            while let Some(chunk) = field.chunk().await.map_err(|e| parse_error(e, limit))? {
-                if file.size() + chunk.len() as u64 > max {
-                    return Err(ApiError::FileTooLarge { limit: max });
-                }
+            while let Some(chunk) = next_chunk(field, file.size(), max, limit).await? {
                 file.write(&chunk).await?;
             }
             let (size, sha256) = file.finish().await?;
@@ -427,10 +424,7 @@ impl Batch<'_> {
             content_type,
             Some(name.to_owned()),
         );
-        while let Some(chunk) = field.chunk().await.map_err(|e| parse_error(e, limit))? {
-            if upload.size() + chunk.len() as u64 > max {
-                return Err(ApiError::FileTooLarge { limit: max });
-            }
+        while let Some(chunk) = next_chunk(field, upload.size(), max, limit).await? {
             upload.write(chunk).await?;
         }
         let stored = upload.finish().await?;
@@ -461,6 +455,24 @@ impl Batch<'_> {
     fn parse_error(&self, error: multer::Error) -> FileError {
         parse_error(error, self.batch_limit()).into()
     }
+}
+
+/// The next chunk of a file of which `size` bytes came before, refused if
+/// it takes the file past `max` bytes; the batch is at most `limit`.
+async fn next_chunk(
+    field: &mut Field<'_>,
+    size: u64,
+    max: u64,
+    limit: u64,
+) -> Result<Option<bytes::Bytes>, ApiError> {
+    let chunk = field.chunk().await.map_err(|e| parse_error(e, limit))?;
+    if chunk
+        .as_ref()
+        .is_some_and(|chunk| size + chunk.len() as u64 > max)
+    {
+        return Err(ApiError::FileTooLarge { limit: max });
+    }
+    Ok(chunk)
 }
 
 /// The answer to a multipart parser's `error`, for a batch of at most
