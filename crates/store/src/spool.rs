@@ -358,9 +358,10 @@ impl Spool {
 
     fn release(&self, tenant: &str, bytes: u64) {
         let mut usage = self.usage();
-        usage.total -= bytes;
+        debug_assert!(usage.total >= bytes, "released more than reserved");
+        usage.total = usage.total.saturating_sub(bytes);
         if let Some(mine) = usage.by_tenant.get_mut(tenant) {
-            *mine -= bytes;
+            *mine = mine.saturating_sub(bytes);
             if *mine == 0 {
                 usage.by_tenant.remove(tenant);
             }
@@ -511,12 +512,13 @@ impl Spool {
             return Ok(());
         };
         loop {
-            let _one_writer = self.inner.write.lock().await;
-            let spool = self.clone();
-            let forgotten =
+            let forgotten = {
+                let _one_writer = self.inner.write.lock().await;
+                let spool = self.clone();
                 tokio::task::spawn_blocking(move || prune(&spool.inner.db, cutoff, PRUNE_BATCH))
                     .await
-                    .expect("writing the journal does not panic")?;
+                    .expect("writing the journal does not panic")?
+            };
             // Failed jobs keep their refused files until now.
             for id in &forgotten {
                 self.remove_job_dir(id).await;
