@@ -161,11 +161,15 @@ fn open_local(dir: &str) -> Result<Backend, String> {
     })
 }
 
-/// A few quick retries of each HTTP request inside `object_store`; the
-/// scheduler retries whole calls under its budget on top of that.
+/// No retries inside `object_store`: the scheduler retries whole calls,
+/// under its budget, and must see every throttle. A `503 SlowDown` that
+/// `object_store` retried by itself reached the adaptive limit as a slow
+/// success instead of a loss, so the limit kept probing one call above
+/// the backend's capacity (in `corral bench compare`, ~180 `503`s of
+/// which the scheduler saw 22).
 fn retry() -> RetryConfig {
     RetryConfig {
-        max_retries: 2,
+        max_retries: 0,
         retry_timeout: Duration::from_secs(30),
         ..RetryConfig::default()
     }

@@ -258,6 +258,7 @@ pub fn throttle(seed: u64) -> Outcome {
         latency: LATENCY,
         jitter: 0.1,
         rate: Some(50.0),
+        reject_when_busy: false,
         burst: 10.0,
         changes: vec![(Duration::from_secs(120), Change::Rate(25.0))],
     };
@@ -293,6 +294,54 @@ pub fn throttle(seed: u64) -> Outcome {
             ),
             Figure::new("steady 503s / calls", throttled, Target::AtMost(0.02)),
             Figure::new("steady retries / calls", retries, Target::AtMost(0.10)),
+            Figure::new(
+                "jobs failed for good",
+                record.failed as f64,
+                Target::AtMost(0.0),
+            ),
+            breaches(&record),
+        ],
+    }
+}
+
+/// **hard cap**: 16 slots of 100 ms, and a call that finds them all busy
+/// is answered "503 SlowDown" in 10 ms, as the bench's throttling front
+/// does (S3's request rates per prefix behave alike). Nothing queues at
+/// the backend, so latency never rises: only 503s tell the limit.
+pub fn hard_cap(seed: u64) -> Outcome {
+    let backend = BackendConfig {
+        reject_when_busy: true,
+        ..BackendConfig::slots(16, Duration::from_millis(100))
+    };
+    let record = run(&Scenario {
+        backend,
+        limit: adaptive(AdaptiveConfig::default().initial),
+        workers: WORKERS,
+        cost: COST,
+        duration: Duration::from_secs(180),
+        seed,
+    });
+    let capacity = 16.0 / 0.1;
+    let (from, to) = (30.0, 180.0);
+    Outcome {
+        scenario: "hard cap, 16 slots, 503 beyond".into(),
+        seed,
+        figures: vec![
+            Figure::new(
+                "steady goodput / capacity",
+                record.goodput(from, to) / capacity,
+                Target::AtLeast(0.95),
+            ),
+            Figure::new(
+                "steady 503s / calls",
+                record.throttled_share(from, to),
+                Target::AtMost(0.01),
+            ),
+            Figure::new(
+                "503s / calls from the start",
+                record.throttled_share(0.0, to),
+                Target::AtMost(0.01),
+            ),
             Figure::new(
                 "jobs failed for good",
                 record.failed as f64,
@@ -457,6 +506,7 @@ pub fn all(seeds: &[u64]) -> Vec<Outcome> {
         outcomes.push(step(seed));
         outcomes.push(slowdown(seed));
         outcomes.push(throttle(seed));
+        outcomes.push(hard_cap(seed));
         outcomes.push(fairness(seed));
         outcomes.push(cancellation(seed));
     }

@@ -28,6 +28,10 @@ pub struct BackendConfig {
     pub jitter: f64,
     /// A token bucket in calls per second, if the backend throttles.
     pub rate: Option<f64>,
+    /// Whether a call that finds every slot busy is throttled at once
+    /// (as the bench's front and S3's per-prefix limits do) instead of
+    /// waiting in the queue.
+    pub reject_when_busy: bool,
     /// Tokens the bucket holds at most.
     pub burst: f64,
     /// Changes at given times since the start.
@@ -53,6 +57,7 @@ impl BackendConfig {
             latency,
             jitter: 0.1,
             rate: None,
+            reject_when_busy: false,
             burst: 0.0,
             changes: Vec::new(),
         }
@@ -140,7 +145,8 @@ impl Backend {
     }
 
     /// Takes a token, if the backend throttles, and joins the slot queue;
-    /// `None` if the bucket is empty.
+    /// `None` if the bucket is empty, or every slot is busy and the backend
+    /// rejects rather than queues.
     fn enter(&self) -> Option<oneshot::Receiver<()>> {
         let mut state = self.state.lock().unwrap();
         if let Some(rate) = state.rate {
@@ -153,14 +159,18 @@ impl Backend {
             }
             state.tokens -= 1.0;
         }
+        if self.config.reject_when_busy && state.busy >= state.slots {
+            return None;
+        }
         let (sender, receiver) = oneshot::channel();
         state.waiting.push_back(sender);
         Self::admit(&mut state);
         Some(receiver)
     }
 
-    /// One call: throttled at once if the bucket is empty, else served
-    /// after waiting for a slot.
+    /// One call: throttled at once if the bucket is empty (or every slot is
+    /// busy, for a backend that rejects), else served after waiting for a
+    /// slot.
     pub async fn call(&self) -> Result<(), Throttled> {
         let Some(slot) = self.enter() else {
             self.throttled.fetch_add(1, Ordering::Relaxed);

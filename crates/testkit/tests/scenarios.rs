@@ -44,6 +44,11 @@ fn throttle_by_a_token_bucket() {
 }
 
 #[test]
+fn a_hard_cap_that_rejects_beyond_its_slots() {
+    check(SEEDS.map(scenario::hard_cap));
+}
+
+#[test]
 fn a_late_small_tenant_is_not_stuck_behind_a_big_one() {
     check(SEEDS.map(scenario::fairness));
 }

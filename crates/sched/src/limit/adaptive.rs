@@ -48,7 +48,9 @@
 //!   itself; every further loss within that RTT takes away the slot it
 //!   was dispatched into. Until 50 rounds pass without loss, the limit then
 //!   creeps up by 0.5% a round near the limit of the last loss, and by one
-//!   below 90% of it. The limit is fractional here: 4.75 uses its fifth
+//!   below it: below 90% of it, or one call under it if that is higher (a
+//!   backend with a hard cap of 16 that refused a 17th call is back at 16
+//!   in one round, not at 15.2 for seconds). The limit is fractional here: 4.75 uses its fifth
 //!   slot on 75% of dispatches, because at a few calls in flight a whole
 //!   step overshoots the backend's rate by a fifth.
 //!
@@ -506,8 +508,9 @@ impl Adaptive {
             // Well below where the backend last throttled, step up; near
             // it, creep: a whole step would overshoot its rate by a fifth
             // at five calls in flight.
-            self.limit = if self.limit < 0.9 * self.loss_limit {
-                (self.limit + 1.0).min(0.9 * self.loss_limit)
+            let near = (0.9 * self.loss_limit).max(self.loss_limit - 1.0);
+            self.limit = if self.limit < near {
+                (self.limit + 1.0).min(near)
             } else {
                 self.limit + (self.limit * THROTTLED_GROWTH).max(0.01)
             };
