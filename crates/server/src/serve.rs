@@ -12,13 +12,14 @@ use axum::http::{HeaderValue, header};
 use http_body_util::BodyExt as _;
 use tokio::sync::Notify;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use crate::app::{AppState, router};
 
@@ -103,10 +104,21 @@ pub async fn run(
         let requests = Arc::new(Requests::default());
         let service = {
             let (requests, stopping) = (Arc::clone(&requests), stopping.clone());
-            let app = TowerToHyperService::new(app.clone());
-            hyper::service::service_fn(move |request| {
-                let active = Active::new(&requests);
-                let answer = app.call(request);
+            let app = app.clone();
+            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                // The request is active until its answer is sent and its
+                // body is done with: a body still being read, such as one
+                // drained after an early answer, holds the connection
+                // open, or a client still sending it would find it closed.
+                let active = Arc::new(Active::new(&requests));
+                let reading = Arc::clone(&active);
+                let request = request.map(|body| {
+                    axum::body::Body::new(body.map_frame(move |frame| {
+                        let _reading = &reading;
+                        frame
+                    }))
+                });
+                let answer = app.clone().oneshot(request);
                 let stopping = stopping.clone();
                 async move {
                     let mut response = answer.await?;
@@ -184,7 +196,8 @@ pub async fn run(
 struct Requests {
     /// How many have begun.
     started: AtomicU64,
-    /// How many are being answered now (until their answer's body is sent).
+    /// How many are being answered now (until their answer's body is sent
+    /// and their own body is done with).
     active: AtomicUsize,
     /// Rings when none is active any more.
     idle: Notify,
