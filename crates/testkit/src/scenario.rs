@@ -100,6 +100,27 @@ fn adaptive(initial: usize) -> LimitConfig {
     })
 }
 
+fn failed_for_good(record: &Record) -> Figure {
+    Figure::new(
+        "jobs failed for good",
+        record.failed as f64,
+        Target::AtMost(0.0),
+    )
+}
+
+/// Runs `backend` for `duration`, saturated, under the adaptive limit from
+/// its default start.
+fn run_adaptive(backend: BackendConfig, duration: Duration, seed: u64) -> Record {
+    run(&Scenario {
+        backend,
+        limit: adaptive(AdaptiveConfig::default().initial),
+        workers: WORKERS,
+        cost: COST,
+        duration,
+        seed,
+    })
+}
+
 fn breaches(record: &Record) -> Figure {
     Figure::new(
         "starts above the limit",
@@ -176,14 +197,7 @@ pub fn step(seed: u64) -> Outcome {
         (Duration::from_secs(120), Change::Slots(5)),
         (Duration::from_secs(240), Change::Slots(10)),
     ];
-    let record = run(&Scenario {
-        backend,
-        limit: adaptive(AdaptiveConfig::default().initial),
-        workers: WORKERS,
-        cost: COST,
-        duration: Duration::from_secs(360),
-        seed,
-    });
+    let record = run_adaptive(backend, Duration::from_secs(360), seed);
     let capacity = 10.0 / LATENCY.as_secs_f64();
     let p99 = record.latency_quantile(130.0, 240.0, 0.99);
     Outcome {
@@ -219,14 +233,7 @@ pub fn slowdown(seed: u64) -> Outcome {
     let mut backend = BackendConfig::slots(10, LATENCY);
     let slower = LATENCY * 2;
     backend.changes = vec![(Duration::from_secs(60), Change::Latency(slower))];
-    let record = run(&Scenario {
-        backend,
-        limit: adaptive(AdaptiveConfig::default().initial),
-        workers: WORKERS,
-        cost: COST,
-        duration: Duration::from_secs(180),
-        seed,
-    });
+    let record = run_adaptive(backend, Duration::from_secs(180), seed);
     let capacity = 10.0 / slower.as_secs_f64();
     let (lo, hi) = record.limit_range(100.0, 180.0);
     Outcome {
@@ -262,14 +269,7 @@ pub fn throttle(seed: u64) -> Outcome {
         burst: 10.0,
         changes: vec![(Duration::from_secs(120), Change::Rate(25.0))],
     };
-    let record = run(&Scenario {
-        backend,
-        limit: adaptive(AdaptiveConfig::default().initial),
-        workers: WORKERS,
-        cost: COST,
-        duration: Duration::from_secs(240),
-        seed,
-    });
+    let record = run_adaptive(backend, Duration::from_secs(240), seed);
     let steady = [(30.0, 120.0, 50.0), (150.0, 240.0, 25.0)];
     let goodput = steady
         .iter()
@@ -294,11 +294,7 @@ pub fn throttle(seed: u64) -> Outcome {
             ),
             Figure::new("steady 503s / calls", throttled, Target::AtMost(0.02)),
             Figure::new("steady retries / calls", retries, Target::AtMost(0.10)),
-            Figure::new(
-                "jobs failed for good",
-                record.failed as f64,
-                Target::AtMost(0.0),
-            ),
+            failed_for_good(&record),
             breaches(&record),
         ],
     }
@@ -313,14 +309,7 @@ pub fn hard_cap(seed: u64) -> Outcome {
         reject_when_busy: true,
         ..BackendConfig::slots(16, Duration::from_millis(100))
     };
-    let record = run(&Scenario {
-        backend,
-        limit: adaptive(AdaptiveConfig::default().initial),
-        workers: WORKERS,
-        cost: COST,
-        duration: Duration::from_secs(180),
-        seed,
-    });
+    let record = run_adaptive(backend, Duration::from_secs(180), seed);
     let capacity = 16.0 / 0.1;
     let (from, to) = (30.0, 180.0);
     Outcome {
@@ -342,11 +331,7 @@ pub fn hard_cap(seed: u64) -> Outcome {
                 record.throttled_share(0.0, to),
                 Target::AtMost(0.01),
             ),
-            Figure::new(
-                "jobs failed for good",
-                record.failed as f64,
-                Target::AtMost(0.0),
-            ),
+            failed_for_good(&record),
             breaches(&record),
         ],
     }
