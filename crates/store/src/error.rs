@@ -151,9 +151,7 @@ fn classify(error: &object_store::Error) -> Class {
     match error {
         // Local and in-memory stores fail only for reasons that do not go
         // away by themselves (no space, no permission).
-        E::Generic { store, .. } if matches!(*store, "LocalFileSystem" | "InMemory") => {
-            Class::Permanent
-        }
+        E::Generic { store, .. } if is_local(store) => Class::Permanent,
         E::Generic { source, .. } => classify_remote(source.as_ref()),
         _ => Class::Permanent,
     }
@@ -173,8 +171,7 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
     use object_store::client::{HttpError, HttpErrorKind};
     let throttled = Class::Throttled { retry_after: None };
     let transient = Class::Transient { retry_after: None };
-    let mut current = Some(error);
-    while let Some(error) = current {
+    for error in chain(error) {
         if let Some(http) = error.downcast_ref::<HttpError>() {
             return match http.kind() {
                 // A backend too busy to answer in time is overloaded.
@@ -198,9 +195,20 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
         if text.contains("<Code>InternalError</Code>") {
             return transient;
         }
-        current = error.source();
     }
     transient
+}
+
+/// Whether `store` is one of `object_store`'s stores on this machine.
+fn is_local(store: &str) -> bool {
+    matches!(store, "LocalFileSystem" | "InMemory")
+}
+
+/// `error` and its sources, outermost first.
+fn chain<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| error.source())
 }
 
 /// S3 error codes that concern the whole store or its credentials, not one
@@ -222,20 +230,14 @@ fn store_wide(error: &object_store::Error) -> bool {
     let E::Generic { store, source } = error else {
         return false;
     };
-    if matches!(*store, "LocalFileSystem" | "InMemory") {
+    if is_local(store) {
         return true;
     }
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-    while let Some(error) = current {
+    chain(source.as_ref()).any(|error| {
         let text = error.to_string();
-        if status_in(&text) == Some(401)
+        status_in(&text) == Some(401)
             || (STORE_WIDE_CODES.iter()).any(|code| text.contains(&format!("<Code>{code}</Code>")))
-        {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+    })
 }
 
 /// The HTTP status in `object_store`'s message for a non-2xx response.
