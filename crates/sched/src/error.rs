@@ -29,6 +29,13 @@ pub enum Refused {
     /// The scheduler is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The backend is down (see [`crate::breaker`]); try again after
+    /// `retry_after`.
+    #[error("the storage backend is unavailable: retry after {} s", retry_after.as_secs())]
+    Unavailable {
+        /// When the breaker next probes the backend.
+        retry_after: Duration,
+    },
 }
 
 /// Why a job did not produce a value.
@@ -52,6 +59,13 @@ pub enum JobError<E> {
     #[error("overloaded: retry after {} s", retry_after.as_secs())]
     Overloaded {
         /// A wait after which the queue has likely drained enough.
+        retry_after: Duration,
+    },
+    /// The backend is down (see [`crate::breaker`]): the job was not
+    /// tried. The group is cancelled.
+    #[error("the storage backend is unavailable: retry after {} s", retry_after.as_secs())]
+    Unavailable {
+        /// When the breaker next probes the backend.
         retry_after: Duration,
     },
     /// The job panicked; the panic was caught and its group cancelled.

@@ -9,6 +9,8 @@
 //!   ([`Refused::Overloaded`]);
 //! - retries transient failures with jittered backoff under a budget
 //!   ([`RetryConfig`]);
+//! - tells a backend that is down from one that is busy, and refuses work
+//!   at once while it is down ([`breaker`]);
 //! - gives each request a [`Group`] with errgroup semantics: the first
 //!   failure or the request's end cancels its other calls;
 //! - shuts down gracefully ([`Scheduler::shutdown`]).
@@ -16,6 +18,7 @@
 //! This crate knows nothing of HTTP or storage: it schedules futures, in
 //! the caller's own task, and is tested in virtual time.
 
+pub mod breaker;
 mod error;
 pub mod limit;
 mod metrics;
@@ -23,6 +26,7 @@ mod queue;
 mod retry;
 mod scheduler;
 
+pub use breaker::{BreakerConfig, Health};
 pub use error::{Error, JobError, Refused, Result};
 pub use limit::{AdaptiveConfig, LimitConfig, Outcome};
 pub use metrics::{Counters, Histogram, LATENCY_BUCKETS, Stats};

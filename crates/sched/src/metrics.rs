@@ -61,6 +61,10 @@ pub struct Counters {
     pub retries: AtomicU64,
     /// Retries not made because the budget was empty.
     pub budget_exhausted: AtomicU64,
+    /// Groups and attempts refused because the backend is down.
+    pub unavailable: AtomicU64,
+    /// Times the breaker opened.
+    pub breaker_opened: AtomicU64,
     /// Latency of successful calls.
     pub latency_success: Histogram,
     /// Latency of throttled or timed-out calls.

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::{Admit, Breaker, BreakerConfig, Health};
 use crate::error::{JobError, Refused};
 use crate::limit::{LimitConfig, Limiter, Outcome, Sample};
 use crate::metrics::{Counters, Stats};
@@ -59,6 +60,8 @@ pub struct SchedConfig {
     pub queue: QueueConfig,
     /// How failed calls are retried.
     pub retry: RetryConfig,
+    /// When the backend counts as down.
+    pub breaker: BreakerConfig,
 }
 
 /// One backend's scheduler. Cloning is cheap; clones share everything.
@@ -91,6 +94,7 @@ struct State {
     group_in_flight: HashMap<u64, usize>,
     tenants: HashMap<String, u64>,
     budget: Budget,
+    breaker: Breaker,
     rng: fastrand::Rng,
     drain: DrainRate,
     closed: bool,
@@ -143,6 +147,7 @@ impl Scheduler {
             group_in_flight: HashMap::new(),
             tenants: HashMap::new(),
             budget: Budget::new(&config.retry, now),
+            breaker: Breaker::new(config.breaker, now),
             rng,
             drain: DrainRate {
                 window_start: now,
@@ -170,8 +175,26 @@ impl Scheduler {
     /// # Errors
     ///
     /// [`Refused::Overloaded`] with a suggested wait when the queue is
-    /// full; [`Refused::ShuttingDown`] after [`close`](Self::close).
+    /// full; [`Refused::Unavailable`] while the backend is down (see
+    /// [`crate::breaker`]); [`Refused::ShuttingDown`] after
+    /// [`close`](Self::close).
     pub fn group(&self, tenant: &str) -> Result<Group, Refused> {
+        self.admit(tenant, true)
+    }
+
+    /// Like [`group`](Self::group), but admitted while the backend is
+    /// down: for a request whose work can wait for it, such as one that
+    /// spools its upload to disk. Its calls, if it makes any, are refused
+    /// while the backend is down.
+    ///
+    /// # Errors
+    ///
+    /// As [`group`](Self::group), never [`Refused::Unavailable`].
+    pub fn group_while_down(&self, tenant: &str) -> Result<Group, Refused> {
+        self.admit(tenant, false)
+    }
+
+    fn admit(&self, tenant: &str, needs_backend: bool) -> Result<Group, Refused> {
         let shared = &self.shared;
         let mut state = shared.lock();
         if state.closed {
@@ -180,6 +203,10 @@ impl Scheduler {
         if let Some(retry_after) = shared.full(&state) {
             Counters::bump(&shared.counters.rejected);
             return Err(Refused::Overloaded { retry_after });
+        }
+        if needs_backend && let Some(retry_after) = state.breaker.refuses(Instant::now()) {
+            Counters::bump(&shared.counters.unavailable);
+            return Err(Refused::Unavailable { retry_after });
         }
         let tenant = match state.tenants.get(tenant) {
             Some(&id) => id,
@@ -221,6 +248,12 @@ impl Scheduler {
             queued_bytes: state.queue.bytes(),
             probing: state.limiter.probing(),
         }
+    }
+
+    /// Whether the backend is usable, as the circuit breaker sees it (see
+    /// [`crate::breaker`]).
+    pub fn health(&self) -> Health {
+        self.shared.lock().breaker.health()
     }
 
     /// Counters since the start.
@@ -342,7 +375,7 @@ impl Shared {
 }
 
 /// A running job's slot; dropping it frees the slot and reports the call
-/// to the limit.
+/// to the limit and the breaker.
 #[derive(Debug)]
 struct Permit<'a> {
     shared: &'a Shared,
@@ -350,6 +383,25 @@ struct Permit<'a> {
     cost: u64,
     grant: Grant,
     outcome: Outcome,
+    /// Whether the backend answered well (`Some(true)`), failed
+    /// (`Some(false)`), or the call never ended (`None`).
+    answered: Option<bool>,
+    /// Whether the call is the breaker's probe.
+    probe: bool,
+}
+
+impl<'a> Permit<'a> {
+    fn new(shared: &'a Shared, group: u64, cost: u64, grant: Grant, probe: bool) -> Self {
+        Self {
+            shared,
+            group,
+            cost,
+            grant,
+            outcome: Outcome::Ignore,
+            answered: None,
+            probe,
+        }
+    }
 }
 
 impl Drop for Permit<'_> {
@@ -370,6 +422,14 @@ impl Drop for Permit<'_> {
             outcome: self.outcome,
         };
         state.limiter.on_sample(sample, now);
+        match self.answered {
+            Some(true) => state.breaker.on_answer(now),
+            Some(false) if state.breaker.on_failure(now, self.probe) => {
+                Counters::bump(&self.shared.counters.breaker_opened);
+            }
+            None if self.probe => state.breaker.probe_dropped(),
+            Some(false) | None => {}
+        }
         Shared::dispatch(&mut state, now);
         // Only a shutdown waits for idleness, and it closes first.
         let idle = state.closed && state.in_flight == 0 && state.queue.len() == 0;
@@ -396,6 +456,8 @@ struct Waiter<'a> {
     group: u64,
     cost: u64,
     receiver: Option<oneshot::Receiver<Grant>>,
+    /// Whether the job is the breaker's probe.
+    probe: bool,
 }
 
 impl<'a> Waiter<'a> {
@@ -403,13 +465,8 @@ impl<'a> Waiter<'a> {
         let receiver = self.receiver.as_mut().expect("taken only here and in drop");
         let grant = receiver.await.ok()?;
         self.receiver = None;
-        Some(Permit {
-            shared: self.shared,
-            group: self.group,
-            cost: self.cost,
-            grant,
-            outcome: Outcome::Ignore,
-        })
+        let permit = Permit::new(self.shared, self.group, self.cost, grant, self.probe);
+        Some(permit)
     }
 }
 
@@ -418,18 +475,36 @@ impl Drop for Waiter<'_> {
         let Some(mut receiver) = self.receiver.take() else {
             return;
         };
-        let still_queued = self.shared.lock().queue.remove(self.entry).is_some();
+        let mut state = self.shared.lock();
+        let still_queued = state.queue.remove(self.entry).is_some();
+        if still_queued && self.probe {
+            state.breaker.probe_dropped();
+        }
+        drop(state);
         if !still_queued && let Ok(grant) = receiver.try_recv() {
-            // Granted but never used: the permit frees the slot.
-            drop(Permit {
-                shared: self.shared,
-                group: self.group,
-                cost: self.cost,
+            // Granted but never used: the permit frees the slot (and lets
+            // the next probe go).
+            drop(Permit::new(
+                self.shared,
+                self.group,
+                self.cost,
                 grant,
-                outcome: Outcome::Ignore,
-            });
+                self.probe,
+            ));
         }
     }
+}
+
+/// How long a job keeps trying (see [`Group::retry_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persistence {
+    /// One attempt: the call cannot be repeated.
+    Once,
+    /// A request's call: throttles are retried while the group lives,
+    /// other transient failures up to this many attempts in all.
+    Attempts(u32),
+    /// Work the process owes itself: retried until done.
+    UntilDone,
 }
 
 /// The jobs of one request, with errgroup semantics: the first job that
@@ -476,8 +551,28 @@ impl Group {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
-        self.execute(cost, self.shared.retry.max_attempts, job)
-            .await
+        let persistence = Persistence::Attempts(self.shared.retry.max_attempts);
+        self.execute(cost, persistence, job).await
+    }
+
+    /// Runs `job` until it succeeds or fails for good: for work the
+    /// process owes itself, such as removing the objects of a batch that
+    /// failed or aborting a multipart upload. Every failure that may pass
+    /// (throttles, timeouts, `5xx`, a backend that is down) is retried with
+    /// exponential backoff, spending nothing from the retry budget, for as
+    /// long as the group is not cancelled.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run), but never [`JobError::Unavailable`] and
+    /// [`JobError::Failed`] only for a permanent failure.
+    pub async fn run_until_done<T, E, F, Fut>(&self, cost: u64, job: F) -> Result<T, JobError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        self.execute(cost, Persistence::UntilDone, job).await
     }
 
     /// Runs `job` once, without retrying: for calls that cannot be repeated
@@ -492,14 +587,16 @@ impl Group {
         E: Classify,
     {
         let mut job = Some(job);
-        self.execute(cost, 1, || job.take().expect("called once: one attempt"))
-            .await
+        self.execute(cost, Persistence::Once, || {
+            job.take().expect("called once: one attempt")
+        })
+        .await
     }
 
     async fn execute<T, E, F, Fut>(
         &self,
         cost: u64,
-        max_attempts: u32,
+        persistence: Persistence,
         mut job: F,
     ) -> Result<T, JobError<E>>
     where
@@ -509,6 +606,8 @@ impl Group {
     {
         let counters = &self.shared.counters;
         let mut attempt = 1;
+        // Failed attempts that were not throttles.
+        let mut failures = 0;
         loop {
             // The queue's and the backoff's states are boxed: a job pays
             // for them only when it waits or retries, and every future
@@ -516,7 +615,19 @@ impl Group {
             let mut permit = {
                 // In a block of its own, so that the call's state does not
                 // keep room for it.
-                let start = self.start(cost, attempt == 1)?;
+                let start = match self.start(cost, attempt == 1) {
+                    Err(JobError::Unavailable { retry_after })
+                        if persistence == Persistence::UntilDone =>
+                    {
+                        Box::pin(self.sleep(retry_after)).await?;
+                        continue;
+                    }
+                    Err(JobError::Unavailable { retry_after }) => {
+                        self.fail();
+                        return Err(JobError::Unavailable { retry_after });
+                    }
+                    start => start?,
+                };
                 match start {
                     Start::Now(permit) => permit,
                     Start::Queued(waiter) => Box::pin(self.wait(waiter, attempt == 1)).await?,
@@ -534,6 +645,7 @@ impl Group {
             let error = match result {
                 Ok(Ok(value)) => {
                     permit.outcome = Outcome::Success;
+                    permit.answered = Some(true);
                     return Ok(value);
                 }
                 Ok(Err(error)) => error,
@@ -544,31 +656,13 @@ impl Group {
                     });
                 }
             };
-            let retry_after = match error.classify() {
-                Class::Permanent => None,
-                Class::Transient { retry_after } => Some(retry_after),
-                Class::Throttled { retry_after } => {
-                    permit.outcome = Outcome::Loss;
-                    Some(retry_after)
-                }
-            };
+            let class = error.classify();
+            permit.answered = Some(class == Class::Permanent);
+            if let Class::Throttled { .. } = class {
+                permit.outcome = Outcome::Loss;
+            }
             drop(permit);
-            let wait = retry_after.and_then(|retry_after| {
-                if attempt >= max_attempts {
-                    return None;
-                }
-                let mut state = self.shared.lock();
-                if !state.budget.withdraw(Instant::now()) {
-                    Counters::bump(&counters.budget_exhausted);
-                    return None;
-                }
-                Some(backoff(
-                    &self.shared.retry,
-                    attempt,
-                    retry_after,
-                    &mut state.rng,
-                ))
-            });
+            let wait = self.retry_wait(class, persistence, &mut failures);
             let Some(wait) = wait else {
                 self.fail();
                 return Err(JobError::Failed {
@@ -580,13 +674,63 @@ impl Group {
             drop(error);
             Counters::bump(&counters.retries);
             attempt += 1;
-            let sleep = async {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => Ok(()),
-                    () = self.token.cancelled() => Err(JobError::Cancelled),
+            Box::pin(self.sleep(wait)).await?;
+        }
+    }
+
+    /// How long to wait before retrying an attempt that failed with
+    /// `class`, or `None` if the job has failed for good.
+    ///
+    /// - A throttle is retried for as long as the group lives, after a
+    ///   short jittered pause (or the backend's `Retry-After`), at no cost
+    ///   to the budget and whatever the attempts so far: the limit, which
+    ///   has just been cut, is what slows the calls down, and a throttle
+    ///   that ended a request would turn a busy backend into failures.
+    /// - Another transient failure of a request's job is retried with
+    ///   exponential backoff while it has attempts left
+    ///   ([`RetryConfig::max_attempts`]) and the budget pays for it.
+    /// - Work the process owes itself ([`Group::run_until_done`]) retries
+    ///   every failure that may pass, with exponential backoff and no
+    ///   budget: one call at a time per cleanup, queued behind the limit
+    ///   like every other, cannot amplify an overload.
+    fn retry_wait(
+        &self,
+        class: Class,
+        persistence: Persistence,
+        failures: &mut u32,
+    ) -> Option<Duration> {
+        let config = &self.shared.retry;
+        let (retry_after, throttled) = match class {
+            Class::Permanent => return None,
+            Class::Transient { retry_after } => (retry_after, false),
+            Class::Throttled { retry_after } => (retry_after, true),
+        };
+        if !throttled {
+            *failures += 1;
+        }
+        let mut state = self.shared.lock();
+        match persistence {
+            Persistence::Once => return None,
+            Persistence::Attempts(max) if !throttled => {
+                if *failures >= max {
+                    return None;
                 }
-            };
-            Box::pin(sleep).await?;
+                if !state.budget.withdraw(Instant::now()) {
+                    Counters::bump(&self.shared.counters.budget_exhausted);
+                    return None;
+                }
+            }
+            Persistence::Attempts(_) | Persistence::UntilDone => {}
+        }
+        let step = if throttled { 1 } else { (*failures).max(1) };
+        Some(backoff(config, step, retry_after, &mut state.rng))
+    }
+
+    /// Sleeps for `wait`, unless the group is cancelled first.
+    async fn sleep<E>(&self, wait: Duration) -> Result<(), JobError<E>> {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            () = self.token.cancelled() => Err(JobError::Cancelled),
         }
     }
 
@@ -608,6 +752,15 @@ impl Group {
         {
             return Err(JobError::Overloaded { retry_after });
         }
+        let probe = match state.breaker.admit(now) {
+            Admit::Go => false,
+            Admit::Probe => true,
+            Admit::Refuse(retry_after) => {
+                drop(state);
+                Counters::bump(&shared.counters.unavailable);
+                return Err(JobError::Unavailable { retry_after });
+            }
+        };
         if state.queue.len() == 0 && Shared::has_room(&mut state, self.id) {
             // Served at once, with no entry and no channel, as pushing and
             // popping would.
@@ -616,13 +769,7 @@ impl Group {
             if first {
                 state.budget.deposit(now);
             }
-            return Ok(Start::Now(Permit {
-                shared,
-                group: self.id,
-                cost,
-                grant,
-                outcome: Outcome::Ignore,
-            }));
+            return Ok(Start::Now(Permit::new(shared, self.id, cost, grant, probe)));
         }
         self.queued.store(true, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
@@ -635,6 +782,7 @@ impl Group {
             group: self.id,
             cost,
             receiver: Some(receiver),
+            probe,
         }))
     }
 

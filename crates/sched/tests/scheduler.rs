@@ -127,8 +127,48 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_are_not(
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 }
 
+/// A scheduler whose retry budget is empty and never refills.
+fn without_budget() -> Scheduler {
+    Scheduler::new(SchedConfig {
+        retry: RetryConfig {
+            max_attempts: 3,
+            budget_per_sec: 0.0,
+            budget_max: 0.0,
+            seed: Some(1),
+            ..RetryConfig::default()
+        },
+        ..SchedConfig::default()
+    })
+}
+
+/// Regression: throttled calls spent the retry budget, and a cold start
+/// met by a burst emptied it, failing 230 batches of 510 with `500`.
 #[tokio::test(start_paused = true)]
-async fn retry_after_is_a_floor_and_attempts_are_capped() {
+async fn a_throttle_is_retried_after_retry_after_for_free_and_whatever_the_attempts() {
+    let scheduler = without_budget();
+    let group = scheduler.group("a").unwrap();
+    let started = Instant::now();
+    let attempts = AtomicU32::new(0);
+    let result = group
+        .run(0, || async {
+            // Ten throttles, more than `max_attempts`, then a success.
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0..10 => Err(Fail::Throttled(Some(Duration::from_secs(2)))),
+                _ => Ok(()),
+            }
+        })
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 11);
+    // Retry-After is a floor.
+    assert!(started.elapsed() >= Duration::from_secs(20));
+    let counters = scheduler.counters();
+    assert_eq!(counters.retries.load(Ordering::Relaxed), 10);
+    assert_eq!(counters.budget_exhausted.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_transient_failures_are_capped_in_attempts() {
     let scheduler = Scheduler::new(SchedConfig {
         retry: RetryConfig {
             max_attempts: 3,
@@ -138,21 +178,109 @@ async fn retry_after_is_a_floor_and_attempts_are_capped() {
         ..SchedConfig::default()
     });
     let group = scheduler.group("a").unwrap();
-    let started = Instant::now();
     let attempts = AtomicU32::new(0);
     let result = group
         .run(0, || async {
-            attempts.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(Fail::Throttled(Some(Duration::from_secs(2))))
+            // Throttles in between do not count as attempts.
+            match attempts.fetch_add(1, Ordering::SeqCst) % 2 {
+                0 => Err::<(), _>(Fail::Transient),
+                _ => Err(Fail::Throttled(None)),
+            }
         })
         .await;
-    assert!(matches!(result, Err(JobError::Failed { attempts: 3, .. })));
-    assert_eq!(attempts.load(Ordering::SeqCst), 3);
-    assert!(
-        started.elapsed() >= Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
+    assert!(matches!(result, Err(JobError::Failed { attempts: 5, .. })));
+    assert_eq!(attempts.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_owed_to_the_process_is_retried_until_done_without_a_budget() {
+    let scheduler = without_budget();
+    let system = scheduler.system_group();
+    let attempts = AtomicU32::new(0);
+    let result = system
+        .run_until_done(0, || async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0..20 => Err(Fail::Transient),
+                20..40 => Err(Fail::Throttled(None)),
+                _ => Ok(()),
+            }
+        })
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 41);
+    // A permanent failure still ends it at once.
+    let result = system
+        .run_until_done(0, || async { Err::<(), _>(Fail::Permanent) })
+        .await;
+    assert!(matches!(result, Err(JobError::Failed { attempts: 1, .. })));
+}
+
+/// Fails every call while `down` is set, as a stopped backend does.
+struct Switch {
+    down: std::sync::atomic::AtomicBool,
+    calls: AtomicUsize,
+}
+
+impl Switch {
+    async fn call(&self) -> Result<(), Fail> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match self.down.load(Ordering::SeqCst) {
+            true => Err(Fail::Transient),
+            false => Ok(()),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_is_down_is_refused_at_once_and_probed_back() {
+    let scheduler = scheduler(LimitConfig::Fixed(4));
+    let backend = Switch {
+        down: true.into(),
+        calls: AtomicUsize::new(0),
+    };
+    // Requests fail on a stopped backend until the breaker opens: after
+    // three seconds without a good answer and ten failed calls.
+    let mut failed_slowly = 0;
+    let refused = loop {
+        match scheduler.group("a") {
+            Ok(group) => {
+                let result = group.run(0, || backend.call()).await;
+                assert!(result.is_err());
+                failed_slowly += 1;
+                assert!(failed_slowly < 100, "the breaker never opened");
+            }
+            Err(refused) => break refused,
+        }
+    };
+    let Refused::Unavailable { retry_after } = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(retry_after, Duration::from_secs(1));
+    assert!(matches!(
+        scheduler.health(),
+        corral_sched::Health::Down { .. }
+    ));
+    assert_eq!(
+        scheduler.counters().breaker_opened.load(Ordering::Relaxed),
+        1
     );
+    // While open, nothing reaches the backend.
+    let calls = backend.calls.load(Ordering::SeqCst);
+    let system = scheduler.system_group();
+    let result = system.run(0, || backend.call()).await;
+    assert!(matches!(result, Err(JobError::Unavailable { .. })));
+    assert_eq!(backend.calls.load(Ordering::SeqCst), calls);
+
+    // The backend comes back; work that must be done waits for the probe
+    // and goes through it.
+    backend.down.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    system.run_until_done(0, || backend.call()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(scheduler.health(), corral_sched::Health::Up);
+    let group = scheduler.group("a").unwrap();
+    group.run(0, || backend.call()).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,11 +9,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_sched::{AdaptiveConfig, LimitConfig, SchedConfig, Scheduler};
+use corral_sched::{AdaptiveConfig, JobError, LimitConfig, SchedConfig, Scheduler};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::sim::{Backend, BackendConfig, Change, Observer, Record, Scenario, run};
+use crate::sim::{Backend, BackendConfig, Change, Observer, Record, Scenario, Throttled, run};
 
 /// The backend's mean latency in every scenario.
 const LATENCY: Duration = Duration::from_millis(200);
@@ -337,6 +337,87 @@ pub fn hard_cap(seed: u64) -> Outcome {
     }
 }
 
+/// **cold burst**: 510 users each send a batch of 10 files at the same
+/// instant to a process that has just started, against the hard-capped
+/// backend of [`hard_cap`]. A file is two calls (its object, then its
+/// metadata), one after the other, and the first call of a batch that
+/// fails for good fails the batch. A throttle asks corral to slow down,
+/// which the limit does: no batch may fail for it.
+pub fn cold_burst(seed: u64) -> Outcome {
+    const USERS: usize = 510;
+    const CALLS: usize = 20;
+    paused_runtime().block_on(async {
+        let mut config = SchedConfig::default();
+        config.retry.seed = Some(seed);
+        let scheduler = Scheduler::new(config);
+        let backend = Backend::new(
+            BackendConfig {
+                reject_when_busy: true,
+                ..BackendConfig::slots(16, Duration::from_millis(100))
+            },
+            seed,
+        );
+        let observer = Observer::new(scheduler.clone());
+        let mut batches = JoinSet::new();
+        for _ in 0..USERS {
+            let group = scheduler.group("anonymous").expect("the queue has room");
+            let (backend, observer) = (Arc::clone(&backend), Arc::clone(&observer));
+            batches.spawn(async move {
+                for call in 0..CALLS {
+                    let cost = if call % 2 == 0 { 256 << 10 } else { 200 };
+                    let mut attempts = 0;
+                    let job = || {
+                        attempts += 1;
+                        observer.call(&backend, attempts > 1)
+                    };
+                    group.run(cost, job).await?;
+                }
+                Ok::<_, JobError<Throttled>>(())
+            });
+        }
+        let started = Instant::now();
+        let mut failed = 0;
+        while let Some(batch) = batches.join_next().await {
+            if batch.expect("batches do not panic").is_err() {
+                failed += 1;
+            }
+        }
+        let took = started.elapsed().as_secs_f64();
+        let calls = observer.calls();
+        let throttled = calls.iter().filter(|call| !call.ok).count();
+        // The floor: every call served back to back in 16 slots.
+        let floor = (USERS * CALLS) as f64 * 0.1 / 16.0;
+        Outcome {
+            scenario: "cold burst, 510 users x 10 files, hard cap 16".into(),
+            seed,
+            figures: vec![
+                Figure::new("batches failed", failed as f64, Target::AtMost(0.0)),
+                Figure::new(
+                    "503s / calls",
+                    ratio(throttled, calls.len()),
+                    Target::AtMost(0.02),
+                ),
+                Figure::new("time / floor", took / floor, Target::AtMost(1.5)),
+                Figure::new(
+                    "starts above the limit",
+                    observer.breaches() as f64,
+                    Target::AtMost(0.0),
+                ),
+            ],
+        }
+    })
+}
+
+/// `part / whole`, `NaN` when there is no whole: a figure over nothing
+/// fails.
+fn ratio(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        f64::NAN
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -492,6 +573,7 @@ pub fn all(seeds: &[u64]) -> Vec<Outcome> {
         outcomes.push(slowdown(seed));
         outcomes.push(throttle(seed));
         outcomes.push(hard_cap(seed));
+        outcomes.push(cold_burst(seed));
         outcomes.push(fairness(seed));
         outcomes.push(cancellation(seed));
     }

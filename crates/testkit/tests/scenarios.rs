@@ -57,3 +57,16 @@ fn a_late_small_tenant_is_not_stuck_behind_a_big_one() {
 fn a_dropped_request_leaves_nothing_queued_or_running() {
     check(SEEDS.map(scenario::cancellation));
 }
+
+/// Regression: a cold start met by 510 users at once once answered `500`
+/// to 230 of them, their throttled calls having emptied the retry budget.
+#[test]
+fn a_cold_start_burst_fails_no_batch_for_a_throttle() {
+    let outcomes: Vec<Outcome> = (1..=10).map(scenario::cold_burst).collect();
+    for outcome in &outcomes {
+        for figure in &outcome.figures {
+            println!("{} (seed {}): {figure}", outcome.scenario, outcome.seed);
+        }
+    }
+    check(outcomes);
+}
