@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -89,8 +89,8 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let socket = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
+            accepted = accept(&listener) => match accepted {
+                Ok(socket) => socket,
                 Err(error) => {
                     // Out of file descriptors, a connection reset before
                     // it was accepted: the next accept may succeed.
@@ -169,8 +169,8 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut drain => break,
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else {
+            accepted = accept(&listener) => {
+                let Ok(socket) = accepted else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
@@ -189,6 +189,18 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// The next connection, with `TCP_NODELAY` set: an answer is written as a
+/// head and a body, and without it Nagle's algorithm holds the second
+/// write back until the client's delayed ACK, about 40 ms later, on every
+/// request of a kept-alive connection.
+async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
+    let (socket, _) = listener.accept().await?;
+    if let Err(error) = socket.set_nodelay(true) {
+        tracing::debug!(%error, "setting TCP_NODELAY failed");
+    }
+    Ok(socket)
 }
 
 /// A connection's requests.
@@ -270,5 +282,22 @@ async fn drain_connection<I, S>(
     };
     if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a kept-alive GET of 10 bytes took 27 ms against 0.6 ms
+    /// on a fresh connection, Nagle's algorithm holding each answer's body
+    /// back until the client's delayed ACK.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_set() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, accept(&listener));
+        let (_client, accepted) = (client.unwrap(), accepted.unwrap());
+        assert!(accepted.nodelay().unwrap());
     }
 }
