@@ -1,12 +1,14 @@
 //! The router and the state its handlers share.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Uri;
 use axum::middleware;
 use axum::routing::{get, post};
+use corral_sched::Health;
 use corral_store::{Spool, Store};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -120,10 +122,19 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready for new work: `503` from the moment shutdown begins, so that a
-/// load balancer stops sending requests while those in progress finish.
+/// load balancer stops sending requests while those in progress finish,
+/// and while the storage backend is down (`backend_unavailable`, with the
+/// time to the next probe as `Retry-After`).
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    if state.store.scheduler().is_closed() {
+    let scheduler = state.store.scheduler();
+    if scheduler.is_closed() {
         return Err(ApiError::ShuttingDown);
+    }
+    if let Health::Down { retry_at, .. } = scheduler.health() {
+        let wait = retry_at.saturating_duration_since(tokio::time::Instant::now());
+        return Err(ApiError::BackendUnavailable {
+            retry_after: wait.max(Duration::from_secs(1)),
+        });
     }
     Ok("ready\n")
 }

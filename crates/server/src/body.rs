@@ -33,9 +33,33 @@ pub(crate) enum BodyError {
     /// The client sent nothing for the idle timeout.
     #[error("the client sent nothing for {0:?}")]
     Idle(Duration),
+    /// The body's framing is broken: a chunk size that is not hex or
+    /// overflows, a chunk without its line end.
+    #[error("the body's chunked framing is malformed")]
+    Malformed(#[source] axum::Error),
+    /// The connection ended before the body did (shorter than its
+    /// `Content-Length`, or without its last chunk).
+    #[error("the body ended before it was complete")]
+    Incomplete(#[source] axum::Error),
     /// The connection failed (usually: the client went away).
     #[error("reading the body failed")]
     Transport(#[source] axum::Error),
+}
+
+impl BodyError {
+    /// Tells a client that sent a broken body from one that went away, by
+    /// the I/O error hyper's decoder gives: `InvalidData` or `InvalidInput`
+    /// for broken framing, `UnexpectedEof` for a body cut short.
+    fn read(error: axum::Error) -> Self {
+        use std::io::ErrorKind;
+        let kind = corral_store::sources(&error)
+            .find_map(|e| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
+        match kind {
+            Some(ErrorKind::InvalidData | ErrorKind::InvalidInput) => Self::Malformed(error),
+            Some(ErrorKind::UnexpectedEof) => Self::Incomplete(error),
+            _ => Self::Transport(error),
+        }
+    }
 }
 
 /// The body stream. Clones share it: the parser reads through one clone and
@@ -140,7 +164,7 @@ impl Stream for BodyReader {
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Transport(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::read(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match state.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(state.timeout)))),

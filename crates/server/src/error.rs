@@ -151,6 +151,14 @@ pub enum ApiError {
     #[error("the server is shutting down")]
     ShuttingDown,
 
+    /// The storage backend is down, or failed transiently until the
+    /// request's retries ran out: trying again later may work.
+    #[error("the storage backend is unavailable: retry after {} s", retry_after.as_secs())]
+    BackendUnavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
+
     /// The request's work was cancelled before it finished (the server is
     /// stopping).
     #[error("the request was cancelled before it finished")]
@@ -185,7 +193,9 @@ impl ApiError {
             | Self::TenantBusy { .. }
             | Self::TenantSpoolFull { .. }
             | Self::SpoolFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ShuttingDown | Self::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::Cancelled | Self::BackendUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Storage(_) | Self::Spool(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -212,6 +222,7 @@ impl ApiError {
             Self::Spool(_) => "spool_error",
             Self::ShuttingDown => "shutting_down",
             Self::Cancelled => "cancelled",
+            Self::BackendUnavailable { .. } => "backend_unavailable",
             Self::Storage(_) => "storage_error",
             Self::Panic => "internal_error",
         }
@@ -221,6 +232,10 @@ impl ApiError {
 /// How long a client refused by a full spool should wait: workers free it
 /// as fast as the backend takes files, which this cannot foresee.
 const SPOOL_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a client whose request met transient backend failures until
+/// its retries ran out should wait: long enough for a blip to pass.
+const BACKEND_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl From<corral_store::SpoolError> for ApiError {
     fn from(error: corral_store::SpoolError) -> Self {
@@ -248,7 +263,14 @@ impl From<corral_store::Error> for ApiError {
             E::InvalidKey { .. } => Self::InvalidKey(error),
             E::RangeNotSatisfiable { size, .. } => Self::RangeNotSatisfiable { size },
             E::Overloaded { retry_after } => Self::Overloaded { retry_after },
+            E::Unavailable { retry_after } => Self::BackendUnavailable { retry_after },
             E::Cancelled => Self::Cancelled,
+            error if error.is_transient() => {
+                tracing::warn!(error = %error_chain(&error), "a backend call failed transiently until its retries ran out");
+                Self::BackendUnavailable {
+                    retry_after: BACKEND_RETRY_AFTER,
+                }
+            }
             error => Self::Storage(error),
         }
     }
@@ -316,6 +338,7 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
             );
         }
         ApiError::Overloaded { retry_after }
+        | ApiError::BackendUnavailable { retry_after }
         | ApiError::TenantBusy { retry_after, .. }
         | ApiError::TenantSpoolFull { retry_after, .. }
         | ApiError::SpoolFull { retry_after, .. } => {

@@ -235,6 +235,11 @@ impl Collector for SchedCollector {
                 "1 while the adaptive limit probes the no-load latency (the limit is then briefly lowered), else 0.",
                 u64::from(stats.probing),
             ),
+            (
+                "corral_backend_up",
+                "1 while the storage backend answers; 0 while the circuit breaker holds it for down and refuses work with 503.",
+                u64::from(scheduler.health() == corral_sched::Health::Up),
+            ),
         ];
         for (name, help, value) in gauges {
             encode(&mut encoder, name, help, &ConstGauge::new(value))?;
@@ -283,6 +288,16 @@ impl Collector for SchedCollector {
                 "corral_sched_retry_budget_exhausted",
                 "Retries not made because the retry budget was empty.",
                 &counters.budget_exhausted,
+            ),
+            (
+                "corral_sched_unavailable",
+                "Groups and calls refused because the storage backend was down.",
+                &counters.unavailable,
+            ),
+            (
+                "corral_backend_breaker_opened",
+                "Times the circuit breaker found the storage backend down.",
+                &counters.breaker_opened,
             ),
         ];
         for (name, help, counter) in totals {

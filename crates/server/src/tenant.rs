@@ -89,14 +89,20 @@ impl FromRequestParts<AppState> for Admitted {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let tenant = Tenant::from_request_parts(parts, state).await?;
-        let group = state
-            .store
-            .scheduler()
-            .group(tenant.root().as_str())
-            .map_err(|refused| match refused {
-                Refused::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
-                _ => ApiError::ShuttingDown,
-            })?;
+        let scheduler = state.store.scheduler();
+        let root = tenant.root().as_str();
+        // A batch spooled to disk is stored later: a backend that is down
+        // now does not stop it.
+        let spooled = state.spool.is_some() && crate::upload::prefers_async(&parts.headers);
+        let group = match spooled {
+            true => scheduler.group_while_down(root),
+            false => scheduler.group(root),
+        };
+        let group = group.map_err(|refused| match refused {
+            Refused::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+            Refused::Unavailable { retry_after } => ApiError::BackendUnavailable { retry_after },
+            _ => ApiError::ShuttingDown,
+        })?;
         Ok(Self { tenant, group })
     }
 }

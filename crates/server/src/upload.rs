@@ -40,6 +40,7 @@
 //! itself is dropped mid-way, the same cleanup runs in the background.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -57,7 +58,7 @@ use crate::body::{BodyError, BodyReader, refuse};
 use crate::error::{ApiError, FileError};
 use crate::memory::Reservation;
 use crate::tenant::{Admitted, Tenant};
-use corral_sched::Group;
+use corral_sched::{Group, Health};
 use corral_store::JobWriter;
 
 /// Largest text field (such as `prefix`) read from the form.
@@ -169,7 +170,7 @@ pub(crate) async fn upload(
 
 /// Whether the request asks to be answered before its files are stored
 /// (`Prefer: respond-async`, RFC 7240).
-fn prefers_async(headers: &HeaderMap) -> bool {
+pub(crate) fn prefers_async(headers: &HeaderMap) -> bool {
     headers
         .get_all("prefer")
         .iter()
@@ -484,6 +485,9 @@ fn parse_error(error: multer::Error, limit: u64) -> ApiError {
                 Ok(body) => match *body {
                     BodyError::Idle(timeout) => ApiError::SlowClient { timeout },
                     BodyError::Transport(_) => ApiError::ClientGone,
+                    error @ (BodyError::Malformed(_) | BodyError::Incomplete(_)) => {
+                        ApiError::BadRequest(error.to_string())
+                    }
                 },
                 Err(other) => ApiError::BadRequest(format!("reading the body failed: {other}")),
             },
@@ -534,24 +538,40 @@ fn unique_name(used: &mut HashSet<String>, name: String) -> String {
 
 /// The objects a batch stored so far. If the batch fails, [`Rollback::run`]
 /// deletes them; if the request is dropped first, `Drop` deletes them in the
-/// background.
+/// background. Either way the deletes are the store's own work, retried
+/// until done (see [`Store::delete_all`]).
 struct Rollback {
     store: Store,
     keys: Vec<Key>,
 }
 
+/// How long a failed batch's answer waits for its rollback; beyond, the
+/// rollback goes on in the background (the backend is slow or down).
+const ROLLBACK_WAIT: Duration = Duration::from_secs(10);
+
 impl Rollback {
-    /// Deletes the batch's objects before the answer goes out. Not in the
-    /// request's group: a failure has cancelled it.
+    /// Deletes the batch's objects, before the answer goes out if that
+    /// takes less than [`ROLLBACK_WAIT`] and the backend is not known to be
+    /// down. Not in the request's group: a failure has cancelled it.
     async fn run(mut self) {
-        self.store.delete_all(std::mem::take(&mut self.keys)).await;
+        let keys = std::mem::take(&mut self.keys);
+        let done = self.store.delete_in_background(keys);
+        if self.store.scheduler().health() != Health::Up {
+            return;
+        }
+        if tokio::time::timeout(ROLLBACK_WAIT, done).await.is_err() {
+            tracing::warn!("rolling back a failed batch goes on in the background");
+        }
     }
 }
 
 impl Drop for Rollback {
     fn drop(&mut self) {
-        self.store
-            .delete_in_background(std::mem::take(&mut self.keys));
+        // The future is dropped: the deletes go on in the background.
+        drop(
+            self.store
+                .delete_in_background(std::mem::take(&mut self.keys)),
+        );
     }
 }
 

@@ -101,6 +101,24 @@ fn file_part(name: &str, content: &[u8]) -> Vec<u8> {
     )
 }
 
+/// A chunked `POST /api/files`: one good chunk holding the start of a
+/// file part, then `rest` as it is.
+fn chunked(rest: &[u8]) -> Vec<u8> {
+    let mut request = head(
+        "POST",
+        "/api/files",
+        "Content-Type: multipart/form-data; boundary=hostile-boundary\r\n\
+         Transfer-Encoding: chunked\r\n",
+    )
+    .into_bytes();
+    let start = file_part("framed.bin", b"");
+    request.extend_from_slice(format!("{:x}\r\n", start.len()).as_bytes());
+    request.extend_from_slice(&start);
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(rest);
+    request
+}
+
 fn closing() -> Vec<u8> {
     format!("--{BOUNDARY}--\r\n").into_bytes()
 }
@@ -415,6 +433,23 @@ fn cases(existing: &str) -> Vec<Case> {
             .into_bytes(),
             status(400),
         ),
+        // Broken chunked framing, after a first good chunk: 400, not the
+        // 499 of a client gone (a regression).
+        case(
+            "a chunk size that is not hex",
+            chunked(b"zz\r\nhello\r\n0\r\n\r\n"),
+            expect(400, "bad_request"),
+        ),
+        case(
+            "a chunk size that overflows",
+            chunked(b"fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            expect(400, "bad_request"),
+        ),
+        case(
+            "a chunk longer than its size",
+            chunked(b"5\r\nhello, world\r\n0\r\n\r\n"),
+            expect(400, "bad_request"),
+        ),
         case(
             "10,000 tiny parts",
             post(
@@ -590,6 +625,16 @@ async fn every_hostile_request_gets_its_answer_and_leaves_nothing_behind() {
     let read = tokio::time::timeout(Duration::from_secs(10), trickle.read_to_string(&mut answer));
     let _ = read.await.expect("a stalled body is answered");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A body shorter than its Content-Length, the client's side closed
+    // after it: 400, not 499 (a regression).
+    let mut short = TcpStream::connect(server.addr).await.unwrap();
+    short.write_all(&request).await.unwrap();
+    short.shutdown().await.unwrap();
+    let mut answer = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), short.read_to_string(&mut answer));
+    let _ = read.await.expect("a short body is answered");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"code\":\"bad_request\""), "{answer}");
 
     // Nothing outside acme's prefix, and only the files that were stored:
     // each is an object and its metadata document.

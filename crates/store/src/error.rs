@@ -60,6 +60,14 @@ pub enum Error {
         retry_after: std::time::Duration,
     },
 
+    /// The backend is down: corral's circuit breaker refuses calls until a
+    /// probe finds it answering again, after about `retry_after`.
+    #[error("the storage backend is unavailable: retry after {} s", retry_after.as_secs())]
+    Unavailable {
+        /// When the backend is next probed.
+        retry_after: std::time::Duration,
+    },
+
     /// The call's group was cancelled: another call of the request failed,
     /// the request went away, or shutdown gave up waiting.
     #[error("cancelled")]
@@ -112,6 +120,18 @@ impl Error {
         }
     }
 
+    /// Whether the failure may pass by itself: the backend is down, busy
+    /// or failed transiently, and the retries ran out before it recovered.
+    /// A request that meets one is answered `503` with `Retry-After`, not
+    /// `500`: trying again later may well work.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } | Self::Overloaded { .. } => true,
+            Self::Backend { source, .. } => !matches!(classify(source), Class::Permanent),
+            _ => false,
+        }
+    }
+
     pub(crate) fn backend(key: &str, source: object_store::Error, attempts: u32) -> Self {
         match source {
             object_store::Error::NotFound { .. } => Self::NotFound {
@@ -129,6 +149,7 @@ impl Error {
         match error {
             JobError::Failed { source, attempts } => Self::backend(key, source.0, attempts),
             JobError::Overloaded { retry_after } => Self::Overloaded { retry_after },
+            JobError::Unavailable { retry_after } => Self::Unavailable { retry_after },
             JobError::Panicked { message } => Self::Panicked { message },
             // Cancelled, and whatever the scheduler adds later.
             _ => Self::Cancelled,
@@ -171,7 +192,7 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
     use object_store::client::{HttpError, HttpErrorKind};
     let throttled = Class::Throttled { retry_after: None };
     let transient = Class::Transient { retry_after: None };
-    for error in chain(error) {
+    for error in sources(error) {
         if let Some(http) = error.downcast_ref::<HttpError>() {
             return match http.kind() {
                 // A backend too busy to answer in time is overloaded.
@@ -205,7 +226,7 @@ fn is_local(store: &str) -> bool {
 }
 
 /// `error` and its sources, outermost first.
-fn chain<'e>(
+pub fn sources<'e>(
     error: &'e (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |error| error.source())
@@ -233,7 +254,7 @@ fn store_wide(error: &object_store::Error) -> bool {
     if is_local(store) {
         return true;
     }
-    chain(source.as_ref()).any(|error| {
+    sources(source.as_ref()).any(|error| {
         let text = error.to_string();
         status_in(&text) == Some(401)
             || (STORE_WIDE_CODES.iter()).any(|code| text.contains(&format!("<Code>{code}</Code>")))

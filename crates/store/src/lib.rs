@@ -24,7 +24,7 @@ mod store;
 pub mod upload;
 
 pub use backend::S3Options;
-pub use error::{Error, Result};
+pub use error::{Error, Result, sources};
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};
 pub use meta::ObjectInfo;
 pub use orphan::Swept;

@@ -16,13 +16,14 @@
 use std::sync::Arc;
 
 use corral_sched::Group;
+use futures::TryFutureExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
     Attributes, MultipartId, MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload,
 };
 
-use crate::error::Result;
+use crate::error::{BackendError, Result};
 use crate::store::Store;
 
 /// The parts interface of a backend, with the prefix its store adds.
@@ -174,17 +175,23 @@ impl Multipart {
         Ok(())
     }
 
-    /// Aborts the upload, as a call of `group`.
-    pub(crate) async fn abort(self, store: &Store, group: &Group, key: &str) -> Result<()> {
+    /// Aborts the upload, as the store's own work: retried until done.
+    pub(crate) async fn abort(self, store: &Store, key: &str) -> Result<()> {
+        let system = store.system();
         match self {
-            Self::Upload(mut upload) => store.call_once(group, key, 0, upload.abort()).await,
+            // The local store's upload: removing a staging file, which
+            // fails only for good.
+            Self::Upload(mut upload) => store.call_once(system, key, 0, upload.abort()).await,
             Self::Parts {
                 parts, path, id, ..
             } => {
                 let backend = &parts.store;
-                let aborted = store
-                    .call(group, key, 0, || backend.abort_multipart(&path, &id))
-                    .await;
+                let aborted = system
+                    .run_until_done(0, || {
+                        backend.abort_multipart(&path, &id).map_err(BackendError)
+                    })
+                    .await
+                    .map_err(|e| crate::Error::job(key, e));
                 abort_strays(store, key).await;
                 aborted
             }

@@ -634,7 +634,9 @@ impl Spool {
                 let _worker = self.inner.workers.acquire().await.expect("never closed");
                 let group = match self.inner.store.scheduler().group(&job.tenant) {
                     Ok(group) => group,
-                    Err(Refused::Overloaded { retry_after }) => {
+                    Err(
+                        Refused::Overloaded { retry_after } | Refused::Unavailable { retry_after },
+                    ) => {
                         return Err(Retry::After(retry_after));
                     }
                     Err(_) => return Err(Retry::Stop),
@@ -754,7 +756,9 @@ enum Retry {
 impl From<Error> for Retry {
     fn from(error: Error) -> Self {
         match error {
-            Error::Overloaded { retry_after } => Self::After(retry_after),
+            Error::Overloaded { retry_after } | Error::Unavailable { retry_after } => {
+                Self::After(retry_after)
+            }
             Error::Cancelled => Self::Stop,
             error if error.rejects_object() => Self::Never(error_chain(&error)),
             error => Self::Backoff(error_chain(&error)),

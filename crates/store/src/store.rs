@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use corral_sched::{Group, SchedConfig, Scheduler};
+use corral_sched::{Group, Health, SchedConfig, Scheduler};
 use futures::TryFutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -45,6 +45,12 @@ pub struct StoreConfig {
     /// How old an unfinished multipart upload must be to be swept.
     pub orphan_age: Duration,
 }
+
+/// How often the prober looks at the backend's health.
+const PROBE_TICK: Duration = Duration::from_secs(1);
+
+/// How long [`Store::close`] waits for background cleanups.
+const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
 /// The most parts of a multipart upload (S3's limit).
 pub const MAX_PARTS: u64 = 10_000;
@@ -163,6 +169,7 @@ impl Store {
             }
             open_error(reason)
         })?;
+        store.start_prober();
         if let Orphans::Unsupported(why) = &store.inner.orphans {
             tracing::info!(url = %store.inner.url, "corral does not sweep abandoned multipart uploads here: {why}");
         } else if let Some(every) = store.inner.config.orphan_sweep {
@@ -218,6 +225,53 @@ impl Store {
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
                     () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// While the scheduler's breaker holds the backend for down (see
+    /// [`corral_sched::breaker`]), probes it each time a probe is due, so
+    /// that it is found again without traffic: a load balancer sends none
+    /// to an instance whose `/readyz` fails. Logs when the backend goes
+    /// down and when it comes back. Stops with [`Store::close`].
+    fn start_prober(&self) {
+        let store = Arc::downgrade(&self.inner);
+        let stop = self.inner.stop.clone();
+        self.inner.cleanup.spawn(async move {
+            let mut down = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(PROBE_TICK) => {}
+                    () = stop.cancelled() => return,
+                }
+                let Some(inner) = Weak::upgrade(&store) else {
+                    return;
+                };
+                let store = Store { inner };
+                match store.scheduler().health() {
+                    Health::Up if down => {
+                        tracing::info!(url = %store.url(), "the storage backend answers again");
+                        down = false;
+                    }
+                    Health::Up => {}
+                    Health::Down { retry_at, .. } => {
+                        if !down {
+                            tracing::warn!(url = %store.url(), "the storage backend is unavailable: refusing work until it answers");
+                            down = true;
+                        }
+                        if tokio::time::Instant::now() >= retry_at {
+                            // Any answer will do, a 404 included: the
+                            // breaker learns from the call itself.
+                            let probe = Path::from(".corral/probe");
+                            let backend = &store.inner.backend;
+                            let head = store.call(store.system(), probe.as_ref(), 0, || backend.head(&probe));
+                            tokio::select! {
+                                _ = head => {}
+                                () = stop.cancelled() => return,
+                            }
+                        }
+                    }
                 }
             }
         });
@@ -385,26 +439,35 @@ impl Store {
         self.remove(group, key, &meta_path).await
     }
 
-    /// Deletes `path`, on behalf of `key`; a path already gone is no error.
+    /// Deletes `path`, on behalf of `key`, as a call of a request's
+    /// `group`; a path already gone is no error.
     async fn remove(&self, group: &Group, key: &str, path: &Path) -> Result<()> {
-        let backend = &self.inner.backend;
-        self.call(group, key, 0, || async {
-            match backend.delete(path).await {
-                Err(object_store::Error::NotFound { .. }) => Ok(()),
-                other => other,
-            }
-        })
-        .await
+        self.call(group, key, 0, || self.delete_call(path)).await
     }
 
-    /// Removes `keys` now, as the store's own calls (never refused or
-    /// cancelled with a request), logging failures; for rolling back the
-    /// objects of a failed batch.
+    /// One attempt at deleting `path`; a path already gone is no error.
+    async fn delete_call(&self, path: &Path) -> object_store::Result<()> {
+        match self.inner.backend.delete(path).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes `keys` and their metadata, as the store's own calls (never
+    /// refused, and not cancelled with a request), retrying throttles,
+    /// transient failures and a backend that is down until they are gone
+    /// (see [`Group::run_until_done`]); for rolling back the objects of a
+    /// failed batch. Only a permanent refusal, or [`Store::close`] giving
+    /// up, leaves an object behind, and is logged.
     pub async fn delete_all(&self, keys: Vec<Key>) {
+        let system = &self.inner.system;
         for key in keys {
             // No look-up first: what is not there is already rolled back.
             for path in [Path::from(key.as_str()), meta_path(&key)] {
-                let deleted = self.remove(&self.inner.system, key.as_str(), &path).await;
+                let deleted = system
+                    .run_until_done(0, || self.delete_call(&path).map_err(BackendError))
+                    .await
+                    .map_err(|e| Error::job(key.as_str(), e));
                 if let Err(e) = deleted {
                     tracing::error!(%key, error = %error_chain(&e), "rollback failed");
                 }
@@ -412,15 +475,24 @@ impl Store {
         }
     }
 
-    /// Removes `keys` in the background, logging failures; for rolling back
-    /// the objects of a batch whose request is gone. [`Store::close`] waits
-    /// for it.
-    pub fn delete_in_background(&self, keys: Vec<Key>) {
-        if keys.is_empty() {
-            return;
-        }
+    /// Removes `keys` in the background as [`delete_all`](Self::delete_all)
+    /// does; for rolling back the objects of a batch. The returned future
+    /// ends when they are gone; dropping it leaves the work to go on, and
+    /// [`Store::close`] waits for it.
+    pub fn delete_in_background(&self, keys: Vec<Key>) -> impl Future<Output = ()> + use<> {
         let store = self.clone();
-        self.spawn_cleanup(async move { store.delete_all(keys).await });
+        let done = (!keys.is_empty()).then(|| {
+            self.inner
+                .cleanup
+                .spawn(async move { store.delete_all(keys).await })
+        });
+        async move {
+            if let Some(done) = done {
+                // A cleanup task does not panic; if it did, there is
+                // nothing more to wait for.
+                let _ = done.await;
+            }
+        }
     }
 
     pub(crate) fn spawn_cleanup(&self, work: impl Future<Output = ()> + Send + 'static) {
@@ -562,11 +634,21 @@ impl Store {
         &self.inner.backend
     }
 
-    /// Waits for background cleanups to finish; call at shutdown.
+    /// Waits for background cleanups to finish, for at most
+    /// ten seconds (`CLEANUP_GRACE`): then those still retrying (the backend is down)
+    /// are given up, and logged. Call at shutdown.
     pub async fn close(&self) {
         self.inner.stop.cancel();
         self.inner.cleanup.close();
-        self.inner.cleanup.wait().await;
+        let waited = tokio::time::timeout(CLEANUP_GRACE, self.inner.cleanup.wait()).await;
+        if waited.is_err() {
+            tracing::warn!(
+                cleanups = self.inner.cleanup.len(),
+                "background cleanups still retrying at shutdown: giving them up"
+            );
+            self.inner.system.cancel();
+            self.inner.cleanup.wait().await;
+        }
     }
 }
 

@@ -358,9 +358,15 @@ impl<'g> Upload<'g> {
         let store = self.store.clone();
         let key = self.key.clone();
         self.store.spawn_cleanup(async move {
-            let result = commit.run().await;
+            let mut commit = commit;
+            let result = commit.publish().await;
             let stored = result.is_ok();
-            if sender.send(result).is_err() && stored {
+            // The answer first: rolling back may take long (the backend is
+            // down) and is the store's own work from here on.
+            let told = sender.send(result).is_ok();
+            if !stored {
+                commit.roll_back().await;
+            } else if !told {
                 // Nobody heard of it: it must not stay.
                 store.delete_all(vec![key]).await;
             }
@@ -388,21 +394,16 @@ struct Commit {
 }
 
 impl Commit {
-    async fn run(mut self) -> Result<()> {
-        let result = self.publish().await;
-        if result.is_err() {
-            if let Some(multipart) = self.multipart.take()
-                && let Err(e) = multipart
-                    .abort(&self.store, &self.group, self.key.as_str())
-                    .await
-            {
-                tracing::warn!(key = %self.key, error = %e, "aborting a failed upload failed");
-            }
-            // The object may exist by now (a complete that failed after
-            // landing, a metadata document that could not be written).
-            self.store.delete_all(vec![self.key.clone()]).await;
+    /// Removes what a failed [`publish`](Self::publish) may have left.
+    async fn roll_back(mut self) {
+        if let Some(multipart) = self.multipart.take()
+            && let Err(e) = multipart.abort(&self.store, self.key.as_str()).await
+        {
+            tracing::warn!(key = %self.key, error = %e, "aborting a failed upload failed");
         }
-        result
+        // The object may exist by now (a complete that failed after
+        // landing, a metadata document that could not be written).
+        self.store.delete_all(vec![self.key.clone()]).await;
     }
 
     async fn publish(&mut self) -> Result<()> {
@@ -469,7 +470,7 @@ impl Drop for Upload<'_> {
         let store = self.store.clone();
         let key = self.key.clone();
         self.store.spawn_cleanup(async move {
-            let aborted = multipart.abort(&store, store.system(), key.as_str()).await;
+            let aborted = multipart.abort(&store, key.as_str()).await;
             if let Err(e) = aborted {
                 tracing::error!(%key, error = %error_chain(&e), "aborting an upload failed");
             }

@@ -45,6 +45,10 @@
 //!   dropped; a request without one is forwarded and its response cut after
 //!   about half its body (or before the head, when it has no body).
 //!
+//! - `delete_503`: a `503 SlowDown` for a `DELETE` (an object's delete, a
+//!   multipart upload's abort), rolled on top of the others: for tests of
+//!   cleanups that meet a throttle;
+//!
 //! - `deny_path`: every request whose path contains the text is refused
 //!   with `403 AccessDenied` (not a probability: a permanent error at a
 //!   chosen key).
@@ -191,6 +195,10 @@ pub struct FrontConfig {
     pub schedule: Schedule,
     /// Seeds the random numbers for jitter and faults.
     pub seed: u64,
+    /// The port to listen on, on 127.0.0.1; 0 for any free one. A front
+    /// started again on the port of one that stopped is a backend that
+    /// comes back.
+    pub port: u16,
 }
 
 impl FrontConfig {
@@ -206,6 +214,7 @@ impl FrontConfig {
             bandwidth: None,
             faults: Faults::default(),
             schedule: Schedule::default(),
+            port: 0,
             seed: 0,
         }
     }
@@ -227,6 +236,7 @@ impl FrontConfig {
             self.faults.error_503,
             self.faults.reset,
             self.faults.stall,
+            self.faults.delete_503,
         ]
         .into_iter()
         .all(fraction)
@@ -251,6 +261,8 @@ pub struct Faults {
     pub reset: f64,
     /// Of the request being held for `stall_for` before being served.
     pub stall: f64,
+    /// Of a `DELETE` being answered `503 SlowDown`, besides `error_503`.
+    pub delete_503: f64,
     /// How long a stalled request is held.
     pub stall_for: Duration,
     /// Requests whose path contains this text are refused with `403
@@ -398,6 +410,8 @@ pub struct FaultStats {
     pub stall: u64,
     /// Requests refused by `deny_path`.
     pub denied: u64,
+    /// `DELETE` requests answered `503 SlowDown` by `delete_503`.
+    pub delete_503: u64,
 }
 
 /// A running front, listening on 127.0.0.1.
@@ -427,7 +441,7 @@ impl Front {
     /// 1, or `burst` without `rps`), or the error of binding the port.
     pub async fn start(config: FrontConfig) -> io::Result<Self> {
         config.validate()?;
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port)).await?;
         let addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -548,6 +562,7 @@ struct Counters {
     reset: AtomicU64,
     stall: AtomicU64,
     denied: AtomicU64,
+    delete_503: AtomicU64,
     upstream_errors: AtomicU64,
 }
 
@@ -568,10 +583,11 @@ struct Roll {
     error_503: bool,
     reset: bool,
     stall: bool,
+    delete_503: bool,
 }
 
 impl Roll {
-    /// Always rolls five times, so the sequence does not depend on which
+    /// Always rolls six times, so the sequence does not depend on which
     /// faults are enabled or hit.
     fn new(rng: &mut fastrand::Rng, latency: Duration, jitter: f64, faults: &Faults) -> Self {
         let spread = 1.0 + jitter * (2.0 * rng.f64() - 1.0);
@@ -582,6 +598,7 @@ impl Roll {
             error_503: hit(faults.error_503),
             reset: hit(faults.reset),
             stall: hit(faults.stall),
+            delete_503: hit(faults.delete_503),
         }
     }
 }
@@ -601,6 +618,7 @@ impl Shared {
                 reset: get(&c.reset),
                 stall: get(&c.stall),
                 denied: get(&c.denied),
+                delete_503: get(&c.delete_503),
             },
             upstream_errors: get(&c.upstream_errors),
             peak_concurrency: limiter.peak,
@@ -759,6 +777,13 @@ async fn handle(
         ))
     } else if roll.error_503 {
         bump(&shared.counters.error_503);
+        Some((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "Please reduce your request rate.",
+        ))
+    } else if roll.delete_503 && request.method() == hyper::Method::DELETE {
+        bump(&shared.counters.delete_503);
         Some((
             StatusCode::SERVICE_UNAVAILABLE,
             "SlowDown",
@@ -1347,13 +1372,16 @@ mod tests {
             reset: 1.0,
             stall: 1.0,
             stall_for: Duration::ZERO,
+            delete_503: 1.0,
             ..Faults::default()
         };
         for _ in 0..100 {
             let roll = Roll::new(&mut rng, Duration::ZERO, 0.0, &always);
             assert!(roll.error_500 && roll.error_503 && roll.reset && roll.stall);
+            assert!(roll.delete_503);
             let roll = Roll::new(&mut rng, Duration::ZERO, 0.0, &Faults::default());
             assert!(!(roll.error_500 || roll.error_503 || roll.reset || roll.stall));
+            assert!(!roll.delete_503);
         }
     }
 

@@ -71,6 +71,12 @@ pub(crate) struct FrontArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub(crate) stall_for: Span,
 
+    /// Probability, per admitted DELETE (an object's delete, a multipart
+    /// upload's abort), of 503 SlowDown on top of --error-503: cleanups
+    /// that meet throttles of their own.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub(crate) delete_503: f64,
+
     /// Refuse every request whose path contains TEXT with 403
     /// AccessDenied: a permanent error at a chosen object.
     #[arg(long, value_name = "TEXT")]
@@ -114,6 +120,7 @@ fn config(args: &FrontArgs) -> FrontConfig {
             reset: args.reset,
             stall: args.stall,
             stall_for: args.stall_for.0,
+            delete_503: args.delete_503,
             deny_path: args.deny_path.clone(),
         },
         schedule: args.schedule.clone().unwrap_or_default(),
