@@ -173,8 +173,10 @@ pub(crate) struct Overrides {
     pub(crate) upload_wait: Option<Span>,
 
     /// Directory where asynchronous uploads (`Prefer: respond-async`) are
-    /// spooled and journaled until stored; jobs left there resume when
-    /// corral starts again [default: ./corral-spool].
+    /// spooled and journaled until stored, and where synchronous batches
+    /// in progress are journaled (batches.redb); jobs left there resume,
+    /// and batches left unfinished are rolled back, when corral starts
+    /// again [default: ./corral-spool].
     #[arg(long, env = "CORRAL_SPOOL_DIR", value_name = "DIR")]
     pub(crate) spool_dir: Option<PathBuf>,
 
@@ -486,6 +488,8 @@ impl Settings {
                 },
                 ..SchedConfig::default()
             },
+            // Beside the spool: both are this instance's local state.
+            batch_journal: Some(self.spool_dir.join("batches.redb")),
         })
     }
 }

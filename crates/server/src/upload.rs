@@ -48,7 +48,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use corral_store::{Key, Store, sanitize_file_name};
+use corral_store::{Intent, Key, Store, sanitize_file_name};
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::{Deserialize, Serialize};
 
@@ -132,7 +132,7 @@ pub(crate) async fn upload(
     let reader = BodyReader::new(body, state.config.body_timeout);
     let mut rollback = Rollback {
         store: state.store.clone(),
-        keys: Vec::new(),
+        intent: None,
     };
     let batch = Batch {
         state: &state,
@@ -148,8 +148,15 @@ pub(crate) async fn upload(
     };
     match batch.receive(reader.clone(), boundary, &mut rollback).await {
         Ok((files, None)) => {
-            rollback.keys.clear();
-            (StatusCode::CREATED, Json(BatchResponse { files })).into_response()
+            // Durably no longer to be rolled back, before it is told.
+            let intent = rollback
+                .intent
+                .take()
+                .expect("a stored batch has its intent");
+            match intent.acknowledge().await {
+                Ok(()) => (StatusCode::CREATED, Json(BatchResponse { files })).into_response(),
+                Err(error) => ApiError::from(error).into_response(),
+            }
         }
         Ok((files, Some(spooled))) => match spooled.commit().await {
             Ok(job) => accepted(&job.id, files),
@@ -361,15 +368,12 @@ impl Batch<'_> {
                 return Err(ApiError::TooManyFiles { limit }.into());
             }
             let stored = self
-                .receive_file(&mut field, &name)
+                .receive_file(&mut field, &name, rollback)
                 .await
                 .map_err(|error| FileError {
                     name: Some(name.clone()),
                     error,
                 })?;
-            if self.spooled.is_none() {
-                rollback.keys.push(stored.key.clone());
-            }
             self.files.push(StoredFile {
                 key: self.tenant.relative(&stored.key).to_owned(),
                 name,
@@ -389,11 +393,16 @@ impl Batch<'_> {
         &mut self,
         field: &mut Field<'_>,
         name: &str,
+        rollback: &mut Rollback,
     ) -> Result<Received, ApiError> {
         let dir = match &self.dir {
             Some(dir) => dir.clone(),
             None => {
                 let dir = self.batch_dir()?;
+                if self.spooled.is_none() {
+                    // Recorded before anything is written under it.
+                    rollback.intent = Some(self.state.store.begin_batch(dir.clone()).await?);
+                }
                 self.dir = Some(dir.clone());
                 dir
             }
@@ -418,13 +427,21 @@ impl Batch<'_> {
             let (size, sha256) = file.finish().await?;
             return Ok(Received { key, size, sha256 });
         }
-        let mut upload = self.state.store.upload(
-            self.group,
-            key,
-            Some(self.size_bound),
-            content_type,
-            Some(name.to_owned()),
-        );
+        let intent = rollback
+            .intent
+            .clone()
+            .expect("begun with the batch's directory");
+        let mut upload = self
+            .state
+            .store
+            .upload(
+                self.group,
+                key,
+                Some(self.size_bound),
+                content_type,
+                Some(name.to_owned()),
+            )
+            .within(intent);
         while let Some(chunk) = next_chunk(field, upload.size(), max, limit).await? {
             upload.write(chunk).await?;
         }
@@ -536,13 +553,14 @@ fn unique_name(used: &mut HashSet<String>, name: String) -> String {
         .expect("some number is free")
 }
 
-/// The objects a batch stored so far. If the batch fails, [`Rollback::run`]
-/// deletes them; if the request is dropped first, `Drop` deletes them in the
-/// background. Either way the deletes are the store's own work, retried
-/// until done (see [`Store::delete_all`]).
+/// A synchronous batch's intent, once it has one (see
+/// [`corral_store::batch`]). If the batch fails, [`Rollback::run`] lets go
+/// of it and waits for its directory to be rolled back; if the request is
+/// dropped first, dropping the intent rolls it back in the background.
+/// Either way the deletes are the store's own work, retried until done.
 struct Rollback {
     store: Store,
-    keys: Vec<Key>,
+    intent: Option<Intent>,
 }
 
 /// How long a failed batch's answer waits for its rollback; beyond, the
@@ -553,25 +571,17 @@ impl Rollback {
     /// Deletes the batch's objects, before the answer goes out if that
     /// takes less than [`ROLLBACK_WAIT`] and the backend is not known to be
     /// down. Not in the request's group: a failure has cancelled it.
-    async fn run(mut self) {
-        let keys = std::mem::take(&mut self.keys);
-        let done = self.store.delete_in_background(keys);
+    async fn run(self) {
+        let Some(intent) = self.intent else {
+            return;
+        };
+        let settled = intent.abandon();
         if self.store.scheduler().health() != Health::Up {
             return;
         }
-        if tokio::time::timeout(ROLLBACK_WAIT, done).await.is_err() {
+        if tokio::time::timeout(ROLLBACK_WAIT, settled).await.is_err() {
             tracing::warn!("rolling back a failed batch goes on in the background");
         }
-    }
-}
-
-impl Drop for Rollback {
-    fn drop(&mut self) {
-        // The future is dropped: the deletes go on in the background.
-        drop(
-            self.store
-                .delete_in_background(std::mem::take(&mut self.keys)),
-        );
     }
 }
 

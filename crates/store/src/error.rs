@@ -88,6 +88,16 @@ pub enum Error {
         key: String,
     },
 
+    /// The journal of batch intents failed (see [`crate::batch`]).
+    #[error("the journal of batches failed to record {dir:?}")]
+    Journal {
+        /// The batch's directory.
+        dir: String,
+        /// What the journal said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The metadata stored beside an object could not be read.
     #[error("metadata of {key:?} is unreadable")]
     CorruptMetadata {

@@ -14,6 +14,7 @@
 //! only through [`sanitize_file_name`].
 
 mod backend;
+pub mod batch;
 mod error;
 pub mod key;
 mod meta;
@@ -24,6 +25,7 @@ mod store;
 pub mod upload;
 
 pub use backend::S3Options;
+pub use batch::Intent;
 pub use error::{Error, Result, sources};
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};
 pub use meta::ObjectInfo;

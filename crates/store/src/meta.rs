@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::key::Key;
 
 /// Where the metadata documents live.
-const META_ROOT: &str = ".corral/meta";
+pub(crate) const META_ROOT: &str = ".corral/meta";
 
 /// A stored object, as seen by a reader.
 #[derive(Debug, Clone, PartialEq, Eq)]

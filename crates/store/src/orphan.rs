@@ -98,25 +98,58 @@ impl Store {
                 })
             }
             Orphans::S3(uploads) => {
-                let mut aborted = 0;
-                let mut marker = None;
                 let full_key = format!("{}{}", uploads.prefix, key.as_str());
-                loop {
-                    let page = self
-                        .call(self.system(), key.as_str(), 0, || {
-                            uploads.list(key.as_str(), marker.clone())
-                        })
-                        .await?;
-                    for upload in page.uploads.iter().filter(|u| u.key == full_key) {
-                        if self.abort_orphan(upload).await {
-                            aborted += 1;
-                        }
-                    }
-                    marker = page.next;
-                    if marker.is_none() {
-                        return Ok(aborted);
-                    }
+                self.abort_listed(uploads, key.as_str(), |upload| upload == full_key)
+                    .await
+            }
+        }
+    }
+
+    /// Aborts every multipart upload under the directory `dir`, whatever
+    /// its age: for rolling back a batch (see [`crate::batch`]). Local
+    /// staging files are not looked at: those of a live process belong to
+    /// uploads that abort themselves, and those of a dead one are removed
+    /// when the store is opened.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if listing fails for good.
+    pub(crate) async fn abort_uploads_under(&self, dir: &Key) -> Result<usize> {
+        match self.orphans() {
+            Orphans::S3(uploads) => {
+                let under = format!("{}{}/", uploads.prefix, dir.as_str());
+                let listed = format!("{}/", dir.as_str());
+                self.abort_listed(uploads, &listed, |upload| upload.starts_with(&under))
+                    .await
+            }
+            Orphans::None | Orphans::Unsupported(_) | Orphans::Local(_) => Ok(0),
+        }
+    }
+
+    /// Lists the multipart uploads whose keys start with `under` (relative
+    /// to the store's prefix) and aborts those whose full key `matches`.
+    async fn abort_listed(
+        &self,
+        uploads: &S3Uploads,
+        under: &str,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<usize> {
+        let mut aborted = 0;
+        let mut marker = None;
+        loop {
+            let page = self
+                .call(self.system(), under, 0, || {
+                    uploads.list(under, marker.clone())
+                })
+                .await?;
+            for upload in page.uploads.iter().filter(|u| matches(&u.key)) {
+                if self.abort_orphan(upload).await {
+                    aborted += 1;
                 }
+            }
+            marker = page.next;
+            if marker.is_none() {
+                return Ok(aborted);
             }
         }
     }

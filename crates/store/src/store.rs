@@ -3,6 +3,7 @@
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{self, Backend, S3Options};
+use crate::batch::Batches;
 use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
 use crate::meta::{MetaDoc, ObjectInfo, meta_path};
@@ -44,6 +46,10 @@ pub struct StoreConfig {
     pub orphan_sweep: Option<Duration>,
     /// How old an unfinished multipart upload must be to be swept.
     pub orphan_age: Duration,
+    /// The journal of synchronous batches' intents, a redb file created if
+    /// missing (see [`crate::batch`]); `None`: batches are all or nothing
+    /// only while the process lives.
+    pub batch_journal: Option<PathBuf>,
 }
 
 /// How often the prober looks at the backend's health.
@@ -81,6 +87,7 @@ impl Default for StoreConfig {
             s3: S3Options::default(),
             orphan_sweep: Some(Duration::from_secs(3600)),
             orphan_age: Duration::from_secs(24 * 3600),
+            batch_journal: None,
         }
     }
 }
@@ -114,6 +121,8 @@ struct Inner {
     /// Background cleanups (aborting uploads, removing rolled-back objects);
     /// [`Store::close`] waits for them.
     cleanup: TaskTracker,
+    /// Batches begun and not settled, and their journal.
+    batches: Batches,
 }
 
 /// A page of a listing.
@@ -155,7 +164,19 @@ impl Store {
             reason,
         };
         let backend = backend::open(url, &config.s3).map_err(open_error)?;
-        let store = Self::with_backend(backend, config);
+        let (batches, unfinished) = match &config.batch_journal {
+            Some(path) => {
+                let opened = Batches::open(path).await.map_err(|e| {
+                    open_error(format!(
+                        "cannot open the journal of batches {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                (opened.0, opened.1)
+            }
+            None => (Batches::in_memory(), Vec::new()),
+        };
+        let store = Self::with_backend(backend, config, batches);
         store.check().await.map_err(|e| {
             let mut reason = error_chain(&e);
             if reason.contains("169.254.169.254") {
@@ -170,6 +191,24 @@ impl Store {
             open_error(reason)
         })?;
         store.start_prober();
+        if let Orphans::Local(_) = &store.inner.orphans {
+            // A local directory is one process's: whatever it is staging
+            // at startup was left by a process that died, and goes before
+            // anything is served.
+            match store.sweep_orphans(Duration::ZERO).await {
+                Ok(swept) if swept.aborted > 0 => {
+                    tracing::info!(
+                        removed = swept.aborted,
+                        "removed the staging files of a process that died"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "removing stale staging files failed")
+                }
+            }
+        }
+        store.recover_batches(unfinished);
         if let Orphans::Unsupported(why) = &store.inner.orphans {
             tracing::info!(url = %store.inner.url, "corral does not sweep abandoned multipart uploads here: {why}");
         } else if let Some(every) = store.inner.config.orphan_sweep {
@@ -178,7 +217,7 @@ impl Store {
         Ok(store)
     }
 
-    fn with_backend(backend: Backend, config: StoreConfig) -> Self {
+    fn with_backend(backend: Backend, config: StoreConfig, batches: Batches) -> Self {
         let scheduler = Scheduler::new(config.sched.clone());
         Self {
             inner: Arc::new(Inner {
@@ -193,6 +232,7 @@ impl Store {
                 config,
                 buffers: BufferGauge::default(),
                 cleanup: TaskTracker::new(),
+                batches,
             }),
         }
     }
@@ -335,6 +375,7 @@ impl Store {
     /// the backend fails, [`Error::CorruptMetadata`] if its metadata document
     /// cannot be decoded.
     pub async fn head(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
+        self.visible(key)?;
         let backend = &self.inner.backend;
         let path = Path::from(key.as_str());
         let meta_path = meta_path(key);
@@ -428,6 +469,7 @@ impl Store {
     /// [`Error::NotFound`] if there is no such object, [`Error::Backend`] if
     /// the backend fails.
     pub async fn delete(&self, group: &Group, key: &Key) -> Result<()> {
+        self.visible(key)?;
         let backend = &self.inner.backend;
         let path = Path::from(key.as_str());
         let meta_path = meta_path(key);
@@ -437,6 +479,17 @@ impl Store {
         self.call(group, key, 0, || backend.head(&path)).await?;
         self.call(group, key, 0, || backend.delete(&path)).await?;
         self.remove(group, key, &meta_path).await
+    }
+
+    /// `NotFound` for a key of a batch not settled yet (see
+    /// [`crate::batch`]): it does not exist for readers until then.
+    fn visible(&self, key: &Key) -> Result<()> {
+        match self.inner.batches.hides(key.as_str()) {
+            true => Err(Error::NotFound {
+                key: key.to_string(),
+            }),
+            false => Ok(()),
+        }
     }
 
     /// Deletes `path`, on behalf of `key`, as a call of a request's
@@ -471,26 +524,6 @@ impl Store {
                 if let Err(e) = deleted {
                     tracing::error!(%key, error = %error_chain(&e), "rollback failed");
                 }
-            }
-        }
-    }
-
-    /// Removes `keys` in the background as [`delete_all`](Self::delete_all)
-    /// does; for rolling back the objects of a batch. The returned future
-    /// ends when they are gone; dropping it leaves the work to go on, and
-    /// [`Store::close`] waits for it.
-    pub fn delete_in_background(&self, keys: Vec<Key>) -> impl Future<Output = ()> + use<> {
-        let store = self.clone();
-        let done = (!keys.is_empty()).then(|| {
-            self.inner
-                .cleanup
-                .spawn(async move { store.delete_all(keys).await })
-        });
-        async move {
-            if let Some(done) = done {
-                // A cleanup task does not panic; if it did, there is
-                // nothing more to wait for.
-                let _ = done.await;
             }
         }
     }
@@ -562,7 +595,10 @@ impl Store {
                 // API either, so it is not listed.
                 continue;
             };
-            if !key.as_str().starts_with(prefix) || after.is_some_and(|after| key <= *after) {
+            if !key.as_str().starts_with(prefix)
+                || after.is_some_and(|after| key <= *after)
+                || self.inner.batches.hides(key.as_str())
+            {
                 continue;
             }
             smallest.push(Listed(object_info(key, meta)));
@@ -625,6 +661,18 @@ impl Store {
         &self.inner.orphans
     }
 
+    /// Sleeps for `wait`; `false` if [`Store::close`] came first.
+    pub(crate) async fn pause(&self, wait: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            () = self.inner.stop.cancelled() => false,
+        }
+    }
+
+    pub(crate) fn batches(&self) -> &Batches {
+        &self.inner.batches
+    }
+
     /// The group of the store's own calls.
     pub(crate) fn system(&self) -> &Group {
         &self.inner.system
@@ -649,6 +697,7 @@ impl Store {
             self.inner.system.cancel();
             self.inner.cleanup.wait().await;
         }
+        self.inner.batches.close().await;
     }
 }
 
@@ -741,6 +790,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Intent;
     use corral_testkit::s3::{self, S3Server};
     use object_store::Attribute;
 
@@ -959,6 +1009,140 @@ mod tests {
             let bound = config.multipart_threshold.max(config.part_size) + (64 << 10);
             assert!(store.buffers().peak() <= bound, "{}", store.url());
         }
+    }
+
+    async fn write_within(store: &Store, name: &str, content: &[u8], intent: &Intent) {
+        let writer = group(store);
+        let upload = store.upload(&writer, key(name), None, None, None);
+        let mut upload = upload.within(intent.clone());
+        for chunk in content.chunks(64 << 10) {
+            upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        upload.finish().await.unwrap();
+    }
+
+    /// What the backend holds under `dir`, objects and metadata documents.
+    async fn under(store: &Store, dir: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for root in [dir.to_owned(), format!(".corral/meta/{dir}")] {
+            let listing = store.backend().list(Some(&Path::from(root)));
+            let paths: Vec<ObjectMeta> = listing.try_collect().await.unwrap();
+            found.extend(paths.into_iter().map(|meta| meta.location.to_string()));
+        }
+        found.sort();
+        found
+    }
+
+    async fn listed(store: &Store, prefix: &str) -> Vec<String> {
+        let page = store
+            .list(&group(store), &key("t"), prefix, None, 100)
+            .await;
+        let page = page.unwrap();
+        page.objects.iter().map(|o| o.key.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_hidden_until_acknowledged_and_rolled_back_whole_if_not() {
+        for (store, _dir) in stores().await {
+            let config = store.config();
+            let large = vec![3u8; 2 * config.part_size.max(config.multipart_threshold) + 10];
+            write(&store, "t/outside", b"x").await;
+            for (batch, acknowledged) in [("t/failed", false), ("t/stored", true)] {
+                let intent = store.begin_batch(key(batch)).await.unwrap();
+                write_within(&store, &format!("{batch}/a"), b"aaa", &intent).await;
+                write_within(&store, &format!("{batch}/b"), &large, &intent).await;
+                // Written, and not seen until the batch is settled.
+                assert_eq!(under(&store, batch).await.len(), 4, "{}", store.url());
+                let head = store
+                    .head(&group(&store), &key(&format!("{batch}/a")))
+                    .await;
+                assert!(matches!(head, Err(Error::NotFound { .. })), "{head:?}");
+                assert_eq!(listed(&store, "").await, ["t/outside"], "{}", store.url());
+                if acknowledged {
+                    intent.acknowledge().await.unwrap();
+                } else {
+                    intent.abandon().await;
+                }
+            }
+            assert_eq!(under(&store, "t/failed").await, Vec::<String>::new());
+            assert_eq!(
+                listed(&store, "").await,
+                ["t/outside", "t/stored/a", "t/stored/b"],
+                "{}",
+                store.url()
+            );
+            let info = store
+                .head(&group(&store), &key("t/stored/b"))
+                .await
+                .unwrap();
+            assert_eq!(read_all(&store, &info, 0..info.size).await, large);
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_a_dead_process_left_open_are_rolled_back_when_the_store_opens() {
+        let spool = tempfile::tempdir().unwrap();
+        let journal = spool.path().join("batches.redb");
+        let data = tempfile::tempdir().unwrap();
+        let local = |journal: &std::path::Path| StoreConfig {
+            batch_journal: Some(journal.to_owned()),
+            ..small_parts()
+        };
+        let bucket = S3Server::require().new_bucket("recover").unwrap();
+        let s3_journal = spool.path().join("s3-batches.redb");
+        let s3 = || {
+            let config = StoreConfig {
+                batch_journal: Some(s3_journal.clone()),
+                ..s3_config()
+            };
+            s3_in(&bucket, config)
+        };
+        let opened = [
+            Store::open(data.path().to_str().unwrap(), local(&journal))
+                .await
+                .unwrap(),
+            s3().await,
+        ];
+        for store in &opened {
+            let kept = store.begin_batch(key("t/kept")).await.unwrap();
+            write_within(store, "t/kept/a", b"kept", &kept).await;
+            kept.acknowledge().await.unwrap();
+            let died = store.begin_batch(key("t/died")).await.unwrap();
+            write_within(store, "t/died/a", b"lost", &died).await;
+            died.die();
+            if let Some(parts) = store.parts() {
+                let path = Path::from("corral/t/died/b");
+                parts.store.create_multipart(&path).await.unwrap();
+            }
+            store.close().await;
+        }
+        drop(opened);
+        // A staging file the local backend left when the process died.
+        std::fs::write(data.path().join("t/kept/a#3"), b"half").unwrap();
+
+        let reopened = [
+            Store::open(data.path().to_str().unwrap(), local(&journal))
+                .await
+                .unwrap(),
+            s3().await,
+        ];
+        assert!(
+            !data.path().join("t/kept/a#3").exists(),
+            "removed on opening"
+        );
+        for store in &reopened {
+            // Hidden at once, gone soon.
+            let head = store.head(&group(store), &key("t/died/a")).await;
+            assert!(matches!(head, Err(Error::NotFound { .. })), "{head:?}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while !under(store, "t/died").await.is_empty() {
+                assert!(tokio::time::Instant::now() < deadline, "{}", store.url());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(listed(store, "").await, ["t/kept/a"], "{}", store.url());
+            store.close().await;
+        }
+        assert_eq!(open_uploads(&bucket), Vec::<String>::new());
     }
 
     #[test]

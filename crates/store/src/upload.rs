@@ -31,6 +31,7 @@ use object_store::path::Path;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 
+use crate::batch::Intent;
 use crate::error::Result;
 use crate::key::Key;
 use crate::meta::{MetaDoc, meta_path};
@@ -237,6 +238,9 @@ pub struct Upload<'g> {
     /// threshold. Owned here: if the upload is dropped while this is set,
     /// `Drop` aborts it.
     multipart: Option<Multipart>,
+    /// The intent of the batch the object belongs to, held until its
+    /// commit ends (see [`crate::batch`]).
+    intent: Option<Intent>,
 }
 
 impl<'g> Upload<'g> {
@@ -260,7 +264,16 @@ impl<'g> Upload<'g> {
             size: 0,
             buffer: Buffer::new(gauge),
             multipart: None,
+            intent: None,
         }
+    }
+
+    /// Makes the object part of the batch of `intent`: the batch is not
+    /// rolled back before this upload's commit has ended, so a rollback
+    /// never misses an object that lands late.
+    pub fn within(mut self, intent: Intent) -> Self {
+        self.intent = Some(intent);
+        self
     }
 
     /// The key being written.
@@ -357,7 +370,10 @@ impl<'g> Upload<'g> {
         let (sender, receiver) = oneshot::channel();
         let store = self.store.clone();
         let key = self.key.clone();
+        let intent = self.intent.take();
         self.store.spawn_cleanup(async move {
+            // Let go of the batch only once the object is settled.
+            let _intent = intent;
             let mut commit = commit;
             let result = commit.publish().await;
             let stored = result.is_ok();
@@ -469,7 +485,9 @@ impl Drop for Upload<'_> {
         };
         let store = self.store.clone();
         let key = self.key.clone();
+        let intent = self.intent.take();
         self.store.spawn_cleanup(async move {
+            let _intent = intent;
             let aborted = multipart.abort(&store, key.as_str()).await;
             if let Err(e) = aborted {
                 tracing::error!(%key, error = %error_chain(&e), "aborting an upload failed");
