@@ -500,6 +500,9 @@ impl Drop for Waiter<'_> {
 enum Persistence {
     /// One attempt: the call cannot be repeated.
     Once,
+    /// Tried again only after a throttle: the call must not be repeated
+    /// once the backend may have acted on it.
+    AfterThrottles,
     /// A request's call: throttles are retried while the group lives,
     /// other transient failures up to this many attempts in all.
     Attempts(u32),
@@ -553,6 +556,28 @@ impl Group {
     {
         let persistence = Persistence::Attempts(self.shared.retry.max_attempts);
         self.execute(cost, persistence, job).await
+    }
+
+    /// Runs `job`, a call that must not be repeated once the backend may
+    /// have acted on it, such as completing a multipart upload (which
+    /// consumes it): tried again only after a throttle, which a backend
+    /// answers instead of acting, and as [`run`](Self::run) retries
+    /// throttles. Any other failure ends it.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn run_unless_acted_on<T, E, F, Fut>(
+        &self,
+        cost: u64,
+        job: F,
+    ) -> Result<T, JobError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        self.execute(cost, Persistence::AfterThrottles, job).await
     }
 
     /// Runs `job` until it succeeds or fails for good: for work the
@@ -711,6 +736,7 @@ impl Group {
         let mut state = self.shared.lock();
         match persistence {
             Persistence::Once => return None,
+            Persistence::AfterThrottles if !throttled => return None,
             Persistence::Attempts(max) if !throttled => {
                 if *failures >= max {
                     return None;
@@ -720,7 +746,7 @@ impl Group {
                     return None;
                 }
             }
-            Persistence::Attempts(_) | Persistence::UntilDone => {}
+            Persistence::Attempts(_) | Persistence::AfterThrottles | Persistence::UntilDone => {}
         }
         let step = if throttled { 1 } else { (*failures).max(1) };
         Some(backoff(config, step, retry_after, &mut state.rng))

@@ -193,6 +193,33 @@ async fn other_transient_failures_are_capped_in_attempts() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_that_cannot_be_repeated_is_tried_again_only_after_a_throttle() {
+    let scheduler = without_budget();
+    let group = scheduler.group("a").unwrap();
+    let attempts = AtomicU32::new(0);
+    let result = group
+        .run_unless_acted_on(0, || async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0..5 => Err(Fail::Throttled(None)),
+                _ => Ok(()),
+            }
+        })
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 6);
+    // A transient failure may have been acted on: not repeated.
+    let attempts = AtomicU32::new(0);
+    let result = group
+        .run_unless_acted_on(0, || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(Fail::Transient)
+        })
+        .await;
+    assert!(matches!(result, Err(JobError::Failed { attempts: 1, .. })));
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn work_owed_to_the_process_is_retried_until_done_without_a_budget() {
     let scheduler = without_budget();
     let system = scheduler.system_group();

@@ -167,8 +167,14 @@ impl Multipart {
                 id,
                 done,
             } => {
-                let complete = parts.store.complete_multipart(path, id, done.clone());
-                store.call_once(group, key, 0, complete).await?;
+                let complete = || {
+                    let parts = parts.store.complete_multipart(path, id, done.clone());
+                    parts.map_err(BackendError)
+                };
+                group
+                    .run_unless_acted_on(0, complete)
+                    .await
+                    .map_err(|e| crate::Error::job(key, e))?;
                 abort_strays(store, key).await;
             }
         };
