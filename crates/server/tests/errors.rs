@@ -30,15 +30,7 @@ impl Answer {
     async fn of(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.text().await.unwrap();
-        let code = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
-        Self {
-            status,
-            code,
-            headers,
-        }
+        Self::new(status, headers, &response.text().await.unwrap())
     }
 
     /// An answer read off a raw socket.
@@ -54,6 +46,10 @@ impl Answer {
                 headers.insert(name.unwrap(), value.trim().parse().unwrap());
             }
         }
+        Self::new(status, headers, body)
+    }
+
+    fn new(status: u16, headers: HeaderMap, body: &str) -> Self {
         let code = serde_json::from_str::<serde_json::Value>(body)
             .ok()
             .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
@@ -118,10 +114,11 @@ async fn raw(server: &Server, head: &str, body: &[u8]) -> Answer {
     Answer::parse(&read_answer(&mut socket).await)
 }
 
-fn config(change: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+/// A server on local disk whose config `change` sets.
+async fn server_with(change: impl FnOnce(&mut ServerConfig)) -> Server {
     let mut config = ServerConfig::default();
     change(&mut config);
-    config
+    Server::with(config, StoreConfig::default()).await
 }
 
 /// Gets the answer the README promises for `code`.
@@ -147,31 +144,21 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             Answer::of(put.send().await.unwrap()).await
         }
         Some("slow_client") => {
-            let config = config(|c| c.body_timeout = Duration::from_millis(500));
-            let server = Server::with(config, StoreConfig::default()).await;
+            let server = server_with(|c| c.body_timeout = Duration::from_millis(500)).await;
             let head = "POST /api/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
                         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000\r\n\r\n";
             raw(&server, head, b"--b\r\n").await
         }
         Some("file_too_large") => {
-            let config = config(|c| c.max_file_size = 100);
-            post(
-                &Server::with(config, StoreConfig::default()).await,
-                upload_form(1000),
-            )
-            .await
+            let server = server_with(|c| c.max_file_size = 100).await;
+            post(&server, upload_form(1000)).await
         }
         Some("batch_too_large") => {
-            let config = config(|c| c.max_batch_size = 100);
-            post(
-                &Server::with(config, StoreConfig::default()).await,
-                upload_form(1000),
-            )
-            .await
+            let server = server_with(|c| c.max_batch_size = 100).await;
+            post(&server, upload_form(1000)).await
         }
         Some("too_many_files") => {
-            let config = config(|c| c.max_files = 1);
-            let server = Server::with(config, StoreConfig::default()).await;
+            let server = server_with(|c| c.max_files = 1).await;
             let form = upload_form(10).part("file", file("g.bin", data(10, 2)));
             post(&server, form).await
         }
