@@ -14,6 +14,18 @@
 //! failure that is truly transient is still retried. This is gRPC's retry
 //! throttling and tower's `TpsBudget`, with the same intent.
 //!
+//! # Why throttles do not spend it
+//!
+//! A throttle (`429`, `503 SlowDown`) is the backend asking for fewer
+//! calls, and the adaptive limit answers it by cutting the calls in
+//! flight: a throttled call that waits its turn again adds nothing to the
+//! load. Charged to the budget, the few dozen throttles of a cold start's
+//! ramp emptied it, and every later throttle failed its request: a busy
+//! backend turned into `500`s for 45% of a burst of users. So throttles are
+//! retried for as long as their request lives, and only other transient
+//! failures (`500`, `502`, `504`, resets), which say nothing about load and
+//! which the limit does not slow down, are charged.
+//!
 //! # Backoff
 //!
 //! Exponential with full jitter (`delay = random(0, min(max, base x 2^n))`,
@@ -34,8 +46,9 @@ pub enum Class {
         /// How long the backend asked to wait, if it did.
         retry_after: Option<Duration>,
     },
-    /// The backend is overloaded (429, 503 SlowDown, a timeout): retried
-    /// like a transient failure, and the limit treats it as loss.
+    /// The backend is overloaded (429, 503 SlowDown, a timeout): the limit
+    /// treats it as loss, and the call is retried for as long as its group
+    /// lives, without spending the budget (see `Group::retry_wait`).
     Throttled {
         /// How long the backend asked to wait, if it did.
         retry_after: Option<Duration>,
