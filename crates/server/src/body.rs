@@ -24,8 +24,12 @@ use tokio::time::{Instant, Sleep};
 
 /// Most bytes drained after an early answer.
 const LINGER_BYTES: u64 = 16 << 20;
-/// Longest time spent draining after an early answer.
-const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Longest time spent draining after an early answer, and the longest the
+/// client may send nothing meanwhile: a client still sending steadily (on a
+/// machine whose CPU is saturated, 6 MiB once took more than 2 s) is read
+/// to the end, one that stops is not waited for.
+const LINGER_TIME: Duration = Duration::from_secs(10);
+const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 /// Why the body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -129,9 +133,8 @@ pub(crate) fn refuse(body: Body, mut response: Response) -> Response {
         axum::http::header::CONNECTION,
         axum::http::HeaderValue::from_static("close"),
     );
-    // Bounded in bytes and time, so it cannot outlive shutdown's last call
-    // for connections.
-    tokio::spawn(BodyReader::new(body, LINGER_TIME).linger());
+    // Bounded in bytes and time, within the drain's grace period.
+    tokio::spawn(BodyReader::new(body, LINGER_IDLE).linger());
     response
 }
 

@@ -164,7 +164,12 @@ pub async fn run(
     };
     let mut drain = std::pin::pin!(drain);
     // Connections opened during the drain get one answer (a 503, or the
-    // health checks') and are closed; they are not waited for.
+    // health checks') and are closed, each within LAST_CALL. The drain does
+    // not wait for them, but the process does before it exits: a refused
+    // upload's body is still being read so that its client, still sending,
+    // sees the 503 rather than a broken pipe (found under a saturated CPU,
+    // where herd clients that connected just after the signal were cut).
+    let late = TaskTracker::new();
     http.keep_alive(false);
     loop {
         tokio::select! {
@@ -176,13 +181,15 @@ pub async fn run(
                 };
                 let service = TowerToHyperService::new(app.clone());
                 let connection = http.serve_connection(TokioIo::new(socket), service);
-                tokio::spawn(async move {
+                late.spawn(async move {
                     let _ = tokio::time::timeout(LAST_CALL, connection).await;
                 });
             }
         }
     }
     drop(listener);
+    late.close();
+    late.wait().await;
     // Spooled jobs not done yet resume when the spool is opened again.
     if let Some(spool) = spool {
         spool.close().await;
