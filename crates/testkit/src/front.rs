@@ -45,9 +45,10 @@
 //!   dropped; a request without one is forwarded and its response cut after
 //!   about half its body (or before the head, when it has no body).
 //!
-//! - `delete_503`: a `503 SlowDown` for a `DELETE` (an object's delete, a
-//!   multipart upload's abort), rolled on top of the others: for tests of
-//!   cleanups that meet a throttle;
+//! - `delete_503`: a `503 SlowDown` for a delete (`DELETE` of an object or
+//!   a multipart upload, or the `POST ?delete` of `DeleteObjects`, which
+//!   `object_store` sends for every delete), rolled on top of the others:
+//!   for tests of cleanups that meet a throttle;
 //!
 //! - `deny_path`: every request whose path contains the text is refused
 //!   with `403 AccessDenied` (not a probability: a permanent error at a
@@ -261,7 +262,8 @@ pub struct Faults {
     pub reset: f64,
     /// Of the request being held for `stall_for` before being served.
     pub stall: f64,
-    /// Of a `DELETE` being answered `503 SlowDown`, besides `error_503`.
+    /// Of a delete (`DELETE`, or `DeleteObjects`) being answered `503
+    /// SlowDown`, besides `error_503`.
     pub delete_503: f64,
     /// How long a stalled request is held.
     pub stall_for: Duration,
@@ -410,7 +412,7 @@ pub struct FaultStats {
     pub stall: u64,
     /// Requests refused by `deny_path`.
     pub denied: u64,
-    /// `DELETE` requests answered `503 SlowDown` by `delete_503`.
+    /// Deletes answered `503 SlowDown` by `delete_503`.
     pub delete_503: u64,
 }
 
@@ -564,6 +566,18 @@ struct Counters {
     denied: AtomicU64,
     delete_503: AtomicU64,
     upstream_errors: AtomicU64,
+}
+
+/// Whether `request` deletes: `DELETE` (an object, a multipart upload), or
+/// S3's `DeleteObjects` (`POST /{bucket}?delete`).
+fn is_delete<B>(request: &Request<B>) -> bool {
+    let method = request.method();
+    let query = request.uri().query().unwrap_or_default();
+    method == hyper::Method::DELETE
+        || (method == hyper::Method::POST
+            && query
+                .split('&')
+                .any(|p| p == "delete" || p.starts_with("delete=")))
 }
 
 fn bump(counter: &AtomicU64) -> u64 {
@@ -782,7 +796,7 @@ async fn handle(
             "SlowDown",
             "Please reduce your request rate.",
         ))
-    } else if roll.delete_503 && request.method() == hyper::Method::DELETE {
+    } else if roll.delete_503 && is_delete(&request) {
         bump(&shared.counters.delete_503);
         Some((
             StatusCode::SERVICE_UNAVAILABLE,
