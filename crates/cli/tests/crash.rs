@@ -129,10 +129,12 @@ enum Raw {
 }
 
 /// What the store holds, by path relative to corral's root: objects and
-/// their bytes' SHA-256, and what is left half-written.
+/// their bytes' SHA-256, those that carry all their metadata in their
+/// attributes, and what is left half-written.
 #[derive(Debug, Default)]
 struct Contents {
     objects: BTreeMap<String, String>,
+    inline: BTreeSet<String>,
     strays: Vec<String>,
 }
 
@@ -160,10 +162,18 @@ impl Raw {
                 let root = object_store::path::Path::from("pfx");
                 let listed: Vec<_> = client.list(Some(&root)).try_collect().await.unwrap();
                 for meta in listed {
-                    let bytes = client.get(&meta.location).await.unwrap();
-                    let bytes = bytes.bytes().await.unwrap();
+                    let got = client.get(&meta.location).await.unwrap();
+                    let marker = object_store::Attribute::Metadata("corral-meta".into());
+                    let inline = got
+                        .attributes
+                        .get(&marker)
+                        .is_some_and(|v| v.as_ref() == "inline");
+                    let bytes = got.bytes().await.unwrap();
                     let path = meta.location.as_ref().strip_prefix("pfx/").unwrap();
                     contents.objects.insert(path.to_owned(), sha256(&bytes));
+                    if inline {
+                        contents.inline.insert(path.to_owned());
+                    }
                 }
                 let uploads = S3Server::require()
                     .request("GET", &format!("/{bucket}?uploads"), &[], b"")
@@ -217,10 +227,10 @@ fn problems(sent: &[Sent], contents: &Contents) -> Vec<String> {
             }
             continue;
         }
-        if !contents
+        let documented = contents
             .objects
-            .contains_key(&format!("{meta_root}{path}.json"))
-        {
+            .contains_key(&format!("{meta_root}{path}.json"));
+        if !documented && !contents.inline.contains(path) {
             problems.push(format!("object without metadata: {path}"));
         }
         // anonymous/{prefix}/{date}/{batch}/{name}

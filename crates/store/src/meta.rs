@@ -1,16 +1,35 @@
-//! What corral knows about a stored object beyond its bytes.
+//! What corral knows about a stored object beyond its bytes, and where it
+//! keeps it.
 //!
-//! The local filesystem backend of `object_store` keeps no per-object
-//! attributes, so corral keeps its metadata (SHA-256, content type, original
-//! name) in a small JSON document beside each object, under the reserved
-//! `.corral/meta/` prefix, which no valid [`Key`] can reach. The document is
-//! written after the object, and a client is told an object is stored only
-//! once both are; a crash between the two leaves an object without a
-//! document (it is still served, without its SHA-256) that no client was
-//! told of.
+//! Backend calls are the currency (see `DESIGN.md`), so the metadata
+//! (SHA-256, content type, original name) travels inside the object
+//! wherever it can:
+//!
+//! - **An object stored in one call on a store that keeps attributes** (S3,
+//!   GCS, Azure) carries all of it as its own attributes: its content type,
+//!   and user metadata `sha256`, `name` (percent-encoded UTF-8) and
+//!   `corral-meta: inline`, which says there is nothing more to read. One
+//!   call stores it; one call describes it.
+//! - **A multipart object** learns its SHA-256 only after its last part,
+//!   when its attributes are fixed: the SHA-256 goes into a small JSON
+//!   document beside it, under the reserved `.corral/meta/` prefix, which
+//!   no valid [`Key`] can reach. One more call, on an object of two parts
+//!   or more. (S3's own checksums of a multipart object are composites of
+//!   its parts' checksums, not the SHA-256 of its bytes, so they cannot
+//!   stand in for it.)
+//! - **The local and in-memory stores** keep no attributes: every object
+//!   has its document. On local disk both are files, so no call reaches a
+//!   network.
+//! - **Objects written by earlier releases** (attributes without the
+//!   `corral-meta` marker, or none) are described by their document.
+//!
+//! A document is written after its object; a batch is acknowledged only
+//! once both are, and a batch interrupted between the two is rolled back
+//! (see [`crate::batch`]).
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
+use object_store::{Attribute, Attributes};
 use serde::{Deserialize, Serialize};
 
 use crate::key::Key;
@@ -45,6 +64,45 @@ pub(crate) struct MetaDoc {
     /// The file name as the client sent it, before sanitizing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) name: Option<String>,
+}
+
+/// The user metadata that says an object's attributes hold all of its
+/// metadata, and its value.
+const INLINE: &str = "corral-meta";
+const INLINE_VALUE: &str = "inline";
+const SHA256: &str = "sha256";
+const NAME: &str = "name";
+
+/// The attributes an object is created with, on a store that keeps them:
+/// its content type, its SHA-256 once known, and, when `doc` is complete
+/// (a single-call object), its name and the marker that no document
+/// exists.
+pub(crate) fn attributes(content_type: Option<&str>, complete: Option<&MetaDoc>) -> Attributes {
+    let mut attributes = Attributes::new();
+    if let Some(content_type) = content_type {
+        attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+    }
+    if let Some(doc) = complete {
+        let metadata = |name: &str| Attribute::Metadata(name.to_owned().into());
+        attributes.insert(metadata(SHA256), doc.sha256.clone().into());
+        if let Some(name) = &doc.name {
+            let encoded =
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+            attributes.insert(metadata(NAME), encoded.to_string().into());
+        }
+        attributes.insert(metadata(INLINE), INLINE_VALUE.into());
+    }
+    attributes
+}
+
+/// What an object's attributes say: its content type, and its SHA-256 if
+/// they hold all of its metadata (`None`: read its document).
+pub(crate) fn from_attributes(attributes: &Attributes) -> (Option<String>, Option<String>) {
+    let text = |attribute: &Attribute| attributes.get(attribute).map(|value| value.to_string());
+    let metadata = |name: &str| text(&Attribute::Metadata(name.to_owned().into()));
+    let content_type = text(&Attribute::ContentType);
+    let inline = metadata(INLINE).is_some_and(|value| value == INLINE_VALUE);
+    (content_type, metadata(SHA256).filter(|_| inline))
 }
 
 /// The path of `key`'s metadata document.

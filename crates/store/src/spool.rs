@@ -958,7 +958,9 @@ fn open_dir(dir: &Path) -> Result<(Database, Usage), SpoolError> {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == JOURNAL {
+        // This journal, and the instance's other journals kept beside it
+        // (the batches', see `crate::batch`).
+        if name.ends_with(".redb") {
             continue;
         }
         let path = entry.path();

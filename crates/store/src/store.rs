@@ -20,7 +20,7 @@ use crate::backend::{self, Backend, S3Options};
 use crate::batch::Batches;
 use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
-use crate::meta::{MetaDoc, ObjectInfo, meta_path};
+use crate::meta::{self, MetaDoc, ObjectInfo, meta_path};
 use crate::multipart::Parts;
 use crate::orphan::Orphans;
 use crate::upload::{BufferGauge, Upload};
@@ -375,13 +375,12 @@ impl Store {
     /// the backend fails, [`Error::CorruptMetadata`] if its metadata document
     /// cannot be decoded.
     pub async fn head(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
-        self.visible(key)?;
+        let (mut info, documented) = self.describe(group, key).await?;
+        if !documented {
+            return Ok(info);
+        }
         let backend = &self.inner.backend;
-        let path = Path::from(key.as_str());
         let meta_path = meta_path(key);
-        let meta = self
-            .call(group, key.as_str(), 0, || backend.head(&path))
-            .await?;
         // A missing document is an answer, not a failure: it must not
         // cancel the request's other calls.
         let document = self
@@ -403,12 +402,39 @@ impl Store {
                 })
             })
             .transpose()?;
-        let mut info = object_info(key.clone(), meta);
         if let Some(doc) = doc {
-            info.content_type = doc.content_type;
+            info.content_type = doc.content_type.or(info.content_type);
             info.sha256 = Some(doc.sha256);
         }
         Ok(info)
+    }
+
+    /// The object `key` as its entry and attributes describe it, in one
+    /// call, and whether it has a metadata document to read or remove too
+    /// (see [`crate::meta`]).
+    async fn describe(&self, group: &Group, key: &Key) -> Result<(ObjectInfo, bool)> {
+        self.visible(key)?;
+        let backend = &self.inner.backend;
+        let path = Path::from(key.as_str());
+        if !self.keeps_attributes() {
+            let meta = (self.call(group, key.as_str(), 0, || backend.head(&path))).await?;
+            return Ok((object_info(key.clone(), meta), true));
+        }
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        let got = self
+            .call(group, key.as_str(), 0, || {
+                backend.get_opts(&path, head.clone())
+            })
+            .await?;
+        let (content_type, sha256) = meta::from_attributes(&got.attributes);
+        let mut info = object_info(key.clone(), got.meta);
+        info.content_type = content_type;
+        let documented = sha256.is_none();
+        info.sha256 = sha256;
+        Ok((info, documented))
     }
 
     /// Streams the bytes `range` of the object described by `info`, which a
@@ -469,16 +495,17 @@ impl Store {
     /// [`Error::NotFound`] if there is no such object, [`Error::Backend`] if
     /// the backend fails.
     pub async fn delete(&self, group: &Group, key: &Key) -> Result<()> {
-        self.visible(key)?;
-        let backend = &self.inner.backend;
-        let path = Path::from(key.as_str());
-        let meta_path = meta_path(key);
-        let key = key.as_str();
         // Object stores answer a delete of a missing key with success, so
         // ask first: the caller is owed a NotFound.
-        self.call(group, key, 0, || backend.head(&path)).await?;
-        self.call(group, key, 0, || backend.delete(&path)).await?;
-        self.remove(group, key, &meta_path).await
+        let (_, documented) = self.describe(group, key).await?;
+        let backend = &self.inner.backend;
+        let path = Path::from(key.as_str());
+        self.call(group, key.as_str(), 0, || backend.delete(&path))
+            .await?;
+        if documented {
+            self.remove(group, key.as_str(), &meta_path(key)).await?;
+        }
+        Ok(())
     }
 
     /// `NotFound` for a key of a batch not settled yet (see
@@ -792,7 +819,7 @@ mod tests {
     use super::*;
     use crate::Intent;
     use corral_testkit::s3::{self, S3Server};
-    use object_store::Attribute;
+    use object_store::{Attribute, Attributes};
 
     fn small_parts() -> StoreConfig {
         StoreConfig {
@@ -1000,6 +1027,10 @@ mod tests {
                     if single_call {
                         assert_eq!(sha256.as_deref(), Some(stored.sha256.as_str()));
                     }
+                    // A document only where the attributes cannot say
+                    // everything.
+                    let doc = store.backend().head(&meta_path(&key(name))).await;
+                    assert_eq!(doc.is_ok(), !single_call, "{name} on {}", store.url());
                 }
                 if len > 10 {
                     assert_eq!(read_all(&store, &info, 3..10).await, &content[3..10]);
@@ -1052,7 +1083,9 @@ mod tests {
                 write_within(&store, &format!("{batch}/a"), b"aaa", &intent).await;
                 write_within(&store, &format!("{batch}/b"), &large, &intent).await;
                 // Written, and not seen until the batch is settled.
-                assert_eq!(under(&store, batch).await.len(), 4, "{}", store.url());
+                let written = under(&store, batch).await;
+                let objects = written.iter().filter(|p| !p.starts_with(".corral"));
+                assert_eq!(objects.count(), 2, "{}", store.url());
                 let head = store
                     .head(&group(&store), &key(&format!("{batch}/a")))
                     .await;
@@ -1143,6 +1176,86 @@ mod tests {
             store.close().await;
         }
         assert_eq!(open_uploads(&bucket), Vec::<String>::new());
+    }
+
+    /// Backend calls made through the store's scheduler by `work`.
+    async fn calls<T>(store: &Store, work: impl Future<Output = T>) -> (T, u64) {
+        let calls = || {
+            store
+                .scheduler()
+                .counters()
+                .calls
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let before = calls();
+        let output = work.await;
+        (output, calls() - before)
+    }
+
+    #[tokio::test]
+    async fn a_small_file_costs_one_call_to_store_and_one_to_describe_where_attributes_are_kept() {
+        let store = s3().await;
+        let (_, stored) = calls(&store, write(&store, "t/one", b"one call")).await;
+        let (info, described) = calls(&store, store.head(&group(&store), &key("t/one"))).await;
+        let info = info.unwrap();
+        let (_, read) = calls(&store, read_all(&store, &info, 0..info.size)).await;
+        let (deleted, removed) = calls(&store, store.delete(&group(&store), &key("t/one"))).await;
+        deleted.unwrap();
+        assert_eq!((stored, described, read, removed), (1, 1, 1, 2));
+        assert_eq!(
+            info.sha256.as_deref(),
+            Some(sha256_hex(b"one call").as_str())
+        );
+        assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+        // A multipart object has its SHA-256 in a document: one more call.
+        let large = vec![5u8; store.config().multipart_threshold + 1];
+        write(&store, "t/large", &large).await;
+        let (info, described) = calls(&store, store.head(&group(&store), &key("t/large"))).await;
+        assert_eq!(described, 2);
+        assert_eq!(info.unwrap().sha256, Some(sha256_hex(&large)));
+    }
+
+    #[tokio::test]
+    async fn objects_stored_by_the_previous_release_stay_readable_and_deletable() {
+        let store = s3().await;
+        // As the previous release stored them: the SHA-256 in the
+        // attributes without the marker, and a document beside.
+        let (path, content) = (Path::from("t/old"), b"old".as_slice());
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::Metadata("sha256".into()),
+            sha256_hex(content).into(),
+        );
+        let options = object_store::PutOptions::from(attributes);
+        let raw = store.backend();
+        raw.put_opts(&path, content.to_vec().into(), options)
+            .await
+            .unwrap();
+        let doc = MetaDoc {
+            size: 3,
+            sha256: sha256_hex(content),
+            content_type: Some("text/x-old".into()),
+            name: Some("old".into()),
+        };
+        let doc = serde_json::to_vec(&doc).unwrap();
+        raw.put(&meta_path(&key("t/old")), doc.into())
+            .await
+            .unwrap();
+        let info = store.head(&group(&store), &key("t/old")).await.unwrap();
+        assert_eq!(info.sha256, Some(sha256_hex(content)));
+        assert_eq!(info.content_type.as_deref(), Some("text/x-old"));
+        assert_eq!(read_all(&store, &info, 0..3).await, content);
+        store.delete(&group(&store), &key("t/old")).await.unwrap();
+        let doc = raw.head(&meta_path(&key("t/old"))).await;
+        assert!(
+            matches!(doc, Err(object_store::Error::NotFound { .. })),
+            "{doc:?}"
+        );
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(bytes))
     }
 
     #[test]

@@ -28,13 +28,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 
 use crate::batch::Intent;
 use crate::error::Result;
 use crate::key::Key;
-use crate::meta::{MetaDoc, meta_path};
+use crate::meta::{self, MetaDoc, meta_path};
 use crate::multipart::Multipart;
 use corral_sched::Group;
 use tokio::sync::oneshot;
@@ -307,7 +307,10 @@ impl<'g> Upload<'g> {
             if self.buffer.len <= multipart_threshold {
                 return Ok(());
             }
-            let attributes = attributes(&self.store, self.content_type.as_deref(), None);
+            let attributes = match self.store.keeps_attributes() {
+                true => meta::attributes(self.content_type.as_deref(), None),
+                false => Attributes::new(),
+            };
             let key = self.key.as_str();
             let started = Multipart::start(&self.store, self.group, key, attributes).await?;
             self.multipart = Some(started);
@@ -438,13 +441,22 @@ impl Commit {
                 let path = Path::from(key);
                 let cost = part.len as u64;
                 let doc = &self.doc;
-                let attributes = attributes(store, doc.content_type.as_deref(), Some(&doc.sha256));
+                // Everything a reader needs travels with the object: one
+                // call, and no document (see `crate::meta`).
+                let inline = store.keeps_attributes();
+                let attributes = match inline {
+                    true => meta::attributes(doc.content_type.as_deref(), Some(doc)),
+                    false => Attributes::new(),
+                };
                 store
                     .call(group, key, cost, || {
                         let options = PutOptions::from(attributes.clone());
                         backend.put_opts(&path, part.payload.clone(), options)
                     })
                     .await?;
+                if inline {
+                    return Ok(());
+                }
             }
         }
         let json = serde_json::to_vec(&self.doc).expect("a MetaDoc always serializes");
@@ -456,26 +468,6 @@ impl Commit {
             .await?;
         Ok(())
     }
-}
-
-/// What an object carries for other readers of the bucket, where the
-/// backend keeps attributes: its content type and, once known, its SHA-256
-/// (`x-amz-meta-sha256` on S3).
-fn attributes(store: &Store, content_type: Option<&str>, sha256: Option<&str>) -> Attributes {
-    let mut attributes = Attributes::new();
-    if !store.keeps_attributes() {
-        return attributes;
-    }
-    if let Some(content_type) = content_type {
-        attributes.insert(Attribute::ContentType, content_type.to_owned().into());
-    }
-    if let Some(sha256) = sha256 {
-        attributes.insert(
-            Attribute::Metadata("sha256".into()),
-            sha256.to_owned().into(),
-        );
-    }
-    attributes
 }
 
 impl Drop for Upload<'_> {
