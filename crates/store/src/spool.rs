@@ -643,6 +643,9 @@ impl Spool {
                 };
                 let key = Key::parse(&file.key).map_err(|e| Retry::Never(e.to_string()))?;
                 let store = &self.inner.store;
+                // The last attempt's cleanup first: a late delete of it must
+                // not remove this attempt's object.
+                store.settled(&key).await;
                 if file.size > store.config().multipart_threshold as u64 {
                     // An earlier attempt, maybe in a process that died, may
                     // have left a multipart upload open. (Attempts are

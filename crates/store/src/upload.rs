@@ -374,7 +374,9 @@ impl<'g> Upload<'g> {
         let store = self.store.clone();
         let key = self.key.clone();
         let intent = self.intent.take();
-        self.store.spawn_cleanup(async move {
+        // The key counts as being cleaned up until the commit has settled it:
+        // published, or rolled back.
+        self.store.spawn_cleanup_of(&self.key, async move {
             // Let go of the batch only once the object is settled.
             let _intent = intent;
             let mut commit = commit;
@@ -478,7 +480,7 @@ impl Drop for Upload<'_> {
         let store = self.store.clone();
         let key = self.key.clone();
         let intent = self.intent.take();
-        self.store.spawn_cleanup(async move {
+        self.store.spawn_cleanup_of(&self.key, async move {
             let _intent = intent;
             let aborted = multipart.abort(&store, key.as_str()).await;
             if let Err(e) = aborted {
