@@ -119,8 +119,20 @@ impl Store {
             Orphans::S3(uploads) => {
                 let under = format!("{}{}/", uploads.prefix, dir.as_str());
                 let listed = format!("{}/", dir.as_str());
-                self.abort_listed(uploads, &listed, |upload| upload.starts_with(&under))
-                    .await
+                let aborted = self
+                    .abort_listed(uploads, &listed, |upload| upload.starts_with(&under))
+                    .await;
+                match aborted {
+                    // A store that cannot list multipart uploads (s3s-fs
+                    // answers `501`) or will not let corral: what its
+                    // uploads leave is for the provider's lifecycle rules,
+                    // as for the orphan sweep.
+                    Err(e) if !e.is_transient() => {
+                        tracing::warn!(%dir, error = %crate::error_chain(&e), "cannot list multipart uploads to roll a batch back; open uploads under it, if any, are left to the store's lifecycle rules");
+                        Ok(0)
+                    }
+                    aborted => aborted,
+                }
             }
             Orphans::None | Orphans::Unsupported(_) | Orphans::Local(_) => Ok(0),
         }
