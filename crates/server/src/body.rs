@@ -116,9 +116,11 @@ impl BodyReader {
         let drain = async {
             let mut drained = 0;
             while drained < LINGER_BYTES {
-                match self.next().await {
-                    Some(Ok(chunk)) => drained += chunk.len() as u64,
-                    Some(Err(_)) | None => break,
+                // A client that goes quiet is not waited for, whatever the
+                // reader's own idle timeout.
+                match tokio::time::timeout(LINGER_IDLE, self.next()).await {
+                    Ok(Some(Ok(chunk))) => drained += chunk.len() as u64,
+                    Ok(Some(Err(_)) | None) | Err(_) => break,
                 }
             }
         };

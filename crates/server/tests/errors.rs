@@ -284,8 +284,15 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
                 b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n";
             let mut body = start.to_vec();
             body.extend(data((1 << 20) + 100, 3));
+            let counters = server.store.scheduler().counters();
+            let calls = || counters.calls.load(std::sync::atomic::Ordering::SeqCst);
+            let before = calls();
             let mut socket = send_raw(server.addr, &head, &body).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Once its multipart upload has begun and its first part is
+            // stored: two calls.
+            while calls() < before + 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             server.store.scheduler().shutdown(Duration::ZERO).await;
             let _ = socket.write_all(&data(1 << 20, 4)).await;
             Answer::parse(&read_answer(&mut socket).await)

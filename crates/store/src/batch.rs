@@ -159,10 +159,16 @@ impl Batches {
                 // Closed, or the writer ended with the runtime.
                 None | Some(Err(_)) => Err(stopped()),
             };
-            written.map_err(|source| Error::Journal {
-                dir: dir.to_string(),
-                source,
-            })?;
+            if let Err(source) = written {
+                if open {
+                    // Never begun: nothing will settle it.
+                    self.open_mut().remove(dir.as_str());
+                }
+                return Err(Error::Journal {
+                    dir: dir.to_string(),
+                    source,
+                });
+            }
         }
         if !open {
             self.open_mut().remove(dir.as_str());
