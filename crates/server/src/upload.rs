@@ -37,7 +37,11 @@
 //! fails (too large, a storage error, a malformed body, the client gone) the
 //! files already stored from the batch are deleted and the upload in
 //! progress is aborted, and the error names the failed file. If the request
-//! itself is dropped mid-way, the same cleanup runs in the background.
+//! itself is dropped mid-way, the same cleanup runs in the background. The
+//! batch's directory is journaled before its first byte is written and
+//! forgotten just before its `201` ([`corral_store::batch`]): until then
+//! nothing of it is listed or served, and a process that dies in between
+//! rolls it back when it starts again.
 
 use std::collections::HashSet;
 use std::time::Duration;
