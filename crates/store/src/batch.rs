@@ -44,8 +44,8 @@ use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
 
 use futures::{TryFutureExt, TryStreamExt};
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -277,12 +277,7 @@ impl Store {
     /// written then.
     pub async fn begin_batch(&self, dir: Key) -> Result<Intent> {
         self.batches().record(&dir, true).await?;
-        Ok(Intent(Arc::new(Guard {
-            store: self.clone(),
-            dir,
-            settled: CancellationToken::new(),
-            acknowledged: false.into(),
-        })))
+        Ok(Intent::new(self, dir))
     }
 
     /// Rolls back the batches a process that died left open: each in the
@@ -295,12 +290,7 @@ impl Store {
             );
         }
         for dir in dirs {
-            drop(Intent(Arc::new(Guard {
-                store: self.clone(),
-                dir,
-                settled: CancellationToken::new(),
-                acknowledged: false.into(),
-            })));
+            drop(Intent::new(self, dir));
         }
     }
 
@@ -325,7 +315,7 @@ impl Store {
                 .map_err(|e| Error::job(dir.as_str(), e))?;
             for path in listed {
                 system
-                    .run_until_done(0, || delete(backend, &path).map_err(BackendError))
+                    .run_until_done(0, || self.delete_call(&path).map_err(BackendError))
                     .await
                     .map_err(|e| Error::job(dir.as_str(), e))?;
             }
@@ -338,13 +328,6 @@ impl Store {
 async fn list_all(backend: &Arc<dyn ObjectStore>, root: &Path) -> object_store::Result<Vec<Path>> {
     let listing = backend.list(Some(root));
     listing.map_ok(|meta| meta.location).try_collect().await
-}
-
-async fn delete(backend: &Arc<dyn ObjectStore>, path: &Path) -> object_store::Result<()> {
-    match backend.delete(path).await {
-        Err(object_store::Error::NotFound { .. }) => Ok(()),
-        other => other,
-    }
 }
 
 /// Rolls `dir` back, retrying failures that may pass until it is done or
@@ -382,6 +365,16 @@ const ROLLBACK_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs
 const ROLLBACK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Intent {
+    /// The intent of the batch under `dir`, not yet settled.
+    fn new(store: &Store, dir: Key) -> Self {
+        Self(Arc::new(Guard {
+            store: store.clone(),
+            dir,
+            settled: CancellationToken::new(),
+            acknowledged: false.into(),
+        }))
+    }
+
     /// The batch's directory.
     pub fn dir(&self) -> &Key {
         &self.0.dir

@@ -533,7 +533,7 @@ impl Store {
     }
 
     /// One attempt at deleting `path`; a path already gone is no error.
-    async fn delete_call(&self, path: &Path) -> object_store::Result<()> {
+    pub(crate) async fn delete_call(&self, path: &Path) -> object_store::Result<()> {
         match self.inner.backend.delete(path).await {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             other => other,
