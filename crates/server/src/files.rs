@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::range::{self, Ranged};
+use crate::range;
 use crate::tenant::Admitted;
 
 /// The header that carries a file's SHA-256, in lower-case hex.
@@ -41,6 +41,11 @@ pub(crate) async fn head(
     respond(&state, &admitted, key, &headers, false).await
 }
 
+/// A `GET` is one backend call, whose answer carries the object's
+/// description with its bytes (two for an object with a metadata
+/// document); a `HEAD` is one call too. A `GET` whose `If-None-Match`
+/// matches is answered `304` once that call's head has arrived, and its
+/// body is dropped unread.
 async fn respond(
     state: &AppState,
     Admitted { tenant, group }: &Admitted,
@@ -50,10 +55,24 @@ async fn respond(
 ) -> Result<Response, ApiError> {
     let Path(relative) = key.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let key = tenant.key(&relative)?;
-    let info = state.store.head(group, &key).await.map_err(|e| match e {
+    let not_found = |e| match e {
         corral_store::Error::NotFound { .. } => ApiError::NotFound(relative.clone()),
         e => e.into(),
-    })?;
+    };
+    let requested = range::requested(request.get(header::RANGE).and_then(|v| v.to_str().ok()));
+    let (info, served, body) = if with_body {
+        let reading = (state.store.get(group, &key, requested.clone()).await).map_err(not_found)?;
+        let body = Body::from_stream(reading.body);
+        (reading.info, reading.range, body)
+    } else {
+        let info = state.store.head(group, &key).await.map_err(not_found)?;
+        let served = match &requested {
+            None => 0..info.size,
+            Some(range) => range::fit(range, info.size)
+                .ok_or(ApiError::RangeNotSatisfiable { size: info.size })?,
+        };
+        (info, served, Body::empty())
+    };
     let etag = etag(&info);
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, etag.clone());
@@ -66,22 +85,15 @@ async fn respond(
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
     headers.insert(header::CONTENT_TYPE, content_type(&info));
-    let requested = request.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, range) = match range::resolve(requested, info.size) {
-        Ranged::Full => (StatusCode::OK, 0..info.size),
-        Ranged::Partial(range) => {
-            let value = format!("bytes {}-{}/{}", range.start, range.end - 1, info.size);
+    let status = match requested {
+        None => StatusCode::OK,
+        Some(_) => {
+            let value = format!("bytes {}-{}/{}", served.start, served.end - 1, info.size);
             headers.insert(header::CONTENT_RANGE, header_value(&value));
-            (StatusCode::PARTIAL_CONTENT, range)
+            StatusCode::PARTIAL_CONTENT
         }
-        Ranged::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size: info.size }),
     };
-    headers.insert(header::CONTENT_LENGTH, (range.end - range.start).into());
-    let body = if with_body {
-        Body::from_stream(state.store.read(group, &info, range).await?)
-    } else {
-        Body::empty()
-    };
+    headers.insert(header::CONTENT_LENGTH, (served.end - served.start).into());
     Ok((status, headers, body).into_response())
 }
 
@@ -132,7 +144,8 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).expect("corral builds header values from visible ASCII")
 }
 
-/// `DELETE /api/files/{*key}`: `204`, or `404` if there is no such file.
+/// `DELETE /api/files/{*key}`: `204`, whether or not the file was there
+/// (deletes are idempotent; see [`corral_store::Store::delete`]).
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Admitted { tenant, group }: Admitted,
@@ -140,11 +153,8 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let Path(relative) = key.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let key = tenant.key(&relative)?;
-    match state.store.delete(&group, &key).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(corral_store::Error::NotFound { .. }) => Err(ApiError::NotFound(relative)),
-        Err(e) => Err(e.into()),
-    }
+    state.store.delete(&group, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The query string of a listing.

@@ -33,16 +33,14 @@ pub mod fuzz {
     /// to send, `Some(None)` for the whole object, `None` for `416`; with
     /// the invariant that a range always lies inside the object.
     pub fn range(header: &str, size: u64) -> Option<Option<std::ops::Range<u64>>> {
-        match crate::range::resolve(Some(header), size) {
-            crate::range::Ranged::Full => Some(None),
-            crate::range::Ranged::Partial(range) => {
-                assert!(
-                    range.start < range.end && range.end <= size,
-                    "{header:?}: {range:?} of {size}"
-                );
-                Some(Some(range))
-            }
-            crate::range::Ranged::Unsatisfiable => None,
-        }
+        let Some(range) = crate::range::requested(Some(header)) else {
+            return Some(None);
+        };
+        let range = crate::range::fit(&range, size)?;
+        assert!(
+            range.start < range.end && range.end <= size,
+            "{header:?}: {range:?} of {size}"
+        );
+        Some(Some(range))
     }
 }

@@ -2,30 +2,24 @@
 
 use std::ops::Range;
 
-/// What a `Range` header asks for, resolved against an object's size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ranged {
-    /// No usable range: serve the whole object with `200`. This covers an
-    /// absent header, a syntax error and a multi-range request, all of
-    /// which RFC 9110 allows a server to ignore.
-    Full,
-    /// Serve these bytes with `206`.
-    Partial(Range<u64>),
-    /// The range lies outside the object: `416`.
-    Unsatisfiable,
+use corral_store::GetRange;
+
+/// The bytes of an object of `size` bytes that `range` selects; `None` if
+/// it selects none.
+pub(crate) fn fit(range: &GetRange, size: u64) -> Option<Range<u64>> {
+    range.as_range(size).ok().filter(|bytes| !bytes.is_empty())
 }
 
-/// Resolves the `Range` header `header` against an object of `size` bytes.
-pub(crate) fn resolve(header: Option<&str>, size: u64) -> Ranged {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
-        return Ranged::Full;
-    };
+/// The one range the `Range` header `header` asks for, before the object's
+/// size is known; `None` to serve the whole object with `200`. That covers
+/// an absent header, a syntax error and a multi-range request, all of
+/// which RFC 9110 allows a server to ignore.
+pub(crate) fn requested(header: Option<&str>) -> Option<GetRange> {
+    let spec = header?.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
-        return Ranged::Full;
+        return None;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return Ranged::Full;
-    };
+    let (first, last) = spec.trim().split_once('-')?;
     let number = |s: &str| {
         (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .then(|| s.parse::<u64>().ok())
@@ -33,36 +27,39 @@ pub(crate) fn resolve(header: Option<&str>, size: u64) -> Ranged {
     };
     match (first, last) {
         // bytes=-N: the last N bytes.
-        ("", suffix) => match number(suffix) {
-            None => Ranged::Full,
-            Some(0) => Ranged::Unsatisfiable,
-            Some(_) if size == 0 => Ranged::Unsatisfiable,
-            Some(n) => Ranged::Partial(size.saturating_sub(n)..size),
-        },
-        (first, last) => {
-            let Some(start) = number(first) else {
-                return Ranged::Full;
-            };
-            let end = match last {
-                "" => size,
-                last => match number(last) {
-                    Some(last) if last >= start => last.saturating_add(1).min(size),
-                    // A last position before the first is a syntax error.
-                    _ => return Ranged::Full,
-                },
-            };
-            if start >= size {
-                Ranged::Unsatisfiable
-            } else {
-                Ranged::Partial(start..end)
+        ("", suffix) => number(suffix).map(GetRange::Suffix),
+        (first, "") => number(first).map(GetRange::Offset),
+        (first, last) => match (number(first)?, number(last)?) {
+            (first, last) if last >= first => {
+                Some(GetRange::Bounded(first..last.saturating_add(1)))
             }
-        }
+            // A last position before the first is a syntax error.
+            _ => None,
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a `Range` header asks for, resolved against an object's size.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ranged {
+        /// Serve the whole object with `200`.
+        Full,
+        /// Serve these bytes with `206`.
+        Partial(Range<u64>),
+        /// `416`.
+        Unsatisfiable,
+    }
+
+    fn resolve(header: Option<&str>, size: u64) -> Ranged {
+        match requested(header) {
+            None => Ranged::Full,
+            Some(range) => fit(&range, size).map_or(Ranged::Unsatisfiable, Ranged::Partial),
+        }
+    }
 
     #[test]
     fn resolves_single_ranges() {

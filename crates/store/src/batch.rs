@@ -313,12 +313,11 @@ impl Store {
                 .run_until_done(0, || list_all(backend, &root).map_err(BackendError))
                 .await
                 .map_err(|e| Error::job(dir.as_str(), e))?;
-            for path in listed {
-                system
-                    .run_until_done(0, || self.delete_call(&path).map_err(BackendError))
-                    .await
-                    .map_err(|e| Error::job(dir.as_str(), e))?;
-            }
+            // One bulk call for the lot, where the backend has one.
+            system
+                .run_until_done(0, || self.delete_call(&listed).map_err(BackendError))
+                .await
+                .map_err(|e| Error::job(dir.as_str(), e))?;
         }
         self.abort_uploads_under(dir).await?;
         Ok(())

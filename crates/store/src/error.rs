@@ -230,6 +230,23 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
     transient
 }
 
+/// Whether a failed ranged GET may be the backend refusing the range: a
+/// `416`, a `200` with the whole object instead of the range (S3 and moto
+/// answer so for an empty object), or a local store's invalid range. The
+/// object's size, learned by one more call, then decides. `object_store`
+/// reports none of them in a type of its own, so the remote ones are read
+/// from their messages.
+pub(crate) fn refuses_range(error: &object_store::Error) -> bool {
+    match error {
+        object_store::Error::Generic { store, .. } if is_local(store) => true,
+        object_store::Error::Generic { source, .. } => sources(source.as_ref()).any(|e| {
+            let text = e.to_string();
+            status_in(&text) == Some(416) || text.contains("non-partial response")
+        }),
+        _ => false,
+    }
+}
+
 /// Whether `store` is one of `object_store`'s stores on this machine.
 fn is_local(store: &str) -> bool {
     matches!(store, "LocalFileSystem" | "InMemory")

@@ -12,13 +12,15 @@ use corral_sched::{Group, Health, SchedConfig, Scheduler};
 use futures::TryFutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attributes, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{self, Backend, S3Options};
 use crate::batch::Batches;
-use crate::error::{BackendError, Error, Result};
+use crate::error::{BackendError, Error, Result, refuses_range};
 use crate::key::Key;
 use crate::meta::{self, MetaDoc, ObjectInfo, meta_path};
 use crate::multipart::Parts;
@@ -27,6 +29,17 @@ use crate::upload::{BufferGauge, Upload};
 
 /// The bytes of an object, as they arrive from the backend.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// An object being read (see [`Store::get`]).
+pub struct Reading {
+    /// What is known about the object.
+    pub info: ObjectInfo,
+    /// The bytes of the object that `body` carries: all of them, or the
+    /// requested range as it fits the object.
+    pub range: Range<u64>,
+    /// Those bytes, as they arrive.
+    pub body: ByteStream,
+}
 
 /// How the storage layer writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -374,7 +387,8 @@ impl Store {
         Upload::new(self.clone(), group, key, part_size, content_type, name)
     }
 
-    /// What is known about the object `key`.
+    /// What is known about the object `key`: one call, or two for an object
+    /// with a metadata document (see [`crate::meta`]).
     ///
     /// # Errors
     ///
@@ -382,11 +396,65 @@ impl Store {
     /// the backend fails, [`Error::CorruptMetadata`] if its metadata document
     /// cannot be decoded.
     pub async fn head(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
-        let (mut info, documented) = self.describe(group, key).await?;
+        let (info, documented) = self.describe(group, key).await?;
+        self.documented(group, info, documented).await
+    }
+
+    /// The object `key` as its entry and attributes describe it, in one
+    /// call, and whether it has a metadata document to read or remove too
+    /// (see [`crate::meta`]).
+    async fn describe(&self, group: &Group, key: &Key) -> Result<(ObjectInfo, bool)> {
+        self.visible(key)?;
+        let backend = &self.inner.backend;
+        let path = Path::from(key.as_str());
+        if !self.keeps_attributes() {
+            let meta = (self.call(group, key.as_str(), 0, || backend.head(&path))).await?;
+            return Ok((object_info(key.clone(), meta), true));
+        }
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        let got = self
+            .call(group, key.as_str(), 0, || {
+                backend.get_opts(&path, head.clone())
+            })
+            .await?;
+        Ok(self.described(key, got.meta, &got.attributes))
+    }
+
+    /// An object's entry and attributes, as an [`ObjectInfo`], and whether
+    /// its metadata document has the rest.
+    fn described(
+        &self,
+        key: &Key,
+        meta: ObjectMeta,
+        attributes: &Attributes,
+    ) -> (ObjectInfo, bool) {
+        let mut info = object_info(key.clone(), meta);
+        if !self.keeps_attributes() {
+            return (info, true);
+        }
+        let (content_type, sha256) = meta::from_attributes(attributes);
+        info.content_type = content_type;
+        let documented = sha256.is_none();
+        info.sha256 = sha256;
+        (info, documented)
+    }
+
+    /// `info` completed from its object's metadata document, if it has one
+    /// (one call).
+    async fn documented(
+        &self,
+        group: &Group,
+        mut info: ObjectInfo,
+        documented: bool,
+    ) -> Result<ObjectInfo> {
         if !documented {
             return Ok(info);
         }
         let backend = &self.inner.backend;
+        let key = &info.key;
         let meta_path = meta_path(key);
         // A missing document is an answer, not a failure: it must not
         // cancel the request's other calls.
@@ -416,103 +484,120 @@ impl Store {
         Ok(info)
     }
 
-    /// The object `key` as its entry and attributes describe it, in one
-    /// call, and whether it has a metadata document to read or remove too
-    /// (see [`crate::meta`]).
-    async fn describe(&self, group: &Group, key: &Key) -> Result<(ObjectInfo, bool)> {
-        self.visible(key)?;
-        let backend = &self.inner.backend;
-        let path = Path::from(key.as_str());
-        if !self.keeps_attributes() {
-            let meta = (self.call(group, key.as_str(), 0, || backend.head(&path))).await?;
-            return Ok((object_info(key.clone(), meta), true));
-        }
-        let head = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        let got = self
-            .call(group, key.as_str(), 0, || {
-                backend.get_opts(&path, head.clone())
-            })
-            .await?;
-        let (content_type, sha256) = meta::from_attributes(&got.attributes);
-        let mut info = object_info(key.clone(), got.meta);
-        info.content_type = content_type;
-        let documented = sha256.is_none();
-        info.sha256 = sha256;
-        Ok((info, documented))
-    }
-
-    /// Streams the bytes `range` of the object described by `info`, which a
-    /// [`head`](Self::head) returned.
+    /// Reads the object `key`, or the bytes `range` of it, in one call: the
+    /// backend's answer to the GET carries the object's size, entity tag
+    /// and attributes along with the bytes. An object with a metadata
+    /// document costs one more call (see [`crate::meta`]).
+    ///
+    /// The call ends with the answer's head: a slow reader holds no backend
+    /// slot while the body streams. A whole object is checked against its
+    /// recorded SHA-256 as it streams; a mismatch ends the stream with an
+    /// error instead of its last chunk, so the reader never sees a clean
+    /// end of corrupt data.
     ///
     /// # Errors
     ///
-    /// [`Error::RangeNotSatisfiable`] if `range` is empty or reaches past the
-    /// end, [`Error::NotFound`] if the object is gone, [`Error::Backend`] if
+    /// [`Error::NotFound`] if there is no such object,
+    /// [`Error::RangeNotSatisfiable`] if `range` selects no byte of it
+    /// (learning its size then costs one more call), [`Error::Backend`] if
     /// the backend fails. Errors while streaming come as stream items.
-    pub async fn read(
-        &self,
-        group: &Group,
-        info: &ObjectInfo,
-        range: Range<u64>,
-    ) -> Result<ByteStream> {
-        let key = info.key.as_str();
-        if range.start >= range.end || range.end > info.size {
-            if info.size == 0 && range == (0..0) {
-                return Ok(futures::stream::empty().boxed());
+    pub async fn get(&self, group: &Group, key: &Key, range: Option<GetRange>) -> Result<Reading> {
+        self.visible(key)?;
+        if let Some(range) = range.as_ref().filter(|range| selects_nothing(range)) {
+            return Err(self.unsatisfiable(group, key, range, None).await);
+        }
+        let backend = &self.inner.backend;
+        let path = Path::from(key.as_str());
+        let options = GetOptions {
+            range: range.clone(),
+            ..GetOptions::default()
+        };
+        // A backend refuses a range past the end with an error that does
+        // not say so in any type; it is an answer to look into, not a
+        // failure that cancels the request's other calls.
+        let answer = self
+            .call(group, key.as_str(), 0, || async {
+                match backend.get_opts(&path, options.clone()).await {
+                    Err(e) if range.is_some() && refuses_range(&e) => Ok(Err(e)),
+                    other => other.map(Ok),
+                }
+            })
+            .await?;
+        let found = match (answer, &range) {
+            (Ok(found), _) => found,
+            (Err(refusal), Some(range)) => {
+                return Err(self.unsatisfiable(group, key, range, Some(refusal)).await);
             }
+            (Err(refusal), None) => return Err(Error::backend(key.as_str(), refusal, 1)),
+        };
+        let (info, documented) = self.described(key, found.meta.clone(), &found.attributes);
+        let served = found.range.clone();
+        if range.is_some() && served.is_empty() {
             return Err(Error::RangeNotSatisfiable {
-                key: key.to_owned(),
+                key: key.to_string(),
                 size: info.size,
             });
         }
-        let range = (range != (0..info.size)).then_some(GetRange::Bounded(range));
-        let path = Path::from(key);
-        let backend = &self.inner.backend;
-        // The call ends with the response's head: a slow reader holds no
-        // backend slot while the body streams.
-        let found = self
-            .call(group, key, 0, || {
-                let options = GetOptions {
-                    range: range.clone(),
-                    ..Default::default()
-                };
-                backend.get_opts(&path, options)
-            })
-            .await?;
-        let owned = key.to_owned();
+        let info = self.documented(group, info, documented).await?;
+        let owned = key.to_string();
         let stream = found
             .into_stream()
             .map_err(move |e| Error::backend(&owned, e, 1));
-        // A whole object is checked against its recorded SHA-256 as it
-        // streams; a mismatch ends the stream with an error instead of its
-        // last chunk, so the reader never sees a clean end of corrupt data.
-        match (&range, &info.sha256) {
-            (None, Some(expected)) => Ok(verified(stream, key.to_owned(), expected.clone())),
-            _ => Ok(stream.boxed()),
+        let body = match (&range, &info.sha256) {
+            (None, Some(expected)) => verified(stream, key.to_string(), expected.clone()),
+            _ => stream.boxed(),
+        };
+        Ok(Reading {
+            info,
+            range: served,
+            body,
+        })
+    }
+
+    /// The error for `range`, which selects no byte of `key`, once a head
+    /// has told its size; or `refusal`, the backend's own answer to the
+    /// range, if the range fits the object after all.
+    async fn unsatisfiable(
+        &self,
+        group: &Group,
+        key: &Key,
+        range: &GetRange,
+        refusal: Option<object_store::Error>,
+    ) -> Error {
+        let size = match self.describe(group, key).await {
+            Ok((info, _)) => info.size,
+            Err(e) => return e,
+        };
+        let fits = range.as_range(size).is_ok_and(|bytes| !bytes.is_empty());
+        match refusal {
+            Some(refusal) if fits => Error::backend(key.as_str(), refusal, 1),
+            _ => Error::RangeNotSatisfiable {
+                key: key.to_string(),
+                size,
+            },
         }
     }
 
-    /// Removes the object `key` and its metadata.
+    /// Removes the object `key` and its metadata document, in one call
+    /// where the backend deletes in bulk (S3's `DeleteObjects`, Azure's
+    /// batch), two where it does not (GCS), and no look-up first.
+    ///
+    /// A key that is not there is no error: deletes are idempotent, so a
+    /// client that retries a delete whose answer it lost is not told it
+    /// failed (and object stores do not say whether a key existed). A key
+    /// of a batch not settled yet is left alone: the delete is ordered
+    /// before the batch's acknowledgement.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if there is no such object, [`Error::Backend`] if
-    /// the backend fails.
+    /// [`Error::Backend`] if the backend fails.
     pub async fn delete(&self, group: &Group, key: &Key) -> Result<()> {
-        // Object stores answer a delete of a missing key with success, so
-        // ask first: the caller is owed a NotFound.
-        let (_, documented) = self.describe(group, key).await?;
-        let backend = &self.inner.backend;
-        let path = Path::from(key.as_str());
-        self.call(group, key.as_str(), 0, || backend.delete(&path))
-            .await?;
-        if documented {
-            self.remove(group, key.as_str(), &meta_path(key)).await?;
+        if self.visible(key).is_err() {
+            return Ok(());
         }
-        Ok(())
+        let paths = [Path::from(key.as_str()), meta_path(key)];
+        self.call(group, key.as_str(), 0, || self.delete_call(&paths))
+            .await
     }
 
     /// `NotFound` for a key of a batch not settled yet (see
@@ -526,18 +611,18 @@ impl Store {
         }
     }
 
-    /// Deletes `path`, on behalf of `key`, as a call of a request's
-    /// `group`; a path already gone is no error.
-    async fn remove(&self, group: &Group, key: &str, path: &Path) -> Result<()> {
-        self.call(group, key, 0, || self.delete_call(path)).await
-    }
-
-    /// One attempt at deleting `path`; a path already gone is no error.
-    pub(crate) async fn delete_call(&self, path: &Path) -> object_store::Result<()> {
-        match self.inner.backend.delete(path).await {
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
-            other => other,
+    /// One attempt at deleting `paths`, in bulk where the backend can;
+    /// paths already gone are no error.
+    pub(crate) async fn delete_call(&self, paths: &[Path]) -> object_store::Result<()> {
+        let locations = futures::stream::iter(paths.to_vec()).map(Ok).boxed();
+        let mut deleted = self.inner.backend.delete_stream(locations);
+        while let Some(outcome) = deleted.next().await {
+            match outcome {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     /// Removes `keys` and their metadata, as the store's own calls (never
@@ -550,14 +635,13 @@ impl Store {
         let system = &self.inner.system;
         for key in keys {
             // No look-up first: what is not there is already rolled back.
-            for path in [Path::from(key.as_str()), meta_path(&key)] {
-                let deleted = system
-                    .run_until_done(0, || self.delete_call(&path).map_err(BackendError))
-                    .await
-                    .map_err(|e| Error::job(key.as_str(), e));
-                if let Err(e) = deleted {
-                    tracing::error!(%key, error = %error_chain(&e), "rollback failed");
-                }
+            let paths = [Path::from(key.as_str()), meta_path(&key)];
+            let deleted = system
+                .run_until_done(0, || self.delete_call(&paths).map_err(BackendError))
+                .await
+                .map_err(|e| Error::job(key.as_str(), e));
+            if let Err(e) = deleted {
+                tracing::error!(%key, error = %error_chain(&e), "rollback failed");
             }
         }
     }
@@ -841,6 +925,12 @@ impl Ord for Listed {
     }
 }
 
+/// Whether `range` selects no byte of any object: empty, or the last zero
+/// bytes.
+fn selects_nothing(range: &GetRange) -> bool {
+    range.is_valid().is_err() || *range == GetRange::Suffix(0)
+}
+
 fn object_info(key: Key, meta: ObjectMeta) -> ObjectInfo {
     ObjectInfo {
         key,
@@ -1029,14 +1119,14 @@ mod tests {
         upload.finish().await.unwrap()
     }
 
+    /// The bytes of `info`'s object in `range`, read with [`Store::get`];
+    /// the whole object for a range that covers it.
     async fn read_all(store: &Store, info: &ObjectInfo, range: Range<u64>) -> Vec<u8> {
-        let chunks: Vec<Bytes> = store
-            .read(&group(store), info, range)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let whole = range == (0..info.size);
+        let range = (!whole).then_some(GetRange::Bounded(range));
+        let reading = store.get(&group(store), &info.key, range).await.unwrap();
+        assert_eq!(&reading.info, info);
+        let chunks: Vec<Bytes> = reading.body.try_collect().await.unwrap();
         chunks.concat()
     }
 
@@ -1244,7 +1334,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_small_file_costs_one_call_to_store_and_one_to_describe_where_attributes_are_kept() {
+    async fn a_small_file_costs_one_call_to_store_read_or_delete_where_attributes_are_kept() {
         let store = s3().await;
         let (_, stored) = calls(&store, write(&store, "t/one", b"one call")).await;
         let (info, described) = calls(&store, store.head(&group(&store), &key("t/one"))).await;
@@ -1252,7 +1342,7 @@ mod tests {
         let (_, read) = calls(&store, read_all(&store, &info, 0..info.size)).await;
         let (deleted, removed) = calls(&store, store.delete(&group(&store), &key("t/one"))).await;
         deleted.unwrap();
-        assert_eq!((stored, described, read, removed), (1, 1, 1, 2));
+        assert_eq!((stored, described, read, removed), (1, 1, 1, 1));
         assert_eq!(
             info.sha256.as_deref(),
             Some(sha256_hex(b"one call").as_str())
@@ -1262,8 +1352,15 @@ mod tests {
         let large = vec![5u8; store.config().multipart_threshold + 1];
         write(&store, "t/large", &large).await;
         let (info, described) = calls(&store, store.head(&group(&store), &key("t/large"))).await;
-        assert_eq!(described, 2);
-        assert_eq!(info.unwrap().sha256, Some(sha256_hex(&large)));
+        let info = info.unwrap();
+        assert_eq!(info.sha256, Some(sha256_hex(&large)));
+        let (whole, read) = calls(&store, read_all(&store, &info, 0..info.size)).await;
+        assert_eq!(whole, large);
+        let (_, ranged) = calls(&store, read_all(&store, &info, 1..5)).await;
+        // S3 deletes the object and its document in one bulk call.
+        let (deleted, removed) = calls(&store, store.delete(&group(&store), &key("t/large"))).await;
+        deleted.unwrap();
+        assert_eq!((described, read, ranged, removed), (2, 2, 2, 1));
     }
 
     #[tokio::test]
@@ -1411,9 +1508,10 @@ mod tests {
         bytes[150_000] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let read: Result<Vec<Bytes>> = store
-            .read(&group(&store), &info, 0..info.size)
+            .get(&group(&store), &info.key, None)
             .await
             .unwrap()
+            .body
             .try_collect()
             .await;
         assert!(
@@ -1551,7 +1649,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_removes_object_and_metadata_and_reports_missing_keys() {
+    async fn delete_removes_object_and_metadata_and_is_idempotent() {
         for (store, _dir) in stores().await {
             write(&store, "t/gone", b"bye").await;
             store.delete(&group(&store), &key("t/gone")).await.unwrap();
@@ -1559,10 +1657,8 @@ mod tests {
                 store.head(&group(&store), &key("t/gone")).await,
                 Err(Error::NotFound { .. })
             ));
-            assert!(matches!(
-                store.delete(&group(&store), &key("t/gone")).await,
-                Err(Error::NotFound { .. })
-            ));
+            // Deleting it again is no error: deletes are idempotent.
+            store.delete(&group(&store), &key("t/gone")).await.unwrap();
             let meta = store.backend().head(&meta_path(&key("t/gone"))).await;
             assert!(matches!(meta, Err(object_store::Error::NotFound { .. })));
         }
@@ -1587,15 +1683,47 @@ mod tests {
 
     #[tokio::test]
     async fn ranges_outside_the_object_are_refused() {
-        let (store, _dir) = stores().await.remove(1);
-        write(&store, "t/r", b"0123456789").await;
-        let info = store.head(&group(&store), &key("t/r")).await.unwrap();
-        for range in [10..11, 5..5, 0..11] {
-            let result = store.read(&group(&store), &info, range.clone()).await;
-            assert!(
-                matches!(result, Err(Error::RangeNotSatisfiable { size: 10, .. })),
-                "{range:?}"
-            );
+        for (store, _dir) in stores().await {
+            write(&store, "t/r", b"0123456789").await;
+            write(&store, "t/empty", b"").await;
+            let refused = [
+                ("t/r", GetRange::Bounded(10..11), 10),
+                ("t/r", GetRange::Offset(10), 10),
+                ("t/r", GetRange::Bounded(5..5), 10),
+                ("t/r", GetRange::Suffix(0), 10),
+                ("t/empty", GetRange::Offset(0), 0),
+                ("t/empty", GetRange::Suffix(3), 0),
+            ];
+            for (name, range, size) in refused {
+                let result = store
+                    .get(&group(&store), &key(name), Some(range.clone()))
+                    .await;
+                assert!(
+                    matches!(&result, Err(Error::RangeNotSatisfiable { size: s, .. }) if *s == size),
+                    "{} {name} {range}: {:?}",
+                    store.url(),
+                    result.map(|r| r.range)
+                );
+            }
+            // Ranges reaching past the end are cut to it.
+            for (range, served) in [
+                (GetRange::Bounded(8..20), 8..10),
+                (GetRange::Suffix(30), 0..10),
+                (GetRange::Offset(9), 9..10),
+            ] {
+                let reading = store
+                    .get(&group(&store), &key("t/r"), Some(range.clone()))
+                    .await;
+                let reading = reading.unwrap();
+                assert_eq!(reading.range, served, "{} {range}", store.url());
+                let body: Vec<Bytes> = reading.body.try_collect().await.unwrap();
+                assert_eq!(
+                    body.concat(),
+                    &b"0123456789"[served.start as usize..served.end as usize],
+                    "{}",
+                    store.url()
+                );
+            }
         }
     }
 }
