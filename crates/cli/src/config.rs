@@ -202,6 +202,12 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_PART_SIZE", value_name = "SIZE")]
     pub(crate) part_size: Option<ByteSize>,
 
+    /// Memory for reads of hot keys: concurrent GETs and HEADs of one key
+    /// share one backend call, and files up to 1MiB read in the last 2 s
+    /// are served from memory; 0 turns it off [default: 64MiB].
+    #[arg(long, env = "CORRAL_READ_CACHE", value_name = "SIZE")]
+    pub(crate) read_cache: Option<ByteSize>,
+
     /// Log format [default: human]. The level is set by CORRAL_LOG or
     /// RUST_LOG (e.g. `info`, `corral_server=debug`) [default: info].
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_name = "FORMAT")]
@@ -264,6 +270,7 @@ pub(crate) struct Settings {
     pub(crate) keep_jobs: Span,
     pub(crate) multipart_threshold: ByteSize,
     pub(crate) part_size: ByteSize,
+    pub(crate) read_cache: ByteSize,
     pub(crate) log_format: LogFormat,
     pub(crate) auth: Option<PathBuf>,
     pub(crate) insecure_no_auth: bool,
@@ -301,6 +308,7 @@ impl Default for Settings {
             keep_jobs: Span(std::time::Duration::from_secs(7 * 24 * 3600)),
             multipart_threshold: ByteSize(store.multipart_threshold as u64),
             part_size: ByteSize(store.part_size as u64),
+            read_cache: ByteSize(store.read_cache as u64),
             log_format: LogFormat::Human,
             auth: None,
             insecure_no_auth: false,
@@ -339,6 +347,7 @@ impl Settings {
             keep_jobs,
             multipart_threshold,
             part_size,
+            read_cache,
             log_format,
             auth,
             insecure_no_auth,
@@ -371,6 +380,7 @@ impl Settings {
         set(&mut self.keep_jobs, keep_jobs);
         set(&mut self.multipart_threshold, multipart_threshold);
         set(&mut self.part_size, part_size);
+        set(&mut self.read_cache, read_cache);
         set(&mut self.log_format, log_format);
         set(&mut self.auth, auth.map(Some));
         self.insecure_no_auth |= insecure_no_auth;
@@ -480,6 +490,7 @@ impl Settings {
             orphan_age: self.orphan_age.0,
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
+            read_cache: size(self.read_cache, "read-cache")?,
             sched: SchedConfig {
                 limit,
                 queue: QueueConfig {
@@ -532,6 +543,7 @@ impl fmt::Display for Settings {
         writeln!(f, "keep_jobs = \"{}\"", self.keep_jobs)?;
         writeln!(f, "multipart_threshold = \"{}\"", self.multipart_threshold)?;
         writeln!(f, "part_size = \"{}\"", self.part_size)?;
+        writeln!(f, "read_cache = \"{}\"", self.read_cache)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)?;
         if let Some(auth) = &self.auth {
             writeln!(f, "auth = {:?}", auth.display().to_string())?;

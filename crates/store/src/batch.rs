@@ -166,7 +166,7 @@ impl Batches {
                 }
                 return Err(Error::Journal {
                     dir: dir.to_string(),
-                    source,
+                    source: source.into(),
                 });
             }
         }

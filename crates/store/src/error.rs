@@ -1,9 +1,12 @@
 //! The storage layer's error type.
 
+use std::sync::Arc;
+
 use corral_sched::{Class, Classify, JobError};
 
-/// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the storage layer. Cheap to clone, so that readers sharing
+/// one backend call (see [`crate::hot`]) each get its error.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A key or key segment breaks the rules of [`crate::Key`].
@@ -50,7 +53,7 @@ pub enum Error {
         attempts: u32,
         /// The backend's error.
         #[source]
-        source: object_store::Error,
+        source: Arc<object_store::Error>,
     },
 
     /// The scheduler's queue is full: try again after `retry_after`.
@@ -95,7 +98,7 @@ pub enum Error {
         dir: String,
         /// What the journal said.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 
     /// The metadata stored beside an object could not be read.
@@ -105,7 +108,7 @@ pub enum Error {
         key: String,
         /// Why it could not be decoded.
         #[source]
-        source: serde_json::Error,
+        source: Arc<serde_json::Error>,
     },
 }
 
@@ -150,7 +153,7 @@ impl Error {
             source => Self::Backend {
                 key: key.to_owned(),
                 attempts,
-                source,
+                source: Arc::new(source),
             },
         }
     }
@@ -372,7 +375,7 @@ mod tests {
         let backend = |source| Error::Backend {
             key: "k".into(),
             attempts: 1,
-            source,
+            source: Arc::new(source),
         };
         let s3 = |text: &str| {
             backend(object_store::Error::Generic {

@@ -16,6 +16,7 @@
 mod backend;
 pub mod batch;
 mod error;
+pub mod hot;
 pub mod key;
 mod meta;
 mod multipart;

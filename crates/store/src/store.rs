@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use corral_sched::{Group, Health, SchedConfig, Scheduler};
-use futures::TryFutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::{FutureExt, TryFutureExt};
 use object_store::path::Path;
 use object_store::{
     Attributes, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{self, Backend, S3Options};
 use crate::batch::Batches;
 use crate::error::{BackendError, Error, Result, refuses_range};
+use crate::hot::{Answer, Body, HotReads, Kind};
 use crate::key::Key;
 use crate::meta::{self, MetaDoc, ObjectInfo, meta_path};
 use crate::multipart::Parts;
@@ -63,6 +64,11 @@ pub struct StoreConfig {
     /// missing (see [`crate::batch`]); `None`: batches are all or nothing
     /// only while the process lives.
     pub batch_journal: Option<PathBuf>,
+    /// Bytes of small objects that reads of hot keys may hold, to share
+    /// one backend call among concurrent readers of a key and serve
+    /// readers that come within a moment after (see [`crate::hot`]); 0
+    /// turns sharing off.
+    pub read_cache: usize,
 }
 
 /// How often the prober looks at the backend's health.
@@ -101,6 +107,7 @@ impl Default for StoreConfig {
             orphan_sweep: Some(Duration::from_secs(3600)),
             orphan_age: Duration::from_secs(24 * 3600),
             batch_journal: None,
+            read_cache: 64 << 20,
         }
     }
 }
@@ -141,6 +148,8 @@ struct Inner {
     /// Each entry is numbered, so that a cleanup removes only its own.
     cleaning: std::sync::Mutex<HashMap<String, (u64, CancellationToken)>>,
     cleanups_begun: std::sync::atomic::AtomicU64,
+    /// Reads of hot keys in the air, and recent answers.
+    hot: HotReads,
 }
 
 /// A page of a listing.
@@ -237,6 +246,7 @@ impl Store {
 
     fn with_backend(backend: Backend, config: StoreConfig, batches: Batches) -> Self {
         let scheduler = Scheduler::new(config.sched.clone());
+        let read_cache = config.read_cache;
         Self {
             inner: Arc::new(Inner {
                 backend: backend.store,
@@ -253,6 +263,7 @@ impl Store {
                 batches,
                 cleaning: std::sync::Mutex::default(),
                 cleanups_begun: std::sync::atomic::AtomicU64::new(0),
+                hot: HotReads::new(read_cache),
             }),
         }
     }
@@ -396,6 +407,28 @@ impl Store {
     /// the backend fails, [`Error::CorruptMetadata`] if its metadata document
     /// cannot be decoded.
     pub async fn head(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
+        self.visible(key)?;
+        let hot = &self.inner.hot;
+        if !hot.enabled() {
+            return self.head_call(group, key).await;
+        }
+        let answer = hot
+            .read(key.as_str(), Kind::Head, || {
+                let (store, group, key) = (self.clone(), group.detached(), key.clone());
+                async move {
+                    let info = store.head_call(&group, &key).await?;
+                    Ok(Answer {
+                        info,
+                        body: Body::None,
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(answer.info.clone())
+    }
+
+    async fn head_call(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
         let (info, documented) = self.describe(group, key).await?;
         self.documented(group, info, documented).await
     }
@@ -473,7 +506,7 @@ impl Store {
             .map(|bytes| {
                 serde_json::from_slice::<MetaDoc>(&bytes).map_err(|source| Error::CorruptMetadata {
                     key: key.to_string(),
-                    source,
+                    source: source.into(),
                 })
             })
             .transpose()?;
@@ -495,6 +528,9 @@ impl Store {
     /// error instead of its last chunk, so the reader never sees a clean
     /// end of corrupt data.
     ///
+    /// Whole reads of one key share their call while it is in flight, and
+    /// a small object's answer is cached for a moment (see [`crate::hot`]).
+    ///
     /// # Errors
     ///
     /// [`Error::NotFound`] if there is no such object,
@@ -502,6 +538,56 @@ impl Store {
     /// (learning its size then costs one more call), [`Error::Backend`] if
     /// the backend fails. Errors while streaming come as stream items.
     pub async fn get(&self, group: &Group, key: &Key, range: Option<GetRange>) -> Result<Reading> {
+        self.visible(key)?;
+        let hot = &self.inner.hot;
+        if range.is_some() || !hot.enabled() {
+            return self.fetch(group, key, range).await;
+        }
+        let answer = hot
+            .read(key.as_str(), Kind::Get, || {
+                let (store, group, key) = (self.clone(), group.detached(), key.clone());
+                async move { store.fetch_to_share(&group, &key).await }.boxed()
+            })
+            .await?;
+        let taken = match &answer.body {
+            Body::Shared { bytes, .. } => {
+                Some(futures::stream::once(futures::future::ready(Ok(bytes.clone()))).boxed())
+            }
+            Body::Stream(stream) => stream.lock().expect("never poisoned").take(),
+            Body::None => None,
+        };
+        match taken {
+            Some(body) => Ok(Reading {
+                info: answer.info.clone(),
+                range: 0..answer.info.size,
+                body,
+            }),
+            // A large object's stream went to another reader.
+            None => self.fetch(group, key, None).await,
+        }
+    }
+
+    /// The answer of a shared whole read: the bytes of a small object,
+    /// read whole and verified, else the stream of a large one.
+    async fn fetch_to_share(&self, group: &Group, key: &Key) -> Result<Answer> {
+        let reading = self.fetch(group, key, None).await?;
+        let Some(reservation) = self.inner.hot.reserve(reading.info.size) else {
+            return Ok(Answer {
+                info: reading.info,
+                body: Body::Stream(std::sync::Mutex::new(Some(reading.body))),
+            });
+        };
+        let chunks: Vec<Bytes> = reading.body.try_collect().await?;
+        Ok(Answer {
+            info: reading.info,
+            body: Body::Shared {
+                bytes: chunks.concat().into(),
+                _reserved: reservation,
+            },
+        })
+    }
+
+    async fn fetch(&self, group: &Group, key: &Key, range: Option<GetRange>) -> Result<Reading> {
         self.visible(key)?;
         if let Some(range) = range.as_ref().filter(|range| selects_nothing(range)) {
             return Err(self.unsatisfiable(group, key, range, None).await);
@@ -596,8 +682,11 @@ impl Store {
             return Ok(());
         }
         let paths = [Path::from(key.as_str()), meta_path(key)];
-        self.call(group, key.as_str(), 0, || self.delete_call(&paths))
-            .await
+        self.inner.hot.forget(key.as_str());
+        let deleted = (self.call(group, key.as_str(), 0, || self.delete_call(&paths))).await;
+        // Again, for a read that began while the delete was under way.
+        self.inner.hot.forget(key.as_str());
+        deleted
     }
 
     /// `NotFound` for a key of a batch not settled yet (see
@@ -636,6 +725,7 @@ impl Store {
         for key in keys {
             // No look-up first: what is not there is already rolled back.
             let paths = [Path::from(key.as_str()), meta_path(&key)];
+            self.inner.hot.forget(key.as_str());
             let deleted = system
                 .run_until_done(0, || self.delete_call(&paths).map_err(BackendError))
                 .await
@@ -829,6 +919,11 @@ impl Store {
             () = tokio::time::sleep(wait) => true,
             () = self.inner.stop.cancelled() => false,
         }
+    }
+
+    /// Reads of hot keys, to forget a key when it changes.
+    pub(crate) fn hot(&self) -> &HotReads {
+        &self.inner.hot
     }
 
     pub(crate) fn batches(&self) -> &Batches {
@@ -1364,6 +1459,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_reads_of_a_key_share_one_call_and_a_delete_is_seen_at_once() {
+        let store = s3().await;
+        let content = vec![9u8; 256 << 10];
+        write(&store, "t/hot", &content).await;
+        let readers = (0..200).map(|_| async {
+            let reading = store
+                .get(&group(&store), &key("t/hot"), None)
+                .await
+                .unwrap();
+            let body: Vec<Bytes> = reading.body.try_collect().await.unwrap();
+            body.concat()
+        });
+        let (bodies, read) = calls(&store, futures::future::join_all(readers)).await;
+        assert!(bodies.iter().all(|body| *body == content));
+        // Heads are served by the answer cached for a moment.
+        let heads = (0..200).map(|_| async { store.head(&group(&store), &key("t/hot")).await });
+        let (heads, headed) = calls(&store, futures::future::join_all(heads)).await;
+        assert!(
+            heads
+                .into_iter()
+                .all(|head| head.unwrap().size == content.len() as u64)
+        );
+        assert_eq!((read, headed), (1, 0));
+        store.delete(&group(&store), &key("t/hot")).await.unwrap();
+        let gone = store.get(&group(&store), &key("t/hot"), None).await;
+        assert!(matches!(gone, Err(Error::NotFound { .. })));
+        let gone = store.head(&group(&store), &key("t/hot")).await;
+        assert!(matches!(gone, Err(Error::NotFound { .. })));
+
+        // A large object's stream goes to one reader; the others read
+        // their own, all of them whole.
+        let large = vec![4u8; (crate::hot::MAX_SHARED_BODY + 1) as usize];
+        write(&store, "t/large", &large).await;
+        let readers = (0..5).map(|_| async {
+            let reading = store
+                .get(&group(&store), &key("t/large"), None)
+                .await
+                .unwrap();
+            let body: Vec<Bytes> = reading.body.try_collect().await.unwrap();
+            body.concat()
+        });
+        let bodies = futures::future::join_all(readers).await;
+        assert!(bodies.iter().all(|body| *body == large));
+    }
+
+    #[tokio::test]
     async fn objects_stored_by_the_previous_release_stay_readable_and_deletable() {
         let store = s3().await;
         // As the previous release stored them: the SHA-256 in the
@@ -1507,17 +1648,25 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[150_000] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let read: Result<Vec<Bytes>> = store
-            .get(&group(&store), &info.key, None)
-            .await
-            .unwrap()
-            .body
-            .try_collect()
-            .await;
-        assert!(
-            matches!(read, Err(Error::ChecksumMismatch { .. })),
-            "{read:?}"
-        );
+        // The intact bytes just read are cached for a moment; past it:
+        store.hot().forget(info.key.as_str());
+        // A small object is read whole and checked before its first byte
+        // goes out (see `crate::hot`); a large one fails at its end.
+        for read_cache in [store.config().read_cache, 0] {
+            let mut config = store.config().clone();
+            config.read_cache = read_cache;
+            let store = Store::open(dir.path().to_str().unwrap(), config)
+                .await
+                .unwrap();
+            let read = match store.get(&group(&store), &info.key, None).await {
+                Ok(reading) => reading.body.try_collect::<Vec<Bytes>>().await.map(drop),
+                Err(e) => Err(e),
+            };
+            assert!(
+                matches!(read, Err(Error::ChecksumMismatch { .. })),
+                "read cache {read_cache}: {read:?}"
+            );
+        }
     }
 
     #[tokio::test]

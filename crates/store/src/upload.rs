@@ -381,6 +381,8 @@ impl<'g> Upload<'g> {
             let _intent = intent;
             let mut commit = commit;
             let result = commit.publish().await;
+            // Readers of an object this one replaced must not be served it.
+            store.hot().forget(key.as_str());
             let stored = result.is_ok();
             // The answer first: rolling back may take long (the backend is
             // down) and is the store's own work from here on.
