@@ -10,10 +10,15 @@
 //! slots, a request rate, latency, bandwidth and injected faults, modelling
 //! a cloud backend's limits for tests and benchmarks.
 //! [`s3s`] installs and runs s3s-fs, a fast S3 server over files that
-//! verifies signatures, for benchmarks.
+//! verifies signatures, for benchmarks. [`gcs`] and [`azure`] install and
+//! run emulators of Google Cloud Storage (fake-gcs-server) and Azure Blob
+//! Storage (Azurite) for backend tests, as [`s3`] does moto.
 
+pub mod azure;
 mod chain;
+pub mod emulator;
 pub mod front;
+pub mod gcs;
 pub mod herd;
 pub mod http;
 mod install;
