@@ -8,11 +8,13 @@
 //! - **An object stored in one call on a store that keeps attributes** (S3,
 //!   GCS, Azure) carries all of it as its own attributes: its content type,
 //!   and user metadata `sha256`, `name` (percent-encoded UTF-8) and
-//!   `corral_meta: inline`, which says there is nothing more to read. One
+//!   `corralmeta: inline`, which says there is nothing more to read. One
 //!   call stores it; one call describes it. (Azure takes metadata names
-//!   that are C# identifiers only, so the marker has an underscore;
-//!   objects marked `corral-meta` by earlier versions, on S3 and GCS, are
-//!   read as marked.)
+//!   that are C# identifiers only, so the marker has no hyphen, and no
+//!   underscore either: proxies in front of S3-compatible stores may drop
+//!   headers with one, as nginx does by default. Objects marked
+//!   `corral-meta` by earlier versions, on S3 and GCS, are read as
+//!   marked.)
 //! - **A multipart object** learns its SHA-256 only after its last part,
 //!   when its attributes are fixed: the SHA-256 goes into a small JSON
 //!   document beside it, under the reserved `.corral/meta/` prefix, which
@@ -24,7 +26,7 @@
 //!   has its document. On local disk both are files, so no call reaches a
 //!   network.
 //! - **Objects written by earlier releases** (attributes without the
-//!   `corral_meta` marker, or none) are described by their document.
+//!   `corralmeta` marker, or none) are described by their document.
 //!
 //! A document is written after its object; a batch is acknowledged only
 //! once both are, and a batch interrupted between the two is rolled back
@@ -71,8 +73,9 @@ pub(crate) struct MetaDoc {
 
 /// The user metadata that says an object's attributes hold all of its
 /// metadata, and its value. A valid C# identifier, as Azure requires of
-/// metadata names (it refuses others with `400 InvalidMetadata`).
-const INLINE: &str = "corral_meta";
+/// metadata names (it refuses others with `400 InvalidMetadata`), without
+/// an underscore, which some proxies drop from header names.
+const INLINE: &str = "corralmeta";
 const INLINE_VALUE: &str = "inline";
 /// The marker as versions before Azure was tested wrote it, on S3 and GCS.
 const INLINE_BEFORE: &str = "corral-meta";

@@ -1356,7 +1356,7 @@ mod tests {
             );
             assert_eq!(metadata("sha256"), Some(stored.sha256), "{url}");
             assert_eq!(metadata("name"), Some(encoded.to_string()), "{url}");
-            assert_eq!(metadata("corral_meta").as_deref(), Some("inline"), "{url}");
+            assert_eq!(metadata("corralmeta").as_deref(), Some("inline"), "{url}");
         }
     }
 
