@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use corral_sched::{AdaptiveConfig, LimitConfig, QueueConfig, SchedConfig};
 use corral_server::ServerConfig;
-use corral_store::{S3Options, SpoolConfig, StoreConfig};
+use corral_store::{AzureOptions, GcsOptions, S3Options, SpoolConfig, StoreConfig};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::ServeArgs;
@@ -486,6 +486,9 @@ impl Settings {
                 checksums: !self.s3_no_checksums,
                 ..S3Options::default()
             },
+            // From the environment (see `Store::open`).
+            gcs: GcsOptions::default(),
+            azure: AzureOptions::default(),
             orphan_sweep: Some(self.orphan_sweep.0).filter(|every| !every.is_zero()),
             orphan_age: self.orphan_age.0,
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,

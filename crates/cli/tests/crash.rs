@@ -163,7 +163,7 @@ impl Raw {
                 let listed: Vec<_> = client.list(Some(&root)).try_collect().await.unwrap();
                 for meta in listed {
                     let got = client.get(&meta.location).await.unwrap();
-                    let marker = object_store::Attribute::Metadata("corral-meta".into());
+                    let marker = object_store::Attribute::Metadata("corralmeta".into());
                     let inline = got
                         .attributes
                         .get(&marker)

@@ -75,6 +75,75 @@ impl S3Options {
     }
 }
 
+/// How a `gs://` store is reached. Credentials and anything not set here
+/// come from the environment (`GOOGLE_SERVICE_ACCOUNT`,
+/// `GOOGLE_APPLICATION_CREDENTIALS`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcsOptions {
+    /// The service's base URL, for an emulator (`http://127.0.0.1:4443`);
+    /// Google's by default.
+    pub endpoint: Option<String>,
+    /// Send no credentials: for an emulator such as fake-gcs-server, which
+    /// checks none. (Without credentials configured, the client would ask
+    /// the GCE metadata service for a token.)
+    pub no_auth: bool,
+}
+
+impl GcsOptions {
+    /// A GCS emulator at `endpoint`, reached without credentials.
+    pub fn emulator(endpoint: &str) -> Self {
+        Self {
+            endpoint: Some(endpoint.to_owned()),
+            no_auth: true,
+        }
+    }
+}
+
+/// A service account key that turns OAuth off (`object_store`'s
+/// `disable_oauth`, documented for emulators): requests carry an empty
+/// bearer token.
+const GCS_NO_OAUTH: &str =
+    r#"{"disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}"#;
+
+/// How an `az://` store is reached. Credentials and anything not set here
+/// come from the environment (`AZURE_STORAGE_ACCOUNT_NAME`,
+/// `AZURE_STORAGE_ACCOUNT_KEY`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AzureOptions {
+    /// The account's URL, for an emulator or another cloud
+    /// (`http://127.0.0.1:10000/devstoreaccount1`);
+    /// `https://{account}.blob.core.windows.net` by default.
+    pub endpoint: Option<String>,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    /// The storage account, in place of the environment's.
+    pub account: Option<String>,
+    /// Its access key, in place of the environment's.
+    pub access_key: Option<String>,
+}
+
+impl AzureOptions {
+    /// An Azure-compatible blob service at `endpoint`, the account's URL
+    /// (Azurite: `http://127.0.0.1:10000/devstoreaccount1`), with plain
+    /// HTTP allowed if the endpoint uses it, and the given account and key.
+    pub fn compatible(endpoint: &str, account: &str, access_key: &str) -> Self {
+        Self {
+            endpoint: Some(endpoint.to_owned()),
+            allow_http: endpoint.starts_with("http://"),
+            account: Some(account.to_owned()),
+            access_key: Some(access_key.to_owned()),
+        }
+    }
+}
+
+/// How each kind of cloud store is reached.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CloudOptions<'a> {
+    pub(crate) s3: &'a S3Options,
+    pub(crate) gcs: &'a GcsOptions,
+    pub(crate) azure: &'a AzureOptions,
+}
+
 /// An opened backend.
 pub(crate) struct Backend {
     /// Every object call goes here; keys are relative to the URL's prefix.
@@ -91,7 +160,7 @@ pub(crate) struct Backend {
 }
 
 /// Opens the backend of `url`; the error is the reason, for people.
-pub(crate) fn open(url: &str, s3: &S3Options) -> Result<Backend, String> {
+pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend, String> {
     if url == "memory://" || url == "memory:///" {
         return Ok(Backend {
             store: Arc::new(InMemory::new()),
@@ -113,28 +182,51 @@ pub(crate) fn open(url: &str, s3: &S3Options) -> Result<Backend, String> {
     }
     match scheme {
         "file" => open_local(rest),
-        "s3" => open_s3(url, bucket, prefix, s3),
+        "s3" => open_s3(url, bucket, prefix, options.s3),
         "gs" => {
-            let gcs = GoogleCloudStorageBuilder::from_env()
+            let mut builder = GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(retry())
-                .build()
-                .map_err(|e| error_chain(&e))?;
+                .with_retry(retry());
+            if let Some(endpoint) = &options.gcs.endpoint {
+                builder = builder.with_base_url(endpoint);
+            }
+            if options.gcs.no_auth {
+                builder = builder.with_service_account_key(GCS_NO_OAUTH);
+            }
+            let gcs = builder.build().map_err(|e| error_chain(&e))?;
             let orphans = Orphans::Unsupported(
                 "on GCS, a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes \
                  incomplete uploads",
             );
-            Ok(cloud(url, gcs, prefix, false, orphans))
+            // GCS's XML API takes an object's attributes when its multipart
+            // upload starts, as S3 does.
+            Ok(cloud(url, gcs, prefix, true, orphans))
         }
         "az" => {
-            let azure = MicrosoftAzureBuilder::from_env()
+            let azure = &options.azure;
+            let mut builder = MicrosoftAzureBuilder::from_env()
                 .with_container_name(bucket)
-                .with_retry(retry())
-                .build()
-                .map_err(|e| error_chain(&e))?;
+                .with_retry(retry());
+            if let Some(endpoint) = &azure.endpoint {
+                builder = builder.with_endpoint(endpoint.clone());
+            }
+            if azure.allow_http {
+                builder = builder.with_allow_http(true);
+            }
+            if let Some(account) = &azure.account {
+                builder = builder.with_account(account);
+            }
+            if let Some(key) = &azure.access_key {
+                builder = builder.with_access_key(key);
+            }
+            let azure = builder.build().map_err(|e| error_chain(&e))?;
             let orphans = Orphans::Unsupported(
                 "Azure discards uncommitted blocks by itself after seven days",
             );
+            // object_store's Azure client takes no attributes at the start
+            // of a multipart upload (its blocks are committed by a block
+            // list that carries none): a multipart object has its content
+            // type in corral's metadata document only.
             Ok(cloud(url, azure, prefix, false, orphans))
         }
         _ => Err(format!(
@@ -247,8 +339,18 @@ fn cloud<S: ObjectStore + MultipartStore + Clone>(
 mod tests {
     use super::*;
 
+    fn open_with(url: &str, s3: &S3Options) -> Result<Backend, String> {
+        let (gcs, azure) = (GcsOptions::default(), AzureOptions::default());
+        let options = CloudOptions {
+            s3,
+            gcs: &gcs,
+            azure: &azure,
+        };
+        open(url, options)
+    }
+
     fn reason(url: &str) -> String {
-        match open(url, &S3Options::default()) {
+        match open_with(url, &S3Options::default()) {
             Ok(_) => panic!("{url} opened"),
             Err(reason) => reason,
         }
@@ -261,12 +363,12 @@ mod tests {
             assert!(reason(&format!("{scheme}://")).contains("no bucket"));
             assert!(reason(&format!("{scheme}:///prefix")).contains("no bucket"));
         }
-        let memory = open("memory://", &S3Options::default()).unwrap();
+        let memory = open_with("memory://", &S3Options::default()).unwrap();
         assert_eq!(memory.url, "memory://");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_str().unwrap();
         for url in [path.to_owned(), format!("file://{path}")] {
-            let local = open(&url, &S3Options::default()).unwrap();
+            let local = open_with(&url, &S3Options::default()).unwrap();
             assert!(local.url.starts_with("file:///"), "{}", local.url);
             assert!(!local.attributes);
         }
@@ -275,7 +377,7 @@ mod tests {
     #[test]
     fn cloud_stores_keep_their_prefix_and_parts() {
         let options = S3Options::compatible("http://127.0.0.1:1", "eu-west-1", "id", "secret");
-        let s3 = open("s3://bucket/a/b/", &options).unwrap();
+        let s3 = open_with("s3://bucket/a/b/", &options).unwrap();
         let parts = s3.parts.unwrap();
         assert_eq!(parts.prefix, "a/b");
         assert!(parts.attributes_on_create);

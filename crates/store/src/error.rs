@@ -235,16 +235,26 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
 
 /// Whether a failed ranged GET may be the backend refusing the range: a
 /// `416`, a `200` with the whole object instead of the range (S3 and moto
-/// answer so for an empty object), or a local store's invalid range. The
-/// object's size, learned by one more call, then decides. `object_store`
-/// reports none of them in a type of its own, so the remote ones are read
-/// from their messages.
+/// answer so for an empty object), an answer that `object_store` finds
+/// outside the object (Azurite's to a range past the end) or cannot parse
+/// (`Content-Range: bytes 0--1/0`, from Azurite and fake-gcs-server for
+/// an empty object), or a local
+/// store's invalid range. The object's size, learned by one more call,
+/// then decides. `object_store` reports none of them in a public type,
+/// so the remote ones are read from their messages.
 pub(crate) fn refuses_range(error: &object_store::Error) -> bool {
+    const REFUSALS: [&str; 3] = [
+        "non-partial response",
+        "Wanted range starting at",
+        "CONTENT_RANGE header",
+    ];
     match error {
+        // A range the store does not take (Azure: suffixes).
+        object_store::Error::NotSupported { .. } => true,
         object_store::Error::Generic { store, .. } if is_local(store) => true,
         object_store::Error::Generic { source, .. } => sources(source.as_ref()).any(|e| {
             let text = e.to_string();
-            status_in(&text) == Some(416) || text.contains("non-partial response")
+            status_in(&text) == Some(416) || REFUSALS.iter().any(|refusal| text.contains(refusal))
         }),
         _ => false,
     }

@@ -25,7 +25,7 @@ pub mod spool;
 mod store;
 pub mod upload;
 
-pub use backend::S3Options;
+pub use backend::{AzureOptions, GcsOptions, S3Options};
 pub use batch::Intent;
 pub use error::{Error, Result, sources};
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};

@@ -8,8 +8,13 @@
 //! - **An object stored in one call on a store that keeps attributes** (S3,
 //!   GCS, Azure) carries all of it as its own attributes: its content type,
 //!   and user metadata `sha256`, `name` (percent-encoded UTF-8) and
-//!   `corral-meta: inline`, which says there is nothing more to read. One
-//!   call stores it; one call describes it.
+//!   `corralmeta: inline`, which says there is nothing more to read. One
+//!   call stores it; one call describes it. (Azure takes metadata names
+//!   that are C# identifiers only, so the marker has no hyphen, and no
+//!   underscore either: proxies in front of S3-compatible stores may drop
+//!   headers with one, as nginx does by default. Objects marked
+//!   `corral-meta` by earlier versions, on S3 and GCS, are read as
+//!   marked.)
 //! - **A multipart object** learns its SHA-256 only after its last part,
 //!   when its attributes are fixed: the SHA-256 goes into a small JSON
 //!   document beside it, under the reserved `.corral/meta/` prefix, which
@@ -21,7 +26,7 @@
 //!   has its document. On local disk both are files, so no call reaches a
 //!   network.
 //! - **Objects written by earlier releases** (attributes without the
-//!   `corral-meta` marker, or none) are described by their document.
+//!   `corralmeta` marker, or none) are described by their document.
 //!
 //! A document is written after its object; a batch is acknowledged only
 //! once both are, and a batch interrupted between the two is rolled back
@@ -67,9 +72,13 @@ pub(crate) struct MetaDoc {
 }
 
 /// The user metadata that says an object's attributes hold all of its
-/// metadata, and its value.
-const INLINE: &str = "corral-meta";
+/// metadata, and its value. A valid C# identifier, as Azure requires of
+/// metadata names (it refuses others with `400 InvalidMetadata`), without
+/// an underscore, which some proxies drop from header names.
+const INLINE: &str = "corralmeta";
 const INLINE_VALUE: &str = "inline";
+/// The marker as versions before Azure was tested wrote it, on S3 and GCS.
+const INLINE_BEFORE: &str = "corral-meta";
 const SHA256: &str = "sha256";
 const NAME: &str = "name";
 
@@ -101,7 +110,9 @@ pub(crate) fn from_attributes(attributes: &Attributes) -> (Option<String>, Optio
     let text = |attribute: &Attribute| attributes.get(attribute).map(|value| value.to_string());
     let metadata = |name: &str| text(&Attribute::Metadata(name.to_owned().into()));
     let content_type = text(&Attribute::ContentType);
-    let inline = metadata(INLINE).is_some_and(|value| value == INLINE_VALUE);
+    let inline = [INLINE, INLINE_BEFORE]
+        .into_iter()
+        .any(|marker| metadata(marker).is_some_and(|value| value == INLINE_VALUE));
     (content_type, metadata(SHA256).filter(|_| inline))
 }
 
@@ -124,14 +135,43 @@ mod tests {
         assert!(Key::parse(path.as_ref()).is_err());
     }
 
-    #[test]
-    fn meta_documents_round_trip() {
-        let doc = MetaDoc {
+    fn doc(name: Option<&str>) -> MetaDoc {
+        MetaDoc {
             size: 3,
             sha256: "ab".repeat(32),
             content_type: Some("text/plain".into()),
-            name: None,
-        };
+            name: name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn metadata_names_are_identifiers_as_azure_requires() {
+        let doc = doc(Some("a b.txt"));
+        let attributes = attributes(Some("text/plain"), Some(&doc));
+        for (attribute, _) in &attributes {
+            if let Attribute::Metadata(name) = attribute {
+                let mut chars = name.chars();
+                let first = chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+                let rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+                assert!(first && rest, "{name} is not a C# identifier");
+            }
+        }
+        assert_eq!(from_attributes(&attributes).1, Some(doc.sha256.clone()));
+        // As an earlier version marked it.
+        let mut before = Attributes::new();
+        before.insert(
+            Attribute::Metadata("sha256".into()),
+            doc.sha256.clone().into(),
+        );
+        before.insert(Attribute::Metadata("corral-meta".into()), "inline".into());
+        assert_eq!(from_attributes(&before).1, Some(doc.sha256));
+    }
+
+    #[test]
+    fn meta_documents_round_trip() {
+        let doc = doc(None);
         let json = serde_json::to_vec(&doc).unwrap();
         assert_eq!(serde_json::from_slice::<MetaDoc>(&json).unwrap(), doc);
     }

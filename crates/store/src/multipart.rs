@@ -4,13 +4,15 @@
 //! `object_store`'s [`MultipartUpload`] works everywhere but numbers parts
 //! by call: a repeated `put_part` adds a part rather than replacing one, so
 //! a part cannot be retried by the scheduler. Backends that implement
-//! [`MultipartStore`] (S3) take explicit part numbers instead, so there each
+//! [`MultipartStore`] (S3, GCS, Azure) take explicit part numbers instead, so there each
 //! part is an ordinary retriable call under the scheduler's budget.
 //!
 //! A multipart object's attributes are set when its upload starts, before
-//! its SHA-256 is known: it gets its content type there, and its SHA-256
-//! only in corral's metadata document (plus, on S3, the store's own
-//! checksum of each part). Copying the finished object onto itself to add
+//! its SHA-256 is known: it gets its content type there (on S3 and GCS;
+//! `object_store`'s Azure client takes no attributes for an upload by
+//! parts, so there it is in the document only), and its SHA-256 only in
+//! corral's metadata document (plus, on S3, the store's own checksum of
+//! each part). Copying the finished object onto itself to add
 //! the SHA-256 would cost a second write of every byte.
 
 use std::sync::Arc;
@@ -32,7 +34,7 @@ pub(crate) struct Parts {
     pub(crate) store: Arc<dyn MultipartStore>,
     /// What the backend's prefix store puts before every key.
     pub(crate) prefix: String,
-    /// Whether an upload can be given attributes when it starts (S3).
+    /// Whether an upload can be given attributes when it starts (S3, GCS).
     pub(crate) attributes_on_create: bool,
 }
 

@@ -18,7 +18,7 @@ use object_store::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{self, Backend, S3Options};
+use crate::backend::{self, AzureOptions, Backend, CloudOptions, GcsOptions, S3Options};
 use crate::batch::Batches;
 use crate::error::{BackendError, Error, Result, refuses_range};
 use crate::hot::{Answer, Body, HotReads, Kind};
@@ -54,6 +54,10 @@ pub struct StoreConfig {
     pub sched: SchedConfig,
     /// How an `s3://` store is reached.
     pub s3: S3Options,
+    /// How a `gs://` store is reached.
+    pub gcs: GcsOptions,
+    /// How an `az://` store is reached.
+    pub azure: AzureOptions,
     /// How often to abort multipart uploads left behind by processes that
     /// died (see [`Store::sweep_orphans`]): on opening, then at this
     /// interval. `None`: never.
@@ -104,6 +108,8 @@ impl Default for StoreConfig {
             part_size: 8 << 20,
             sched: SchedConfig::default(),
             s3: S3Options::default(),
+            gcs: GcsOptions::default(),
+            azure: AzureOptions::default(),
             orphan_sweep: Some(Duration::from_secs(3600)),
             orphan_age: Duration::from_secs(24 * 3600),
             batch_journal: None,
@@ -171,10 +177,12 @@ impl Store {
     /// - `s3://bucket/prefix`: an S3 bucket, or an S3-compatible store
     ///   ([`S3Options`]).
     /// - `gs://bucket/prefix`: a Google Cloud Storage bucket, configured by
-    ///   `GOOGLE_SERVICE_ACCOUNT` or `GOOGLE_APPLICATION_CREDENTIALS`.
+    ///   `GOOGLE_SERVICE_ACCOUNT` or `GOOGLE_APPLICATION_CREDENTIALS`, or an
+    ///   emulator ([`GcsOptions`]).
     /// - `az://container/prefix`: an Azure Blob Storage container, configured
     ///   by `AZURE_STORAGE_ACCOUNT_NAME` and `AZURE_STORAGE_ACCOUNT_KEY` (or
-    ///   the other `AZURE_*` variables `object_store` reads).
+    ///   the other `AZURE_*` variables `object_store` reads), or an emulator
+    ///   ([`AzureOptions`]).
     /// - `memory://`: in memory, gone when the process exits (for tests and
     ///   trials).
     ///
@@ -190,7 +198,12 @@ impl Store {
             url: url.to_owned(),
             reason,
         };
-        let backend = backend::open(url, &config.s3).map_err(open_error)?;
+        let options = CloudOptions {
+            s3: &config.s3,
+            gcs: &config.gcs,
+            azure: &config.azure,
+        };
+        let backend = backend::open(url, options).map_err(open_error)?;
         let (batches, unfinished) = match &config.batch_journal {
             Some(path) => {
                 let opened = Batches::open(path).await.map_err(|e| {
@@ -611,6 +624,19 @@ impl Store {
             .await?;
         let found = match (answer, &range) {
             (Ok(found), _) => found,
+            // Azure takes no suffix ranges: learn the size, then ask for
+            // the bytes (two calls).
+            (Err(object_store::Error::NotSupported { .. }), Some(GetRange::Suffix(n))) => {
+                let (info, _) = self.describe(group, key).await?;
+                let bytes = info.size.saturating_sub(*n)..info.size;
+                if bytes.is_empty() {
+                    return Err(Error::RangeNotSatisfiable {
+                        key: key.to_string(),
+                        size: info.size,
+                    });
+                }
+                return Box::pin(self.fetch(group, key, Some(GetRange::Bounded(bytes)))).await;
+            }
             (Err(refusal), Some(range)) => {
                 return Err(self.unsatisfiable(group, key, range, Some(refusal)).await);
             }
@@ -1054,6 +1080,8 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::Intent;
+    use corral_testkit::azure::{self, AzureServer};
+    use corral_testkit::gcs::GcsServer;
     use corral_testkit::s3::{self, S3Server};
     use object_store::{Attribute, Attributes};
 
@@ -1066,14 +1094,34 @@ mod tests {
     }
 
     /// The same store behaviours on every backend: a local directory,
-    /// memory, and a real S3 server (moto, started by the testkit).
+    /// memory, and real S3, GCS and Azure servers (moto, fake-gcs-server
+    /// and Azurite, installed and started by the testkit).
     async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+        let (local, dir) = local().await;
+        vec![
+            (local, Some(dir)),
+            (memory().await, None),
+            (s3().await, None),
+            (gcs().await, None),
+            (azure().await, None),
+        ]
+    }
+
+    async fn local() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let local = Store::open(dir.path().to_str().unwrap(), small_parts())
             .await
             .unwrap();
-        let memory = Store::open("memory://", small_parts()).await.unwrap();
-        vec![(local, Some(dir)), (memory, None), (s3().await, None)]
+        (local, dir)
+    }
+
+    async fn memory() -> Store {
+        Store::open("memory://", small_parts()).await.unwrap()
+    }
+
+    /// The cloud stores, each in a bucket of its own.
+    async fn clouds() -> [Store; 3] {
+        [s3().await, gcs().await, azure().await]
     }
 
     async fn s3() -> Store {
@@ -1081,13 +1129,45 @@ mod tests {
         s3_in(&bucket, s3_config()).await
     }
 
+    /// A cloud store's config: no sweeps (the tests that want them start
+    /// them), and parts of 5 MiB, the least S3 and GCS take for all but
+    /// the last.
+    fn cloud_config() -> StoreConfig {
+        StoreConfig {
+            orphan_sweep: None,
+            part_size: 5 << 20,
+            multipart_threshold: 5 << 20,
+            ..small_parts()
+        }
+    }
+
+    async fn gcs() -> Store {
+        let gcs = GcsServer::require();
+        let bucket = gcs.new_bucket("store").unwrap();
+        let config = StoreConfig {
+            gcs: GcsOptions::emulator(&gcs.endpoint()),
+            ..cloud_config()
+        };
+        Store::open(&format!("gs://{bucket}/corral"), config)
+            .await
+            .unwrap()
+    }
+
+    async fn azure() -> Store {
+        let azurite = AzureServer::require();
+        let container = azurite.new_container("store").unwrap();
+        let endpoint = azurite.account_endpoint();
+        let config = StoreConfig {
+            azure: AzureOptions::compatible(&endpoint, azure::ACCOUNT, azure::ACCESS_KEY),
+            ..cloud_config()
+        };
+        Store::open(&format!("az://{container}/corral"), config)
+            .await
+            .unwrap()
+    }
+
     fn s3_config() -> StoreConfig {
-        let mut config = small_parts();
-        // Sweeps are started by the tests that want them.
-        config.orphan_sweep = None;
-        // S3 wants parts of at least 5 MiB, all but the last.
-        config.part_size = 5 << 20;
-        config.multipart_threshold = 5 << 20;
+        let mut config = cloud_config();
         config.s3 = S3Options::compatible(
             &S3Server::require().endpoint(),
             s3::REGION,
@@ -1255,10 +1335,28 @@ mod tests {
                     let got = store.backend().get_opts(&Path::from(name), head).await;
                     let attributes = got.unwrap().attributes;
                     let text = |attribute| attributes.get(&attribute).map(|v| v.to_string());
-                    assert_eq!(text(Attribute::ContentType).as_deref(), Some("text/plain"));
+                    let single_call = len <= config.multipart_threshold;
+                    // A multipart upload is typed when it starts, where the
+                    // backend's parts interface takes attributes. object_store's
+                    // Azure client takes none there: the blob gets Azure's
+                    // default type, and corral's document has the real one
+                    // (`info` above).
+                    let typed = single_call
+                        || (store.parts()).is_none_or(|parts| parts.attributes_on_create);
+                    let content_type = text(Attribute::ContentType);
+                    let expected = match typed {
+                        true => "text/plain",
+                        false => "application/octet-stream",
+                    };
+                    let expected = Some(expected);
+                    assert_eq!(
+                        content_type.as_deref(),
+                        expected,
+                        "{name} on {}",
+                        store.url()
+                    );
                     // Known before the call only for single-call objects.
                     let sha256 = text(Attribute::Metadata("sha256".into()));
-                    let single_call = len <= config.multipart_threshold;
                     assert_eq!(sha256.is_some(), single_call, "{name} on {}", store.url());
                     if single_call {
                         assert_eq!(sha256.as_deref(), Some(stored.sha256.as_str()));
@@ -1429,33 +1527,77 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_small_file_carries_all_its_metadata_on_every_cloud_store() {
+        let name = "résumé 1.txt";
+        for store in clouds().await {
+            let writer = group(&store);
+            let content_type = Some("text/plain".to_owned());
+            let mut upload =
+                store.upload(&writer, key("t/cv"), None, content_type, Some(name.into()));
+            upload.write(Bytes::from_static(b"cv")).await.unwrap();
+            let stored = upload.finish().await.unwrap();
+            let head = GetOptions {
+                head: true,
+                ..GetOptions::default()
+            };
+            let got = store.backend().get_opts(&Path::from("t/cv"), head).await;
+            let attributes = got.unwrap().attributes;
+            let text = |attribute| attributes.get(&attribute).map(|v| v.to_string());
+            let metadata = |name: &'static str| text(Attribute::Metadata(name.into()));
+            let encoded =
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+            let url = store.url();
+            assert_eq!(
+                text(Attribute::ContentType).as_deref(),
+                Some("text/plain"),
+                "{url}"
+            );
+            assert_eq!(metadata("sha256"), Some(stored.sha256), "{url}");
+            assert_eq!(metadata("name"), Some(encoded.to_string()), "{url}");
+            assert_eq!(metadata("corralmeta").as_deref(), Some("inline"), "{url}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_small_file_costs_one_call_to_store_read_or_delete_where_attributes_are_kept() {
-        let store = s3().await;
-        let (_, stored) = calls(&store, write(&store, "t/one", b"one call")).await;
-        let (info, described) = calls(&store, store.head(&group(&store), &key("t/one"))).await;
-        let info = info.unwrap();
-        let (_, read) = calls(&store, read_all(&store, &info, 0..info.size)).await;
-        let (deleted, removed) = calls(&store, store.delete(&group(&store), &key("t/one"))).await;
-        deleted.unwrap();
-        assert_eq!((stored, described, read, removed), (1, 1, 1, 1));
-        assert_eq!(
-            info.sha256.as_deref(),
-            Some(sha256_hex(b"one call").as_str())
-        );
-        assert_eq!(info.content_type.as_deref(), Some("text/plain"));
-        // A multipart object has its SHA-256 in a document: one more call.
-        let large = vec![5u8; store.config().multipart_threshold + 1];
-        write(&store, "t/large", &large).await;
-        let (info, described) = calls(&store, store.head(&group(&store), &key("t/large"))).await;
-        let info = info.unwrap();
-        assert_eq!(info.sha256, Some(sha256_hex(&large)));
-        let (whole, read) = calls(&store, read_all(&store, &info, 0..info.size)).await;
-        assert_eq!(whole, large);
-        let (_, ranged) = calls(&store, read_all(&store, &info, 1..5)).await;
-        // S3 deletes the object and its document in one bulk call.
-        let (deleted, removed) = calls(&store, store.delete(&group(&store), &key("t/large"))).await;
-        deleted.unwrap();
-        assert_eq!((described, read, ranged, removed), (2, 2, 2, 1));
+        for store in clouds().await {
+            let url = store.url().to_owned();
+            // One job; on GCS, which has no bulk delete, it sends two
+            // requests at once (the object, its document).
+            let delete_calls = 1;
+            let (_, stored) = calls(&store, write(&store, "t/one", b"one call")).await;
+            let (info, described) = calls(&store, store.head(&group(&store), &key("t/one"))).await;
+            let info = info.unwrap();
+            let (_, read) = calls(&store, read_all(&store, &info, 0..info.size)).await;
+            let (_, ranged) = calls(&store, read_all(&store, &info, 1..3)).await;
+            let (deleted, removed) =
+                calls(&store, store.delete(&group(&store), &key("t/one"))).await;
+            deleted.unwrap();
+            let counts = (stored, described, read, ranged, removed);
+            assert_eq!(counts, (1, 1, 1, 1, delete_calls), "{url}");
+            assert_eq!(
+                info.sha256.as_deref(),
+                Some(sha256_hex(b"one call").as_str())
+            );
+            assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+            // A multipart object has its SHA-256 in a document: one more
+            // call to describe or read it.
+            let large = vec![5u8; store.config().multipart_threshold + 1];
+            write(&store, "t/large", &large).await;
+            let (info, described) =
+                calls(&store, store.head(&group(&store), &key("t/large"))).await;
+            let info = info.unwrap();
+            assert_eq!(info.sha256, Some(sha256_hex(&large)));
+            assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+            let (whole, read) = calls(&store, read_all(&store, &info, 0..info.size)).await;
+            assert_eq!(whole, large);
+            let (_, ranged) = calls(&store, read_all(&store, &info, 1..5)).await;
+            let (deleted, removed) =
+                calls(&store, store.delete(&group(&store), &key("t/large"))).await;
+            deleted.unwrap();
+            let counts = (described, read, ranged, removed);
+            assert_eq!(counts, (2, 2, 2, delete_calls), "{url}");
+        }
     }
 
     #[tokio::test]
@@ -1506,7 +1648,12 @@ mod tests {
 
     #[tokio::test]
     async fn objects_stored_by_the_previous_release_stay_readable_and_deletable() {
-        let store = s3().await;
+        for store in clouds().await {
+            stays_readable_and_deletable(&store).await;
+        }
+    }
+
+    async fn stays_readable_and_deletable(store: &Store) {
         // As the previous release stored them: the SHA-256 in the
         // attributes without the marker, and a document beside.
         let (path, content) = (Path::from("t/old"), b"old".as_slice());
@@ -1530,11 +1677,11 @@ mod tests {
         raw.put(&meta_path(&key("t/old")), doc.into())
             .await
             .unwrap();
-        let info = store.head(&group(&store), &key("t/old")).await.unwrap();
+        let info = store.head(&group(store), &key("t/old")).await.unwrap();
         assert_eq!(info.sha256, Some(sha256_hex(content)));
         assert_eq!(info.content_type.as_deref(), Some("text/x-old"));
-        assert_eq!(read_all(&store, &info, 0..3).await, content);
-        store.delete(&group(&store), &key("t/old")).await.unwrap();
+        assert_eq!(read_all(store, &info, 0..3).await, content);
+        store.delete(&group(store), &key("t/old")).await.unwrap();
         let doc = raw.head(&meta_path(&key("t/old"))).await;
         assert!(
             matches!(doc, Err(object_store::Error::NotFound { .. })),
@@ -1636,14 +1783,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_corrupt_object_is_an_error_on_read_not_silent() {
-        let (store, dir) = stores().await.remove(0);
+        let (store, dir) = local().await;
         let content = vec![7u8; 300_000];
         write(&store, "t/corrupt", &content).await;
         let info = store.head(&group(&store), &key("t/corrupt")).await.unwrap();
         // Intact: the whole object reads back.
         assert_eq!(read_all(&store, &info, 0..info.size).await, content);
         // Flip one byte on disk, keeping the size.
-        let dir = dir.expect("the local store has a directory");
         let path = dir.path().join("t/corrupt");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[150_000] ^= 1;
@@ -1725,7 +1871,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_cleanup_does_not_stop_later_rollbacks() {
-        let (store, _dir) = stores().await.remove(0);
+        let (store, _dir) = local().await;
         // Rolling back what was never written fails its look-up...
         store.delete_all(vec![key("t/never-written")]).await;
         // ...and the next rollback still works.

@@ -1,11 +1,13 @@
-//! What the installers of test servers ([`crate::s3`], [`crate::s3s`])
-//! share: where they install, how two processes avoid installing at once,
-//! and how a failed install is reported.
+//! What the installers of test servers ([`crate::s3`], [`crate::s3s`],
+//! [`crate::gcs`], [`crate::azure`]) share: where they install, how two
+//! processes avoid installing at once, how an install is known to be
+//! complete, and how a failed one is reported.
 
 use std::env;
-use std::fs::{File, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ pub(crate) fn target_dir() -> PathBuf {
 }
 
 /// Why [`lock`] failed.
-pub(crate) enum LockError {
+enum LockError {
     /// Another process held the lock for the whole timeout.
     Timeout { waited: Duration },
     /// The lock file could not be opened or locked.
@@ -34,7 +36,7 @@ pub(crate) enum LockError {
 /// Takes the exclusive lock on the file `path` (created if missing),
 /// waiting at most `timeout` for another holder. The lock is held while
 /// the returned file lives; the OS releases it if the process dies.
-pub(crate) fn lock(path: &Path, timeout: Duration) -> Result<File, LockError> {
+fn lock(path: &Path, timeout: Duration) -> Result<File, LockError> {
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -68,9 +70,185 @@ pub(crate) fn lock(path: &Path, timeout: Duration) -> Result<File, LockError> {
 }
 
 /// The last `bytes` of a failed command's output, for its error message.
-pub(crate) fn output_tail(stdout: &[u8], stderr: &[u8], bytes: usize) -> String {
+fn output_tail(stdout: &[u8], stderr: &[u8], bytes: usize) -> String {
     let mut all = stdout.to_vec();
     all.extend_from_slice(stderr);
     let start = all.len().saturating_sub(bytes);
     String::from_utf8_lossy(&all[start..]).into_owned()
+}
+
+/// The file, written last in an install directory, whose content says the
+/// install is complete and what it installed.
+const MARKER: &str = "corral-installed";
+
+/// Output of a failed step kept for its error message.
+const TAIL_BYTES: usize = 8 * 1024;
+
+/// A step of an install, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// `python -m venv`.
+    Venv,
+    /// `pip install`.
+    Pip,
+    /// `npm install`.
+    Npm,
+    /// `cargo install`.
+    Cargo,
+}
+
+/// Why [`ensure`] failed.
+#[derive(Debug)]
+pub(crate) enum InstallError {
+    /// Another process held the install lock for the whole timeout.
+    LockTimeout { path: PathBuf, waited: Duration },
+    /// The program of a step could not be run.
+    Missing {
+        step: Step,
+        program: String,
+        source: io::Error,
+    },
+    /// A step exited unsuccessfully.
+    Failed {
+        step: Step,
+        /// The command, for people.
+        command: String,
+        status: ExitStatus,
+        /// The tail of its output.
+        output: String,
+    },
+    /// Any other I/O failure.
+    Io { context: String, source: io::Error },
+}
+
+impl InstallError {
+    fn io(context: String) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Io { context, source }
+    }
+}
+
+/// Makes sure the directory `dir` holds a complete install of `what`:
+/// under the exclusive lock `<dir>.lock`, an install whose marker file
+/// names `what` and which `complete` accepts is kept; anything else is
+/// removed and `install` run, given the lock file (see [`Lock::stdin`]),
+/// before the marker is written, last.
+pub(crate) fn ensure(
+    dir: &Path,
+    what: &str,
+    timeout: Duration,
+    complete: impl FnOnce() -> bool,
+    install: impl FnOnce(&Lock) -> Result<(), InstallError>,
+) -> Result<(), InstallError> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(InstallError::io(format!(
+            "cannot create {}",
+            parent.display()
+        )))?;
+    }
+    // Held until this function returns; the OS releases it if we die.
+    let path = dir.with_extension("lock");
+    let file = lock(&path, timeout).map_err(|e| match e {
+        LockError::Timeout { waited } => InstallError::LockTimeout {
+            path: path.clone(),
+            waited,
+        },
+        LockError::Io { context, source } => InstallError::Io { context, source },
+    })?;
+    let marker = dir.join(MARKER);
+    if fs::read_to_string(&marker).is_ok_and(|m| m == what) && complete() {
+        return Ok(());
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir)
+            .map_err(InstallError::io(format!("cannot remove {}", dir.display())))?;
+    }
+    install(&Lock { file, path })?;
+    fs::write(&marker, what).map_err(InstallError::io(format!(
+        "cannot write {}",
+        marker.display()
+    )))
+}
+
+/// The install lock, held while an install runs.
+pub(crate) struct Lock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// The lock file as a child's stdin. The OS releases the lock when its
+    /// holder dies, but not while a child holding it too runs on: a killed
+    /// test leaves no half-written install to a successor while its `pip`
+    /// or `npm` still writes.
+    pub(crate) fn stdin(&self) -> Result<Stdio, InstallError> {
+        self.file
+            .try_clone()
+            .map(Stdio::from)
+            .map_err(InstallError::io(format!(
+                "cannot share {}",
+                self.path.display()
+            )))
+    }
+
+    /// Runs `command`, one step of the install, holding the lock.
+    pub(crate) fn run(&self, step: Step, command: &mut Command) -> Result<(), InstallError> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let shown = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|part| part.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output =
+            command
+                .stdin(self.stdin()?)
+                .output()
+                .map_err(|source| InstallError::Missing {
+                    step,
+                    program,
+                    source,
+                })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(InstallError::Failed {
+            step,
+            command: shown,
+            status: output.status,
+            output: output_tail(&output.stdout, &output.stderr, TAIL_BYTES),
+        })
+    }
+}
+
+/// Makes sure `venv` is a virtualenv holding `requirements`, and returns
+/// its interpreter. The venv is made by `$CORRAL_PYTHON` (default
+/// `python3`); see [`ensure`] for the lock and the marker.
+pub(crate) fn venv(venv: &Path, requirements: &[&str]) -> Result<PathBuf, InstallError> {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+    let python = venv.join("bin").join("python");
+    // `exists` follows the interpreter symlink, so a venv whose base Python
+    // was removed counts as incomplete.
+    ensure(
+        venv,
+        &requirements.join("\n"),
+        LOCK_TIMEOUT,
+        || python.exists(),
+        |lock| {
+            let base = env::var("CORRAL_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+            lock.run(
+                Step::Venv,
+                Command::new(base).args(["-m", "venv"]).arg(venv),
+            )?;
+            let mut pip = Command::new(&python);
+            pip.args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(requirements);
+            lock.run(Step::Pip, &mut pip)
+        },
+    )?;
+    Ok(python)
 }

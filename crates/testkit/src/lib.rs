@@ -10,13 +10,28 @@
 //! slots, a request rate, latency, bandwidth and injected faults, modelling
 //! a cloud backend's limits for tests and benchmarks.
 //! [`s3s`] installs and runs s3s-fs, a fast S3 server over files that
-//! verifies signatures, for benchmarks.
+//! verifies signatures, for benchmarks. [`gcs`] and [`azure`] install and
+//! run emulators of Google Cloud Storage (fake-gcs-server) and Azure Blob
+//! Storage (Azurite) for backend tests, as [`s3`] does moto.
 
+pub mod azure;
 mod chain;
+pub mod emulator;
 pub mod front;
+pub mod gcs;
 pub mod herd;
+pub mod http;
 mod install;
+mod process;
 pub mod s3;
 pub mod s3s;
 pub mod scenario;
 pub mod sim;
+
+/// `{prefix}-{n}`, unique in this process: how tests sharing a server keep
+/// their buckets apart.
+fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

@@ -34,9 +34,10 @@
 //! that is one server per test binary; under `cargo nextest`, which runs each
 //! test in its own process, one per test (a warm start takes about 0.6 s). A
 //! static is never dropped, so the server must not rely on [`Drop`] to die:
-//! moto runs with its stdin piped from this process and exits as soon as that
-//! pipe reaches end of file, which the kernel guarantees when this process
-//! exits, however it exits (a panic, `SIGKILL`). [`S3Server::start`] gives a
+//! moto runs under a wrapper whose stdin is a pipe from this process and
+//! which kills it as soon as that pipe reaches end of file, which the kernel
+//! guarantees when this process exits, however it exits (a panic,
+//! `SIGKILL`); see `process.rs`. [`S3Server::start`] gives a
 //! test its own server, killed and reaped on drop, for tests that stop or
 //! break the server.
 //!
@@ -93,19 +94,20 @@
 //! [moto]: https://pypi.org/project/moto/
 
 use crate::chain::chain;
+use crate::http::{Failed, StatusError};
+use crate::install::{InstallError, Step};
+use crate::process::{LaunchError, Process};
 use std::env;
 use std::error::Error as StdError;
 use std::fmt;
-use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use crate::http::Response;
 
 /// What is installed into the venv. Changing this reinstalls it.
 const REQUIREMENTS: [&str; 3] = ["moto[s3]==5.2.5", "flask==3.1.3", "flask-cors==6.0.5"];
@@ -113,28 +115,18 @@ const REQUIREMENTS: [&str; 3] = ["moto[s3]==5.2.5", "flask==3.1.3", "flask-cors=
 /// How long moto may take from spawn to answering `GET /`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long to wait for another process's install to finish.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The file, written last, whose content says the venv is complete.
-const MARKER: &str = "corral-installed";
-
-/// Output kept for error messages: pip's, and moto's stderr.
-const TAIL_BYTES: usize = 8 * 1024;
-
-/// Runs moto on port 0, prints the port it got, and exits when stdin closes:
-/// the test process holds the other end, so moto cannot outlive it.
+/// Runs moto on port 0, prints the port it got, and waits to be killed
+/// (see [`crate::process`]).
 const LAUNCHER: &str = "\
-import os, sys
+import threading
 from moto.server import ThreadedMotoServer
 server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
 server.start()
 print(server.get_host_and_port()[1], flush=True)
-sys.stdin.buffer.read()
-os._exit(0)
+threading.Event().wait()
 ";
 
 /// The region to configure S3 clients with; moto serves every region.
@@ -282,21 +274,75 @@ impl StdError for Error {
     }
 }
 
-fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Io { context, source }
+impl From<InstallError> for Error {
+    fn from(error: InstallError) -> Self {
+        match error {
+            InstallError::LockTimeout { path, waited } => Self::LockTimeout { path, waited },
+            InstallError::Missing {
+                program, source, ..
+            } => Self::PythonMissing {
+                python: program,
+                source,
+            },
+            InstallError::Failed {
+                step: Step::Venv,
+                status,
+                output,
+                ..
+            } => Self::Venv {
+                dir: venv_dir(),
+                status,
+                output,
+            },
+            InstallError::Failed { status, output, .. } => Self::Pip { status, output },
+            InstallError::Io { context, source } => Self::Io { context, source },
+        }
+    }
+}
+
+impl From<LaunchError> for Error {
+    fn from(error: LaunchError) -> Self {
+        match error {
+            LaunchError::Exited { status, output } => Self::Exited {
+                status,
+                stderr: output,
+            },
+            LaunchError::NotReady {
+                waited,
+                last,
+                output,
+            } => Self::NotReady {
+                waited,
+                last,
+                stderr: output,
+            },
+            LaunchError::Io { context, source } => Self::Io { context, source },
+        }
+    }
+}
+
+impl From<Failed> for Error {
+    fn from(Failed { context, source }: Failed) -> Self {
+        Self::Io { context, source }
+    }
+}
+
+impl From<StatusError> for Error {
+    fn from(error: StatusError) -> Self {
+        Self::Status {
+            request: error.request,
+            status: error.status,
+            body: error.body,
+        }
+    }
 }
 
 /// A running moto server on 127.0.0.1.
 #[derive(Debug)]
 pub struct S3Server {
     addr: SocketAddr,
-    /// The moto process, with its stdin piped from us: it exits when that
-    /// pipe closes. Killed and reaped on drop.
-    child: Child,
-    /// The tail of moto's stderr, appended to by a thread that ends when
-    /// moto does.
-    stderr: Tail,
+    /// moto, killed when this process exits or the value is dropped.
+    process: Process,
 }
 
 impl S3Server {
@@ -311,7 +357,7 @@ impl S3Server {
     /// If Python is missing, the install fails, or moto does not answer
     /// within 30 s; see [`Error`].
     pub fn start() -> Result<Self> {
-        let python = install()?;
+        let python = crate::install::venv(&venv_dir(), &REQUIREMENTS)?;
         launch(&python)
     }
 
@@ -332,10 +378,7 @@ impl S3Server {
     /// run. S3 tests fail rather than skip; see the module docs.
     #[track_caller]
     pub fn require() -> &'static Self {
-        match Self::shared() {
-            Ok(server) => server,
-            Err(error) => panic!("the S3 test server is unavailable: {}", chain(error)),
-        }
+        crate::process::required(Self::shared(), "the S3 test server")
     }
 
     /// The server's address.
@@ -355,9 +398,8 @@ impl S3Server {
     /// If the request fails or moto rejects the name (S3 bucket names are
     /// 3 to 63 lowercase letters, digits, `-` and `.`).
     pub fn create_bucket(&self, name: &str) -> Result<()> {
-        self.request("PUT", &format!("/{name}"), &[], &[])?
-            .ok()
-            .map(drop)
+        self.request("PUT", &format!("/{name}"), &[], &[])?.ok()?;
+        Ok(())
     }
 
     /// Creates a bucket named `{prefix}-{n}`, unique in this process, and
@@ -367,8 +409,7 @@ impl S3Server {
     ///
     /// As [`S3Server::create_bucket`].
     pub fn new_bucket(&self, prefix: &str) -> Result<String> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = crate::unique_name(prefix);
         self.create_bucket(&name)?;
         Ok(name)
     }
@@ -393,245 +434,15 @@ impl S3Server {
         request(self.addr, method, path, headers, body, REQUEST_TIMEOUT)
     }
 
-    /// The last few KiB of moto's stderr (one line per request, and any
+    /// The last few KiB of moto's output (one line per request, and any
     /// Python traceback), for diagnosing a failing test.
     pub fn log_tail(&self) -> String {
-        self.stderr.get()
+        self.process.output()
     }
 }
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        // Errors mean it has already exited; either way it is gone after wait.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An HTTP response from [`S3Server::request`].
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// The headers, names lowercased, in order.
-    pub headers: Vec<(String, String)>,
-    /// The body, de-chunked.
-    pub body: Vec<u8>,
-    /// The request, as `METHOD /path`, for error messages.
-    request: String,
-}
-
-impl Response {
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The response if its status is 2xx.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Status`] with the body otherwise.
-    pub fn ok(self) -> Result<Self> {
-        if (200..300).contains(&self.status) {
-            Ok(self)
-        } else {
-            Err(Error::Status {
-                request: self.request,
-                status: self.status,
-                body: String::from_utf8_lossy(&self.body).into_owned(),
-            })
-        }
-    }
-}
-
-fn venv_dir() -> PathBuf {
-    env::var_os("CORRAL_MOTO_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::install::target_dir().join("moto-venv"))
-}
-
-/// Makes sure the venv is complete, and returns its interpreter.
-fn install() -> Result<PathBuf> {
-    let venv = venv_dir();
-    let python = venv.join("bin").join("python");
-    if let Some(parent) = venv.parent() {
-        fs::create_dir_all(parent)
-            .map_err(io_error(format!("cannot create {}", parent.display())))?;
-    }
-
-    // Held until this function returns. The OS releases it if we die, but
-    // not while `venv` or `pip` run on: they get it as their stdin, so a
-    // killed test leaves no half-written venv to a successor while they do.
-    let lock_path = venv.with_extension("lock");
-    let lock = crate::install::lock(&lock_path, LOCK_TIMEOUT).map_err(|e| match e {
-        crate::install::LockError::Timeout { waited } => Error::LockTimeout {
-            path: lock_path.clone(),
-            waited,
-        },
-        crate::install::LockError::Io { context, source } => Error::Io { context, source },
-    })?;
-
-    let marker = venv.join(MARKER);
-    let expected = REQUIREMENTS.join("\n");
-    // `exists` follows the interpreter symlink, so a venv whose base Python
-    // was removed counts as incomplete.
-    if python.exists() && fs::read_to_string(&marker).is_ok_and(|m| m == expected) {
-        return Ok(python);
-    }
-
-    if venv.exists() {
-        fs::remove_dir_all(&venv).map_err(io_error(format!("cannot remove {}", venv.display())))?;
-    }
-    let base = env::var("CORRAL_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let lock_as_stdin = || {
-        lock.try_clone()
-            .map(Stdio::from)
-            .map_err(io_error(format!("cannot share {}", lock_path.display())))
-    };
-    let output = Command::new(&base)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .stdin(lock_as_stdin()?)
-        .output()
-        .map_err(|source| Error::PythonMissing {
-            python: base.clone(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(Error::Venv {
-            dir: venv,
-            status: output.status,
-            output: crate::install::output_tail(&output.stdout, &output.stderr, TAIL_BYTES),
-        });
-    }
-
-    let output = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        .args(REQUIREMENTS)
-        .stdin(lock_as_stdin()?)
-        .output()
-        .map_err(io_error(format!("cannot run {}", python.display())))?;
-    if !output.status.success() {
-        return Err(Error::Pip {
-            status: output.status,
-            output: crate::install::output_tail(&output.stdout, &output.stderr, TAIL_BYTES),
-        });
-    }
-
-    fs::write(&marker, expected).map_err(io_error(format!("cannot write {}", marker.display())))?;
-    Ok(python)
-}
-
-/// Starts moto from the venv's interpreter and waits until it answers.
-fn launch(python: &Path) -> Result<S3Server> {
-    let mut child = Command::new(python)
-        .args(["-c", LAUNCHER])
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_error(format!("cannot run {}", python.display())))?;
-    let stderr = Tail::drain(child.stderr.take().expect("stderr is piped"));
-
-    // The first line of stdout is the port; the thread then drains the rest.
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        lines.for_each(drop);
-    });
-
-    // From here on, dropping `server` kills moto, on every error path too.
-    let mut server = S3Server {
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        child,
-        stderr,
-    };
-    let started = Instant::now();
-    let mut last = "no port reported yet".to_owned();
-    loop {
-        if let Some(status) = server
-            .child
-            .try_wait()
-            .map_err(io_error("cannot wait for moto"))?
-        {
-            // Let the drain thread catch up with a traceback.
-            thread::sleep(Duration::from_millis(100));
-            return Err(Error::Exited {
-                status,
-                stderr: server.stderr.get(),
-            });
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            return Err(Error::NotReady {
-                waited: started.elapsed(),
-                last,
-                stderr: server.stderr.get(),
-            });
-        }
-        if server.addr.port() == 0 {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => match line.trim().parse::<u16>() {
-                    Ok(port) => {
-                        server.addr.set_port(port);
-                        last = "no answer yet".to_owned();
-                    }
-                    Err(_) => last = format!("moto printed {line:?}, not a port"),
-                },
-                // Disconnected: moto closed stdout; try_wait will tell why.
-                Err(_) => thread::sleep(Duration::from_millis(50)),
-            }
-            continue;
-        }
-        match request(server.addr, "GET", "/", &[], &[], Duration::from_secs(2)) {
-            Ok(response) if response.status == 200 => return Ok(server),
-            Ok(response) => last = format!("GET / answered {}", response.status),
-            Err(error) => last = chain(&error),
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The last [`TAIL_BYTES`] of a stream, filled by a thread.
-#[derive(Debug, Clone)]
-struct Tail(Arc<Mutex<Vec<u8>>>);
-
-impl Tail {
-    fn drain(mut stream: ChildStderr) -> Self {
-        let tail = Self(Arc::default());
-        let buffer = Arc::clone(&tail.0);
-        thread::spawn(move || {
-            let mut chunk = [0; 4096];
-            while let Ok(n @ 1..) = stream.read(&mut chunk) {
-                let mut buffer = buffer.lock().unwrap_or_else(|e| e.into_inner());
-                buffer.extend_from_slice(&chunk[..n]);
-                let excess = buffer.len().saturating_sub(TAIL_BYTES);
-                buffer.drain(..excess);
-            }
-        });
-        tail
-    }
-
-    fn get(&self) -> String {
-        let buffer = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&buffer).into_owned()
-    }
-}
-
+/// [`S3Server::request`]: `Content-Type` and a dummy `Authorization`
+/// unless `headers` has them.
 fn request(
     addr: SocketAddr,
     method: &str,
@@ -640,149 +451,54 @@ fn request(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response> {
-    let name = format!("{method} {path}");
-    let context = |what: &str| io_error(format!("{name}: {what}"));
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut all = Vec::with_capacity(headers.len() + 2);
     if !has("content-type") {
         // What S3 assumes anyway; never a form type, whose body moto drops.
-        head.push_str("Content-Type: application/octet-stream\r\n");
+        all.push(("Content-Type", "application/octet-stream"));
     }
     if !has("authorization") {
-        head.push_str(&format!("Authorization: {DUMMY_AUTHORIZATION}\r\n"));
+        all.push(("Authorization", DUMMY_AUTHORIZATION));
     }
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(context("connect"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(context("set timeouts"))?;
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .map_err(context("send"))?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(context("receive"))?;
-    parse_response(&raw, method == "HEAD")
-        .map(|mut response| {
-            response.request = name.clone();
-            response
-        })
-        .map_err(|problem| Error::Io {
-            context: format!("{name}: {problem}"),
-            source: io::Error::from(io::ErrorKind::InvalidData),
-        })
+    all.extend_from_slice(headers);
+    Ok(crate::http::request(
+        addr, method, path, &all, body, timeout,
+    )?)
 }
 
-/// Parses a whole `Connection: close` response.
-fn parse_response(raw: &[u8], head_only: bool) -> Result<Response, String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the response has no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "the headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut response = Response {
-        status,
-        headers,
-        body: Vec::new(),
-        request: String::new(),
-    };
-
-    let rest = &raw[end + 4..];
-    if head_only || status == 204 || status == 304 {
-        return Ok(response);
-    }
-    if response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-    {
-        response.body = dechunk(rest)?;
-    } else if let Some(length) = response.header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| format!("bad content-length {length:?}"))?;
-        response.body = rest
-            .get(..length)
-            .ok_or_else(|| format!("body of {} bytes, expected {length}", rest.len()))?
-            .to_vec();
-    } else {
-        response.body = rest.to_vec();
-    }
-    Ok(response)
+fn venv_dir() -> PathBuf {
+    env::var_os("CORRAL_MOTO_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::install::target_dir().join("moto-venv"))
 }
 
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("a chunk has no size line")?;
-        let size_line = String::from_utf8_lossy(&rest[..line_end]);
-        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| format!("bad chunk size {size_hex:?}"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
+/// Starts moto from the venv's interpreter and waits until it answers.
+fn launch(python: &Path) -> Result<S3Server> {
+    let (mut process, port) = Process::spawn(
+        python,
+        |command| {
+            command.args(["-c", LAUNCHER]).env("PYTHONUNBUFFERED", "1");
+        },
+        // The first line of its stdout.
+        |line| line.trim().parse::<u16>().ok(),
+    )?;
+    let addr = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let port = process.wait_ready(&port, READY_TIMEOUT, |&port| {
+        match request(addr(port), "GET", "/", &[], &[], Duration::from_secs(2)) {
+            Ok(response) if response.status == 200 => Ok(()),
+            Ok(response) => Err(format!("GET / answered {}", response.status)),
+            Err(error) => Err(chain(&error)),
         }
-        body.extend_from_slice(rest.get(..size).ok_or("a chunk is cut short")?);
-        rest = rest.get(size + 2..).ok_or("a chunk is cut short")?;
-    }
+    })?;
+    Ok(S3Server {
+        addr: addr(port),
+        process,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_a_response_with_content_length() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Amz-Meta-A: b\r\n\r\nhello";
-        let response = parse_response(raw, false).unwrap();
-        assert_eq!(response.status, 200);
-        assert_eq!(response.header("x-amz-meta-a"), Some("b"));
-        assert_eq!(response.body, b"hello");
-    }
-
-    #[test]
-    fn parses_a_chunked_response() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\n\r\n";
-        assert_eq!(parse_response(raw, false).unwrap().body, b"hello");
-    }
-
-    #[test]
-    fn a_head_response_has_no_body() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
-        let response = parse_response(raw, true).unwrap();
-        assert_eq!(response.header("Content-Length"), Some("5"));
-        assert!(response.body.is_empty());
-    }
-
-    #[test]
-    fn rejects_a_truncated_response() {
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", false).is_err());
-        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhello";
-        assert!(parse_response(short, false).is_err());
-    }
 
     #[test]
     fn the_target_dir_is_the_one_this_test_was_built_into() {

@@ -68,23 +68,21 @@
 
 use std::env;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::install::{InstallError, Step};
+use crate::process::{LaunchError, Process};
 
 /// What `cargo install` installs. Changing it reinstalls.
 const PACKAGE: &str = "s3s-fs@0.14.1";
 
 /// The features it is installed with; `binary` builds the server.
 const FEATURES: &str = "binary";
-
-/// The file, written last, whose content says the install is complete.
-const MARKER: &str = "corral-installed";
 
 /// How long s3s-fs may take from spawn to accepting connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,28 +93,8 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(900);
 /// How many ports are tried before giving up.
 const ATTEMPTS: usize = 5;
 
-/// Output kept for error messages: cargo's, and s3s-fs's.
-const TAIL_BYTES: usize = 8 * 1024;
-
 /// What s3s-fs logs once it has bound its port.
 const RUNNING: &str = "server is running at http://";
-
-/// Runs `"$@"` (s3s-fs and its arguments) and kills it when stdin, a pipe
-/// from the owning process, reaches end of file. s3s-fs's own stdin is
-/// /dev/null; the wrapper's exit status is s3s-fs's. Once s3s-fs has
-/// exited, the watcher is stopped before it could kill a process that
-/// reused the pid.
-const WRAPPER: &str = r#"exec 3<&0 </dev/null
-"$@" &
-server=$!
-(cat <&3; kill -9 "$server") >/dev/null 2>&1 &
-watcher=$!
-exec 3<&-
-wait "$server"
-status=$?
-kill "$watcher" 2>/dev/null
-exit "$status"
-"#;
 
 /// The region to configure S3 clients with.
 pub const REGION: &str = "us-east-1";
@@ -203,19 +181,52 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
+impl From<InstallError> for Error {
+    fn from(error: InstallError) -> Self {
+        match error {
+            InstallError::LockTimeout { path, waited } => Self::LockTimeout { path, waited },
+            InstallError::Missing {
+                program, source, ..
+            } => Self::CargoMissing {
+                cargo: program,
+                source,
+            },
+            InstallError::Failed { status, output, .. } => Self::Install { status, output },
+            InstallError::Io { context, source } => Self::Io { context, source },
+        }
+    }
+}
+
+impl From<LaunchError> for Error {
+    fn from(error: LaunchError) -> Self {
+        match error {
+            LaunchError::Exited { status, output } => Self::Exited {
+                status,
+                attempts: 1,
+                output,
+            },
+            LaunchError::NotReady {
+                waited,
+                last,
+                output,
+            } => Self::NotReady {
+                waited,
+                last,
+                output,
+            },
+            LaunchError::Io { context, source } => Self::Io { context, source },
+        }
+    }
+}
+
 /// A running s3s-fs on 127.0.0.1, storing into a directory of its own.
 #[derive(Debug)]
 pub struct S3sFs {
     addr: SocketAddr,
-    /// The `sh` wrapper running s3s-fs, with its stdin piped from us: when
-    /// that pipe closes the wrapper kills s3s-fs. Closed, waited for and
-    /// reaped on drop.
-    child: Child,
+    /// s3s-fs, killed when this process exits or the value is dropped.
+    process: Process,
     /// The data directory; removed on drop, after s3s-fs is gone.
     root: PathBuf,
-    /// The tail of s3s-fs's stdout and stderr, appended to by threads that
-    /// end when it does.
-    output: Tail,
 }
 
 impl S3sFs {
@@ -249,24 +260,19 @@ impl S3sFs {
     /// every port tried, or is not ready within 30 s.
     pub fn start() -> Result<Self> {
         let binary = Self::install()?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let root = data_dir()?;
-            match launch(&binary, root) {
-                // Most likely the port was taken between our probe and its
-                // bind; anything else fails again on the next port.
-                Err(Error::Exited { .. }) if attempt < ATTEMPTS => {}
-                Err(Error::Exited { status, output, .. }) => {
-                    return Err(Error::Exited {
-                        status,
-                        attempts: attempt,
-                        output,
-                    });
-                }
-                other => return other,
-            }
-        }
+        let started = crate::process::on_free_port(
+            ATTEMPTS,
+            |port| launch(&binary, data_dir()?, port),
+            |error| matches!(error, Error::Exited { .. }),
+        );
+        started.map_err(|error| match error {
+            Error::Exited { status, output, .. } => Error::Exited {
+                status,
+                attempts: ATTEMPTS,
+                output,
+            },
+            other => other,
+        })
     }
 
     /// The server's address.
@@ -304,21 +310,13 @@ impl S3sFs {
 
     /// The last few KiB of s3s-fs's output, for diagnosing a failure.
     pub fn log_tail(&self) -> String {
-        self.output.get()
+        self.process.output()
     }
 }
 
 impl Drop for S3sFs {
     fn drop(&mut self) {
-        // End of file on the wrapper's stdin: it kills s3s-fs, whose exit
-        // ends the wrapper. Kill the wrapper too if that takes too long.
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stop();
         let _ = fs::remove_dir_all(&self.root);
     }
 }
@@ -328,62 +326,47 @@ impl Drop for S3sFs {
 fn install(target: &Path) -> Result<PathBuf> {
     let root = target.join("s3s-fs");
     let binary = root.join("bin").join("s3s-fs");
-    fs::create_dir_all(target).map_err(io_error(format!("cannot create {}", target.display())))?;
-
-    // Held until this function returns; the OS releases it if we die.
-    let lock_path = root.with_extension("lock");
-    let _lock = crate::install::lock(&lock_path, LOCK_TIMEOUT).map_err(|e| match e {
-        crate::install::LockError::Timeout { waited } => Error::LockTimeout {
-            path: lock_path.clone(),
-            waited,
+    let what = format!("{PACKAGE} --features {FEATURES}");
+    crate::install::ensure(
+        &root,
+        &what,
+        LOCK_TIMEOUT,
+        || binary.is_file(),
+        |lock| {
+            let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            // Its own build directory, kept for a reinstall: the one this test
+            // was built in may be locked by the `cargo test` running us.
+            let build = target.join("s3s-fs-build");
+            let mut install = Command::new(&cargo);
+            install
+                .args([
+                    "install",
+                    PACKAGE,
+                    "--features",
+                    FEATURES,
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&root)
+                .arg("--target-dir")
+                .arg(&build)
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("CARGO_BUILD_TARGET_DIR")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                // Away from any workspace's `.cargo/config.toml`.
+                .current_dir(target);
+            lock.run(Step::Cargo, &mut install)?;
+            if binary.is_file() {
+                Ok(())
+            } else {
+                Err(InstallError::Io {
+                    context: format!("`cargo install` left no {}", binary.display()),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                })
+            }
         },
-        crate::install::LockError::Io { context, source } => Error::Io { context, source },
-    })?;
-
-    let marker = root.join(MARKER);
-    let expected = format!("{PACKAGE} --features {FEATURES}");
-    if binary.is_file() && fs::read_to_string(&marker).is_ok_and(|m| m == expected) {
-        return Ok(binary);
-    }
-    if root.exists() {
-        fs::remove_dir_all(&root).map_err(io_error(format!("cannot remove {}", root.display())))?;
-    }
-
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    // Its own build directory, kept for a reinstall: the one this test was
-    // built in may be locked by the `cargo test` running us.
-    let build = target.join("s3s-fs-build");
-    let output = Command::new(&cargo)
-        .args([
-            "install",
-            PACKAGE,
-            "--features",
-            FEATURES,
-            "--locked",
-            "--root",
-        ])
-        .arg(&root)
-        .arg("--target-dir")
-        .arg(&build)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        // Away from any workspace's `.cargo/config.toml`.
-        .current_dir(target)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::CargoMissing {
-            cargo: cargo.clone(),
-            source,
-        })?;
-    if !output.status.success() || !binary.is_file() {
-        return Err(Error::Install {
-            status: output.status,
-            output: crate::install::output_tail(&output.stdout, &output.stderr, TAIL_BYTES),
-        });
-    }
-    fs::write(&marker, expected).map_err(io_error(format!("cannot write {}", marker.display())))?;
+    )?;
     Ok(binary)
 }
 
@@ -414,130 +397,46 @@ fn data_dir() -> Result<PathBuf> {
     })
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(io_error("cannot bind 127.0.0.1:0 to find a free port"))
-}
-
-/// Starts s3s-fs on a free port and waits until it is ready. On error the
-/// server is dropped, which kills it and removes `root`.
-fn launch(binary: &Path, root: PathBuf) -> Result<S3sFs> {
-    let port = free_port()?;
-    let spawned = Command::new("sh")
-        .args(["-c", WRAPPER, "sh"])
-        .arg(binary)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--access-key",
-            ACCESS_KEY_ID,
-            "--secret-key",
-            SECRET_ACCESS_KEY,
-        ])
-        .arg(&root)
-        // The one line we wait for; s3s-fs logs errors only otherwise.
-        .env("RUST_LOG", "s3s_fs=info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(source) => {
+/// Starts s3s-fs on `port` and waits until it is ready. On error the
+/// server is stopped and `root` removed.
+fn launch(binary: &Path, root: PathBuf, port: u16) -> Result<S3sFs> {
+    let spawned = Process::spawn(
+        binary,
+        |command| {
+            command
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args([
+                    "--access-key",
+                    ACCESS_KEY_ID,
+                    "--secret-key",
+                    SECRET_ACCESS_KEY,
+                ])
+                .arg(&root)
+                // The one line we wait for; s3s-fs logs errors only otherwise.
+                .env("RUST_LOG", "s3s_fs=info");
+        },
+        |line| line.contains(RUNNING).then_some(()),
+    );
+    let (process, running) = match spawned {
+        Ok(spawned) => spawned,
+        Err(error) => {
             let _ = fs::remove_dir_all(&root);
-            return Err(Error::Io {
-                context: format!("cannot run sh to start {}", binary.display()),
-                source,
-            });
+            return Err(error.into());
         }
     };
-    let output = Tail::default();
-    let (running, ready) = mpsc::channel();
-    output.drain(child.stderr.take().expect("stderr is piped"), None);
-    output.drain(child.stdout.take().expect("stdout is piped"), Some(running));
-
     // From here on, dropping `server` kills s3s-fs, on every error path too.
     let mut server = S3sFs {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        child,
+        process,
         root,
-        output,
     };
-    let started = Instant::now();
-    let mut logged = false;
-    let mut last = "it has not logged its address yet".to_owned();
-    loop {
-        if let Some(status) = server
-            .child
-            .try_wait()
-            .map_err(io_error("cannot wait for s3s-fs"))?
-        {
-            // Let the drain threads catch up with the error.
-            thread::sleep(Duration::from_millis(100));
-            return Err(Error::Exited {
-                status,
-                attempts: 1,
-                output: server.output.get(),
-            });
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            return Err(Error::NotReady {
-                waited: started.elapsed(),
-                last,
-                output: server.output.get(),
-            });
-        }
-        if !logged {
-            // Disconnected: stdout closed; try_wait will tell why.
-            match ready.recv_timeout(Duration::from_millis(100)) {
-                Ok(()) => {
-                    logged = true;
-                    last = "no connection yet".to_owned();
-                }
-                Err(_) => thread::sleep(Duration::from_millis(10)),
-            }
-            continue;
-        }
-        match TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)) {
-            Ok(_) => return Ok(server),
-            Err(error) => last = format!("connect: {error}"),
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The last [`TAIL_BYTES`] of a child's output, filled by threads.
-#[derive(Debug, Clone, Default)]
-struct Tail(Arc<Mutex<Vec<u8>>>);
-
-impl Tail {
-    /// Appends `stream` to the tail until it ends; sends to `running` once
-    /// the line saying the server bound its port has gone by.
-    fn drain(&self, stream: impl Read + Send + 'static, running: Option<mpsc::Sender<()>>) {
-        let buffer = Arc::clone(&self.0);
-        thread::spawn(move || {
-            let mut running = running;
-            let mut reader = BufReader::new(stream);
-            let mut line = Vec::new();
-            while let Ok(1..) = reader.read_until(b'\n', &mut line) {
-                if running.is_some() && String::from_utf8_lossy(&line).contains(RUNNING) {
-                    let _ = running.take().map(|tx| tx.send(()));
-                }
-                let mut buffer = buffer.lock().unwrap_or_else(|e| e.into_inner());
-                buffer.extend_from_slice(&line);
-                let excess = buffer.len().saturating_sub(TAIL_BYTES);
-                buffer.drain(..excess);
-                line.clear();
-            }
-        });
-    }
-
-    fn get(&self) -> String {
-        let buffer = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&buffer).into_owned()
-    }
+    let addr = server.addr;
+    server.process.wait_ready(&running, READY_TIMEOUT, |()| {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map(drop)
+            .map_err(|error| format!("connect: {error}"))
+    })?;
+    Ok(server)
 }
 
 #[cfg(test)]
