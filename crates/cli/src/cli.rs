@@ -87,6 +87,12 @@ pub(crate) enum BenchCommand {
     /// straight to the same backend, on the local disk and on S3 (no
     /// front): what corral's own path costs, as a ratio of times.
     Ingest(Box<crate::bench::compare::IngestArgs>),
+
+    /// Read herds through the throttling front: many readers `GET` one
+    /// cold object at once, then as many distinct objects at once. Prints
+    /// the backend calls each herd cost (counted by the front) and its
+    /// latency against an unloaded `GET` of the same run.
+    Reads(Box<crate::bench::reads::ReadsArgs>),
 }
 
 #[derive(Debug, clap::Args)]

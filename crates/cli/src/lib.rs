@@ -24,6 +24,7 @@ pub fn main() -> ExitCode {
         cli::Command::Bench(cli::BenchCommand::Compare(args)) => bench::compare::compare(&args),
         cli::Command::Bench(cli::BenchCommand::Sweep(args)) => bench::compare::sweep(&args),
         cli::Command::Bench(cli::BenchCommand::Ingest(args)) => bench::compare::ingest(&args),
+        cli::Command::Bench(cli::BenchCommand::Reads(args)) => bench::reads::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

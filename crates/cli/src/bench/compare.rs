@@ -35,13 +35,13 @@ pub(crate) enum S3Kind {
 }
 
 /// The S3 server under the front.
-enum S3 {
+pub(super) enum S3 {
     S3s(corral_testkit::s3s::S3sFs),
     Moto(corral_testkit::s3::S3Server),
 }
 
 impl S3 {
-    fn start(kind: S3Kind) -> anyhow::Result<Self> {
+    pub(super) fn start(kind: S3Kind) -> anyhow::Result<Self> {
         Ok(match kind {
             S3Kind::S3s => {
                 eprintln!("starting s3s-fs (installed on first use: about 3 minutes)");
@@ -53,28 +53,28 @@ impl S3 {
         })
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
+    pub(super) fn addr(&self) -> std::net::SocketAddr {
         match self {
             Self::S3s(s3s) => s3s.addr(),
             Self::Moto(moto) => moto.addr(),
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(super) fn endpoint(&self) -> String {
         match self {
             Self::S3s(s3s) => s3s.endpoint(),
             Self::Moto(moto) => moto.endpoint(),
         }
     }
 
-    fn new_bucket(&self) -> anyhow::Result<String> {
+    pub(super) fn new_bucket(&self) -> anyhow::Result<String> {
         Ok(match self {
             Self::S3s(s3s) => s3s.new_bucket("bench")?,
             Self::Moto(moto) => moto.new_bucket("bench")?,
         })
     }
 
-    fn credentials(&self) -> (&'static str, &'static str) {
+    pub(super) fn credentials(&self) -> (&'static str, &'static str) {
         use corral_testkit::{s3, s3s};
         match self {
             Self::S3s(_) => (s3s::ACCESS_KEY_ID, s3s::SECRET_ACCESS_KEY),
@@ -388,7 +388,7 @@ async fn run_one(s3: &S3, strategy: &str, shape: &Shape) -> anyhow::Result<Run> 
 }
 
 /// Where a `corral serve` child stores.
-enum Store {
+pub(super) enum Store {
     Dir(PathBuf),
     S3 {
         bucket: String,
@@ -398,15 +398,19 @@ enum Store {
 }
 
 /// A `corral serve` child process; killed on drop.
-struct Corral {
+pub(super) struct Corral {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Corral {
     /// `corral serve` on `store`, with `args` after the common ones; its
     /// log goes to `log`.
-    fn start(store: &Store, args: &[String], log: &std::path::Path) -> anyhow::Result<Self> {
+    pub(super) fn start(
+        store: &Store,
+        args: &[String],
+        log: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         // Beside the log, not in the working directory.
         let spool = log.with_extension("spool");
         let log = std::fs::File::create(log)
@@ -455,7 +459,7 @@ impl Corral {
         })
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {

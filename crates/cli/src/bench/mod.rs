@@ -4,6 +4,7 @@ pub(crate) mod compare;
 pub(crate) mod front;
 pub(crate) mod herd;
 mod plot;
+pub(crate) mod reads;
 
 use corral_testkit::scenario;
 
