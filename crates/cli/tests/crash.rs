@@ -206,6 +206,14 @@ fn walk(root: &Path, dir: &Path, contents: &mut Contents) {
         if relative.contains('#') {
             contents.strays.push(format!("staging file {relative}"));
         } else {
+            // Its metadata in its extended attributes (see the README).
+            let mut marker = [0u8; 16];
+            let inline =
+                rustix::fs::getxattr(&path, "user.corral.meta.corralmeta", &mut marker[..])
+                    .is_ok_and(|n| &marker[..n] == b"inline");
+            if inline {
+                contents.inline.insert(relative.clone());
+            }
             contents
                 .objects
                 .insert(relative, sha256(&std::fs::read(&path).unwrap()));

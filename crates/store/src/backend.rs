@@ -14,6 +14,7 @@ use object_store::multipart::MultipartStore;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, RetryConfig};
 
+use crate::local::{self, LocalStore};
 use crate::multipart::Parts;
 use crate::orphan::{Orphans, S3Uploads};
 use crate::store::error_chain;
@@ -244,11 +245,18 @@ fn open_local(dir: &str) -> Result<Backend, String> {
         .map_err(|e| e.to_string())?
         .with_automatic_cleanup(true)
         .with_fsync(true);
+    // Attributes as extended attributes where the file system keeps them
+    // (see `crate::local`); else metadata documents.
+    let attributes = local::keeps_xattrs(&dir);
+    let store: Arc<dyn ObjectStore> = match attributes {
+        true => Arc::new(LocalStore::new(local)),
+        false => Arc::new(local),
+    };
     Ok(Backend {
-        store: Arc::new(local),
+        store,
         url: format!("file://{}", dir.display()),
         parts: None,
-        attributes: false,
+        attributes,
         orphans: Orphans::Local(PathBuf::from(&dir)),
     })
 }
@@ -370,7 +378,9 @@ mod tests {
         for url in [path.to_owned(), format!("file://{path}")] {
             let local = open_with(&url, &S3Options::default()).unwrap();
             assert!(local.url.starts_with("file:///"), "{}", local.url);
-            assert!(!local.attributes);
+            // Kept as extended attributes, on the file systems the tests
+            // run on (see `crate::local`).
+            assert_eq!(local.attributes, crate::local::keeps_xattrs(dir.path()));
         }
     }
 

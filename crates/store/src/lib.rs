@@ -18,6 +18,7 @@ pub mod batch;
 mod error;
 pub mod hot;
 pub mod key;
+mod local;
 mod meta;
 mod multipart;
 mod orphan;

@@ -15,6 +15,9 @@
 //!   headers with one, as nginx does by default. Objects marked
 //!   `corral-meta` by earlier versions, on S3 and GCS, are read as
 //!   marked.)
+//! - **A file with a long name** (over about 1 KiB of metadata, see
+//!   [`fits_inline`]) has its document too: S3 keeps at most 2 KB of
+//!   user metadata, ext4 4 KiB of extended attributes.
 //! - **A multipart object** learns its SHA-256 only after its last part,
 //!   when its attributes are fixed: the SHA-256 goes into a small JSON
 //!   document beside it, under the reserved `.corral/meta/` prefix, which
@@ -22,9 +25,11 @@
 //!   or more. (S3's own checksums of a multipart object are composites of
 //!   its parts' checksums, not the SHA-256 of its bytes, so they cannot
 //!   stand in for it.)
-//! - **The local and in-memory stores** keep no attributes: every object
-//!   has its document. On local disk both are files, so no call reaches a
-//!   network.
+//! - **On local disk** the attributes are the file's extended attributes
+//!   (`user.corral.*`), set before the file is renamed into place, so a
+//!   single-call object is one file and one `fsync` (see `crate::local`).
+//!   On a file system without `user.*` attributes every object has its
+//!   document. The in-memory store keeps attributes as the clouds do.
 //! - **Objects written by earlier releases** (attributes without the
 //!   `corralmeta` marker, or none) are described by their document.
 //!
@@ -104,6 +109,19 @@ pub(crate) fn attributes(content_type: Option<&str>, complete: Option<&MetaDoc>)
     attributes
 }
 
+/// The most bytes of metadata an object carries as attributes: S3 takes
+/// 2 KB of user metadata, ext4 4 KiB of extended attributes per file.
+const INLINE_LIMIT: usize = 1024;
+
+/// Whether `doc` fits in an object's attributes; a file with a longer
+/// name has its document, as a multipart object does.
+pub(crate) fn fits_inline(doc: &MetaDoc) -> bool {
+    let name = doc.name.as_deref().unwrap_or_default();
+    let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    let content_type = doc.content_type.as_deref().unwrap_or_default();
+    encoded.map(str::len).sum::<usize>() + content_type.len() + doc.sha256.len() <= INLINE_LIMIT
+}
+
 /// What an object's attributes say: its content type, and its SHA-256 if
 /// they hold all of its metadata (`None`: read its document).
 pub(crate) fn from_attributes(attributes: &Attributes) -> (Option<String>, Option<String>) {
@@ -167,6 +185,21 @@ mod tests {
         );
         before.insert(Attribute::Metadata("corral-meta".into()), "inline".into());
         assert_eq!(from_attributes(&before).1, Some(doc.sha256));
+    }
+
+    #[test]
+    fn metadata_too_long_for_attributes_goes_to_the_document() {
+        let doc = |name: &str| MetaDoc {
+            size: 1,
+            sha256: "ab".repeat(32),
+            content_type: Some("text/plain".into()),
+            name: Some(name.into()),
+        };
+        assert!(fits_inline(&doc("report.pdf")));
+        assert!(fits_inline(&doc(&"n".repeat(900))));
+        assert!(!fits_inline(&doc(&"n".repeat(1000))));
+        // Percent-encoded, a non-ASCII name takes three bytes a byte.
+        assert!(!fits_inline(&doc(&"é".repeat(200))));
     }
 
     #[test]

@@ -447,10 +447,11 @@ impl Commit {
                 let doc = &self.doc;
                 // Everything a reader needs travels with the object: one
                 // call, and no document (see `crate::meta`).
-                let inline = store.keeps_attributes();
-                let attributes = match inline {
-                    true => meta::attributes(doc.content_type.as_deref(), Some(doc)),
-                    false => Attributes::new(),
+                let inline = store.keeps_attributes() && meta::fits_inline(doc);
+                let attributes = match (inline, store.keeps_attributes()) {
+                    (true, _) => meta::attributes(doc.content_type.as_deref(), Some(doc)),
+                    (false, true) => meta::attributes(doc.content_type.as_deref(), None),
+                    (false, false) => Attributes::new(),
                 };
                 store
                     .call(group, key, cost, || {

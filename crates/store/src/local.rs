@@ -1,0 +1,359 @@
+//! The local directory, corral's default store: `object_store`'s
+//! [`LocalFileSystem`], with each object's attributes kept as extended
+//! attributes of its file.
+//!
+//! `LocalFileSystem` refuses attributes, so every local object used to
+//! need a second file, its metadata document, written and `fsync`'d after
+//! it. Here a single-call object is written to a staging file beside its
+//! place (`{file}#{digits}`, the name `object_store` and the orphan sweep
+//! use), its attributes are set on that file (`user.corral.content-type`,
+//! `user.corral.meta.{name}`), the file is `fsync`'d, renamed into place,
+//! and its directory `fsync`'d. File and metadata become durable with one
+//! `fsync` and visible with one rename: a crash leaves either both or
+//! neither (a staging file, swept at the next start).
+//!
+//! Reads, lists, deletes and multipart uploads are `LocalFileSystem`'s own;
+//! a read's attributes are read from the file's extended attributes after
+//! it was opened. corral never rewrites an object in place (every upload
+//! has a key of its own), so the two cannot come from different writes.
+//!
+//! Extended attributes need a file system that keeps `user.*` attributes
+//! (ext4, xfs, btrfs; tmpfs since Linux 6.6). [`keeps_xattrs`] finds out
+//! when the store opens; where they are not kept, the store runs on plain
+//! `LocalFileSystem` with metadata documents, as before.
+
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, CopyOptions, GetOptions, GetResult, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions,
+};
+use rustix::fs::XattrFlags;
+
+/// Where corral's attributes live among a file's extended attributes.
+const PREFIX: &str = "user.corral.";
+const CONTENT_TYPE: &str = "user.corral.content-type";
+const METADATA: &str = "user.corral.meta.";
+/// Room for a file's attribute names, and for one value.
+const BUFFER: usize = 16 << 10;
+
+/// A local directory whose objects keep their attributes.
+#[derive(Debug)]
+pub(crate) struct LocalStore {
+    inner: Arc<LocalFileSystem>,
+}
+
+impl std::fmt::Display for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with extended attributes", self.inner)
+    }
+}
+
+impl LocalStore {
+    pub(crate) fn new(inner: LocalFileSystem) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+/// Whether the file system of `dir` keeps `user.*` extended attributes.
+pub(crate) fn keeps_xattrs(dir: &FsPath) -> bool {
+    // A staging name, so that a probe left by a crash here is swept.
+    let path = dir.join(format!(".corral-probe#{}", fastrand::u32(..)));
+    let Ok(probe) = File::options().write(true).create_new(true).open(&path) else {
+        return false;
+    };
+    let kept = rustix::fs::fsetxattr(&probe, CONTENT_TYPE, b"probe", XattrFlags::empty()).is_ok();
+    let _ = std::fs::remove_file(&path);
+    kept
+}
+
+/// The extended attributes of `attributes`, by name.
+fn to_xattrs(attributes: &Attributes) -> object_store::Result<Vec<(String, Vec<u8>)>> {
+    attributes
+        .iter()
+        .map(|(attribute, value)| {
+            let name = match attribute {
+                Attribute::ContentType => CONTENT_TYPE.to_owned(),
+                Attribute::Metadata(key) => format!("{METADATA}{key}"),
+                other => {
+                    return Err(object_store::Error::NotImplemented {
+                        operation: format!("the attribute {other:?} on local files"),
+                        implementer: "corral's local store".to_owned(),
+                    });
+                }
+            };
+            Ok((name, value.as_ref().as_bytes().to_vec()))
+        })
+        .collect()
+}
+
+/// corral's attributes of the file at `path`.
+fn read_xattrs(path: &FsPath) -> std::io::Result<Attributes> {
+    let mut names = vec![0u8; BUFFER];
+    let listed = rustix::fs::listxattr(path, &mut names[..])?;
+    let mut attributes = Attributes::new();
+    let mut value = vec![0u8; BUFFER];
+    for name in names[..listed].split(|b| *b == 0) {
+        let Some(name) = std::str::from_utf8(name)
+            .ok()
+            .filter(|n| n.starts_with(PREFIX))
+        else {
+            continue;
+        };
+        let length = rustix::fs::getxattr(path, name, &mut value[..])?;
+        let text = String::from_utf8_lossy(&value[..length]).into_owned();
+        let attribute = match name.strip_prefix(METADATA) {
+            Some(key) => Attribute::Metadata(key.to_owned().into()),
+            None if name == CONTENT_TYPE => Attribute::ContentType,
+            None => continue,
+        };
+        attributes.insert(attribute, AttributeValue::from(text));
+    }
+    Ok(attributes)
+}
+
+/// Writes `payload` with `xattrs` to `path`, durably, through a staging
+/// file: see the [module docs](self).
+fn write_durably(
+    path: &FsPath,
+    payload: &PutPayload,
+    xattrs: &[(String, Vec<u8>)],
+) -> std::io::Result<()> {
+    let parent = path.parent().ok_or(ErrorKind::InvalidInput)?;
+    let created = create_dirs(parent)?;
+    let (mut file, staging) = staging_file(path)?;
+    let written = (|| {
+        for chunk in payload.iter() {
+            file.write_all(chunk)?;
+        }
+        for (name, value) in xattrs {
+            rustix::fs::fsetxattr(&file, name.as_str(), value, XattrFlags::empty())?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&staging, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
+    sync_dir(parent)?;
+    // A directory created for this file is durable once its own parent is.
+    for dir in &created {
+        if let Some(above) = dir.parent() {
+            sync_dir(above)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and any missing ancestors; the ones it created.
+fn create_dirs(dir: &FsPath) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(candidate) = at.filter(|d| !d.exists()) {
+        missing.push(candidate.to_path_buf());
+        at = candidate.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(missing)
+}
+
+/// A new staging file beside `path`, named as `object_store` names its own.
+fn staging_file(path: &FsPath) -> std::io::Result<(File, PathBuf)> {
+    for suffix in 1u32.. {
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!("#{suffix}"));
+        let staging = PathBuf::from(staging);
+        match File::options().write(true).create_new(true).open(&staging) {
+            Ok(file) => return Ok((file, staging)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn io_error(path: &FsPath, source: std::io::Error) -> object_store::Error {
+    match source.kind() {
+        ErrorKind::NotFound => object_store::Error::NotFound {
+            path: path.display().to_string(),
+            source: source.into(),
+        },
+        _ => object_store::Error::Generic {
+            // As `LocalFileSystem` names itself, so that its failures are
+            // classified as a local store's.
+            store: "LocalFileSystem",
+            source: format!("{}: {source}", path.display()).into(),
+        },
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> object_store::Result<T> + Send + 'static,
+) -> object_store::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: e.into(),
+        })?
+}
+
+/// A multipart upload whose attributes are set when it completes.
+#[derive(Debug)]
+struct Multipart {
+    inner: Box<dyn MultipartUpload>,
+    path: PathBuf,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+#[async_trait]
+impl MultipartUpload for Multipart {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let done = self.inner.complete().await?;
+        let (path, xattrs) = (self.path.clone(), std::mem::take(&mut self.xattrs));
+        blocking(move || {
+            let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+            for (name, value) in &xattrs {
+                rustix::fs::fsetxattr(&file, name.as_str(), value, XattrFlags::empty())
+                    .map_err(|e| io_error(&path, e.into()))?;
+            }
+            file.sync_all().map_err(|e| io_error(&path, e))
+        })
+        .await?;
+        Ok(done)
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if opts.attributes.is_empty() || opts.mode != PutMode::Overwrite {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let xattrs = to_xattrs(&opts.attributes)?;
+        let path = self.inner.path_to_filesystem(location)?;
+        blocking(move || {
+            write_durably(&path, &payload, &xattrs).map_err(|e| io_error(&path, e))?;
+            Ok(PutResult {
+                e_tag: None,
+                version: None,
+                extensions: Default::default(),
+            })
+        })
+        .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        // `LocalFileSystem` takes no attributes here: they are set once
+        // the file is in place. A multipart object has its metadata
+        // document, which holds them too, so one lost in a crash between
+        // the two costs nothing.
+        let xattrs = to_xattrs(&opts.attributes)?;
+        let opts = PutMultipartOptions {
+            attributes: Attributes::new(),
+            ..opts
+        };
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        let path = self.inner.path_to_filesystem(location)?;
+        Ok(Box::new(Multipart {
+            inner,
+            path,
+            xattrs,
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let mut got = self.inner.get_opts(location, options).await?;
+        let path = self.inner.path_to_filesystem(location)?;
+        got.attributes =
+            blocking(move || read_xattrs(&path).map_err(|e| io_error(&path, e))).await?;
+        Ok(got)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
