@@ -139,6 +139,37 @@ impl<T> FairQueue<T> {
         self.forget_if_idle(tenant);
     }
 
+    /// Gives back `cost`, charged to `group` of `tenant` for an attempt
+    /// that was throttled or failed: it did no work, and its retry must
+    /// queue where the attempt stood.
+    ///
+    /// Without it, a retried job waited behind every group that became
+    /// active since: a group's virtual time had moved past the clock, and
+    /// the clock moves only when a group with a later virtual time is
+    /// served, which new groups, starting at the clock, kept from
+    /// happening. Under a herd of uploads (a new group per file stored,
+    /// see `Group::detached`) a throttled file waited until the herd
+    /// ended, its request's body unread, and clients gave up after 30 s.
+    pub(crate) fn refund(&mut self, tenant: u64, group: u64, cost: u64) {
+        if let Some(group_queue) = self.groups.get_mut(&group) {
+            let tenant_queue = self.tenants.get_mut(&tenant);
+            let active = tenant_queue.filter(|_| group_queue.live > 0);
+            let old = (group_queue.vtime, group);
+            group_queue.vtime = group_queue.vtime.saturating_sub(cost);
+            if let Some(tenant_queue) = active {
+                tenant_queue.active.remove(&old);
+                tenant_queue.active.insert((group_queue.vtime, group));
+            }
+        }
+        if let Some(tenant_queue) = self.tenants.get_mut(&tenant) {
+            let old = (tenant_queue.vtime, tenant);
+            tenant_queue.vtime = tenant_queue.vtime.saturating_sub(cost);
+            if self.active.remove(&old) {
+                self.active.insert((tenant_queue.vtime, tenant));
+            }
+        }
+    }
+
     /// Takes entry `id` out of the queue, if it is still there.
     pub(crate) fn remove(&mut self, id: EntryId) -> Option<T> {
         let entry = self.entries.remove(&id)?;
@@ -306,6 +337,31 @@ mod tests {
         assert!(
             (0.5..=2.0).contains(&ratio),
             "bytes served big/small: {ratio}"
+        );
+    }
+
+    #[test]
+    fn a_retried_job_keeps_its_place_among_groups_that_came_since() {
+        let mut queue = FairQueue::default();
+        // Group 1's job is served, and throttled: it will be retried.
+        queue.push(1, 1, 100, "retried");
+        assert_eq!(queue.pop(|_| true).unwrap().0, "retried");
+        queue.refund(1, 1, 100);
+        // Meanwhile a new group arrives every time one is served, as a
+        // herd's files do; the retry comes back among them.
+        for group in 2..5 {
+            queue.push(1, group, 100, "new");
+        }
+        queue.push(1, 1, 100, "retried");
+        let mut order = Vec::new();
+        for group in 5..50 {
+            order.push(queue.pop(|_| true).unwrap().0);
+            queue.push(1, group, 100, "new");
+        }
+        let position = order.iter().position(|&i| i == "retried");
+        assert!(
+            position.is_some_and(|p| p <= 3),
+            "the retry waited behind {position:?} new groups"
         );
     }
 

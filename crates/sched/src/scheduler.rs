@@ -695,6 +695,12 @@ impl Group {
                     attempts: attempt,
                 });
             };
+            // The attempt did no work: its retry queues where it stood.
+            (self.shared.lock().queue).refund(
+                self.tenant,
+                self.id,
+                cost.saturating_add(JOB_OVERHEAD),
+            );
             // Not kept across the backoff.
             drop(error);
             Counters::bump(&counters.retries);
