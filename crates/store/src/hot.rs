@@ -173,10 +173,19 @@ impl Core {
                 None => return,
             },
         };
+        // A large object's stream is its one reader's: the cache keeps
+        // only its description.
+        let answer = match answer.body {
+            Body::Stream(_) => Arc::new(Answer {
+                info: answer.info.clone(),
+                body: Body::None,
+            }),
+            _ => Arc::clone(answer),
+        };
         let cached = Cached {
             id,
             until: Instant::now() + TTL,
-            answer: Arc::clone(answer),
+            answer,
             _reserved: reserved,
         };
         state.cached.insert(key.to_owned(), cached);
