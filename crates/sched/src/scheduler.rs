@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -225,6 +225,7 @@ impl Scheduler {
             token: shared.root.child_token(),
             queued: AtomicBool::new(false),
             system: false,
+            detached: OnceLock::new(),
         })
     }
 
@@ -531,6 +532,8 @@ pub struct Group {
     /// not cancelled by its own failures, by a shutdown, or by the group it
     /// was detached from.
     system: bool,
+    /// The group [`Group::detached`] hands out, made on first use.
+    detached: OnceLock<Arc<Group>>,
 }
 
 impl Group {
@@ -845,6 +848,7 @@ impl Group {
             token: CancellationToken::new(),
             queued: AtomicBool::new(false),
             system: true,
+            detached: OnceLock::new(),
         }
     }
 
@@ -853,8 +857,15 @@ impl Group {
     /// object whose write has begun: never refused, not cancelled by
     /// failures, by this group or by a shutdown. Its calls still count
     /// against the limit and queue fairly as the tenant's.
-    pub fn detached(&self) -> Group {
-        Group::system(&self.shared, self.tenant)
+    ///
+    /// Every call returns the same group: all the work a request leaves
+    /// behind queues as one flow, however many of its objects are being
+    /// published at once, so it never takes more than a request's share.
+    pub fn detached(&self) -> Arc<Group> {
+        let detached = self
+            .detached
+            .get_or_init(|| Arc::new(Group::system(&self.shared, self.tenant)));
+        Arc::clone(detached)
     }
 
     /// Cancels the group: queued jobs leave the queue, running ones are
@@ -1008,6 +1019,37 @@ mod tests {
             order.into_inner().unwrap(),
             ["c", "a", "b", "a", "b", "a", "b"]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_request_leaves_behind_queues_as_one_flow() {
+        let scheduler = scheduler(LimitConfig::Fixed(1));
+        let blocker = scheduler.group("c").unwrap();
+        // Two requests of one tenant: `a` detaches each of its jobs, as a
+        // batch does for each file it publishes; `b` runs its own.
+        let (a, b) = (scheduler.group("t").unwrap(), scheduler.group("t").unwrap());
+        let order = Mutex::new(Vec::new());
+        let job = |group: Arc<Group>, name: &'static str| {
+            let order = &order;
+            async move {
+                let call = async {
+                    order.lock().unwrap().push(name);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    Ok::<_, Fail>(())
+                };
+                group.run_once(1000, call).await
+            }
+        };
+        let b = Arc::new(b);
+        let mut jobs = vec![job(Arc::new(blocker), "c")];
+        jobs.extend((0..3).map(|_| job(a.detached(), "a")));
+        jobs.extend((0..3).map(|_| job(Arc::clone(&b), "b")));
+        assert!(join_all(jobs).await.iter().all(Result::is_ok));
+        // One flow each, so they take turns; a flow per detached job
+        // would have served `a` three times in a row.
+        let order = order.into_inner().unwrap();
+        assert_eq!(order, ["c", "b", "a", "b", "a", "b", "a"]);
+        assert!(Arc::ptr_eq(&a.detached(), &a.detached()));
     }
 
     #[tokio::test(start_paused = true)]

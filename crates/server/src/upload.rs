@@ -23,6 +23,15 @@
 //! most one upload buffer, `max(multipart_threshold, part_size)` bytes, plus
 //! the chunk being parsed; never a whole file and never the whole batch.
 //!
+//! A file's last call (the one that makes it exist) overlaps with receiving
+//! the next files, up to [`MAX_COMMITTING`] calls at once: the batch is
+//! stored in about the time its body takes to arrive, not that plus one
+//! backend call per file. Those calls queue as one flow of the scheduler's
+//! fair queue ([`corral_sched::Group::detached`]), so a request gains no
+//! share by them. The bytes they still hold count within the same bound:
+//! when the next file's buffer would take the sum past it, the next file
+//! waits for the oldest call.
+//!
 //! # Asynchronous batches
 //!
 //! With `Prefer: respond-async` (and a spool configured), the files go to
@@ -43,7 +52,7 @@
 //! nothing of it is listed or served, and a process that dies in between
 //! rolls it back when it starts again.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use axum::Json;
@@ -52,7 +61,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use corral_store::{Intent, Key, Store, sanitize_file_name};
+use corral_store::{Committing, Intent, Key, Store, sanitize_file_name};
+use futures::FutureExt;
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +74,10 @@ use crate::memory::Reservation;
 use crate::tenant::{Admitted, Tenant};
 use corral_sched::{Group, Health};
 use corral_store::JobWriter;
+
+/// The most files of one request whose last call is under way while the
+/// next file is received (see the [module docs](self)).
+const MAX_COMMITTING: usize = 4;
 
 /// Largest text field (such as `prefix`) read from the form.
 const MAX_TEXT_FIELD: usize = 4096;
@@ -147,6 +161,8 @@ pub(crate) async fn upload(
         prefix,
         names: HashSet::new(),
         files: Vec::new(),
+        committing: VecDeque::new(),
+        buffer_bound: state.store.config().buffer_bound(Some(size_bound)),
         dir: None,
         spooled,
     };
@@ -322,17 +338,15 @@ struct Batch<'a> {
     /// Names used so far in this batch.
     names: HashSet<String>,
     files: Vec<StoredFile>,
+    /// The files received whose commit is under way, oldest first, named
+    /// as the client sent them.
+    committing: VecDeque<(String, Committing)>,
+    /// The most bytes the batch's files hold in memory at once.
+    buffer_bound: usize,
     /// Where this batch's files go; fixed by the first file.
     dir: Option<Key>,
     /// The spool the batch is written to, when it is asynchronous.
     spooled: Option<JobWriter>,
-}
-
-/// A file received whole.
-struct Received {
-    key: Key,
-    size: u64,
-    sha256: String,
 }
 
 impl Batch<'_> {
@@ -367,24 +381,14 @@ impl Batch<'_> {
                 // are read and ignored.
                 continue;
             };
-            if self.files.len() == self.state.config.max_files {
+            let received = self.files.len() + self.committing.len();
+            if received == self.state.config.max_files {
                 let limit = self.state.config.max_files;
                 return Err(ApiError::TooManyFiles { limit }.into());
             }
-            let stored = self
-                .receive_file(&mut field, &name, rollback)
-                .await
-                .map_err(|error| FileError {
-                    name: Some(name.clone()),
-                    error,
-                })?;
-            self.files.push(StoredFile {
-                key: self.tenant.relative(&stored.key).to_owned(),
-                name,
-                size: stored.size,
-                sha256: stored.sha256,
-            });
+            self.receive_file(&mut field, name, rollback).await?;
         }
+        self.settle(|batch| !batch.committing.is_empty()).await?;
         if self.files.is_empty() {
             return Err(
                 bad("the body holds no file: send each file as a part with a filename").into(),
@@ -393,28 +397,35 @@ impl Batch<'_> {
         Ok((self.files, self.spooled))
     }
 
+    /// Receives one file: written to the spool and recorded, or streamed
+    /// to the store and left committing (see [`Self::settle`]).
     async fn receive_file(
         &mut self,
         field: &mut Field<'_>,
-        name: &str,
+        name: String,
         rollback: &mut Rollback,
-    ) -> Result<Received, ApiError> {
+    ) -> Result<(), FileError> {
+        let own = |error| FileError {
+            name: Some(name.clone()),
+            error,
+        };
         let dir = match &self.dir {
             Some(dir) => dir.clone(),
             None => {
-                let dir = self.batch_dir()?;
+                let dir = self.batch_dir().map_err(own)?;
                 if self.spooled.is_none() {
                     // Recorded before anything is written under it.
-                    rollback.intent = Some(self.state.store.begin_batch(dir.clone()).await?);
+                    let intent = self.state.store.begin_batch(dir.clone()).await;
+                    rollback.intent = Some(intent.map_err(|e| own(e.into()))?);
                 }
                 self.dir = Some(dir.clone());
                 dir
             }
         };
-        let segment = unique_name(&mut self.names, sanitize_file_name(name));
+        let segment = unique_name(&mut self.names, sanitize_file_name(&name));
         let key = Key::segment(&segment)
             .and_then(|segment| dir.join(&segment))
-            .map_err(ApiError::InvalidKey)?;
+            .map_err(|e| own(ApiError::InvalidKey(e)))?;
         // Most clients send application/octet-stream when they do not know;
         // leave the type to be guessed from the name on reading.
         let content_type = field
@@ -424,12 +435,22 @@ impl Batch<'_> {
         let max = self.state.config.max_file_size;
         let limit = self.batch_limit();
         if let Some(spooled) = self.spooled.as_mut() {
-            let mut file = spooled.file(&key, name, content_type).await?;
-            while let Some(chunk) = next_chunk(field, file.size(), max, limit).await? {
-                file.write(&chunk).await?;
-            }
-            let (size, sha256) = file.finish().await?;
-            return Ok(Received { key, size, sha256 });
+            let spooled = async {
+                let mut file = spooled.file(&key, &name, content_type).await?;
+                while let Some(chunk) = next_chunk(field, file.size(), max, limit).await? {
+                    file.write(&chunk).await?;
+                }
+                Ok(file.finish().await?)
+            };
+            let (size, sha256) = spooled.await.map_err(own)?;
+            let key = self.tenant.relative(&key).to_owned();
+            self.files.push(StoredFile {
+                key,
+                name,
+                size,
+                sha256,
+            });
+            return Ok(());
         }
         let intent = rollback
             .intent
@@ -443,18 +464,61 @@ impl Batch<'_> {
                 key,
                 Some(self.size_bound),
                 content_type,
-                Some(name.to_owned()),
+                Some(name.clone()),
             )
             .within(intent);
-        while let Some(chunk) = next_chunk(field, upload.size(), max, limit).await? {
-            upload.write(chunk).await?;
+        while let Some(chunk) = next_chunk(field, upload.size(), max, limit)
+            .await
+            .map_err(own)?
+        {
+            let buffered = upload.buffered() + chunk.len();
+            self.settle(|batch| batch.held() + buffered > batch.buffer_bound)
+                .await?;
+            upload.write(chunk).await.map_err(|e| own(e.into()))?;
         }
-        let stored = upload.finish().await?;
-        Ok(Received {
-            key: stored.key,
-            size: stored.size,
-            sha256: stored.sha256,
-        })
+        self.settle(|batch| batch.committing.len() >= MAX_COMMITTING)
+            .await?;
+        let committing = upload.commit().await.map_err(|e| own(e.into()))?;
+        self.committing.push_back((name, committing));
+        Ok(())
+    }
+
+    /// Takes the outcomes of the commits under way that have ended, oldest
+    /// first, and waits for the oldest while `wait` holds. A stored file is
+    /// recorded; a failed one fails the batch, named.
+    async fn settle(&mut self, wait: impl Fn(&Self) -> bool) -> Result<(), FileError> {
+        loop {
+            let wait = wait(self);
+            let Some((_, committing)) = self.committing.front_mut() else {
+                return Ok(());
+            };
+            let outcome = match wait {
+                true => Some(committing.await),
+                false => committing.now_or_never(),
+            };
+            let Some(outcome) = outcome else {
+                return Ok(());
+            };
+            let (name, _) = self
+                .committing
+                .pop_front()
+                .expect("the front was just seen");
+            let stored = outcome.map_err(|e| FileError {
+                name: Some(name.clone()),
+                error: e.into(),
+            })?;
+            self.files.push(StoredFile {
+                key: self.tenant.relative(&stored.key).to_owned(),
+                name,
+                size: stored.size,
+                sha256: stored.sha256,
+            });
+        }
+    }
+
+    /// Bytes held by the files whose commit is under way.
+    fn held(&self) -> usize {
+        self.committing.iter().map(|(_, c)| c.held()).sum()
     }
 
     /// `{tenant}/{prefix/}{date}/{batch-id}`.

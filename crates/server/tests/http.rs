@@ -1094,6 +1094,73 @@ async fn a_batch_with_a_40_mib_file_round_trips_through_s3() {
     server.stop().await;
 }
 
+/// A front before the test S3 server whose every call takes `latency`.
+async fn slow_s3(latency: Duration) -> corral_testkit::front::Front {
+    use corral_testkit::front::{Front, FrontConfig};
+    let s3 = corral_testkit::s3::S3Server::require();
+    let config = FrontConfig {
+        latency,
+        ..FrontConfig::new(s3.addr())
+    };
+    Front::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_stores_its_files_while_the_next_ones_arrive_four_at_most() {
+    // Every call takes half a second: files received meanwhile wait for
+    // their own call only when four are under way.
+    let front = slow_s3(Duration::from_millis(500)).await;
+    let server = Server::on_s3_at(
+        &front.endpoint(),
+        ServerConfig::default(),
+        StoreConfig::default(),
+    )
+    .await;
+    let names: Vec<String> = (0..9).map(|i| format!("f{i}.txt")).collect();
+    let mut form = Form::new();
+    for (i, name) in names.iter().enumerate() {
+        form = form.part("file", file(name, data(1000, i as u64)));
+    }
+    let before = front.stats().forwarded;
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // In the order sent, each with its own bytes.
+    let files = body["files"].as_array().unwrap();
+    let answered: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(answered, names);
+    for (i, stored) in files.iter().enumerate() {
+        assert_eq!(stored["sha256"], sha256(&data(1000, i as u64)));
+    }
+    let stats = front.stats();
+    assert_eq!(stats.forwarded - before, 9, "one call a file: {stats:?}");
+    assert_eq!(stats.peak_concurrency, 4, "{stats:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn files_stored_while_the_next_arrive_hold_no_more_than_one_buffer() {
+    let front = slow_s3(Duration::from_millis(300)).await;
+    // Files just under the 1 MiB threshold: each is sent in one call,
+    // holding its bytes until the call ends.
+    let server = Server::on_s3_at(&front.endpoint(), ServerConfig::default(), small_parts()).await;
+    let mut form = Form::new();
+    for i in 0..5 {
+        form = form.part("file", file(&format!("f{i}"), data(900 << 10, i)));
+    }
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Within the same bound as one file's buffer and a chunk: the next
+    // file waited for the call before it.
+    let peak = server.store.buffers().peak();
+    assert!(peak >= 900 << 10, "the gauge saw a file: {peak}");
+    assert!(
+        peak <= (1 << 20) + (800 << 10),
+        "peak buffered {peak} bytes"
+    );
+    assert_eq!(server.store.buffers().current(), 0);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_s3_error_mid_batch_rolls_the_whole_batch_back() {
     use corral_testkit::front::{Faults, Front, FrontConfig};

@@ -35,4 +35,4 @@ pub use object_store::GetRange;
 pub use orphan::Swept;
 pub use spool::{FileState, Job, JobFile, JobState, JobWriter, Spool, SpoolConfig, SpoolError};
 pub use store::{ByteStream, ListPage, MAX_PARTS, Reading, Store, StoreConfig, error_chain};
-pub use upload::{BufferGauge, StoredObject, Upload};
+pub use upload::{BufferGauge, Committing, StoredObject, Upload};

@@ -286,6 +286,11 @@ impl<'g> Upload<'g> {
         self.size
     }
 
+    /// Bytes written but not yet sent to the backend, held in memory.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len
+    }
+
     /// Adds `chunk` to the object, storing parts as they fill up.
     ///
     /// Not cancel safe: if this future is dropped, drop the upload too.
@@ -335,21 +340,35 @@ impl<'g> Upload<'g> {
     }
 
     /// Stores what remains and completes the object; only then does it
-    /// exist for readers.
-    ///
-    /// The commit (the call that makes the object exist, then its metadata
-    /// document) runs in a task of its own, as work of the request's tenant
-    /// that its cancellation does not stop: a commit cut off half-way can
-    /// still land (the local backend renames on a blocking thread), and a
-    /// request that is gone must not leave an object nobody was told of.
-    /// If the caller does not take the result (its future was dropped), or
-    /// the commit fails, the task removes the object again.
+    /// exist for readers. The same as [`commit`](Self::commit), then
+    /// awaiting its [`Committing`].
     ///
     /// # Errors
     ///
     /// [`crate::Error::Backend`] if the backend fails; nothing is left
     /// behind.
-    pub async fn finish(mut self) -> Result<StoredObject> {
+    pub async fn finish(self) -> Result<StoredObject> {
+        self.commit().await?.await
+    }
+
+    /// Stores the last part of a multipart object, then starts the commit
+    /// (the call that makes the object exist, and its metadata document if
+    /// it needs one) and returns without waiting for it: the caller can
+    /// receive its next file meanwhile, and learns the outcome by awaiting
+    /// the [`Committing`].
+    ///
+    /// The commit runs in a task of its own, as work of the request's
+    /// tenant that its cancellation does not stop: a commit cut off
+    /// half-way can still land (the local backend renames on a blocking
+    /// thread), and a request that is gone must not leave an object nobody
+    /// was told of. If the [`Committing`] is dropped before it has told its
+    /// outcome, or the commit fails, the task removes the object again.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Backend`] if the backend refuses the last part;
+    /// nothing is left behind.
+    pub async fn commit(mut self) -> Result<Committing> {
         let sha256 = hex::encode(self.hasher.finalize_reset());
         let mut rest = Some(self.buffer.take(self.buffer.len));
         if self.multipart.is_some()
@@ -357,6 +376,7 @@ impl<'g> Upload<'g> {
         {
             self.put_part(part).await?;
         }
+        let held = rest.as_ref().map_or(0, |part| part.len);
         let commit = Commit {
             store: self.store.clone(),
             group: self.group.detached(),
@@ -394,20 +414,60 @@ impl<'g> Upload<'g> {
                 store.delete_all(vec![key]).await;
             }
         });
-        receiver.await.map_err(|_| crate::Error::Cancelled)??;
-        Ok(StoredObject {
-            key: self.key.clone(),
-            size: self.size,
-            sha256,
+        Ok(Committing {
+            outcome: receiver,
+            held,
+            stored: StoredObject {
+                key: self.key.clone(),
+                size: self.size,
+                sha256,
+            },
         })
+    }
+}
+
+/// An object's commit under way, made by [`Upload::commit`]; resolves to
+/// the stored object once it exists for readers. Dropping it before then
+/// has the object removed (see [`Upload::commit`]).
+#[derive(Debug)]
+#[must_use = "an object whose commit is not awaited is removed again"]
+pub struct Committing {
+    outcome: oneshot::Receiver<Result<()>>,
+    held: usize,
+    stored: StoredObject,
+}
+
+impl Committing {
+    /// The object's bytes still held in memory until the commit has sent
+    /// them: a single-call object's, none for a multipart one.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The object being committed.
+    pub fn object(&self) -> &StoredObject {
+        &self.stored
+    }
+}
+
+impl Future for Committing {
+    type Output = Result<StoredObject>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let outcome = std::task::ready!(std::pin::Pin::new(&mut self.outcome).poll(cx));
+        let result = outcome.map_err(|_| crate::Error::Cancelled).flatten();
+        std::task::Poll::Ready(result.map(|()| self.stored.clone()))
     }
 }
 
 /// The last calls of an upload: make the object exist, then describe it.
 struct Commit {
     store: Store,
-    /// Detached from the request's group: see [`Upload::finish`].
-    group: Group,
+    /// Detached from the request's group: see [`Upload::commit`].
+    group: Arc<Group>,
     key: Key,
     multipart: Option<Multipart>,
     /// The bytes of a single-call object (`None` once written as the last

@@ -144,6 +144,11 @@ pub struct HerdConfig {
     pub front: Option<String>,
     /// Show a progress bar on stderr, if stderr is a terminal.
     pub progress: bool,
+    /// Compute every file's SHA-256 before the clock starts, so that the
+    /// client hashes nothing while it sends: for measuring corral's own
+    /// cost against a writer that checks nothing. Otherwise each file is
+    /// hashed as it is first sent.
+    pub digests_first: bool,
 }
 
 impl Default for HerdConfig {
@@ -162,6 +167,7 @@ impl Default for HerdConfig {
             metrics_interval: Duration::from_millis(250),
             front: None,
             progress: false,
+            digests_first: false,
         }
     }
 }
@@ -434,6 +440,21 @@ pub async fn run(config: &HerdConfig) -> Result<Report> {
         max_attempts: config.max_attempts,
         max_wait: config.max_wait,
     });
+    // Filled before the clock starts, or by the first attempt that
+    // generates each file whole.
+    let digests = (0..config.users).map(|user| {
+        (0..config.files)
+            .map(|file| {
+                let digest = Arc::new(OnceLock::new());
+                if config.digests_first {
+                    let sha256 = content_digest(config.seed, user, file, config.size);
+                    let _ = digest.set(sha256);
+                }
+                digest
+            })
+            .collect::<Vec<_>>()
+    });
+    let digests: Vec<_> = digests.collect();
     let progress = progress_bar(config);
 
     // The poller stops when `stop` is sent or dropped.
@@ -451,8 +472,8 @@ pub async fn run(config: &HerdConfig) -> Result<Report> {
     let (events, mut received) = mpsc::unbounded_channel();
     // The set owns every user: dropping or aborting it stops them all.
     let mut users = JoinSet::new();
-    for user in 0..config.users {
-        users.spawn(Arc::clone(&uploader).user(user, events.clone()));
+    for (user, digests) in digests.into_iter().enumerate() {
+        users.spawn(Arc::clone(&uploader).user(user, digests, events.clone()));
     }
     drop(events);
 
@@ -594,10 +615,12 @@ struct StoredFile {
 impl Uploader {
     /// One user: attempts until a final outcome or `max_attempts`, then
     /// checks a `201`. Cancel safe: aborting it only stops its requests.
-    async fn user(self: Arc<Self>, user: usize, events: mpsc::UnboundedSender<Event>) {
-        // Filled by the first attempt that generates each file whole.
-        let digests: Vec<Arc<OnceLock<[u8; 32]>>> =
-            (0..self.files).map(|_| Arc::default()).collect();
+    async fn user(
+        self: Arc<Self>,
+        user: usize,
+        digests: Vec<Arc<OnceLock<[u8; 32]>>>,
+        events: mpsc::UnboundedSender<Event>,
+    ) {
         let mut jitter = fastrand::Rng::with_seed(mix(self.seed, user as u64, u64::MAX));
         let started = Instant::now();
         let mut number = 0;

@@ -770,6 +770,9 @@ pub(crate) fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
                 users: 1,
                 files: args.files,
                 size: args.size.0,
+                // The direct writer checks nothing: time corral, not the
+                // client's own checks.
+                digests_first: true,
                 ..HerdConfig::default()
             }))?;
             anyhow::ensure!(

@@ -75,5 +75,6 @@ fn config(args: &HerdArgs) -> anyhow::Result<HerdConfig> {
         metrics_interval: args.metrics_interval.0,
         front: args.front.clone(),
         progress: !args.quiet,
+        digests_first: false,
     })
 }
