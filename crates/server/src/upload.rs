@@ -28,9 +28,13 @@
 //! stored in about the time its body takes to arrive, not that plus one
 //! backend call per file. Those calls queue as one flow of the scheduler's
 //! fair queue ([`corral_sched::Group::detached`]), so a request gains no
-//! share by them. The bytes they still hold count within the same bound:
-//! when the next file's buffer would take the sum past it, the next file
-//! waits for the oldest call.
+//! share by them. The next file is read on only while those calls are at
+//! the backend, not waiting in the scheduler's queue: when the backend is
+//! the bottleneck, a request holds one file's bytes, as if it waited for
+//! each call, instead of piling up files the backend cannot take yet. The
+//! bytes the calls still hold count within the same bound: when the next
+//! file's buffer would take the sum past it, the next file waits for the
+//! oldest call.
 //!
 //! # Asynchronous batches
 //!
@@ -474,6 +478,10 @@ impl Batch<'_> {
             let buffered = upload.buffered() + chunk.len();
             self.settle(|batch| batch.held() + buffered > batch.buffer_bound)
                 .await?;
+            // Read on only while the backend takes the earlier files.
+            for (_, committing) in &mut self.committing {
+                committing.begun().await;
+            }
             upload.write(chunk).await.map_err(|e| own(e.into()))?;
         }
         self.settle(|batch| batch.committing.len() >= MAX_COMMITTING)

@@ -1162,6 +1162,31 @@ async fn files_stored_while_the_next_arrive_hold_no_more_than_one_buffer() {
 }
 
 #[tokio::test]
+async fn a_batch_reads_on_only_while_the_backend_takes_its_files() {
+    let front = slow_s3(Duration::from_millis(200)).await;
+    // One call at a time: a file's call waits in the scheduler's queue
+    // while the one before it is at the backend.
+    let mut store_config = StoreConfig::default();
+    store_config.sched.limit = corral_sched::LimitConfig::Fixed(1);
+    let server = Server::on_s3_at(&front.endpoint(), ServerConfig::default(), store_config).await;
+    const SIZE: usize = 700 << 10;
+    let mut form = Form::new();
+    for i in 0..8 {
+        form = form.part("file", file(&format!("f{i}"), data(SIZE, i)));
+    }
+    let (status, body) = server.upload(form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // At most the file at the backend, the one queued behind it and the
+    // one being received (plus a chunk), not the five that four calls
+    // under way and the next file would hold.
+    let peak = server.store.buffers().peak();
+    assert!(peak >= 2 * SIZE, "files overlapped: {peak}");
+    assert!(peak <= 3 * SIZE + (800 << 10), "peak buffered {peak} bytes");
+    assert_eq!(front.stats().peak_concurrency, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_s3_error_mid_batch_rolls_the_whole_batch_back() {
     use corral_testkit::front::{Faults, Front, FrontConfig};
     let s3 = corral_testkit::s3::S3Server::require();

@@ -37,7 +37,7 @@ use crate::key::Key;
 use crate::meta::{self, MetaDoc, meta_path};
 use crate::multipart::Multipart;
 use corral_sched::Group;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::store::{Store, error_chain};
 
@@ -377,7 +377,10 @@ impl<'g> Upload<'g> {
             self.put_part(part).await?;
         }
         let held = rest.as_ref().map_or(0, |part| part.len);
+        // A multipart object's last call sends no bytes: as good as begun.
+        let (began, begun) = watch::channel(rest.is_none());
         let commit = Commit {
+            began,
             store: self.store.clone(),
             group: self.group.detached(),
             key: self.key.clone(),
@@ -417,6 +420,7 @@ impl<'g> Upload<'g> {
         Ok(Committing {
             outcome: receiver,
             held,
+            begun,
             stored: StoredObject {
                 key: self.key.clone(),
                 size: self.size,
@@ -434,6 +438,9 @@ impl<'g> Upload<'g> {
 pub struct Committing {
     outcome: oneshot::Receiver<Result<()>>,
     held: usize,
+    /// Whether the call that sends the object's bytes has left the
+    /// scheduler's queue.
+    begun: watch::Receiver<bool>,
     stored: StoredObject,
 }
 
@@ -447,6 +454,15 @@ impl Committing {
     /// The object being committed.
     pub fn object(&self) -> &StoredObject {
         &self.stored
+    }
+
+    /// Waits until the call that sends the object's bytes has left the
+    /// scheduler's queue for the backend (or the commit has ended): until
+    /// then the backend is busy with others' work, and a caller that reads
+    /// more meanwhile would only pile bytes up in memory.
+    pub async fn begun(&mut self) {
+        // An error is the commit having ended: nothing more to wait for.
+        let _ = self.begun.wait_for(|begun| *begun).await;
     }
 }
 
@@ -465,6 +481,8 @@ impl Future for Committing {
 
 /// The last calls of an upload: make the object exist, then describe it.
 struct Commit {
+    /// Told once the call that sends the object's bytes is dispatched.
+    began: watch::Sender<bool>,
     store: Store,
     /// Detached from the request's group: see [`Upload::commit`].
     group: Arc<Group>,
@@ -515,6 +533,7 @@ impl Commit {
                 };
                 store
                     .call(group, key, cost, || {
+                        self.began.send_replace(true);
                         let options = PutOptions::from(attributes.clone());
                         backend.put_opts(&path, part.payload.clone(), options)
                     })
