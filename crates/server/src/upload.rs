@@ -447,13 +447,7 @@ impl Batch<'_> {
                 Ok(file.finish().await?)
             };
             let (size, sha256) = spooled.await.map_err(own)?;
-            let key = self.tenant.relative(&key).to_owned();
-            self.files.push(StoredFile {
-                key,
-                name,
-                size,
-                sha256,
-            });
+            self.record(&key, name, size, sha256);
             return Ok(());
         }
         let intent = rollback
@@ -515,13 +509,18 @@ impl Batch<'_> {
                 name: Some(name.clone()),
                 error: e.into(),
             })?;
-            self.files.push(StoredFile {
-                key: self.tenant.relative(&stored.key).to_owned(),
-                name,
-                size: stored.size,
-                sha256: stored.sha256,
-            });
+            self.record(&stored.key, name, stored.size, stored.sha256);
         }
+    }
+
+    /// Adds a file received whole to the answer.
+    fn record(&mut self, key: &Key, name: String, size: u64, sha256: String) {
+        self.files.push(StoredFile {
+            key: self.tenant.relative(key).to_owned(),
+            name,
+            size,
+            sha256,
+        });
     }
 
     /// Bytes held by the files whose commit is under way.

@@ -451,11 +451,6 @@ impl Committing {
         self.held
     }
 
-    /// The object being committed.
-    pub fn object(&self) -> &StoredObject {
-        &self.stored
-    }
-
     /// Waits until the call that sends the object's bytes has left the
     /// scheduler's queue for the backend (or the commit has ended): until
     /// then the backend is busy with others' work, and a caller that reads

@@ -442,19 +442,17 @@ pub async fn run(config: &HerdConfig) -> Result<Report> {
     });
     // Filled before the clock starts, or by the first attempt that
     // generates each file whole.
-    let digests = (0..config.users).map(|user| {
-        (0..config.files)
-            .map(|file| {
-                let digest = Arc::new(OnceLock::new());
-                if config.digests_first {
-                    let sha256 = content_digest(config.seed, user, file, config.size);
-                    let _ = digest.set(sha256);
-                }
-                digest
-            })
-            .collect::<Vec<_>>()
-    });
-    let digests: Vec<_> = digests.collect();
+    let digests: Vec<Vec<_>> = (0..config.users)
+        .map(|user| {
+            (0..config.files)
+                .map(|file| match config.digests_first {
+                    true => OnceLock::from(content_digest(config.seed, user, file, config.size)),
+                    false => OnceLock::new(),
+                })
+                .map(Arc::new)
+                .collect()
+        })
+        .collect();
     let progress = progress_bar(config);
 
     // The poller stops when `stop` is sent or dropped.
