@@ -101,8 +101,9 @@ pub(crate) struct Overrides {
 
     /// Limit on storage calls in flight, process-wide: `adaptive` finds
     /// the backend's capacity by itself; `fixed:N` holds N. (`unbounded`
-    /// and `per-request:N` exist only for `corral bench` to compare naive
-    /// designs.) [default: adaptive].
+    /// and `per-request:N`, naive designs for `corral bench` to compare
+    /// against, are accepted only by a build with `--features bench`.)
+    /// [default: adaptive].
     #[arg(long, env = "CORRAL_CONCURRENCY", value_name = "SPEC")]
     #[serde(default, deserialize_with = "parsed")]
     pub(crate) concurrency: Option<LimitConfig>,
@@ -420,6 +421,19 @@ impl Settings {
                 adaptive.max
             );
         }
+        if !cfg!(feature = "bench")
+            && matches!(
+                self.concurrency,
+                LimitConfig::Unbounded | LimitConfig::PerRequest(_)
+            )
+        {
+            anyhow::bail!(
+                "concurrency {} is a baseline for `corral bench` to compare against, not a \
+                 limit to serve with: use `adaptive` or `fixed:N` (a build with `--features \
+                 bench` accepts it)",
+                self.concurrency
+            );
+        }
         if !self.listen.ip().is_loopback() && self.auth.is_none() && !self.insecure_no_auth {
             anyhow::bail!(
                 "refusing to listen on {} without authentication: anyone who can reach it \
@@ -716,6 +730,22 @@ mod tests {
         assert_eq!(range(&flags), (2, 32));
         let bad = ["corral", "serve", "--concurrency-min", "300"];
         assert!(resolve(args(&bad)).is_err());
+    }
+
+    #[test]
+    fn only_a_bench_build_serves_with_the_baseline_limits() {
+        for spec in ["unbounded", "per-request:3"] {
+            let resolved = resolve(args(&["corral", "serve", "--concurrency", spec]));
+            if cfg!(feature = "bench") {
+                assert!(resolved.is_ok(), "{spec}: {:?}", resolved.err());
+            } else {
+                let error = format!("{:#}", resolved.unwrap_err());
+                assert!(error.contains("--features bench"), "{spec}: {error}");
+            }
+        }
+        for spec in ["adaptive", "fixed:8"] {
+            resolve(args(&["corral", "serve", "--concurrency", spec])).unwrap();
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod auth;
+#[cfg(feature = "bench")]
 mod bench;
 mod cli;
 mod config;
@@ -18,13 +19,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Token(args) => auth::token(&args.tenant),
-        cli::Command::Bench(cli::BenchCommand::Sim(args)) => bench::sim(&args),
-        cli::Command::Bench(cli::BenchCommand::Herd(args)) => bench::herd::run(&args),
-        cli::Command::Bench(cli::BenchCommand::Front(args)) => bench::front::run(&args),
-        cli::Command::Bench(cli::BenchCommand::Compare(args)) => bench::compare::compare(&args),
-        cli::Command::Bench(cli::BenchCommand::Sweep(args)) => bench::compare::sweep(&args),
-        cli::Command::Bench(cli::BenchCommand::Ingest(args)) => bench::compare::ingest(&args),
-        cli::Command::Bench(cli::BenchCommand::Reads(args)) => bench::reads::run(&args),
+        #[cfg(feature = "bench")]
+        cli::Command::Bench(command) => bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -176,7 +176,8 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 mod tests {
     use clap::Parser;
 
-    use crate::cli::{BenchCommand, Cli, Command};
+    use crate::bench::BenchCommand;
+    use crate::cli::{Cli, Command};
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(["corral", "bench", "front"].iter().chain(args))

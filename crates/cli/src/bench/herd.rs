@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use corral_testkit::herd::{self, HerdConfig, Report, Verify};
 
-use crate::cli::HerdArgs;
+use super::HerdArgs;
 
 /// The tenant corral stores uploads under while it has no authentication.
 const TENANT: &str = "anonymous";
