@@ -281,6 +281,7 @@ impl Default for Settings {
     fn default() -> Self {
         let server = ServerConfig::default();
         let store = StoreConfig::default();
+        let sched = SchedConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: "./corral-data".to_owned(),
@@ -291,11 +292,11 @@ impl Default for Settings {
             s3_no_checksums: false,
             orphan_sweep: Span(store.orphan_sweep.unwrap_or_default()),
             orphan_age: Span(store.orphan_age),
-            concurrency: store.sched.limit,
+            concurrency: sched.limit,
             concurrency_min: None,
             concurrency_max: None,
-            max_queued_jobs: store.sched.queue.max_jobs,
-            max_queued_bytes: ByteSize(store.sched.queue.max_bytes),
+            max_queued_jobs: sched.queue.max_jobs,
+            max_queued_bytes: ByteSize(sched.queue.max_bytes),
             max_file_size: ByteSize(server.max_file_size),
             max_batch_size: ByteSize(server.max_batch_size),
             max_files: server.max_files,
@@ -486,11 +487,22 @@ impl Settings {
         }
     }
 
+    /// How backend calls are scheduled: the limit and the queue.
+    pub(crate) fn sched_config(&self) -> SchedConfig {
+        SchedConfig {
+            limit: self.limit(),
+            queue: QueueConfig {
+                max_jobs: self.max_queued_jobs,
+                max_bytes: self.max_queued_bytes.0,
+            },
+            ..SchedConfig::default()
+        }
+    }
+
     pub(crate) fn store_config(&self) -> anyhow::Result<StoreConfig> {
         let size = |s: ByteSize, name| {
             usize::try_from(s.0).with_context(|| format!("{name} {s} is too large"))
         };
-        let limit = self.limit();
         Ok(StoreConfig {
             s3: S3Options {
                 endpoint: self.s3_endpoint.clone(),
@@ -508,14 +520,6 @@ impl Settings {
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
             read_cache: size(self.read_cache, "read-cache")?,
-            sched: SchedConfig {
-                limit,
-                queue: QueueConfig {
-                    max_jobs: self.max_queued_jobs,
-                    max_bytes: self.max_queued_bytes.0,
-                },
-                ..SchedConfig::default()
-            },
             // Beside the spool: both are this instance's local state.
             batch_journal: Some(self.spool_dir.join("batches.redb")),
         })

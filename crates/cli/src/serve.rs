@@ -2,6 +2,7 @@
 //! signal.
 
 use anyhow::Context;
+use corral_sched::Scheduler;
 use corral_server::AppState;
 use corral_store::{Spool, Store};
 use tokio::net::TcpListener;
@@ -38,7 +39,10 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let auth = settings.auth.as_deref().map(auth::load).transpose()?;
-    let store = Store::open(&settings.store, settings.store_config()?).await?;
+    // The composition root: one scheduler for every backend call, handed
+    // to the store that makes them and to the server that admits work.
+    let scheduler = Scheduler::new(settings.sched_config());
+    let store = Store::open(&settings.store, settings.store_config()?, scheduler.clone()).await?;
     let spool = Spool::open(settings.spool_config(), store.clone())
         .await
         .with_context(|| format!("cannot open the spool {}", settings.spool_dir.display()))?;
@@ -53,7 +57,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         store.url()
     );
     tracing::info!(%address, store = store.url(), concurrency = %settings.concurrency, "serving");
-    let mut state = AppState::new(store, settings.server_config()).with_spool(spool);
+    let mut state = AppState::new(store, scheduler, settings.server_config()).with_spool(spool);
     if let Some(auth) = auth {
         state = state.with_auth(auth);
     }

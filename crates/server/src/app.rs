@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Uri;
 use axum::middleware;
 use axum::routing::{get, post};
-use corral_sched::Health;
+use corral_sched::{Health, Scheduler};
 use corral_store::{Spool, Store};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -25,6 +25,9 @@ use crate::{files, jobs, upload};
 pub struct AppState {
     /// The storage backend.
     pub store: Store,
+    /// The scheduler of every backend call: the one `store` was opened
+    /// with, for admission, health and shutdown.
+    pub scheduler: Scheduler,
     /// The limits requests are held to.
     pub config: Arc<ServerConfig>,
     /// What `/metrics` reports; the middleware counts every request into it.
@@ -43,17 +46,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `store`, with `config`'s limits.
-    pub fn new(store: Store, config: ServerConfig) -> Self {
+    /// State over `store`, whose calls `scheduler` schedules (the one the
+    /// store was opened with), with `config`'s limits.
+    pub fn new(store: Store, scheduler: Scheduler, config: ServerConfig) -> Self {
         let upload_memory = Arc::new(MemoryGate::new(
             config.upload_memory,
             config.upload_queue,
             config.upload_wait,
         ));
         Self {
-            metrics: Arc::new(Metrics::new(store.clone(), Arc::clone(&upload_memory))),
+            metrics: Arc::new(Metrics::new(
+                store.clone(),
+                scheduler.clone(),
+                Arc::clone(&upload_memory),
+            )),
             upload_memory,
             store,
+            scheduler,
             config: Arc::new(config),
             auth: None,
             anonymous: Arc::new(TenantPolicy::anonymous()),
@@ -126,7 +135,7 @@ async fn healthz() -> &'static str {
 /// and while the storage backend is down (`backend_unavailable`, with the
 /// time to the next probe as `Retry-After`).
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    let scheduler = state.store.scheduler();
+    let scheduler = &state.scheduler;
     if scheduler.is_closed() {
         return Err(ApiError::ShuttingDown);
     }
@@ -162,10 +171,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500_and_the_router_goes_on() {
-        let store = Store::open("memory://", StoreConfig::default())
+        let scheduler = Scheduler::new(corral_sched::SchedConfig::default());
+        let store = Store::open("memory://", StoreConfig::default(), scheduler.clone())
             .await
             .unwrap();
-        let state = AppState::new(store, ServerConfig::default());
+        let state = AppState::new(store, scheduler, ServerConfig::default());
         let routes = Router::new()
             .route("/boom", get(boom))
             .route("/healthz", get(healthz));

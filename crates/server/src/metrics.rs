@@ -86,8 +86,9 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics of a server over `store`, with no request counted yet.
-    pub(crate) fn new(store: Store, upload_memory: Arc<MemoryGate>) -> Self {
+    /// Metrics of a server over `store` and `scheduler`, with no request
+    /// counted yet.
+    pub(crate) fn new(store: Store, scheduler: Scheduler, upload_memory: Arc<MemoryGate>) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: DurationFamily = Family::new_with_constructor(request_histogram);
         let mut registry = Registry::default();
@@ -103,6 +104,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(SchedCollector {
             store,
+            scheduler,
             upload_memory,
         }));
         registry.register_collector(Box::new(ProcessCollector));
@@ -196,12 +198,13 @@ fn method_label(method: &Method) -> &'static str {
 #[derive(Debug)]
 struct SchedCollector {
     store: Store,
+    scheduler: Scheduler,
     upload_memory: Arc<MemoryGate>,
 }
 
 impl Collector for SchedCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let scheduler: &Scheduler = self.store.scheduler();
+        let scheduler = &self.scheduler;
         let stats = scheduler.stats();
         // usize::MAX stands for "no limit".
         let limit = match stats.limit {

@@ -76,7 +76,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let store = state.store.clone();
     let spool = state.spool.clone();
-    let scheduler = store.scheduler().clone();
+    let scheduler = state.scheduler.clone();
     let grace = state.config.shutdown_grace;
     let mut http = http1::Builder::new();
     http.max_buf_size(READ_BUFFER)

@@ -89,7 +89,7 @@ impl FromRequestParts<AppState> for Admitted {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let tenant = Tenant::from_request_parts(parts, state).await?;
-        let scheduler = state.store.scheduler();
+        let scheduler = &state.scheduler;
         let root = tenant.root().as_str();
         // A batch spooled to disk is stored later: a backend that is down
         // now does not stop it.

@@ -65,7 +65,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use corral_store::{Committing, Intent, Key, Store, sanitize_file_name};
+use corral_store::{Committing, Intent, Key, sanitize_file_name};
 use futures::FutureExt;
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,7 @@ use crate::body::{BodyError, BodyReader, refuse};
 use crate::error::{ApiError, FileError};
 use crate::memory::Reservation;
 use crate::tenant::{Admitted, Tenant};
-use corral_sched::{Group, Health};
+use corral_sched::{Group, Health, Scheduler};
 use corral_store::JobWriter;
 
 /// The most files of one request whose last call is under way while the
@@ -153,7 +153,7 @@ pub(crate) async fn upload(
     };
     let reader = BodyReader::new(body, state.config.body_timeout);
     let mut rollback = Rollback {
-        store: state.store.clone(),
+        scheduler: state.scheduler.clone(),
         intent: None,
     };
     let batch = Batch {
@@ -634,7 +634,7 @@ fn unique_name(used: &mut HashSet<String>, name: String) -> String {
 /// dropped first, dropping the intent rolls it back in the background.
 /// Either way the deletes are the store's own work, retried until done.
 struct Rollback {
-    store: Store,
+    scheduler: Scheduler,
     intent: Option<Intent>,
 }
 
@@ -651,7 +651,7 @@ impl Rollback {
             return;
         };
         let settled = intent.abandon();
-        if self.store.scheduler().health() != Health::Up {
+        if self.scheduler.health() != Health::Up {
             return;
         }
         if tokio::time::timeout(ROLLBACK_WAIT, settled).await.is_err() {

@@ -196,7 +196,7 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
         }
         Some("overloaded") => {
             // A queue that holds nothing: every batch is refused.
-            let store = StoreConfig {
+            let store = Storage {
                 sched: SchedConfig {
                     queue: QueueConfig {
                         max_jobs: 0,
@@ -204,7 +204,7 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
                     },
                     ..SchedConfig::default()
                 },
-                ..StoreConfig::default()
+                ..Storage::default()
             };
             post(
                 &Server::with(ServerConfig::default(), store).await,

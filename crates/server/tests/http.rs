@@ -862,10 +862,10 @@ impl corral_sched::Classify for Never {
 
 #[tokio::test]
 async fn an_overloaded_server_answers_429_with_retry_after_before_reading_the_body() {
-    let mut store_config = StoreConfig::default();
-    store_config.sched.limit = corral_sched::LimitConfig::Fixed(1);
-    store_config.sched.queue.max_jobs = 2;
-    let server = Server::with(ServerConfig::default(), store_config).await;
+    let mut storage = Storage::default();
+    storage.sched.limit = corral_sched::LimitConfig::Fixed(1);
+    storage.sched.queue.max_jobs = 2;
+    let server = Server::with(ServerConfig::default(), storage).await;
     let scheduler = server.store.scheduler().clone();
 
     // Occupy the only slot and fill the queue with calls that hang.
@@ -1166,9 +1166,9 @@ async fn a_batch_reads_on_only_while_the_backend_takes_its_files() {
     let front = slow_s3(Duration::from_millis(200)).await;
     // One call at a time: a file's call waits in the scheduler's queue
     // while the one before it is at the backend.
-    let mut store_config = StoreConfig::default();
-    store_config.sched.limit = corral_sched::LimitConfig::Fixed(1);
-    let server = Server::on_s3_at(&front.endpoint(), ServerConfig::default(), store_config).await;
+    let mut storage = Storage::default();
+    storage.sched.limit = corral_sched::LimitConfig::Fixed(1);
+    let server = Server::on_s3_at(&front.endpoint(), ServerConfig::default(), storage).await;
     const SIZE: usize = 700 << 10;
     let mut form = Form::new();
     for i in 0..8 {

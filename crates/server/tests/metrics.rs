@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use corral_sched::{SchedConfig, Scheduler};
 use corral_server::{AppState, ServerConfig};
 use corral_store::{Store, StoreConfig};
 use reqwest::StatusCode;
@@ -121,15 +122,20 @@ fn parse_sample(line: &str) -> Sample {
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_report_the_scheduler() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap(), StoreConfig::default())
-        .await
-        .unwrap();
+    let scheduler = Scheduler::new(SchedConfig::default());
+    let store = Store::open(
+        dir.path().to_str().unwrap(),
+        StoreConfig::default(),
+        scheduler.clone(),
+    )
+    .await
+    .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(corral_server::run(
         listener,
-        AppState::new(store, ServerConfig::default()),
+        AppState::new(store, scheduler, ServerConfig::default()),
         async {
             let _ = stopped.await;
         },

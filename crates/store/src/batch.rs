@@ -5,7 +5,7 @@
 //!
 //! Every object of a batch goes under one directory of its own,
 //! `{tenant}/{prefix/}{date}/{batch-id}`. Before the batch writes its
-//! first object, [`Store::begin_batch`] records that directory durably:
+//! first object, [`Store::begin_batch`](crate::Store::begin_batch) records that directory durably:
 //! the batch's *intent*. The record goes when the batch is acknowledged
 //! ([`Intent::acknowledge`], before its `201` is sent), or once a batch that
 //! failed has been rolled back. While the record is there:
@@ -50,10 +50,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::Client;
+use crate::error::error_chain;
 use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
 use crate::meta::META_ROOT;
-use crate::store::{Store, error_chain};
 
 /// The journal's open intents: a batch's directory, to nothing.
 const INTENTS: TableDefinition<&str, ()> = TableDefinition::new("intents");
@@ -258,7 +259,8 @@ pub struct Intent(Arc<Guard>);
 
 #[derive(Debug)]
 struct Guard {
-    store: Store,
+    client: Client,
+    batches: Arc<Batches>,
     dir: Key,
     /// Cancelled once the batch is settled: acknowledged, or rolled back
     /// and forgotten.
@@ -266,62 +268,32 @@ struct Guard {
     acknowledged: std::sync::atomic::AtomicBool,
 }
 
-impl Store {
-    /// Records that a batch is about to write under `dir`, durably if the
-    /// store has a journal, and hides `dir` until the batch is settled (see
-    /// the [module docs](crate::batch)).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Journal`] if the journal cannot record it; nothing has been
-    /// written then.
-    pub async fn begin_batch(&self, dir: Key) -> Result<Intent> {
-        self.batches().record(&dir, true).await?;
-        Ok(Intent::new(self, dir))
+/// Deletes everything under the directory `dir` (objects, their metadata
+/// documents) and aborts the multipart uploads under it, as the store's own
+/// work, retried until done.
+///
+/// # Errors
+///
+/// A permanent failure of a listing or a delete, or [`Error::Cancelled`]
+/// when the store's close gave up.
+async fn remove_dir(client: &Client, dir: &Key) -> Result<()> {
+    let (backend, system) = (client.backend(), client.system());
+    for root in [
+        Path::from(dir.as_str()),
+        Path::from(format!("{META_ROOT}/{dir}")),
+    ] {
+        let listed = system
+            .run_until_done(0, || list_all(backend, &root).map_err(BackendError))
+            .await
+            .map_err(|e| Error::job(dir.as_str(), e))?;
+        // One bulk call for the lot, where the backend has one.
+        system
+            .run_until_done(0, || client.delete_call(&listed).map_err(BackendError))
+            .await
+            .map_err(|e| Error::job(dir.as_str(), e))?;
     }
-
-    /// Rolls back the batches a process that died left open: each in the
-    /// background, hidden until it is done.
-    pub(crate) fn recover_batches(&self, dirs: Vec<Key>) {
-        if !dirs.is_empty() {
-            tracing::info!(
-                batches = dirs.len(),
-                "rolling back the batches left unfinished by a process that died"
-            );
-        }
-        for dir in dirs {
-            drop(Intent::new(self, dir));
-        }
-    }
-
-    /// Deletes everything under the directory `dir` (objects, their
-    /// metadata documents) and aborts the multipart uploads under it, as
-    /// the store's own work, retried until done.
-    ///
-    /// # Errors
-    ///
-    /// A permanent failure of a listing or a delete, or
-    /// [`Error::Cancelled`] when [`Store::close`] gave up.
-    async fn remove_dir(&self, dir: &Key) -> Result<()> {
-        let backend = self.backend();
-        let system = self.system();
-        for root in [
-            Path::from(dir.as_str()),
-            Path::from(format!("{META_ROOT}/{dir}")),
-        ] {
-            let listed = system
-                .run_until_done(0, || list_all(backend, &root).map_err(BackendError))
-                .await
-                .map_err(|e| Error::job(dir.as_str(), e))?;
-            // One bulk call for the lot, where the backend has one.
-            system
-                .run_until_done(0, || self.delete_call(&listed).map_err(BackendError))
-                .await
-                .map_err(|e| Error::job(dir.as_str(), e))?;
-        }
-        self.abort_uploads_under(dir).await?;
-        Ok(())
-    }
+    client.abort_uploads_under(dir).await?;
+    Ok(())
 }
 
 async fn list_all(backend: &Arc<dyn ObjectStore>, root: &Path) -> object_store::Result<Vec<Path>> {
@@ -332,14 +304,14 @@ async fn list_all(backend: &Arc<dyn ObjectStore>, root: &Path) -> object_store::
 /// Rolls `dir` back, retrying failures that may pass until it is done or
 /// the store closes, then forgets it. A batch not rolled back stays hidden
 /// and recorded, and is rolled back again on the next start.
-async fn roll_back(store: &Store, dir: &Key) {
+async fn roll_back(client: &Client, batches: &Batches, dir: &Key) {
     let mut wait = ROLLBACK_RETRY_FIRST;
     loop {
-        match store.remove_dir(dir).await {
+        match remove_dir(client, dir).await {
             Ok(()) => break,
             Err(e) if e.is_transient() => {
                 tracing::warn!(%dir, error = %error_chain(&e), "rolling back a batch failed; retrying");
-                if !store.pause(wait).await {
+                if !client.pause(wait).await {
                     return;
                 }
                 wait = (wait * 2).min(ROLLBACK_RETRY_MAX);
@@ -350,7 +322,7 @@ async fn roll_back(store: &Store, dir: &Key) {
             }
         }
     }
-    match store.batches().record(dir, false).await {
+    match batches.record(dir, false).await {
         Ok(()) => tracing::debug!(%dir, "rolled back a batch"),
         Err(e) => {
             tracing::warn!(%dir, error = %error_chain(&e), "forgetting a rolled-back batch failed; it is rolled back again on the next start")
@@ -364,10 +336,38 @@ const ROLLBACK_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs
 const ROLLBACK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Intent {
+    /// Records that a batch is about to write under `dir`, durably if the
+    /// store has a journal, and hides `dir` until the batch is settled (see
+    /// the [module docs](crate::batch)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Journal`] if the journal cannot record it; nothing has been
+    /// written then.
+    pub(crate) async fn begin(client: &Client, batches: &Arc<Batches>, dir: Key) -> Result<Self> {
+        batches.record(&dir, true).await?;
+        Ok(Self::new(client, batches, dir))
+    }
+
+    /// Rolls back the batches a process that died left open: each in the
+    /// background, hidden until it is done.
+    pub(crate) fn recover(client: &Client, batches: &Arc<Batches>, dirs: Vec<Key>) {
+        if !dirs.is_empty() {
+            tracing::info!(
+                batches = dirs.len(),
+                "rolling back the batches left unfinished by a process that died"
+            );
+        }
+        for dir in dirs {
+            drop(Self::new(client, batches, dir));
+        }
+    }
+
     /// The intent of the batch under `dir`, not yet settled.
-    fn new(store: &Store, dir: Key) -> Self {
+    fn new(client: &Client, batches: &Arc<Batches>, dir: Key) -> Self {
         Self(Arc::new(Guard {
-            store: store.clone(),
+            client: client.clone(),
+            batches: batches.clone(),
             dir,
             settled: CancellationToken::new(),
             acknowledged: false.into(),
@@ -389,7 +389,7 @@ impl Intent {
     /// then rolled back as a failed one.
     pub async fn acknowledge(self) -> Result<()> {
         let guard = &self.0;
-        guard.store.batches().record(&guard.dir, false).await?;
+        guard.batches.record(&guard.dir, false).await?;
         guard
             .acknowledged
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -422,9 +422,10 @@ impl Drop for Guard {
         if self.acknowledged.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let (store, dir, settled) = (self.store.clone(), self.dir.clone(), self.settled.clone());
-        store.clone().spawn_cleanup(async move {
-            roll_back(&store, &dir).await;
+        let (client, batches) = (self.client.clone(), self.batches.clone());
+        let (dir, settled) = (self.dir.clone(), self.settled.clone());
+        self.client.spawn_cleanup(async move {
+            roll_back(&client, &batches, &dir).await;
             settled.cancel();
         });
     }

@@ -39,8 +39,11 @@ pub enum Error {
     Open {
         /// The URL as given.
         url: String,
-        /// What went wrong.
+        /// What went wrong, for people.
         reason: String,
+        /// The failure underneath, if there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The backend failed a call, for good: a permanent error, or the
@@ -206,6 +209,9 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
     let throttled = Class::Throttled { retry_after: None };
     let transient = Class::Transient { retry_after: None };
     for error in sources(error) {
+        if let Some(answer) = error.downcast_ref::<StatusError>() {
+            return class_of_status(answer.status);
+        }
         if let Some(http) = error.downcast_ref::<HttpError>() {
             return match http.kind() {
                 // A backend too busy to answer in time is overloaded.
@@ -215,13 +221,7 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
         }
         let text = error.to_string();
         if let Some(status) = status_in(&text) {
-            return match status {
-                429 | 503 => throttled,
-                408 | 500 | 502 | 504 => transient,
-                // Other statuses say the request itself is wrong (a bad
-                // checksum, a missing bucket, refused credentials).
-                _ => Class::Permanent,
-            };
+            return class_of_status(status);
         }
         if text.contains("<Code>SlowDown</Code>") {
             return throttled;
@@ -231,6 +231,17 @@ fn classify_remote(error: &(dyn std::error::Error + 'static)) -> Class {
         }
     }
     transient
+}
+
+/// The class of a backend's answer with a non-2xx `status`.
+fn class_of_status(status: u16) -> Class {
+    match status {
+        429 | 503 => Class::Throttled { retry_after: None },
+        408 | 500 | 502 | 504 => Class::Transient { retry_after: None },
+        // Other statuses say the request itself is wrong (a bad checksum,
+        // a missing bucket, refused credentials).
+        _ => Class::Permanent,
+    }
 }
 
 /// Whether a failed ranged GET may be the backend refusing the range: a
@@ -294,10 +305,15 @@ fn store_wide(error: &object_store::Error) -> bool {
     if is_local(store) {
         return true;
     }
+    let is_store_wide_code = |text: &str| {
+        (STORE_WIDE_CODES.iter()).any(|code| text.contains(&format!("<Code>{code}</Code>")))
+    };
     sources(source.as_ref()).any(|error| {
+        if let Some(answer) = error.downcast_ref::<StatusError>() {
+            return answer.status == 401 || is_store_wide_code(&answer.body);
+        }
         let text = error.to_string();
-        status_in(&text) == Some(401)
-            || (STORE_WIDE_CODES.iter()).any(|code| text.contains(&format!("<Code>{code}</Code>")))
+        status_in(&text) == Some(401) || is_store_wide_code(&text)
     })
 }
 
@@ -305,6 +321,30 @@ fn store_wide(error: &object_store::Error) -> bool {
 fn status_in(text: &str) -> Option<u16> {
     let (_, rest) = text.split_once("status code: ")?;
     rest.get(..3)?.parse().ok()
+}
+
+/// A backend's answer with a non-2xx status, to a call corral makes
+/// itself (see [`crate::backend::s3_uploads`]): classified by its status,
+/// where `object_store`'s own answers can only be read from their text.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: the store answered {status}: {body}")]
+pub(crate) struct StatusError {
+    pub(crate) call: &'static str,
+    pub(crate) status: u16,
+    pub(crate) body: String,
+}
+
+/// `error: cause: cause`: an error and its sources on one line, for logs
+/// and messages to people.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The storage layer's result type.

@@ -45,9 +45,13 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
 
+use futures::stream::BoxStream;
+
 use crate::error::Result;
 use crate::meta::ObjectInfo;
-use crate::store::ByteStream;
+
+/// The bytes of an object, as they arrive from the backend.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// How long an answer stays cached.
 pub const TTL: Duration = Duration::from_secs(2);

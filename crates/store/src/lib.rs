@@ -13,26 +13,35 @@
 //! Keys are validated [`Key`]s; file names sent by clients become key segments
 //! only through [`sanitize_file_name`].
 
-mod backend;
-pub mod batch;
+// The layers, from the bottom up (see `store.rs`).
 mod error;
-pub mod hot;
 pub mod key;
-mod local;
 mod meta;
+
+mod backend;
+
+mod client;
+
+pub mod batch;
+pub mod hot;
 mod multipart;
 mod orphan;
-pub mod spool;
-mod store;
+mod read;
 pub mod upload;
+
+mod store;
+
+pub mod spool;
 
 pub use backend::{AzureOptions, GcsOptions, S3Options};
 pub use batch::Intent;
-pub use error::{Error, Result, sources};
+pub use error::{Error, Result, error_chain, sources};
+pub use hot::ByteStream;
 pub use key::{Key, MAX_KEY_BYTES, MAX_SEGMENT_BYTES, sanitize_file_name};
 pub use meta::ObjectInfo;
 pub use object_store::GetRange;
 pub use orphan::Swept;
+pub use read::Reading;
 pub use spool::{FileState, Job, JobFile, JobState, JobWriter, Spool, SpoolConfig, SpoolError};
-pub use store::{ByteStream, ListPage, MAX_PARTS, Reading, Store, StoreConfig, error_chain};
+pub use store::{ListPage, MAX_PARTS, Store, StoreConfig};
 pub use upload::{BufferGauge, Committing, StoredObject, Upload};

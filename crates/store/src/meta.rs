@@ -39,7 +39,7 @@
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
-use object_store::{Attribute, Attributes};
+use object_store::{Attribute, Attributes, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::key::Key;
@@ -137,6 +137,19 @@ pub(crate) fn from_attributes(attributes: &Attributes) -> (Option<String>, Optio
 /// The path of `key`'s metadata document.
 pub(crate) fn meta_path(key: &Key) -> Path {
     Path::from(format!("{META_ROOT}/{key}.json"))
+}
+
+/// What an object's listing entry or head says of it: its size, entity
+/// tag and age; the rest comes from its attributes or document.
+pub(crate) fn object_info(key: Key, meta: ObjectMeta) -> ObjectInfo {
+    ObjectInfo {
+        key,
+        size: meta.size,
+        e_tag: meta.e_tag,
+        last_modified: meta.last_modified,
+        content_type: None,
+        sha256: None,
+    }
 }
 
 #[cfg(test)]

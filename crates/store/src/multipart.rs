@@ -4,7 +4,7 @@
 //! `object_store`'s [`MultipartUpload`] works everywhere but numbers parts
 //! by call: a repeated `put_part` adds a part rather than replacing one, so
 //! a part cannot be retried by the scheduler. Backends that implement
-//! [`MultipartStore`] (S3, GCS, Azure) take explicit part numbers instead, so there each
+//! [`MultipartStore`](object_store::multipart::MultipartStore) (S3, GCS, Azure) take explicit part numbers instead, so there each
 //! part is an ordinary retriable call under the scheduler's budget.
 //!
 //! A multipart object's attributes are set when its upload starts, before
@@ -15,46 +15,17 @@
 //! each part). Copying the finished object onto itself to add
 //! the SHA-256 would cost a second write of every byte.
 
-use std::sync::Arc;
-
 use corral_sched::Group;
 use futures::TryFutureExt;
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::multipart::PartId;
 use object_store::path::Path;
 use object_store::{
     Attributes, MultipartId, MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload,
 };
 
+use crate::backend::Parts;
+use crate::client::Client;
 use crate::error::{BackendError, Result};
-use crate::store::Store;
-
-/// The parts interface of a backend, with the prefix its store adds.
-#[derive(Clone)]
-pub(crate) struct Parts {
-    pub(crate) store: Arc<dyn MultipartStore>,
-    /// What the backend's prefix store puts before every key.
-    pub(crate) prefix: String,
-    /// Whether an upload can be given attributes when it starts (S3, GCS).
-    pub(crate) attributes_on_create: bool,
-}
-
-impl std::fmt::Debug for Parts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parts")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Parts {
-    fn path(&self, key: &str) -> Path {
-        if self.prefix.is_empty() {
-            Path::from(key)
-        } else {
-            Path::from(format!("{}/{key}", self.prefix))
-        }
-    }
-}
 
 /// A multipart upload in progress.
 #[derive(Debug)]
@@ -74,7 +45,7 @@ impl Multipart {
     /// Starts a multipart upload of `key`, with `attributes` where the
     /// backend takes them.
     pub(crate) async fn start(
-        store: &Store,
+        client: &Client,
         group: &Group,
         key: &str,
         attributes: Attributes,
@@ -83,7 +54,7 @@ impl Multipart {
             attributes: attributes.clone(),
             ..PutMultipartOptions::default()
         };
-        match store.parts() {
+        match client.parts() {
             Some(parts) => {
                 let path = parts.path(key);
                 let backend = &parts.store;
@@ -91,7 +62,7 @@ impl Multipart {
                     true => attributes,
                     false => Attributes::new(),
                 };
-                let created = store
+                let created = client
                     .call(group, key, 0, || {
                         backend.create_multipart_opts(&path, options(&attributes))
                     })
@@ -99,7 +70,7 @@ impl Multipart {
                 let id = match created {
                     Ok(id) => id,
                     Err(error) => {
-                        abort_strays(store, key).await;
+                        abort_strays(client, key).await;
                         return Err(error);
                     }
                 };
@@ -112,8 +83,8 @@ impl Multipart {
             }
             None => {
                 let path = Path::from(key);
-                let backend = store.backend();
-                let upload = store
+                let backend = client.backend();
+                let upload = client
                     .call(group, key, 0, || {
                         backend.put_multipart_opts(&path, options(&attributes))
                     })
@@ -126,7 +97,7 @@ impl Multipart {
     /// Stores the next part.
     pub(crate) async fn put_part(
         &mut self,
-        store: &Store,
+        client: &Client,
         group: &Group,
         key: &str,
         payload: &PutPayload,
@@ -135,7 +106,7 @@ impl Multipart {
         match self {
             Self::Upload(upload) => {
                 let put = upload.put_part(payload.clone());
-                store.call_once(group, key, cost, put).await
+                client.call_once(group, key, cost, put).await
             }
             Self::Parts {
                 parts,
@@ -146,7 +117,7 @@ impl Multipart {
             } => {
                 let index = done.len();
                 let backend = &parts.store;
-                let part = store
+                let part = client
                     .call(group, key, cost, || {
                         backend.put_part(path, id, index, payload.clone())
                     })
@@ -158,10 +129,15 @@ impl Multipart {
     }
 
     /// Completes the upload: the object exists from here on.
-    pub(crate) async fn complete(&mut self, store: &Store, group: &Group, key: &str) -> Result<()> {
+    pub(crate) async fn complete(
+        &mut self,
+        client: &Client,
+        group: &Group,
+        key: &str,
+    ) -> Result<()> {
         match self {
             Self::Upload(upload) => {
-                store.call_once(group, key, 0, upload.complete()).await?;
+                client.call_once(group, key, 0, upload.complete()).await?;
             }
             Self::Parts {
                 parts,
@@ -177,19 +153,19 @@ impl Multipart {
                     .run_unless_acted_on(0, complete)
                     .await
                     .map_err(|e| crate::Error::job(key, e))?;
-                abort_strays(store, key).await;
+                abort_strays(client, key).await;
             }
         };
         Ok(())
     }
 
     /// Aborts the upload, as the store's own work: retried until done.
-    pub(crate) async fn abort(self, store: &Store, key: &str) -> Result<()> {
-        let system = store.system();
+    pub(crate) async fn abort(self, client: &Client, key: &str) -> Result<()> {
+        let system = client.system();
         match self {
             // The local store's upload: removing a staging file, which
             // fails only for good.
-            Self::Upload(mut upload) => store.call_once(system, key, 0, upload.abort()).await,
+            Self::Upload(mut upload) => client.call_once(system, key, 0, upload.abort()).await,
             Self::Parts {
                 parts, path, id, ..
             } => {
@@ -200,7 +176,7 @@ impl Multipart {
                     })
                     .await
                     .map_err(|e| crate::Error::job(key, e));
-                abort_strays(store, key).await;
+                abort_strays(client, key).await;
                 aborted
             }
         }
@@ -216,17 +192,17 @@ impl Multipart {
 /// every upload still open for `key` then is such a stray. One listing per
 /// multipart upload, which has at least two parts: measured in the R2 test,
 /// a front that cut 5% of connections left one stray in four runs.
-async fn abort_strays(store: &Store, key: &str) {
+async fn abort_strays(client: &Client, key: &str) {
     let Ok(key) = crate::Key::parse(key) else {
         return;
     };
-    match store.abort_unfinished(&key).await {
+    match client.abort_unfinished(&key).await {
         Ok(0) => {}
         Ok(aborted) => {
             tracing::info!(%key, aborted, "aborted stray multipart uploads of a start retried")
         }
         Err(e) => {
-            tracing::warn!(%key, error = %crate::error_chain(&e), "listing stray multipart uploads failed; the orphan sweep will take them")
+            tracing::warn!(%key, error = %crate::error::error_chain(&e), "listing stray multipart uploads failed; the orphan sweep will take them")
         }
     }
 }

@@ -20,30 +20,17 @@
 //!   `#` (see [`crate::key`]), so such files are always leftovers.
 //! - **GCS and Azure**: not swept (see [`Orphans::Unsupported`]).
 
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use object_store::aws::AwsCredentialProvider;
 use object_store::path::Path;
-use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::backend::s3_uploads::Pending;
+use crate::backend::{Orphans, S3Uploads};
+use crate::client::Client;
+use crate::error::{Error, Result, error_chain};
 use crate::key::Key;
-use crate::store::Store;
-
-/// How a backend's abandoned multipart uploads are found.
-#[derive(Debug)]
-pub(crate) enum Orphans {
-    /// The backend leaves none (in memory).
-    None,
-    /// corral cannot list them; the reason says what does remove them.
-    Unsupported(&'static str),
-    /// Staging files `{key}#{n}` under this directory.
-    Local(PathBuf),
-    /// `ListMultipartUploads` on this bucket.
-    S3(S3Uploads),
-}
 
 /// What a sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,7 +41,38 @@ pub struct Swept {
     pub young: usize,
 }
 
-impl Store {
+impl Client {
+    /// Sweeps now, then every `every`, until [`Client::close`] or until
+    /// the last handle on the store is dropped.
+    pub(crate) fn start_sweeper(&self, every: Duration, age: Duration) {
+        let (weak, stop) = (self.downgrade(), self.stopping().clone());
+        self.spawn_cleanup(async move {
+            loop {
+                let Some(client) = weak.upgrade() else {
+                    return;
+                };
+                tokio::select! {
+                    swept = client.sweep_orphans(age) => match swept {
+                        Ok(swept) if swept.aborted > 0 => tracing::info!(
+                            aborted = swept.aborted, in_progress = swept.young,
+                            "swept abandoned multipart uploads"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(
+                            error = %error_chain(&e), "sweeping abandoned multipart uploads failed"
+                        ),
+                    },
+                    () = stop.cancelled() => return,
+                }
+                drop(client);
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
     /// Aborts the multipart uploads under this store's prefix that were
     /// started more than `age` ago (on S3, listed with `ListMultipartUploads`;
     /// on a local disk, the staging files `object_store` leaves).
@@ -63,7 +81,7 @@ impl Store {
     ///
     /// [`Error::Backend`] if listing fails. A failed abort is logged and
     /// the sweep goes on; the next sweep tries it again.
-    pub async fn sweep_orphans(&self, age: Duration) -> Result<Swept> {
+    pub(crate) async fn sweep_orphans(&self, age: Duration) -> Result<Swept> {
         let cutoff = SystemTime::now() - age;
         match self.orphans() {
             Orphans::None | Orphans::Unsupported(_) => Ok(Swept::default()),
@@ -87,7 +105,7 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Backend`] if listing fails.
-    pub async fn abort_unfinished(&self, key: &Key) -> Result<usize> {
+    pub(crate) async fn abort_unfinished(&self, key: &Key) -> Result<usize> {
         match self.orphans() {
             Orphans::None | Orphans::Unsupported(_) => Ok(0),
             Orphans::Local(dir) => {
@@ -98,7 +116,7 @@ impl Store {
                 })
             }
             Orphans::S3(uploads) => {
-                let full_key = format!("{}{}", uploads.prefix, key.as_str());
+                let full_key = format!("{}{}", uploads.prefix(), key.as_str());
                 self.abort_listed(uploads, key.as_str(), |upload| upload == full_key)
                     .await
             }
@@ -117,7 +135,7 @@ impl Store {
     pub(crate) async fn abort_uploads_under(&self, dir: &Key) -> Result<usize> {
         match self.orphans() {
             Orphans::S3(uploads) => {
-                let under = format!("{}{}/", uploads.prefix, dir.as_str());
+                let under = format!("{}{}/", uploads.prefix(), dir.as_str());
                 let listed = format!("{}/", dir.as_str());
                 let aborted = self
                     .abort_listed(uploads, &listed, |upload| upload.starts_with(&under))
@@ -128,7 +146,7 @@ impl Store {
                     // uploads leave is for the provider's lifecycle rules,
                     // as for the orphan sweep.
                     Err(e) if !e.is_transient() => {
-                        tracing::warn!(%dir, error = %crate::error_chain(&e), "cannot list multipart uploads to roll a batch back; open uploads under it, if any, are left to the store's lifecycle rules");
+                        tracing::warn!(%dir, error = %error_chain(&e), "cannot list multipart uploads to roll a batch back; open uploads under it, if any, are left to the store's lifecycle rules");
                         Ok(0)
                     }
                     aborted => aborted,
@@ -207,7 +225,7 @@ impl Store {
             // Completed or aborted by someone else since the listing.
             Err(Error::NotFound { .. }) => false,
             Err(e) => {
-                tracing::warn!(key = %upload.key, error = %crate::error_chain(&e), "aborting an abandoned multipart upload failed");
+                tracing::warn!(key = %upload.key, error = %error_chain(&e), "aborting an abandoned multipart upload failed");
                 false
             }
         }
@@ -276,210 +294,6 @@ fn is_staging_file(name: &str) -> bool {
     })
 }
 
-/// `ListMultipartUploads` on one bucket, under one prefix.
-#[derive(Debug)]
-pub(crate) struct S3Uploads {
-    /// The bucket's base URL, as `object_store` addresses it.
-    bucket_url: String,
-    region: String,
-    credentials: AwsCredentialProvider,
-    /// The store's prefix with its trailing `/`, or empty.
-    prefix: String,
-    client: reqwest::Client,
-}
-
-/// One multipart upload in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pending {
-    /// The full key in the bucket (with the store's prefix).
-    key: String,
-    upload_id: String,
-    initiated: DateTime<Utc>,
-}
-
-/// A page of the listing, and where the next starts.
-struct Page {
-    uploads: Vec<Pending>,
-    next: Option<(String, String)>,
-}
-
-impl S3Uploads {
-    pub(crate) fn new(
-        bucket_url: String,
-        region: String,
-        credentials: AwsCredentialProvider,
-        prefix: &str,
-    ) -> Self {
-        let prefix = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        };
-        Self {
-            bucket_url,
-            region,
-            credentials,
-            prefix,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn bucket_url(&self) -> &str {
-        &self.bucket_url
-    }
-
-    #[cfg(test)]
-    pub(crate) fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// One page of the uploads under the prefix and then `under`, after
-    /// `marker`.
-    async fn list(
-        &self,
-        under: &str,
-        marker: Option<(String, String)>,
-    ) -> object_store::Result<Page> {
-        let error = |message: String| object_store::Error::Generic {
-            store: "S3",
-            source: message.into(),
-        };
-        let mut url = reqwest::Url::parse(&self.bucket_url)
-            .map_err(|e| error(format!("bad bucket URL {:?}: {e}", self.bucket_url)))?;
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("uploads", "")
-                .append_pair("encoding-type", "url")
-                .append_pair("prefix", &format!("{}{under}", self.prefix));
-            if let Some((key, upload_id)) = &marker {
-                query
-                    .append_pair("key-marker", key)
-                    .append_pair("upload-id-marker", upload_id);
-            }
-        }
-        let credential = self.credentials.get_credential().await?;
-        let mut request = http::Request::get(url.as_str())
-            .body(())
-            .map_err(|e| error(e.to_string()))?;
-        sign_v4(&mut request, &credential, &self.region).map_err(error)?;
-        let mut builder = self.client.get(url);
-        for (name, value) in request.headers() {
-            builder = builder.header(name, value);
-        }
-        let response = builder.send().await.map_err(|e| error(e.to_string()))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| error(e.to_string()))?;
-        if !status.is_success() {
-            // Worded like object_store's own errors, so that it is
-            // classified the same way (see `crate::error`).
-            return Err(error(format!(
-                "ListMultipartUploads: Server returned non-2xx status code: {status}: {body}"
-            )));
-        }
-        parse_page(&body).map_err(|e| error(format!("ListMultipartUploads: {e}")))
-    }
-}
-
-/// Signs `request` for S3 with AWS Signature Version 4.
-fn sign_v4(
-    request: &mut http::Request<()>,
-    credential: &object_store::aws::AwsCredential,
-    region: &str,
-) -> Result<(), String> {
-    use aws_sigv4::http_request::{
-        PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
-    };
-    let identity = aws_credential_types::Credentials::new(
-        &credential.key_id,
-        &credential.secret_key,
-        credential.token.clone(),
-        None,
-        "object_store",
-    )
-    .into();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    // S3 wants the path as sent, encoded once and not normalized.
-    settings.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode =
-        aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        request.uri().to_string(),
-        std::iter::empty(),
-        SignableBody::Bytes(&[]),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
-    instructions.apply_to_request_http1x(request);
-    Ok(())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListResult {
-    #[serde(default)]
-    is_truncated: bool,
-    next_key_marker: Option<String>,
-    next_upload_id_marker: Option<String>,
-    #[serde(default, rename = "Upload")]
-    uploads: Vec<UploadXml>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct UploadXml {
-    key: String,
-    upload_id: String,
-    initiated: DateTime<Utc>,
-}
-
-fn parse_page(xml: &str) -> Result<Page, String> {
-    let result: ListResult = quick_xml::de::from_str(xml).map_err(|e| e.to_string())?;
-    let decode = |text: &str| {
-        // `encoding-type=url`: keys come percent-encoded, so that any key
-        // survives XML.
-        percent_encoding::percent_decode_str(&text.replace('+', " "))
-            .decode_utf8()
-            .map(|key| key.into_owned())
-            .map_err(|e| format!("key {text:?} is not UTF-8: {e}"))
-    };
-    let uploads = result
-        .uploads
-        .into_iter()
-        .map(|upload| {
-            Ok(Pending {
-                key: decode(&upload.key)?,
-                upload_id: upload.upload_id,
-                initiated: upload.initiated,
-            })
-        })
-        .collect::<Result<_, String>>()?;
-    let next = match (
-        result.is_truncated,
-        result.next_key_marker,
-        result.next_upload_id_marker,
-    ) {
-        (true, Some(key), Some(upload_id)) => Some((decode(&key)?, upload_id)),
-        (true, _, _) => return Err("a truncated listing without its next markers".to_owned()),
-        (false, _, _) => None,
-    };
-    Ok(Page { uploads, next })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,44 +308,24 @@ mod tests {
     }
 
     #[test]
-    fn listings_are_parsed_with_their_markers() {
-        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
-<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-  <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
-  <NextKeyMarker>p/t/a%20b.bin</NextKeyMarker><NextUploadIdMarker>u2</NextUploadIdMarker>
-  <EncodingType>url</EncodingType><MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated>
-  <Upload><Key>p/t/%C3%A9t%C3%A9.bin</Key><UploadId>u1</UploadId>
-    <Initiator><ID>x</ID></Initiator><StorageClass>STANDARD</StorageClass>
-    <Initiated>2026-11-20T10:00:00.000Z</Initiated></Upload>
-  <Upload><Key>p/t/a+b.bin</Key><UploadId>u2</UploadId>
-    <Initiated>2026-11-23T10:00:00Z</Initiated></Upload>
-</ListMultipartUploadsResult>"#;
-        let page = parse_page(xml).unwrap();
-        assert_eq!(page.uploads.len(), 2);
-        assert_eq!(page.uploads[0].key, "p/t/été.bin");
-        assert_eq!(page.uploads[1].key, "p/t/a b.bin");
-        assert_eq!(
-            page.uploads[0].initiated,
-            "2026-11-20T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
-        );
-        assert_eq!(page.next, Some(("p/t/a b.bin".to_owned(), "u2".to_owned())));
-
+    fn uploads_older_than_the_cutoff_are_abandoned() {
+        let upload = |key: &str, initiated: &str| Pending {
+            key: key.to_owned(),
+            upload_id: format!("id-{key}"),
+            initiated: initiated.parse().unwrap(),
+        };
+        let uploads = vec![
+            upload("p/t/été.bin", "2026-11-20T10:00:00Z"),
+            upload("p/t/a b.bin", "2026-11-23T10:00:00Z"),
+        ];
         let cutoff = "2026-11-22T00:00:00Z".parse().unwrap();
-        let (old, young) = abandoned(page.uploads, cutoff);
+        let (old, young) = abandoned(uploads, cutoff);
         assert_eq!(young, 1);
         assert_eq!(old.len(), 1);
         assert_eq!(
             (old[0].key.as_str(), old[0].upload_id.as_str()),
-            ("p/t/été.bin", "u1")
+            ("p/t/été.bin", "id-p/t/été.bin")
         );
-
-        let last = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
-                    </ListMultipartUploadsResult>";
-        let page = parse_page(last).unwrap();
-        assert!(page.uploads.is_empty() && page.next.is_none());
-        let broken = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>\
-                      </ListMultipartUploadsResult>";
-        assert!(parse_page(broken).is_err());
     }
 
     #[test]

@@ -68,8 +68,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
+use crate::error::error_chain;
 use crate::key::Key;
-use crate::store::{Store, error_chain};
+use crate::store::Store;
 
 /// The journal's jobs: job id to the job, as JSON. Ids are UUIDv7, so the
 /// table is in the order the jobs were created.
@@ -1208,9 +1209,13 @@ mod tests {
     }
 
     async fn spool(dir: &Path, max_bytes: u64) -> (Spool, Store) {
-        let store = Store::open("memory://", StoreConfig::default())
-            .await
-            .unwrap();
+        let store = Store::open(
+            "memory://",
+            StoreConfig::default(),
+            corral_sched::Scheduler::new(corral_sched::SchedConfig::default()),
+        )
+        .await
+        .unwrap();
         let config = SpoolConfig {
             dir: dir.to_owned(),
             max_bytes,

@@ -1,46 +1,40 @@
 //! [`Store`]: one storage backend, shared by every request.
+//!
+//! The top of the storage layer, and thin: it opens the layers below and
+//! hands each call to the one that does it. From the bottom up:
+//!
+//! 1. [`crate::error`], [`crate::key`], [`crate::meta`]: errors, keys, and
+//!    what is stored about an object;
+//! 2. [`crate::backend`]: opening a backend from its URL, and what it can do;
+//! 3. [`crate::client`]: every call to it, through the scheduler, and the
+//!    store's own background work;
+//! 4. [`crate::multipart`], [`crate::orphan`], [`crate::upload`],
+//!    [`crate::batch`], [`crate::hot`], [`crate::read`]: writing, sweeping,
+//!    batches, reading;
+//! 5. this module; and above it [`crate::spool`], which uses a `Store`.
+//!
+//! Each module imports only from the layers below it.
 
-use std::collections::{BinaryHeap, HashMap};
-use std::future::Future;
-use std::ops::Range;
+use std::collections::BinaryHeap;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use corral_sched::{Group, Health, SchedConfig, Scheduler};
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use futures::{FutureExt, TryFutureExt};
+use corral_sched::{Group, Scheduler};
+use futures::stream::StreamExt;
+use object_store::GetRange;
 use object_store::path::Path;
-use object_store::{
-    Attributes, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
-};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::backend::{self, AzureOptions, Backend, CloudOptions, GcsOptions, S3Options};
-use crate::batch::Batches;
-use crate::error::{BackendError, Error, Result, refuses_range};
-use crate::hot::{Answer, Body, HotReads, Kind};
+use crate::backend::{self, AzureOptions, CloudOptions, GcsOptions, Orphans, S3Options};
+use crate::batch::{Batches, Intent};
+use crate::client::Client;
+use crate::error::{Error, Result, error_chain};
+use crate::hot::HotReads;
 use crate::key::Key;
-use crate::meta::{self, MetaDoc, ObjectInfo, meta_path};
-use crate::multipart::Parts;
-use crate::orphan::Orphans;
-use crate::upload::{BufferGauge, Upload};
-
-/// The bytes of an object, as they arrive from the backend.
-pub type ByteStream = BoxStream<'static, Result<Bytes>>;
-
-/// An object being read (see [`Store::get`]).
-pub struct Reading {
-    /// What is known about the object.
-    pub info: ObjectInfo,
-    /// The bytes of the object that `body` carries: all of them, or the
-    /// requested range as it fits the object.
-    pub range: Range<u64>,
-    /// Those bytes, as they arrive.
-    pub body: ByteStream,
-}
+use crate::meta::{ObjectInfo, meta_path, object_info};
+use crate::orphan::Swept;
+use crate::read::{Reading, Reads};
+use crate::upload::{BufferGauge, Upload, Writer};
 
 /// How the storage layer writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +44,6 @@ pub struct StoreConfig {
     pub multipart_threshold: usize,
     /// The size of each part of a multipart upload (the last may be smaller).
     pub part_size: usize,
-    /// How backend calls are scheduled: limit, queue, retries.
-    pub sched: SchedConfig,
     /// How an `s3://` store is reached.
     pub s3: S3Options,
     /// How a `gs://` store is reached.
@@ -74,12 +66,6 @@ pub struct StoreConfig {
     /// turns sharing off.
     pub read_cache: usize,
 }
-
-/// How often the prober looks at the backend's health.
-const PROBE_TICK: Duration = Duration::from_secs(1);
-
-/// How long [`Store::close`] waits for background cleanups.
-const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
 /// The most parts of a multipart upload (S3's limit).
 pub const MAX_PARTS: u64 = 10_000;
@@ -106,7 +92,6 @@ impl Default for StoreConfig {
         Self {
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
-            sched: SchedConfig::default(),
             s3: S3Options::default(),
             gcs: GcsOptions::default(),
             azure: AzureOptions::default(),
@@ -126,36 +111,13 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    backend: Arc<dyn ObjectStore>,
-    /// The store's URL, for people.
-    url: String,
     config: StoreConfig,
-    /// Every backend call of the process goes through it.
-    scheduler: Scheduler,
-    /// The backend's parts interface, where it has one (the cloud stores).
-    parts: Option<Parts>,
-    /// Whether objects keep attributes (content type, user metadata).
-    attributes: bool,
-    /// How multipart uploads left behind are found.
-    orphans: Orphans,
-    /// Cancelled by [`Store::close`]: stops the orphan sweeper.
-    stop: CancellationToken,
-    /// The group of the store's own calls (checks, cleanups).
-    system: Group,
-    /// Bytes held by uploads in progress.
-    buffers: BufferGauge,
-    /// Background cleanups (aborting uploads, removing rolled-back objects);
-    /// [`Store::close`] waits for them.
-    cleanup: TaskTracker,
+    /// Writes: the backend's calls, the reads to correct, the buffers.
+    writer: Writer,
+    /// Reads: the same calls, and the reads of hot keys.
+    reads: Reads,
     /// Batches begun and not settled, and their journal.
-    batches: Batches,
-    /// Keys whose failed or abandoned write is still being cleaned up
-    /// (aborted, deleted); each token is cancelled once its cleanup ended.
-    /// Each entry is numbered, so that a cleanup removes only its own.
-    cleaning: std::sync::Mutex<HashMap<String, (u64, CancellationToken)>>,
-    cleanups_begun: std::sync::atomic::AtomicU64,
-    /// Reads of hot keys in the air, and recent answers.
-    hot: HotReads,
+    batches: Arc<Batches>,
 }
 
 /// A page of a listing.
@@ -186,6 +148,10 @@ impl Store {
     /// - `memory://`: in memory, gone when the process exits (for tests and
     ///   trials).
     ///
+    /// Every backend call goes through `scheduler`: the process's, built by
+    /// the caller, which shares it with whatever else needs it (the
+    /// server's admission, metrics and shutdown).
+    ///
     /// Then checks that the store accepts a write, and starts the orphan
     /// sweeper if [`StoreConfig::orphan_sweep`] asks for it.
     ///
@@ -193,49 +159,36 @@ impl Store {
     ///
     /// [`Error::Open`] if the URL is not understood, the directory cannot be
     /// created, or the store refuses the check write.
-    pub async fn open(url: &str, config: StoreConfig) -> Result<Self> {
-        let open_error = |reason: String| Error::Open {
-            url: url.to_owned(),
-            reason,
-        };
+    pub async fn open(url: &str, config: StoreConfig, scheduler: Scheduler) -> Result<Self> {
         let options = CloudOptions {
             s3: &config.s3,
             gcs: &config.gcs,
             azure: &config.azure,
         };
-        let backend = backend::open(url, options).map_err(open_error)?;
+        let backend = backend::open(url, options)?;
         let (batches, unfinished) = match &config.batch_journal {
-            Some(path) => {
-                let opened = Batches::open(path).await.map_err(|e| {
-                    open_error(format!(
-                        "cannot open the journal of batches {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                (opened.0, opened.1)
-            }
+            Some(path) => Batches::open(path).await.map_err(|e| Error::Open {
+                url: url.to_owned(),
+                reason: format!("cannot open the journal of batches {}", path.display()),
+                source: Some(Arc::new(e)),
+            })?,
             None => (Batches::in_memory(), Vec::new()),
         };
-        let store = Self::with_backend(backend, config, batches);
-        store.check().await.map_err(|e| {
-            let mut reason = error_chain(&e);
-            if reason.contains("169.254.169.254") {
-                // object_store falls back to the EC2 metadata service when it
-                // finds no credentials; off EC2 that error says nothing useful.
-                reason = format!(
-                    "no AWS credentials found (set AWS_ACCESS_KEY_ID and \
-                     AWS_SECRET_ACCESS_KEY, or AWS_PROFILE); the fallback to the EC2 \
-                     metadata service failed: {reason}"
-                );
-            }
-            open_error(reason)
+        let client = Client::new(backend, scheduler);
+        client.check().await.map_err(|e| Error::Open {
+            url: url.to_owned(),
+            reason: match client.hint() {
+                Some(hint) => format!("the check write failed, and {hint}"),
+                None => "the check write failed".to_owned(),
+            },
+            source: Some(Arc::new(e)),
         })?;
-        store.start_prober();
-        if let Orphans::Local(_) = &store.inner.orphans {
+        client.start_prober();
+        if let Orphans::Local(_) = client.orphans() {
             // A local directory is one process's: whatever it is staging
             // at startup was left by a process that died, and goes before
             // anything is served.
-            match store.sweep_orphans(Duration::ZERO).await {
+            match client.sweep_orphans(Duration::ZERO).await {
                 Ok(swept) if swept.aborted > 0 => {
                     tracing::info!(
                         removed = swept.aborted,
@@ -248,139 +201,42 @@ impl Store {
                 }
             }
         }
-        store.recover_batches(unfinished);
-        if let Orphans::Unsupported(why) = &store.inner.orphans {
-            tracing::info!(url = %store.inner.url, "corral does not sweep abandoned multipart uploads here: {why}");
-        } else if let Some(every) = store.inner.config.orphan_sweep {
-            store.start_sweeper(every);
+        let batches = Arc::new(batches);
+        Intent::recover(&client, &batches, unfinished);
+        if let Orphans::Unsupported(why) = client.orphans() {
+            tracing::info!(url = %client.url(), "corral does not sweep abandoned multipart uploads here: {why}");
+        } else if let Some(every) = config.orphan_sweep {
+            client.start_sweeper(every, config.orphan_age);
         }
-        Ok(store)
-    }
-
-    fn with_backend(backend: Backend, config: StoreConfig, batches: Batches) -> Self {
-        let scheduler = Scheduler::new(config.sched.clone());
-        let read_cache = config.read_cache;
-        Self {
+        let hot = Arc::new(HotReads::new(config.read_cache));
+        let writer = Writer {
+            client: client.clone(),
+            hot: hot.clone(),
+            buffers: BufferGauge::default(),
+            multipart_threshold: config.multipart_threshold,
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
-                backend: backend.store,
-                url: backend.url,
-                parts: backend.parts,
-                attributes: backend.attributes,
-                orphans: backend.orphans,
-                stop: CancellationToken::new(),
-                system: scheduler.system_group(),
-                scheduler,
                 config,
-                buffers: BufferGauge::default(),
-                cleanup: TaskTracker::new(),
+                writer,
+                reads: Reads { client, hot },
                 batches,
-                cleaning: std::sync::Mutex::default(),
-                cleanups_begun: std::sync::atomic::AtomicU64::new(0),
-                hot: HotReads::new(read_cache),
             }),
-        }
+        })
     }
 
-    /// Sweeps now, then every `every`, until [`Store::close`] or until the
-    /// last handle on the store is dropped.
-    fn start_sweeper(&self, every: Duration) {
-        let store = Arc::downgrade(&self.inner);
-        let (stop, age) = (self.inner.stop.clone(), self.inner.config.orphan_age);
-        self.inner.cleanup.spawn(async move {
-            loop {
-                let Some(inner) = Weak::upgrade(&store) else {
-                    return;
-                };
-                let store = Store { inner };
-                tokio::select! {
-                    swept = store.sweep_orphans(age) => match swept {
-                        Ok(swept) if swept.aborted > 0 => tracing::info!(
-                            aborted = swept.aborted, in_progress = swept.young,
-                            "swept abandoned multipart uploads"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(
-                            error = %error_chain(&e), "sweeping abandoned multipart uploads failed"
-                        ),
-                    },
-                    () = stop.cancelled() => return,
-                }
-                drop(store);
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-        });
+    fn client(&self) -> &Client {
+        &self.inner.writer.client
     }
 
-    /// While the scheduler's breaker holds the backend for down (see
-    /// [`corral_sched::breaker`]), probes it each time a probe is due, so
-    /// that it is found again without traffic: a load balancer sends none
-    /// to an instance whose `/readyz` fails. Logs when the backend goes
-    /// down and when it comes back. Stops with [`Store::close`].
-    fn start_prober(&self) {
-        let store = Arc::downgrade(&self.inner);
-        let stop = self.inner.stop.clone();
-        self.inner.cleanup.spawn(async move {
-            let mut down = false;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(PROBE_TICK) => {}
-                    () = stop.cancelled() => return,
-                }
-                let Some(inner) = Weak::upgrade(&store) else {
-                    return;
-                };
-                let store = Store { inner };
-                match store.scheduler().health() {
-                    Health::Up if down => {
-                        tracing::info!(url = %store.url(), "the storage backend answers again");
-                        down = false;
-                    }
-                    Health::Up => {}
-                    Health::Down { retry_at, .. } => {
-                        if !down {
-                            tracing::warn!(url = %store.url(), "the storage backend is unavailable: refusing work until it answers");
-                            down = true;
-                        }
-                        if tokio::time::Instant::now() >= retry_at {
-                            // Any answer will do, a 404 included: the
-                            // breaker learns from the call itself.
-                            let probe = Path::from(".corral/probe");
-                            let backend = &store.inner.backend;
-                            let head = store.call(store.system(), probe.as_ref(), 0, || backend.head(&probe));
-                            tokio::select! {
-                                _ = head => {}
-                                () = stop.cancelled() => return,
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    }
-
-    /// Writes and removes a probe object, so that a store that cannot be
-    /// written fails at startup and not at the first upload.
-    async fn check(&self) -> Result<()> {
-        let probe = Path::from(".corral/probe");
-        let (key, group) = (probe.as_ref(), &self.inner.system);
-        let backend = &self.inner.backend;
-        let ok = PutPayload::from_static(b"ok");
-        self.call(group, key, 2, || backend.put(&probe, ok.clone()))
-            .await?;
-        self.call(group, key, 0, || backend.delete(&probe)).await
-    }
-
-    /// The scheduler of this store's backend calls.
+    /// The scheduler the store was opened with.
     pub fn scheduler(&self) -> &Scheduler {
-        &self.inner.scheduler
+        self.client().scheduler()
     }
 
     /// The store's URL, for people (a local path is shown absolute).
     pub fn url(&self) -> &str {
-        &self.inner.url
+        self.client().url()
     }
 
     /// How the store writes.
@@ -390,7 +246,7 @@ impl Store {
 
     /// Bytes held in memory by uploads in progress.
     pub fn buffers(&self) -> &BufferGauge {
-        &self.inner.buffers
+        &self.inner.writer.buffers
     }
 
     /// Starts writing the object `key`, its backend calls made as jobs of
@@ -407,8 +263,15 @@ impl Store {
         content_type: Option<String>,
         name: Option<String>,
     ) -> Upload<'g> {
-        let part_size = self.config().part_size_for(size);
-        Upload::new(self.clone(), group, key, part_size, content_type, name)
+        let part_size = self.inner.config.part_size_for(size);
+        Upload::new(
+            self.inner.writer.clone(),
+            group,
+            key,
+            part_size,
+            content_type,
+            name,
+        )
     }
 
     /// What is known about the object `key`: one call, or two for an object
@@ -421,128 +284,14 @@ impl Store {
     /// cannot be decoded.
     pub async fn head(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
         self.visible(key)?;
-        let hot = &self.inner.hot;
-        if !hot.enabled() {
-            return self.head_call(group, key).await;
-        }
-        let answer = hot
-            .read(key.as_str(), Kind::Head, || {
-                let (store, group, key) = (self.clone(), group.detached(), key.clone());
-                async move {
-                    let info = store.head_call(&group, &key).await?;
-                    Ok(Answer {
-                        info,
-                        body: Body::None,
-                    })
-                }
-                .boxed()
-            })
-            .await?;
-        Ok(answer.info.clone())
+        self.inner.reads.head(group, key).await
     }
 
-    async fn head_call(&self, group: &Group, key: &Key) -> Result<ObjectInfo> {
-        let (info, documented) = self.describe(group, key).await?;
-        self.documented(group, info, documented).await
-    }
-
-    /// The object `key` as its entry and attributes describe it, in one
-    /// call, and whether it has a metadata document to read or remove too
-    /// (see [`crate::meta`]).
-    async fn describe(&self, group: &Group, key: &Key) -> Result<(ObjectInfo, bool)> {
-        self.visible(key)?;
-        let backend = &self.inner.backend;
-        let path = Path::from(key.as_str());
-        if !self.keeps_attributes() {
-            let meta = (self.call(group, key.as_str(), 0, || backend.head(&path))).await?;
-            return Ok((object_info(key.clone(), meta), true));
-        }
-        let head = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        let got = self
-            .call(group, key.as_str(), 0, || {
-                backend.get_opts(&path, head.clone())
-            })
-            .await?;
-        Ok(self.described(key, got.meta, &got.attributes))
-    }
-
-    /// An object's entry and attributes, as an [`ObjectInfo`], and whether
-    /// its metadata document has the rest.
-    fn described(
-        &self,
-        key: &Key,
-        meta: ObjectMeta,
-        attributes: &Attributes,
-    ) -> (ObjectInfo, bool) {
-        let mut info = object_info(key.clone(), meta);
-        if !self.keeps_attributes() {
-            return (info, true);
-        }
-        let (content_type, sha256) = meta::from_attributes(attributes);
-        info.content_type = content_type;
-        let documented = sha256.is_none();
-        info.sha256 = sha256;
-        (info, documented)
-    }
-
-    /// `info` completed from its object's metadata document, if it has one
-    /// (one call).
-    async fn documented(
-        &self,
-        group: &Group,
-        mut info: ObjectInfo,
-        documented: bool,
-    ) -> Result<ObjectInfo> {
-        if !documented {
-            return Ok(info);
-        }
-        let backend = &self.inner.backend;
-        let key = &info.key;
-        let meta_path = meta_path(key);
-        // A missing document is an answer, not a failure: it must not
-        // cancel the request's other calls.
-        let document = self
-            .call(group, key.as_str(), 0, || async {
-                match backend.get(&meta_path).await {
-                    Ok(found) => found.bytes().await.map(Some),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-        // No document: written by an older version, or its writer crashed
-        // between the object and the document. The object is still served.
-        let doc = document
-            .map(|bytes| {
-                serde_json::from_slice::<MetaDoc>(&bytes).map_err(|source| Error::CorruptMetadata {
-                    key: key.to_string(),
-                    source: source.into(),
-                })
-            })
-            .transpose()?;
-        if let Some(doc) = doc {
-            info.content_type = doc.content_type.or(info.content_type);
-            info.sha256 = Some(doc.sha256);
-        }
-        Ok(info)
-    }
-
-    /// Reads the object `key`, or the bytes `range` of it, in one call: the
-    /// backend's answer to the GET carries the object's size, entity tag
-    /// and attributes along with the bytes. An object with a metadata
-    /// document costs one more call (see [`crate::meta`]).
-    ///
-    /// The call ends with the answer's head: a slow reader holds no backend
-    /// slot while the body streams. A whole object is checked against its
-    /// recorded SHA-256 as it streams; a mismatch ends the stream with an
-    /// error instead of its last chunk, so the reader never sees a clean
-    /// end of corrupt data.
-    ///
-    /// Whole reads of one key share their call while it is in flight, and
-    /// a small object's answer is cached for a moment (see [`crate::hot`]).
+    /// Reads the object `key`, or the bytes `range` of it, in one call (see
+    /// [`crate::read`]). A whole object is checked against its recorded
+    /// SHA-256 as it streams; a mismatch ends the stream with an error
+    /// instead of its last chunk, so the reader never sees a clean end of
+    /// corrupt data.
     ///
     /// # Errors
     ///
@@ -552,142 +301,7 @@ impl Store {
     /// the backend fails. Errors while streaming come as stream items.
     pub async fn get(&self, group: &Group, key: &Key, range: Option<GetRange>) -> Result<Reading> {
         self.visible(key)?;
-        let hot = &self.inner.hot;
-        if range.is_some() || !hot.enabled() {
-            return self.fetch(group, key, range).await;
-        }
-        let answer = hot
-            .read(key.as_str(), Kind::Get, || {
-                let (store, group, key) = (self.clone(), group.detached(), key.clone());
-                async move { store.fetch_to_share(&group, &key).await }.boxed()
-            })
-            .await?;
-        let taken = match &answer.body {
-            Body::Shared { bytes, .. } => {
-                Some(futures::stream::once(futures::future::ready(Ok(bytes.clone()))).boxed())
-            }
-            Body::Stream(stream) => stream.lock().expect("never poisoned").take(),
-            Body::None => None,
-        };
-        match taken {
-            Some(body) => Ok(Reading {
-                info: answer.info.clone(),
-                range: 0..answer.info.size,
-                body,
-            }),
-            // A large object's stream went to another reader.
-            None => self.fetch(group, key, None).await,
-        }
-    }
-
-    /// The answer of a shared whole read: the bytes of a small object,
-    /// read whole and verified, else the stream of a large one.
-    async fn fetch_to_share(&self, group: &Group, key: &Key) -> Result<Answer> {
-        let reading = self.fetch(group, key, None).await?;
-        let Some(reservation) = self.inner.hot.reserve(reading.info.size) else {
-            return Ok(Answer {
-                info: reading.info,
-                body: Body::Stream(std::sync::Mutex::new(Some(reading.body))),
-            });
-        };
-        let chunks: Vec<Bytes> = reading.body.try_collect().await?;
-        Ok(Answer {
-            info: reading.info,
-            body: Body::Shared {
-                bytes: chunks.concat().into(),
-                _reserved: reservation,
-            },
-        })
-    }
-
-    async fn fetch(&self, group: &Group, key: &Key, range: Option<GetRange>) -> Result<Reading> {
-        self.visible(key)?;
-        if let Some(range) = range.as_ref().filter(|range| selects_nothing(range)) {
-            return Err(self.unsatisfiable(group, key, range, None).await);
-        }
-        let backend = &self.inner.backend;
-        let path = Path::from(key.as_str());
-        let options = GetOptions {
-            range: range.clone(),
-            ..GetOptions::default()
-        };
-        // A backend refuses a range past the end with an error that does
-        // not say so in any type; it is an answer to look into, not a
-        // failure that cancels the request's other calls.
-        let answer = self
-            .call(group, key.as_str(), 0, || async {
-                match backend.get_opts(&path, options.clone()).await {
-                    Err(e) if range.is_some() && refuses_range(&e) => Ok(Err(e)),
-                    other => other.map(Ok),
-                }
-            })
-            .await?;
-        let found = match (answer, &range) {
-            (Ok(found), _) => found,
-            // Azure takes no suffix ranges: learn the size, then ask for
-            // the bytes (two calls).
-            (Err(object_store::Error::NotSupported { .. }), Some(GetRange::Suffix(n))) => {
-                let (info, _) = self.describe(group, key).await?;
-                let bytes = info.size.saturating_sub(*n)..info.size;
-                if bytes.is_empty() {
-                    return Err(Error::RangeNotSatisfiable {
-                        key: key.to_string(),
-                        size: info.size,
-                    });
-                }
-                return Box::pin(self.fetch(group, key, Some(GetRange::Bounded(bytes)))).await;
-            }
-            (Err(refusal), Some(range)) => {
-                return Err(self.unsatisfiable(group, key, range, Some(refusal)).await);
-            }
-            (Err(refusal), None) => return Err(Error::backend(key.as_str(), refusal, 1)),
-        };
-        let (info, documented) = self.described(key, found.meta.clone(), &found.attributes);
-        let served = found.range.clone();
-        if range.is_some() && served.is_empty() {
-            return Err(Error::RangeNotSatisfiable {
-                key: key.to_string(),
-                size: info.size,
-            });
-        }
-        let info = self.documented(group, info, documented).await?;
-        let owned = key.to_string();
-        let stream = found
-            .into_stream()
-            .map_err(move |e| Error::backend(&owned, e, 1));
-        let body = match (&range, &info.sha256) {
-            (None, Some(expected)) => verified(stream, key.to_string(), expected.clone()),
-            _ => stream.boxed(),
-        };
-        Ok(Reading {
-            info,
-            range: served,
-            body,
-        })
-    }
-
-    /// The error for `range`, which selects no byte of `key`, once a head
-    /// has told its size; or `refusal`, the backend's own answer to the
-    /// range, if the range fits the object after all.
-    async fn unsatisfiable(
-        &self,
-        group: &Group,
-        key: &Key,
-        range: &GetRange,
-        refusal: Option<object_store::Error>,
-    ) -> Error {
-        let size = match self.describe(group, key).await {
-            Ok((info, _)) => info.size,
-            Err(e) => return e,
-        };
-        let fits = range.as_range(size).is_ok_and(|bytes| !bytes.is_empty());
-        match refusal {
-            Some(refusal) if fits => Error::backend(key.as_str(), refusal, 1),
-            _ => Error::RangeNotSatisfiable {
-                key: key.to_string(),
-                size,
-            },
-        }
+        self.inner.reads.get(group, key, range).await
     }
 
     /// Removes the object `key` and its metadata document, in one call
@@ -708,10 +322,11 @@ impl Store {
             return Ok(());
         }
         let paths = [Path::from(key.as_str()), meta_path(key)];
-        self.inner.hot.forget(key.as_str());
-        let deleted = (self.call(group, key.as_str(), 0, || self.delete_call(&paths))).await;
+        self.inner.writer.hot.forget(key.as_str());
+        let client = self.client();
+        let deleted = (client.call(group, key.as_str(), 0, || client.delete_call(&paths))).await;
         // Again, for a read that began while the delete was under way.
-        self.inner.hot.forget(key.as_str());
+        self.inner.writer.hot.forget(key.as_str());
         deleted
     }
 
@@ -726,88 +341,53 @@ impl Store {
         }
     }
 
-    /// One attempt at deleting `paths`, in bulk where the backend can;
-    /// paths already gone are no error.
-    pub(crate) async fn delete_call(&self, paths: &[Path]) -> object_store::Result<()> {
-        let locations = futures::stream::iter(paths.to_vec()).map(Ok).boxed();
-        let mut deleted = self.inner.backend.delete_stream(locations);
-        while let Some(outcome) = deleted.next().await {
-            match outcome {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes `keys` and their metadata, as the store's own calls (never
-    /// refused, and not cancelled with a request), retrying throttles,
-    /// transient failures and a backend that is down until they are gone
-    /// (see [`Group::run_until_done`]); for rolling back the objects of a
-    /// failed batch. Only a permanent refusal, or [`Store::close`] giving
-    /// up, leaves an object behind, and is logged.
+    /// Removes `keys` and their metadata, as the store's own calls, retried
+    /// until they are gone; for rolling back. Only a permanent refusal, or
+    /// [`Store::close`] giving up, leaves an object behind, and is logged.
     pub async fn delete_all(&self, keys: Vec<Key>) {
-        let system = &self.inner.system;
-        for key in keys {
-            // No look-up first: what is not there is already rolled back.
-            let paths = [Path::from(key.as_str()), meta_path(&key)];
-            self.inner.hot.forget(key.as_str());
-            let deleted = system
-                .run_until_done(0, || self.delete_call(&paths).map_err(BackendError))
-                .await
-                .map_err(|e| Error::job(key.as_str(), e));
-            if let Err(e) = deleted {
-                tracing::error!(%key, error = %error_chain(&e), "rollback failed");
-            }
-        }
-    }
-
-    pub(crate) fn spawn_cleanup(&self, work: impl Future<Output = ()> + Send + 'static) {
-        self.inner.cleanup.spawn(work);
-    }
-
-    /// Runs `work`, a cleanup of `key` (aborting its upload, deleting what
-    /// a failed write left), in the background; [`settled`](Self::settled)
-    /// waits for it.
-    pub(crate) fn spawn_cleanup_of(
-        &self,
-        key: &Key,
-        work: impl Future<Output = ()> + Send + 'static,
-    ) {
-        let token = CancellationToken::new();
-        let id = (self.inner.cleanups_begun).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let previous = self
-            .cleaning_mut()
-            .insert(key.to_string(), (id, token.clone()))
-            .map(|(_, previous)| previous);
-        let (store, key) = (self.clone(), key.to_string());
-        self.spawn_cleanup(async move {
-            // A cleanup of the same key still running goes first.
-            if let Some(previous) = previous {
-                previous.cancelled().await;
-            }
-            work.await;
-            let mut cleaning = store.cleaning_mut();
-            if cleaning.get(&key).is_some_and(|(own, _)| *own == id) {
-                cleaning.remove(&key);
-            }
-            drop(cleaning);
-            token.cancel();
-        });
+        self.inner.writer.delete_all(keys).await;
     }
 
     /// Waits until no cleanup of `key` is running: a writer that writes the
     /// same key again (a spooled file retried) calls it first, so that a
     /// late delete of the failed attempt cannot remove the new object.
     pub async fn settled(&self, key: &Key) {
-        let pending = (self.cleaning_mut().get(key.as_str())).map(|(_, token)| token.clone());
-        if let Some(pending) = pending {
-            pending.cancelled().await;
-        }
+        self.client().settled(key).await;
     }
 
-    fn cleaning_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, CancellationToken)>> {
-        self.inner.cleaning.lock().expect("never poisoned")
+    /// Records that a batch is about to write under `dir`, durably if the
+    /// store has a journal, and hides `dir` until the batch is settled (see
+    /// [`crate::batch`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Journal`] if the journal cannot record it; nothing has been
+    /// written then.
+    pub async fn begin_batch(&self, dir: Key) -> Result<Intent> {
+        Intent::begin(self.client(), &self.inner.batches, dir).await
+    }
+
+    /// Aborts the multipart uploads under this store's prefix that were
+    /// started more than `age` ago (see [`crate::orphan`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if listing fails. A failed abort is logged and
+    /// the sweep goes on; the next sweep tries it again.
+    pub async fn sweep_orphans(&self, age: Duration) -> Result<Swept> {
+        self.client().sweep_orphans(age).await
+    }
+
+    /// Aborts every multipart upload still open for exactly `key`, whatever
+    /// its age, and returns how many it aborted. For a writer that alone
+    /// writes `key` and is about to write it again: a resumed asynchronous
+    /// upload, whose earlier attempt may have died with its process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if listing fails.
+    pub async fn abort_unfinished(&self, key: &Key) -> Result<usize> {
+        self.client().abort_unfinished(key).await
     }
 
     /// Lists up to `limit` objects whose keys start with `prefix` (a plain
@@ -831,7 +411,7 @@ impl Store {
         let dir = full_prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
         let dir = Path::from(dir);
         let page = || self.list_page(&dir, after, &full_prefix, limit);
-        let mut objects = self.call(group, dir.as_ref(), 0, page).await?;
+        let mut objects = self.client().call(group, dir.as_ref(), 0, page).await?;
         let next = (objects.len() > limit).then(|| {
             objects.truncate(limit);
             objects.last().map(|info| info.key.clone())
@@ -858,7 +438,7 @@ impl Store {
         // and moto, the S3 server of the tests, in the order of the encoded
         // keys where S3 documents byte order. Trusting an order to stop
         // early, or to start after the cursor, would skip keys on some.
-        let mut listing = self.inner.backend.list(Some(dir));
+        let mut listing = self.client().backend().list(Some(dir));
         let mut smallest = BinaryHeap::with_capacity(limit + 1);
         while let Some(meta) = listing.next().await {
             let meta = meta?;
@@ -891,139 +471,13 @@ impl Store {
             .collect())
     }
 
-    /// Runs a backend call of `cost` bytes as a job of `group`: queued
-    /// fairly, under the limit, retried if it fails transiently. `call` is
-    /// called once per attempt.
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        group: &Group,
-        key: &str,
-        cost: u64,
-        mut call: F,
-    ) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = object_store::Result<T>>,
-    {
-        group
-            .run(cost, || call().map_err(BackendError))
-            .await
-            .map_err(|e| Error::job(key, e))
-    }
-
-    /// Like [`call`](Self::call), for a call that cannot be repeated.
-    pub(crate) async fn call_once<T>(
-        &self,
-        group: &Group,
-        key: &str,
-        cost: u64,
-        call: impl Future<Output = object_store::Result<T>>,
-    ) -> Result<T> {
-        group
-            .run_once(cost, call.map_err(BackendError))
-            .await
-            .map_err(|e| Error::job(key, e))
-    }
-
-    /// The backend's parts interface, where it has one.
-    pub(crate) fn parts(&self) -> Option<&Parts> {
-        self.inner.parts.as_ref()
-    }
-
-    /// Whether objects keep attributes (content type, user metadata).
-    pub(crate) fn keeps_attributes(&self) -> bool {
-        self.inner.attributes
-    }
-
-    pub(crate) fn orphans(&self) -> &Orphans {
-        &self.inner.orphans
-    }
-
-    /// Sleeps for `wait`; `false` if [`Store::close`] came first.
-    pub(crate) async fn pause(&self, wait: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => true,
-            () = self.inner.stop.cancelled() => false,
-        }
-    }
-
-    /// Reads of hot keys, to forget a key when it changes.
-    pub(crate) fn hot(&self) -> &HotReads {
-        &self.inner.hot
-    }
-
-    pub(crate) fn batches(&self) -> &Batches {
-        &self.inner.batches
-    }
-
-    /// The group of the store's own calls.
-    pub(crate) fn system(&self) -> &Group {
-        &self.inner.system
-    }
-
-    pub(crate) fn backend(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner.backend
-    }
-
-    /// Waits for background cleanups to finish, for at most
-    /// ten seconds (`CLEANUP_GRACE`): then those still retrying (the backend is down)
-    /// are given up, and logged. Call at shutdown.
+    /// Stops the background loops, waits for background cleanups (for at
+    /// most ten seconds, then gives up those still retrying, and logs
+    /// them), and closes the journal of batches. Call at shutdown.
     pub async fn close(&self) {
-        self.inner.stop.cancel();
-        self.inner.cleanup.close();
-        let waited = tokio::time::timeout(CLEANUP_GRACE, self.inner.cleanup.wait()).await;
-        if waited.is_err() {
-            tracing::warn!(
-                cleanups = self.inner.cleanup.len(),
-                "background cleanups still retrying at shutdown: giving them up"
-            );
-            self.inner.system.cancel();
-            self.inner.cleanup.wait().await;
-        }
+        self.client().close().await;
         self.inner.batches.close().await;
     }
-}
-
-/// `stream`, checked against `expected` (lower-case hex SHA-256): the last
-/// chunk is held back until the digest of everything is known, then
-/// released, or replaced by [`Error::ChecksumMismatch`].
-fn verified(
-    stream: impl futures::Stream<Item = Result<Bytes>> + Send + 'static,
-    key: String,
-    expected: String,
-) -> ByteStream {
-    use sha2::{Digest, Sha256};
-    let state = (Box::pin(stream), Sha256::new(), None::<Bytes>, false);
-    futures::stream::unfold(state, move |(mut stream, mut hasher, mut held, done)| {
-        let (key, expected) = (key.clone(), expected.clone());
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        hasher.update(&chunk);
-                        if let Some(previous) = held.replace(chunk) {
-                            return Some((Ok(previous), (stream, hasher, held, false)));
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), (stream, hasher, None, true))),
-                    None => {
-                        let actual = hex::encode(hasher.finalize_reset());
-                        let last = if actual == expected {
-                            Ok(held.take().unwrap_or_default())
-                        } else {
-                            tracing::error!(%key, %expected, %actual, "stored object is corrupt");
-                            Err(Error::ChecksumMismatch { key })
-                        };
-                        return Some((last, (stream, hasher, None, true)));
-                    }
-                }
-            }
-        }
-    })
-    .boxed()
 }
 
 /// An [`ObjectInfo`] ordered by key, for the listing heap.
@@ -1046,44 +500,23 @@ impl Ord for Listed {
     }
 }
 
-/// Whether `range` selects no byte of any object: empty, or the last zero
-/// bytes.
-fn selects_nothing(range: &GetRange) -> bool {
-    range.is_valid().is_err() || *range == GetRange::Suffix(0)
-}
-
-fn object_info(key: Key, meta: ObjectMeta) -> ObjectInfo {
-    ObjectInfo {
-        key,
-        size: meta.size,
-        e_tag: meta.e_tag,
-        last_modified: meta.last_modified,
-        content_type: None,
-        sha256: None,
-    }
-}
-
-/// `error: cause: cause`: an error and its sources on one line, for logs
-/// and messages to people.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Intent;
+    use crate::meta::MetaDoc;
+    use bytes::Bytes;
     use corral_testkit::azure::{self, AzureServer};
     use corral_testkit::gcs::GcsServer;
     use corral_testkit::s3::{self, S3Server};
+    use futures::TryStreamExt;
     use object_store::{Attribute, Attributes};
+    use object_store::{GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt};
+    use std::ops::Range;
+
+    /// A scheduler of its own for each store, as `corral serve` builds one.
+    fn scheduler() -> Scheduler {
+        Scheduler::new(corral_sched::SchedConfig::default())
+    }
 
     fn small_parts() -> StoreConfig {
         StoreConfig {
@@ -1109,14 +542,16 @@ mod tests {
 
     async fn local() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let local = Store::open(dir.path().to_str().unwrap(), small_parts())
+        let local = Store::open(dir.path().to_str().unwrap(), small_parts(), scheduler())
             .await
             .unwrap();
         (local, dir)
     }
 
     async fn memory() -> Store {
-        Store::open("memory://", small_parts()).await.unwrap()
+        Store::open("memory://", small_parts(), scheduler())
+            .await
+            .unwrap()
     }
 
     /// The cloud stores, each in a bucket of its own.
@@ -1148,7 +583,7 @@ mod tests {
             gcs: GcsOptions::emulator(&gcs.endpoint()),
             ..cloud_config()
         };
-        Store::open(&format!("gs://{bucket}/corral"), config)
+        Store::open(&format!("gs://{bucket}/corral"), config, scheduler())
             .await
             .unwrap()
     }
@@ -1161,7 +596,7 @@ mod tests {
             azure: AzureOptions::compatible(&endpoint, azure::ACCOUNT, azure::ACCESS_KEY),
             ..cloud_config()
         };
-        Store::open(&format!("az://{container}/corral"), config)
+        Store::open(&format!("az://{container}/corral"), config, scheduler())
             .await
             .unwrap()
     }
@@ -1178,7 +613,7 @@ mod tests {
     }
 
     async fn s3_in(bucket: &str, config: StoreConfig) -> Store {
-        Store::open(&format!("s3://{bucket}/corral"), config)
+        Store::open(&format!("s3://{bucket}/corral"), config, scheduler())
             .await
             .unwrap()
     }
@@ -1207,7 +642,7 @@ mod tests {
     async fn abandoned_multipart_uploads_under_the_prefix_are_aborted() {
         let bucket = S3Server::require().new_bucket("sweep").unwrap();
         let store = s3_in(&bucket, s3_config()).await;
-        let raw = &store.parts().unwrap().store;
+        let raw = &store.client().parts().unwrap().store;
         let all = [
             "corral/t/abandoned.bin",
             "corral/t/with space.bin",
@@ -1233,7 +668,7 @@ mod tests {
     async fn opening_a_store_sweeps_what_a_dead_process_left() {
         let bucket = S3Server::require().new_bucket("sweep-open").unwrap();
         let first = s3_in(&bucket, s3_config()).await;
-        let raw = &first.parts().unwrap().store;
+        let raw = &first.client().parts().unwrap().store;
         raw.create_multipart(&Path::from("corral/t/crashed.bin"))
             .await
             .unwrap();
@@ -1326,13 +761,17 @@ mod tests {
                 assert_eq!(info.sha256.as_deref(), Some(stored.sha256.as_str()));
                 assert_eq!(info.content_type.as_deref(), Some("text/plain"));
                 assert_eq!(read_all(&store, &info, 0..info.size).await, content);
-                if store.keeps_attributes() {
+                if store.client().keeps_attributes() {
                     // What other readers of the bucket see.
                     let head = GetOptions {
                         head: true,
                         ..GetOptions::default()
                     };
-                    let got = store.backend().get_opts(&Path::from(name), head).await;
+                    let got = store
+                        .client()
+                        .backend()
+                        .get_opts(&Path::from(name), head)
+                        .await;
                     let attributes = got.unwrap().attributes;
                     let text = |attribute| attributes.get(&attribute).map(|v| v.to_string());
                     let single_call = len <= config.multipart_threshold;
@@ -1342,7 +781,7 @@ mod tests {
                     // default type, and corral's document has the real one
                     // (`info` above).
                     let typed = single_call
-                        || (store.parts()).is_none_or(|parts| parts.attributes_on_create);
+                        || (store.client().parts()).is_none_or(|parts| parts.attributes_on_create);
                     let content_type = text(Attribute::ContentType);
                     let expected = match typed {
                         true => "text/plain",
@@ -1363,7 +802,7 @@ mod tests {
                     }
                     // A document only where the attributes cannot say
                     // everything.
-                    let doc = store.backend().head(&meta_path(&key(name))).await;
+                    let doc = store.client().backend().head(&meta_path(&key(name))).await;
                     assert_eq!(doc.is_ok(), !single_call, "{name} on {}", store.url());
                 }
                 if len > 10 {
@@ -1390,7 +829,7 @@ mod tests {
     async fn under(store: &Store, dir: &str) -> Vec<String> {
         let mut found = Vec::new();
         for root in [dir.to_owned(), format!(".corral/meta/{dir}")] {
-            let listing = store.backend().list(Some(&Path::from(root)));
+            let listing = store.client().backend().list(Some(&Path::from(root)));
             let paths: Vec<ObjectMeta> = listing.try_collect().await.unwrap();
             found.extend(paths.into_iter().map(|meta| meta.location.to_string()));
         }
@@ -1465,7 +904,7 @@ mod tests {
             s3_in(&bucket, config)
         };
         let opened = [
-            Store::open(data.path().to_str().unwrap(), local(&journal))
+            Store::open(data.path().to_str().unwrap(), local(&journal), scheduler())
                 .await
                 .unwrap(),
             s3().await,
@@ -1477,7 +916,7 @@ mod tests {
             let died = store.begin_batch(key("t/died")).await.unwrap();
             write_within(store, "t/died/a", b"lost", &died).await;
             died.die();
-            if let Some(parts) = store.parts() {
+            if let Some(parts) = store.client().parts() {
                 let path = Path::from("corral/t/died/b");
                 parts.store.create_multipart(&path).await.unwrap();
             }
@@ -1488,7 +927,7 @@ mod tests {
         std::fs::write(data.path().join("t/kept/a#3"), b"half").unwrap();
 
         let reopened = [
-            Store::open(data.path().to_str().unwrap(), local(&journal))
+            Store::open(data.path().to_str().unwrap(), local(&journal), scheduler())
                 .await
                 .unwrap(),
             s3().await,
@@ -1540,7 +979,11 @@ mod tests {
                 head: true,
                 ..GetOptions::default()
             };
-            let got = store.backend().get_opts(&Path::from("t/cv"), head).await;
+            let got = store
+                .client()
+                .backend()
+                .get_opts(&Path::from("t/cv"), head)
+                .await;
             let attributes = got.unwrap().attributes;
             let text = |attribute| attributes.get(&attribute).map(|v| v.to_string());
             let metadata = |name: &'static str| text(Attribute::Metadata(name.into()));
@@ -1663,7 +1106,7 @@ mod tests {
             sha256_hex(content).into(),
         );
         let options = object_store::PutOptions::from(attributes);
-        let raw = store.backend();
+        let raw = store.client().backend();
         raw.put_opts(&path, content.to_vec().into(), options)
             .await
             .unwrap();
@@ -1699,9 +1142,11 @@ mod tests {
     /// acknowledged file missing in 1 run of the R2 test in 20).
     #[tokio::test]
     async fn a_key_is_settled_only_once_its_cleanup_has_ended() {
-        let store = Store::open("memory://", small_parts()).await.unwrap();
+        let store = Store::open("memory://", small_parts(), scheduler())
+            .await
+            .unwrap();
         let (release, released) = tokio::sync::oneshot::channel::<()>();
-        store.spawn_cleanup_of(&key("t/k"), async move {
+        store.client().spawn_cleanup_of(&key("t/k"), async move {
             released.await.ok();
         });
         let k = key("t/k");
@@ -1795,13 +1240,13 @@ mod tests {
         bytes[150_000] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         // The intact bytes just read are cached for a moment; past it:
-        store.hot().forget(info.key.as_str());
+        store.inner.writer.hot.forget(info.key.as_str());
         // A small object is read whole and checked before its first byte
         // goes out (see `crate::hot`); a large one fails at its end.
         for read_cache in [store.config().read_cache, 0] {
             let mut config = store.config().clone();
             config.read_cache = read_cache;
-            let store = Store::open(dir.path().to_str().unwrap(), config)
+            let store = Store::open(dir.path().to_str().unwrap(), config, scheduler())
                 .await
                 .unwrap();
             let read = match store.get(&group(&store), &info.key, None).await {
@@ -1818,7 +1263,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_upload_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().to_str().unwrap(), small_parts())
+        let store = Store::open(dir.path().to_str().unwrap(), small_parts(), scheduler())
             .await
             .unwrap();
         let writer = group(&store);
@@ -1839,7 +1284,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_finish_never_leaves_an_object_nobody_was_told_of() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().to_str().unwrap(), small_parts())
+        let store = Store::open(dir.path().to_str().unwrap(), small_parts(), scheduler())
             .await
             .unwrap();
         let writer = group(&store);
@@ -1883,7 +1328,11 @@ mod tests {
         write(&store, "t/after-shutdown", b"x").await;
         store.scheduler().shutdown(std::time::Duration::ZERO).await;
         store.delete_all(vec![key("t/after-shutdown")]).await;
-        let meta = store.backend().head(&Path::from("t/after-shutdown")).await;
+        let meta = store
+            .client()
+            .backend()
+            .head(&Path::from("t/after-shutdown"))
+            .await;
         assert!(matches!(meta, Err(object_store::Error::NotFound { .. })));
     }
 
@@ -1954,22 +1403,30 @@ mod tests {
             ));
             // Deleting it again is no error: deletes are idempotent.
             store.delete(&group(&store), &key("t/gone")).await.unwrap();
-            let meta = store.backend().head(&meta_path(&key("t/gone"))).await;
+            let meta = store
+                .client()
+                .backend()
+                .head(&meta_path(&key("t/gone")))
+                .await;
             assert!(matches!(meta, Err(object_store::Error::NotFound { .. })));
         }
     }
 
     #[tokio::test]
     async fn an_unusable_store_fails_at_open_with_the_reason() {
-        let error = Store::open("s4://bucket", StoreConfig::default())
+        let error = Store::open("s4://bucket", StoreConfig::default(), scheduler())
             .await
             .unwrap_err();
         assert!(error.to_string().contains("unknown scheme"), "{error}");
         let file = tempfile::NamedTempFile::new().unwrap();
         let under_a_file = file.path().join("data");
-        let error = Store::open(under_a_file.to_str().unwrap(), StoreConfig::default())
-            .await
-            .unwrap_err();
+        let error = Store::open(
+            under_a_file.to_str().unwrap(),
+            StoreConfig::default(),
+            scheduler(),
+        )
+        .await
+        .unwrap_err();
         assert!(
             error.to_string().contains("cannot create directory"),
             "{error}"

@@ -27,19 +27,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
+use corral_sched::Group;
+use futures::TryFutureExt;
 use object_store::path::Path;
 use object_store::{Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
+use tokio::sync::{oneshot, watch};
 
 use crate::batch::Intent;
-use crate::error::Result;
+use crate::client::Client;
+use crate::error::{BackendError, Error, Result, error_chain};
+use crate::hot::HotReads;
 use crate::key::Key;
 use crate::meta::{self, MetaDoc, meta_path};
 use crate::multipart::Multipart;
-use corral_sched::Group;
-use tokio::sync::{oneshot, watch};
-
-use crate::store::{Store, error_chain};
 
 /// Bytes held in memory by uploads in progress: now, and the most ever.
 #[derive(Debug, Clone, Default)]
@@ -216,14 +217,49 @@ pub struct StoredObject {
     pub sha256: String,
 }
 
-/// One object being written; made by [`Store::upload`].
+/// What writing objects needs of the store: its calls, its reads to
+/// correct when an object changes, and its gauge of buffered bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    pub(crate) client: Client,
+    pub(crate) hot: Arc<HotReads>,
+    pub(crate) buffers: BufferGauge,
+    /// Objects larger than this are stored by parts.
+    pub(crate) multipart_threshold: usize,
+}
+
+impl Writer {
+    /// Removes `keys` and their metadata, as the store's own calls (never
+    /// refused, and not cancelled with a request), retrying throttles,
+    /// transient failures and a backend that is down until they are gone
+    /// (see [`Group::run_until_done`]); for rolling back the objects of a
+    /// failed batch. Only a permanent refusal, or the store's close giving
+    /// up, leaves an object behind, and is logged.
+    pub(crate) async fn delete_all(&self, keys: Vec<Key>) {
+        let system = self.client.system();
+        for key in keys {
+            // No look-up first: what is not there is already rolled back.
+            let paths = [Path::from(key.as_str()), meta_path(&key)];
+            self.hot.forget(key.as_str());
+            let deleted = system
+                .run_until_done(0, || self.client.delete_call(&paths).map_err(BackendError))
+                .await
+                .map_err(|e| Error::job(key.as_str(), e));
+            if let Err(e) = deleted {
+                tracing::error!(%key, error = %error_chain(&e), "rollback failed");
+            }
+        }
+    }
+}
+
+/// One object being written; made by [`Store::upload`](crate::Store::upload).
 ///
 /// Feed it with [`write`](Self::write), then call [`finish`](Self::finish).
 /// Dropping it before `finish` succeeds aborts the write (see the
 /// [module docs](self)).
 #[derive(Debug)]
 pub struct Upload<'g> {
-    store: Store,
+    writer: Writer,
     /// The request's group: every call of the upload is one of its jobs.
     group: &'g Group,
     key: Key,
@@ -245,16 +281,16 @@ pub struct Upload<'g> {
 
 impl<'g> Upload<'g> {
     pub(crate) fn new(
-        store: Store,
+        writer: Writer,
         group: &'g Group,
         key: Key,
         part_size: usize,
         content_type: Option<String>,
         name: Option<String>,
     ) -> Self {
-        let gauge = store.buffers().clone();
+        let gauge = writer.buffers.clone();
         Self {
-            store,
+            writer,
             group,
             key,
             part_size,
@@ -306,18 +342,19 @@ impl<'g> Upload<'g> {
         self.hasher.update(&chunk);
         self.size += chunk.len() as u64;
         self.buffer.push(&chunk);
-        let multipart_threshold = self.store.config().multipart_threshold;
+        let multipart_threshold = self.writer.multipart_threshold;
         let part_size = self.part_size;
         if self.multipart.is_none() {
             if self.buffer.len <= multipart_threshold {
                 return Ok(());
             }
-            let attributes = match self.store.keeps_attributes() {
+            let attributes = match self.writer.client.keeps_attributes() {
                 true => meta::attributes(self.content_type.as_deref(), None),
                 false => Attributes::new(),
             };
             let key = self.key.as_str();
-            let started = Multipart::start(&self.store, self.group, key, attributes).await?;
+            let started =
+                Multipart::start(&self.writer.client, self.group, key, attributes).await?;
             self.multipart = Some(started);
         }
         while self.buffer.len >= part_size {
@@ -335,7 +372,12 @@ impl<'g> Upload<'g> {
         // `part` lives until the backend has the bytes, so the gauge counts
         // them until then.
         multipart
-            .put_part(&self.store, self.group, self.key.as_str(), &part.payload)
+            .put_part(
+                &self.writer.client,
+                self.group,
+                self.key.as_str(),
+                &part.payload,
+            )
             .await
     }
 
@@ -381,7 +423,7 @@ impl<'g> Upload<'g> {
         let (began, begun) = watch::channel(rest.is_none());
         let commit = Commit {
             began,
-            store: self.store.clone(),
+            writer: self.writer.clone(),
             group: self.group.detached(),
             key: self.key.clone(),
             multipart: self.multipart.take(),
@@ -394,18 +436,18 @@ impl<'g> Upload<'g> {
             },
         };
         let (sender, receiver) = oneshot::channel();
-        let store = self.store.clone();
+        let writer = self.writer.clone();
         let key = self.key.clone();
         let intent = self.intent.take();
         // The key counts as being cleaned up until the commit has settled it:
         // published, or rolled back.
-        self.store.spawn_cleanup_of(&self.key, async move {
+        self.writer.client.spawn_cleanup_of(&self.key, async move {
             // Let go of the batch only once the object is settled.
             let _intent = intent;
             let mut commit = commit;
             let result = commit.publish().await;
             // Readers of an object this one replaced must not be served it.
-            store.hot().forget(key.as_str());
+            writer.hot.forget(key.as_str());
             let stored = result.is_ok();
             // The answer first: rolling back may take long (the backend is
             // down) and is the store's own work from here on.
@@ -414,7 +456,7 @@ impl<'g> Upload<'g> {
                 commit.roll_back().await;
             } else if !told {
                 // Nobody heard of it: it must not stay.
-                store.delete_all(vec![key]).await;
+                writer.delete_all(vec![key]).await;
             }
         });
         Ok(Committing {
@@ -478,7 +520,7 @@ impl Future for Committing {
 struct Commit {
     /// Told once the call that sends the object's bytes is dispatched.
     began: watch::Sender<bool>,
-    store: Store,
+    writer: Writer,
     /// Detached from the request's group: see [`Upload::commit`].
     group: Arc<Group>,
     key: Key,
@@ -493,21 +535,23 @@ impl Commit {
     /// Removes what a failed [`publish`](Self::publish) may have left.
     async fn roll_back(mut self) {
         if let Some(multipart) = self.multipart.take()
-            && let Err(e) = multipart.abort(&self.store, self.key.as_str()).await
+            && let Err(e) = multipart
+                .abort(&self.writer.client, self.key.as_str())
+                .await
         {
             tracing::warn!(key = %self.key, error = %e, "aborting a failed upload failed");
         }
         // The object may exist by now (a complete that failed after
         // landing, a metadata document that could not be written).
-        self.store.delete_all(vec![self.key.clone()]).await;
+        self.writer.delete_all(vec![self.key.clone()]).await;
     }
 
     async fn publish(&mut self) -> Result<()> {
-        let (store, group, key) = (&self.store, &self.group, self.key.as_str());
-        let backend = store.backend();
+        let (client, group, key) = (&self.writer.client, &self.group, self.key.as_str());
+        let backend = client.backend();
         match &mut self.multipart {
             Some(multipart) => {
-                multipart.complete(store, group, key).await?;
+                multipart.complete(client, group, key).await?;
                 self.multipart = None;
             }
             None => {
@@ -520,13 +564,13 @@ impl Commit {
                 let doc = &self.doc;
                 // Everything a reader needs travels with the object: one
                 // call, and no document (see `crate::meta`).
-                let inline = store.keeps_attributes() && meta::fits_inline(doc);
-                let attributes = match (inline, store.keeps_attributes()) {
+                let inline = client.keeps_attributes() && meta::fits_inline(doc);
+                let attributes = match (inline, client.keeps_attributes()) {
                     (true, _) => meta::attributes(doc.content_type.as_deref(), Some(doc)),
                     (false, true) => meta::attributes(doc.content_type.as_deref(), None),
                     (false, false) => Attributes::new(),
                 };
-                store
+                client
                     .call(group, key, cost, || {
                         self.began.send_replace(true);
                         let options = PutOptions::from(attributes.clone());
@@ -542,7 +586,7 @@ impl Commit {
         let json = PutPayload::from(json);
         let path = meta_path(&self.key);
         let cost = json.content_length() as u64;
-        store
+        client
             .call(group, key, cost, || backend.put(&path, json.clone()))
             .await?;
         Ok(())
@@ -554,12 +598,12 @@ impl Drop for Upload<'_> {
         let Some(multipart) = self.multipart.take() else {
             return;
         };
-        let store = self.store.clone();
+        let client = self.writer.client.clone();
         let key = self.key.clone();
         let intent = self.intent.take();
-        self.store.spawn_cleanup_of(&self.key, async move {
+        self.writer.client.spawn_cleanup_of(&self.key, async move {
             let _intent = intent;
-            let aborted = multipart.abort(&store, key.as_str()).await;
+            let aborted = multipart.abort(&client, key.as_str()).await;
             if let Err(e) = aborted {
                 tracing::error!(%key, error = %error_chain(&e), "aborting an upload failed");
             }

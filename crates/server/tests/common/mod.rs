@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use corral_sched::{SchedConfig, Scheduler};
 use corral_server::{AppState, Auth, ServerConfig, TenantSpec, token_sha256};
 use corral_store::{Spool, SpoolConfig, Store, StoreConfig};
 use reqwest::StatusCode;
@@ -32,21 +33,50 @@ pub struct Server {
     pub spool_dir: Option<tempfile::TempDir>,
 }
 
+/// How a test server stores: the store's settings and its scheduler's, as
+/// `corral serve` builds them. A plain [`StoreConfig`] gets the default
+/// scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct Storage {
+    pub store: StoreConfig,
+    pub sched: SchedConfig,
+}
+
+impl From<StoreConfig> for Storage {
+    fn from(store: StoreConfig) -> Self {
+        Self {
+            store,
+            sched: SchedConfig::default(),
+        }
+    }
+}
+
+impl Storage {
+    /// The store and the scheduler it was opened with.
+    pub async fn open(self, url: &str) -> (Store, Scheduler) {
+        let scheduler = Scheduler::new(self.sched);
+        let store = Store::open(url, self.store, scheduler.clone())
+            .await
+            .unwrap();
+        (store, scheduler)
+    }
+}
+
 impl Server {
     pub async fn start() -> Self {
         Self::with(ServerConfig::default(), StoreConfig::default()).await
     }
 
-    pub async fn with(config: ServerConfig, store_config: StoreConfig) -> Self {
+    pub async fn with(config: ServerConfig, storage: impl Into<Storage>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().to_str().unwrap().to_owned();
-        Self::on(&url, dir, config, store_config).await
+        Self::on(&url, dir, config, storage).await
     }
 
     /// A server storing in a fresh bucket of the test S3 server (moto).
-    pub async fn on_s3(config: ServerConfig, store_config: StoreConfig) -> Self {
+    pub async fn on_s3(config: ServerConfig, storage: impl Into<Storage>) -> Self {
         let endpoint = corral_testkit::s3::S3Server::require().endpoint();
-        Self::on_s3_at(&endpoint, config, store_config).await
+        Self::on_s3_at(&endpoint, config, storage).await
     }
 
     /// On a bucket of the test S3 server, reached through `endpoint` (the
@@ -54,9 +84,11 @@ impl Server {
     pub async fn on_s3_at(
         endpoint: &str,
         config: ServerConfig,
-        mut store_config: StoreConfig,
+        storage: impl Into<Storage>,
     ) -> Self {
         use corral_testkit::s3;
+        let mut storage = storage.into();
+        let store_config = &mut storage.store;
         let bucket = s3::S3Server::require().new_bucket("http").unwrap();
         store_config.s3 = corral_store::S3Options::compatible(
             endpoint,
@@ -68,7 +100,7 @@ impl Server {
         // test's own uploads for abandoned ones.
         store_config.orphan_sweep = None;
         let url = format!("s3://{bucket}/data");
-        let mut server = Self::on(&url, tempfile::tempdir().unwrap(), config, store_config).await;
+        let mut server = Self::on(&url, tempfile::tempdir().unwrap(), config, storage).await;
         server.bucket = Some(bucket);
         server
     }
@@ -117,20 +149,18 @@ impl Server {
         url: &str,
         dir: tempfile::TempDir,
         config: ServerConfig,
-        store_config: StoreConfig,
+        storage: impl Into<Storage>,
     ) -> Self {
-        let store = Store::open(url, store_config).await.unwrap();
-        let state = AppState::new(store.clone(), config);
+        let (store, scheduler) = storage.into().open(url).await;
+        let state = AppState::new(store.clone(), scheduler, config);
         Self::serve(dir, store, state).await
     }
 
     /// A server on local disk that asks for the bearer tokens of `auth`.
     pub async fn with_auth(config: ServerConfig, auth: Auth) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().to_str().unwrap(), StoreConfig::default())
-            .await
-            .unwrap();
-        let state = AppState::new(store.clone(), config).with_auth(auth);
+        let (store, scheduler) = Storage::default().open(dir.path().to_str().unwrap()).await;
+        let state = AppState::new(store.clone(), scheduler, config).with_auth(auth);
         Self::serve(dir, store, state).await
     }
 
@@ -138,9 +168,7 @@ impl Server {
     /// `spool_max` bytes, in a directory of its own; with `auth` if given.
     pub async fn with_spool(config: ServerConfig, spool_max: u64, auth: Option<Auth>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().to_str().unwrap(), StoreConfig::default())
-            .await
-            .unwrap();
+        let (store, scheduler) = Storage::default().open(dir.path().to_str().unwrap()).await;
         let spool_dir = tempfile::tempdir().unwrap();
         let spool_config = SpoolConfig {
             dir: spool_dir.path().to_owned(),
@@ -149,7 +177,7 @@ impl Server {
             workers: 2,
         };
         let spool = Spool::open(spool_config, store.clone()).await.unwrap();
-        let mut state = AppState::new(store.clone(), config).with_spool(spool);
+        let mut state = AppState::new(store.clone(), scheduler, config).with_spool(spool);
         if let Some(auth) = auth {
             state = state.with_auth(auth);
         }

@@ -11,13 +11,17 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::multipart::MultipartStore;
+use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, RetryConfig};
 
-use crate::local::{self, LocalStore};
-use crate::multipart::Parts;
-use crate::orphan::{Orphans, S3Uploads};
-use crate::store::error_chain;
+use crate::error::{Error, Result};
+
+mod local;
+pub(crate) mod s3_uploads;
+
+use local::LocalStore;
+pub(crate) use s3_uploads::S3Uploads;
 
 /// How an `s3://` store is reached. Credentials and anything not set here
 /// come from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
@@ -145,7 +149,49 @@ pub(crate) struct CloudOptions<'a> {
     pub(crate) azure: &'a AzureOptions,
 }
 
+/// The parts interface of a backend, with the prefix its store adds.
+#[derive(Clone)]
+pub(crate) struct Parts {
+    pub(crate) store: Arc<dyn MultipartStore>,
+    /// What the backend's prefix store puts before every key.
+    pub(crate) prefix: String,
+    /// Whether an upload can be given attributes when it starts (S3, GCS).
+    pub(crate) attributes_on_create: bool,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parts {
+    pub(crate) fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+}
+
+/// How a backend's abandoned multipart uploads are found.
+#[derive(Debug)]
+pub(crate) enum Orphans {
+    /// The backend leaves none (in memory).
+    None,
+    /// corral cannot list them; the reason says what does remove them.
+    Unsupported(&'static str),
+    /// Staging files `{key}#{n}` under this directory.
+    Local(PathBuf),
+    /// `ListMultipartUploads` on this bucket.
+    S3(S3Uploads),
+}
+
 /// An opened backend.
+#[derive(Debug)]
 pub(crate) struct Backend {
     /// Every object call goes here; keys are relative to the URL's prefix.
     pub(crate) store: Arc<dyn ObjectStore>,
@@ -158,10 +204,39 @@ pub(crate) struct Backend {
     pub(crate) attributes: bool,
     /// How multipart uploads left behind are found.
     pub(crate) orphans: Orphans,
+    /// What to tell people if the first call fails, beyond its error: set
+    /// where the settings alone say what is likely wrong.
+    pub(crate) hint: Option<&'static str>,
 }
 
-/// Opens the backend of `url`; the error is the reason, for people.
-pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend, String> {
+/// [`Error::Open`] for `url`.
+fn refused(
+    url: &str,
+    reason: impl Into<String>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Open {
+        url: url.to_owned(),
+        reason: reason.into(),
+        source,
+    }
+}
+
+/// [`Error::Open`] for `url`, caused by `source`.
+fn failed(
+    url: &str,
+    reason: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    refused(url, reason, Some(Arc::new(source)))
+}
+
+/// Opens the backend of `url`.
+///
+/// # Errors
+///
+/// [`Error::Open`], saying what is wrong with the URL or its settings.
+pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend> {
     if url == "memory://" || url == "memory:///" {
         return Ok(Backend {
             store: Arc::new(InMemory::new()),
@@ -169,20 +244,23 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend, Stri
             parts: None,
             attributes: true,
             orphans: Orphans::None,
+            hint: None,
         });
     }
     let Some((scheme, rest)) = url.split_once("://") else {
-        return open_local(url);
+        return open_local(url, url);
     };
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let prefix = prefix.trim_matches('/');
     if matches!(scheme, "s3" | "gs" | "az") && bucket.is_empty() {
-        return Err(format!(
-            "no bucket: expected {scheme}://bucket or {scheme}://bucket/prefix"
+        return Err(refused(
+            url,
+            format!("no bucket: expected {scheme}://bucket or {scheme}://bucket/prefix"),
+            None,
         ));
     }
     match scheme {
-        "file" => open_local(rest),
+        "file" => open_local(url, rest),
         "s3" => open_s3(url, bucket, prefix, options.s3),
         "gs" => {
             let mut builder = GoogleCloudStorageBuilder::from_env()
@@ -194,7 +272,7 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend, Stri
             if options.gcs.no_auth {
                 builder = builder.with_service_account_key(GCS_NO_OAUTH);
             }
-            let gcs = builder.build().map_err(|e| error_chain(&e))?;
+            let gcs = (builder.build()).map_err(|e| failed(url, "GCS settings refused", e))?;
             let orphans = Orphans::Unsupported(
                 "on GCS, a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes \
                  incomplete uploads",
@@ -220,7 +298,7 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend, Stri
             if let Some(key) = &azure.access_key {
                 builder = builder.with_access_key(key);
             }
-            let azure = builder.build().map_err(|e| error_chain(&e))?;
+            let azure = (builder.build()).map_err(|e| failed(url, "Azure settings refused", e))?;
             let orphans = Orphans::Unsupported(
                 "Azure discards uncommitted blocks by itself after seven days",
             );
@@ -230,23 +308,28 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend, Stri
             // type in corral's metadata document only.
             Ok(cloud(url, azure, prefix, false, orphans))
         }
-        _ => Err(format!(
-            "unknown scheme {scheme:?}: the supported stores are file://, s3://, gs://, az:// \
-             and memory://"
+        _ => Err(refused(
+            url,
+            format!(
+                "unknown scheme {scheme:?}: the supported stores are file://, s3://, gs://, \
+                 az:// and memory://"
+            ),
+            None,
         )),
     }
 }
 
-fn open_local(dir: &str) -> Result<Backend, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {dir:?}: {e}"))?;
-    let dir =
-        std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve directory {dir:?}: {e}"))?;
+fn open_local(url: &str, dir: &str) -> Result<Backend> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| failed(url, format!("cannot create directory {dir:?}"), e))?;
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| failed(url, format!("cannot resolve directory {dir:?}"), e))?;
     let local = LocalFileSystem::new_with_prefix(&dir)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| failed(url, "cannot use the directory", e))?
         .with_automatic_cleanup(true)
         .with_fsync(true);
     // Attributes as extended attributes where the file system keeps them
-    // (see `crate::local`); else metadata documents.
+    // (see `local`); else metadata documents.
     let attributes = local::keeps_xattrs(&dir);
     let store: Arc<dyn ObjectStore> = match attributes {
         true => Arc::new(LocalStore::new(local)),
@@ -258,6 +341,7 @@ fn open_local(dir: &str) -> Result<Backend, String> {
         parts: None,
         attributes,
         orphans: Orphans::Local(PathBuf::from(&dir)),
+        hint: None,
     })
 }
 
@@ -275,7 +359,7 @@ fn retry() -> RetryConfig {
     }
 }
 
-fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result<Backend, String> {
+fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result<Backend> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_retry(retry())
@@ -299,7 +383,19 @@ fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result
         .get_config_value(&AmazonS3ConfigKey::Region)
         .unwrap_or_else(|| "us-east-1".to_owned());
     let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
-    let s3 = builder.build().map_err(|e| error_chain(&e))?;
+    // With none of these, object_store asks the EC2 instance metadata
+    // service for credentials, which off EC2 fails with an error that
+    // says nothing of credentials.
+    let credentials_configured = [
+        AmazonS3ConfigKey::AccessKeyId,
+        AmazonS3ConfigKey::WebIdentityTokenFile,
+        AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
+        AmazonS3ConfigKey::ContainerCredentialsFullUri,
+        AmazonS3ConfigKey::SkipSignature,
+    ]
+    .iter()
+    .any(|key| builder.get_config_value(key).is_some_and(|v| v != "false"));
+    let s3 = (builder.build()).map_err(|e| failed(url, "S3 settings refused", e))?;
     // Where object_store sends the bucket's requests (see its builder).
     let bucket_url = match (endpoint, options.path_style) {
         (Some(endpoint), true) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
@@ -313,7 +409,14 @@ fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result
         s3.credentials().clone(),
         prefix,
     ));
-    Ok(cloud(url, s3, prefix, true, orphans))
+    let mut backend = cloud(url, s3, prefix, true, orphans);
+    if !credentials_configured {
+        backend.hint = Some(
+            "no AWS credentials are set (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), so \
+             they were asked of the EC2 instance metadata service",
+        );
+    }
+    Ok(backend)
 }
 
 /// A cloud backend: `store` under `prefix`, with its parts interface.
@@ -340,6 +443,7 @@ fn cloud<S: ObjectStore + MultipartStore + Clone>(
         parts: Some(parts),
         attributes: true,
         orphans,
+        hint: None,
     }
 }
 
@@ -347,7 +451,7 @@ fn cloud<S: ObjectStore + MultipartStore + Clone>(
 mod tests {
     use super::*;
 
-    fn open_with(url: &str, s3: &S3Options) -> Result<Backend, String> {
+    fn open_with(url: &str, s3: &S3Options) -> Result<Backend> {
         let (gcs, azure) = (GcsOptions::default(), AzureOptions::default());
         let options = CloudOptions {
             s3,
@@ -360,7 +464,8 @@ mod tests {
     fn reason(url: &str) -> String {
         match open_with(url, &S3Options::default()) {
             Ok(_) => panic!("{url} opened"),
-            Err(reason) => reason,
+            Err(Error::Open { reason, .. }) => reason,
+            Err(other) => panic!("{url}: {other}"),
         }
     }
 
@@ -379,8 +484,8 @@ mod tests {
             let local = open_with(&url, &S3Options::default()).unwrap();
             assert!(local.url.starts_with("file:///"), "{}", local.url);
             // Kept as extended attributes, on the file systems the tests
-            // run on (see `crate::local`).
-            assert_eq!(local.attributes, crate::local::keeps_xattrs(dir.path()));
+            // run on (see `local`).
+            assert_eq!(local.attributes, local::keeps_xattrs(dir.path()));
         }
     }
 
@@ -396,5 +501,19 @@ mod tests {
         };
         assert_eq!(uploads.bucket_url(), "http://127.0.0.1:1/bucket");
         assert_eq!(uploads.prefix(), "a/b/");
+    }
+
+    #[test]
+    fn s3_without_credentials_says_where_it_looked_for_them() {
+        let options = S3Options::compatible("http://127.0.0.1:1", "eu-west-1", "id", "secret");
+        assert_eq!(open_with("s3://bucket", &options).unwrap().hint, None);
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            let options = S3Options {
+                endpoint: Some("http://127.0.0.1:1".to_owned()),
+                ..S3Options::default()
+            };
+            let hint = open_with("s3://bucket", &options).unwrap().hint;
+            assert!(hint.is_some_and(|hint| hint.contains("AWS_ACCESS_KEY_ID")));
+        }
     }
 }
