@@ -13,6 +13,7 @@ use corral_store::{Spool, Store};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::admission::refusal::Refusal;
 use crate::auth::{Auth, TenantPolicy};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -137,13 +138,13 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     let scheduler = &state.scheduler;
     if scheduler.is_closed() {
-        return Err(ApiError::ShuttingDown);
+        return Err(Refusal::ShuttingDown.into());
     }
     if let Health::Down { retry_at, .. } = scheduler.health() {
         let wait = retry_at.saturating_duration_since(tokio::time::Instant::now());
-        return Err(ApiError::BackendUnavailable {
+        return Err(ApiError::from(Refusal::BackendUnavailable {
             retry_after: wait.max(Duration::from_secs(1)),
-        });
+        }));
     }
     Ok("ready\n")
 }

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use corral_store::error_chain;
 use serde::Serialize;
 
+use crate::admission::refusal::{BACKEND_RETRY_AFTER, Refusal};
+
 /// Why a request failed. A 4xx says exactly what was wrong with the request;
 /// a 5xx logs its cause and tells the client only that the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +85,6 @@ pub enum ApiError {
         size: u64,
     },
 
-    /// Too much work is queued: try again after `retry_after`.
-    #[error("the server is overloaded: retry after {} s", retry_after.as_secs())]
-    Overloaded {
-        /// When to try again.
-        retry_after: Duration,
-    },
-
     /// The request has no valid bearer token.
     #[error("{reason}")]
     Unauthorized {
@@ -99,65 +94,14 @@ pub enum ApiError {
         token_given: bool,
     },
 
-    /// The tenant's uploads in progress already hold as many bytes as its
-    /// limit allows.
-    #[error(
-        "this tenant's uploads in progress hold {held} bytes, its limit is {limit}: retry after {} s",
-        retry_after.as_secs()
-    )]
-    TenantBusy {
-        /// Bytes its uploads hold now.
-        held: u64,
-        /// Its limit.
-        limit: u64,
-        /// When to try again.
-        retry_after: Duration,
-    },
-
-    /// The tenant's asynchronous uploads already fill its share of the
-    /// spool.
-    #[error(
-        "this tenant's asynchronous uploads hold {used} bytes of the spool, its limit is {limit}: retry after {} s",
-        retry_after.as_secs()
-    )]
-    TenantSpoolFull {
-        /// Its bytes waiting to be stored now.
-        used: u64,
-        /// Its limit.
-        limit: u64,
-        /// When to try again.
-        retry_after: Duration,
-    },
-
-    /// The spool holds its budget of asynchronous uploads not yet stored.
-    #[error(
-        "the spool for asynchronous uploads is full ({used} of {max} bytes wait to be stored): retry after {} s",
-        retry_after.as_secs()
-    )]
-    SpoolFull {
-        /// Bytes waiting now.
-        used: u64,
-        /// The budget.
-        max: u64,
-        /// When to try again.
-        retry_after: Duration,
-    },
+    /// New work was refused: the server is busy, or cannot work now (see
+    /// [`crate::admission`]).
+    #[error("{0}")]
+    Refused(Refusal),
 
     /// The local spool or its journal failed.
     #[error("spooling the upload failed")]
     Spool(#[source] corral_store::SpoolError),
-
-    /// The server is shutting down and takes no new work.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-
-    /// The storage backend is down, or failed transiently until the
-    /// request's retries ran out: trying again later may work.
-    #[error("the storage backend is unavailable: retry after {} s", retry_after.as_secs())]
-    BackendUnavailable {
-        /// When to try again.
-        retry_after: Duration,
-    },
 
     /// The request's work was cancelled before it finished (the server is
     /// stopping).
@@ -189,13 +133,8 @@ impl ApiError {
             Self::ClientGone => StatusCode::from_u16(499).expect("499 is a valid status"),
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Overloaded { .. }
-            | Self::TenantBusy { .. }
-            | Self::TenantSpoolFull { .. }
-            | Self::SpoolFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ShuttingDown | Self::Cancelled | Self::BackendUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Refused(refusal) => refusal.status(),
+            Self::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             Self::Storage(_) | Self::Spool(_) | Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -216,41 +155,20 @@ impl ApiError {
             Self::ClientGone => "client_gone",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::Unauthorized { .. } => "unauthorized",
-            Self::Overloaded { .. } => "overloaded",
-            Self::TenantBusy { .. } | Self::TenantSpoolFull { .. } => "tenant_busy",
-            Self::SpoolFull { .. } => "spool_full",
+            Self::Refused(refusal) => refusal.code(),
             Self::Spool(_) => "spool_error",
-            Self::ShuttingDown => "shutting_down",
             Self::Cancelled => "cancelled",
-            Self::BackendUnavailable { .. } => "backend_unavailable",
             Self::Storage(_) => "storage_error",
             Self::Panic => "internal_error",
         }
     }
 }
 
-/// How long a client refused by a full spool should wait: workers free it
-/// as fast as the backend takes files, which this cannot foresee.
-const SPOOL_RETRY_AFTER: Duration = Duration::from_secs(10);
-
-/// How long a client whose request met transient backend failures until
-/// its retries ran out should wait: long enough for a blip to pass.
-const BACKEND_RETRY_AFTER: Duration = Duration::from_secs(5);
-
 impl From<corral_store::SpoolError> for ApiError {
     fn from(error: corral_store::SpoolError) -> Self {
-        match error {
-            corral_store::SpoolError::Full { used, max } => Self::SpoolFull {
-                used,
-                max,
-                retry_after: SPOOL_RETRY_AFTER,
-            },
-            corral_store::SpoolError::TenantFull { used, max, .. } => Self::TenantSpoolFull {
-                used,
-                limit: max,
-                retry_after: SPOOL_RETRY_AFTER,
-            },
-            error => Self::Spool(error),
+        match Refusal::of_spool(error) {
+            Ok(refusal) => Self::Refused(refusal),
+            Err(error) => Self::Spool(error),
         }
     }
 }
@@ -262,14 +180,16 @@ impl From<corral_store::Error> for ApiError {
             E::NotFound { key } => Self::NotFound(key),
             E::InvalidKey { .. } => Self::InvalidKey(error),
             E::RangeNotSatisfiable { size, .. } => Self::RangeNotSatisfiable { size },
-            E::Overloaded { retry_after } => Self::Overloaded { retry_after },
-            E::Unavailable { retry_after } => Self::BackendUnavailable { retry_after },
+            E::Overloaded { retry_after } => Self::Refused(Refusal::QueueFull { retry_after }),
+            E::Unavailable { retry_after } => {
+                Self::Refused(Refusal::BackendUnavailable { retry_after })
+            }
             E::Cancelled => Self::Cancelled,
             error if error.is_transient() => {
                 tracing::warn!(error = %error_chain(&error), "a backend call failed transiently until its retries ran out");
-                Self::BackendUnavailable {
+                Self::Refused(Refusal::BackendUnavailable {
                     retry_after: BACKEND_RETRY_AFTER,
-                }
+                })
             }
             error => Self::Storage(error),
         }
@@ -337,19 +257,16 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
                 HeaderValue::from_static(challenge),
             );
         }
-        ApiError::Overloaded { retry_after }
-        | ApiError::BackendUnavailable { retry_after }
-        | ApiError::TenantBusy { retry_after, .. }
-        | ApiError::TenantSpoolFull { retry_after, .. }
-        | ApiError::SpoolFull { retry_after, .. } => {
-            // Whole seconds, rounded up: never "retry after 0".
-            let seconds = retry_after.as_secs_f64().ceil().max(1.0);
-            headers.insert(header::RETRY_AFTER, number(&seconds.to_string()));
-        }
-        ApiError::ShuttingDown => {
-            headers.insert(header::RETRY_AFTER, number("1"));
-            // Whatever comes next on this connection would be refused too.
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        ApiError::Refused(refusal) => {
+            let seconds = refusal.retry_after_seconds().to_string();
+            headers.insert(header::RETRY_AFTER, number(&seconds));
+            if *refusal == Refusal::ShuttingDown {
+                // Whatever comes next on this connection would be refused
+                // too.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // For the metrics middleware to count, by reason.
+            response.extensions_mut().insert(refusal.clone());
         }
         ApiError::Cancelled => {
             headers.insert(header::RETRY_AFTER, number("1"));
@@ -373,5 +290,11 @@ impl IntoResponse for ApiError {
 impl IntoResponse for FileError {
     fn into_response(self) -> Response {
         respond(&self.error, self.name.as_deref())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
     }
 }

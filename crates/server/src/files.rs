@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use corral_store::{Key, ObjectInfo};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::Admitted;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::range;
-use crate::tenant::Admitted;
 
 /// The header that carries a file's SHA-256, in lower-case hex.
 const SHA256_HEADER: &str = "x-corral-sha256";

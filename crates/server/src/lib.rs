@@ -5,6 +5,7 @@
 //! to tenants. The routes are listed in the README; every error is JSON `{"error":{"code","message"}}` with the status
 //! that fits (see [`ApiError`]).
 
+mod admission;
 mod app;
 mod auth;
 mod body;
@@ -19,6 +20,7 @@ mod serve;
 mod tenant;
 mod upload;
 
+pub use admission::Refusal;
 pub use app::{AppState, router};
 pub use auth::{Auth, AuthError, TenantPolicy, TenantSpec, token_sha256};
 pub use config::ServerConfig;

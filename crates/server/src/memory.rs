@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::error::ApiError;
+use crate::admission::refusal::{Refusal, wait};
 
 /// The unit in which upload memory is reserved.
 const UNIT: u64 = 64 << 10;
@@ -105,9 +105,9 @@ impl MemoryGate {
     ///
     /// # Errors
     ///
-    /// [`ApiError::Overloaded`] if the waiting room is full or the wait
+    /// [`Refusal::MemorySpent`] if the waiting room is full or the wait
     /// runs out.
-    pub(crate) async fn reserve(&self, bytes: u64) -> Result<Reservation, ApiError> {
+    pub(crate) async fn reserve(&self, bytes: u64) -> Result<Reservation, Refusal> {
         let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
         let bytes = u64::from(units) * UNIT;
         let reservation = |permit| Reservation {
@@ -146,17 +146,18 @@ impl MemoryGate {
     }
 
     /// The refusal of an upload of `bytes` that is not waiting (any more).
-    fn overloaded(&self, bytes: u64) -> ApiError {
+    fn overloaded(&self, bytes: u64) -> Refusal {
         let ahead = self.waiting_bytes.load(Ordering::Relaxed) + bytes;
-        ApiError::Overloaded {
+        Refusal::MemorySpent {
             retry_after: self.estimate(ahead),
         }
     }
 
     /// When to come back for an upload that waits for `ahead` bytes to be
-    /// freed: the time to free them at the recent rate, spread.
+    /// freed: the time to free them at the recent rate (see
+    /// [`crate::admission`]), spread.
     pub(crate) fn estimate(&self, ahead: u64) -> Duration {
-        spread(retry_after(ahead, self.release_rate()), fastrand::f64())
+        spread(wait(ahead as f64, self.release_rate()), fastrand::f64())
     }
 
     /// Bytes released per second, smoothed over about ten seconds.
@@ -174,16 +175,6 @@ impl MemoryGate {
         }
         rate.per_second
     }
-}
-
-/// How long `ahead` bytes take to be served at `per_second`: 1 to 60 s,
-/// and 5 s while nothing has been served yet.
-fn retry_after(ahead: u64, per_second: f64) -> Duration {
-    if per_second <= 0.0 {
-        return Duration::from_secs(5);
-    }
-    let seconds = (ahead as f64 / per_second).ceil();
-    Duration::from_secs_f64(seconds.clamp(1.0, 60.0))
 }
 
 /// `estimate` moved to the point `at` (in `0..1`) of its second half, in
@@ -264,7 +255,7 @@ mod tests {
             Duration::from_secs(30),
             "waited its turn first"
         );
-        let ApiError::Overloaded { retry_after } = error else {
+        let Refusal::MemorySpent { retry_after } = error else {
             panic!("{error:?}")
         };
         // Nothing served yet: the default estimate of 5 s, spread.
@@ -284,7 +275,7 @@ mod tests {
             gate.reserve(MIB).await.unwrap_err()
         };
         let ((), error) = tokio::join!(room, full);
-        let ApiError::Overloaded { retry_after } = error else {
+        let Refusal::MemorySpent { retry_after } = error else {
             panic!("{error:?}")
         };
         // Ahead of it when it comes back: the 1 MiB waiting, then its own
@@ -300,13 +291,5 @@ mod tests {
         assert_eq!(spread(thirty, 0.5), Duration::from_secs(23));
         assert_eq!(spread(thirty, 0.999), thirty);
         assert_eq!(spread(Duration::from_secs(1), 0.0), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn retry_after_is_the_time_to_serve_what_is_ahead() {
-        assert_eq!(retry_after(10 * MIB, MIB as f64), Duration::from_secs(10));
-        assert_eq!(retry_after(1, MIB as f64), Duration::from_secs(1));
-        assert_eq!(retry_after(u64::MAX, 1.0), Duration::from_secs(60));
-        assert_eq!(retry_after(MIB, 0.0), Duration::from_secs(5));
     }
 }

@@ -49,6 +49,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::admission::refusal::Refusal;
 use crate::app::AppState;
 use crate::memory::MemoryGate;
 
@@ -77,12 +78,19 @@ struct RequestLabels {
 
 type DurationFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
+/// The label of a refusal: which gate refused (see [`crate::admission`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 /// Everything `/metrics` reports. Shared by the middleware and the handler.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
+    refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -102,6 +110,16 @@ impl Metrics {
             "Time from a request's arrival to its response head (a download's body streams after)",
             durations.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        for reason in Refusal::REASONS {
+            // Every reason from zero, so that a rate can be taken at once.
+            drop(refusals.get_or_create(&RefusalLabels { reason }));
+        }
+        registry.register(
+            "corral_refusals",
+            "New work refused (429 or 503 with Retry-After), by the gate that refused it",
+            refusals.clone(),
+        );
         registry.register_collector(Box::new(SchedCollector {
             store,
             scheduler,
@@ -112,6 +130,7 @@ impl Metrics {
             registry,
             requests,
             durations,
+            refusals,
         }
     }
 
@@ -171,6 +190,13 @@ pub(crate) async fn track(
         status: response.status().as_u16(),
     };
     metrics.record(&labels, start.elapsed());
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        let reason = refusal.reason();
+        metrics
+            .refusals
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
     response
 }
 

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use corral_sched::Group;
-use corral_sched::Refused;
 use corral_store::Key;
 
 use crate::app::AppState;
@@ -65,44 +63,5 @@ impl FromRequestParts<AppState> for Tenant {
             None => Arc::clone(&state.anonymous),
         };
         Ok(Self { policy })
-    }
-}
-
-/// A request let in by the scheduler: its tenant, and the group its
-/// backend calls are made in.
-///
-/// Extracting it is the admission check. It runs before the body is read,
-/// so an overloaded server answers `429` with `Retry-After` at once, and a
-/// stopping one `503`. Dropping it (the request ends, or the client went
-/// away and the handler was dropped) cancels the request's backend calls.
-#[derive(Debug)]
-pub(crate) struct Admitted {
-    pub(crate) tenant: Tenant,
-    pub(crate) group: Group,
-}
-
-impl FromRequestParts<AppState> for Admitted {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let tenant = Tenant::from_request_parts(parts, state).await?;
-        let scheduler = &state.scheduler;
-        let root = tenant.root().as_str();
-        // A batch spooled to disk is stored later: a backend that is down
-        // now does not stop it.
-        let spooled = state.spool.is_some() && crate::upload::prefers_async(&parts.headers);
-        let group = match spooled {
-            true => scheduler.group_while_down(root),
-            false => scheduler.group(root),
-        };
-        let group = group.map_err(|refused| match refused {
-            Refused::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
-            Refused::Unavailable { retry_after } => ApiError::BackendUnavailable { retry_after },
-            _ => ApiError::ShuttingDown,
-        })?;
-        Ok(Self { tenant, group })
     }
 }

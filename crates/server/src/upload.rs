@@ -70,12 +70,11 @@ use futures::FutureExt;
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{Admitted, Room, admit_batch};
 use crate::app::AppState;
-use crate::auth::Held;
 use crate::body::{BodyError, BodyReader, refuse};
 use crate::error::{ApiError, FileError};
-use crate::memory::Reservation;
-use crate::tenant::{Admitted, Tenant};
+use crate::tenant::Tenant;
 use corral_sched::{Group, Health, Scheduler};
 use corral_store::JobWriter;
 
@@ -120,7 +119,6 @@ pub(crate) async fn upload(
     // first.
     let length = content_length(&headers);
     let size_bound = file_size_bound(&state, length);
-    let spool = state.spool.as_ref().filter(|_| prefers_async(&headers));
     let early = async {
         let admitted = admitted?;
         let boundary = check_headers(&state, &admitted.tenant, length, &headers)?;
@@ -128,28 +126,22 @@ pub(crate) async fn upload(
             Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose()?,
             Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
         };
-        let (spooled, memory) = match spool {
-            // Spooled files go to disk as they arrive: no upload buffer.
-            Some(spool) => {
-                let tenant = &admitted.tenant;
-                let (root, own) = (tenant.root().as_str(), tenant.policy().max_spooled_bytes());
-                let writer = spool.begin(root, own, length.unwrap_or(0)).await?;
-                (Some(writer), None)
-            }
-            // Memory is reserved before the body is read, so the sum of
-            // upload buffers stays within --upload-memory whatever the
-            // number of clients; last, as it may wait.
-            None => {
-                let memory = reserve_memory(&state, &admitted.tenant, length, size_bound).await?;
-                (None, Some(memory))
-            }
-        };
-        Ok((admitted, boundary, spooled, memory, prefix.flatten()))
+        // Spooled files go to disk as they arrive; others are buffered,
+        // within memory reserved before the body is read, so that the sum
+        // of upload buffers stays within --upload-memory whatever the
+        // number of clients. Last, as it may wait.
+        let buffer = state.store.config().buffer_bound(Some(size_bound)) as u64 + CHUNK_ALLOWANCE;
+        let room = admit_batch(&state, &admitted.tenant, &headers, length, buffer).await?;
+        Ok((admitted, boundary, room, prefix.flatten()))
     };
-    // The memory stays reserved until the request ends.
-    let (Admitted { tenant, group }, boundary, spooled, _memory, prefix) = match early.await {
+    let (Admitted { tenant, group }, boundary, room, prefix) = match early.await {
         Ok(accepted) => accepted,
         Err(error) => return refuse(body, error.into_response()),
+    };
+    // The memory stays reserved until the request ends.
+    let (spooled, _memory) = match room {
+        Room::Spool(writer) => (Some(writer), None),
+        Room::Memory(held, reservation) => (None, Some((held, reservation))),
     };
     let reader = BodyReader::new(body, state.config.body_timeout);
     let mut rollback = Rollback {
@@ -199,20 +191,6 @@ pub(crate) async fn upload(
     }
 }
 
-/// Whether the request asks to be answered before its files are stored
-/// (`Prefer: respond-async`, RFC 7240).
-pub(crate) fn prefers_async(headers: &HeaderMap) -> bool {
-    headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|preference| {
-            let token = preference.split(';').next().unwrap_or_default().trim();
-            token.eq_ignore_ascii_case("respond-async")
-        })
-}
-
 /// `202` for a spooled batch: where to follow it, and its files' keys.
 fn accepted(id: &str, files: Vec<StoredFile>) -> Response {
     let location = format!("/api/jobs/{id}");
@@ -249,29 +227,6 @@ struct AcceptedResponse {
 /// The most a chunk of the body adds to an upload's buffer (hyper reads at
 /// most about 400 KiB at once; the parser may hold one more).
 const CHUNK_ALLOWANCE: u64 = 1 << 20;
-
-/// Reserves the memory this upload may buffer: its buffer bound for files
-/// of at most `size_bound` bytes, or its whole body (`length`) if that is
-/// smaller. It counts as held by the tenant while it lives, within the
-/// tenant's limit.
-async fn reserve_memory(
-    state: &AppState,
-    tenant: &Tenant,
-    length: Option<u64>,
-    size_bound: u64,
-) -> Result<(Held, Reservation), ApiError> {
-    let bound = state.store.config().buffer_bound(Some(size_bound)) as u64 + CHUNK_ALLOWANCE;
-    let need = length.map_or(bound, |length| length.min(bound));
-    let held = tenant
-        .policy()
-        .hold(need)
-        .map_err(|(held, limit)| ApiError::TenantBusy {
-            held,
-            limit,
-            retry_after: state.upload_memory.estimate(held),
-        })?;
-    Ok((held, state.upload_memory.reserve(need).await?))
-}
 
 /// The most bytes any file of this request can have: the body's `length`
 /// if known, and never more than `--max-file-size`. Sizes parts and

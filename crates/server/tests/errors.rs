@@ -206,11 +206,16 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
                 },
                 ..Storage::default()
             };
-            post(
-                &Server::with(ServerConfig::default(), store).await,
-                upload_form(10),
-            )
-            .await
+            let server = Server::with(ServerConfig::default(), store).await;
+            let answer = post(&server, upload_form(10)).await;
+            // Counted once, by the gate that refused it.
+            let metrics = server.client.get(server.url("/metrics")).send().await;
+            let metrics = metrics.unwrap().text().await.unwrap();
+            for (reason, count) in [("queue_full", 1), ("memory_spent", 0)] {
+                let line = format!("corral_refusals_total{{reason=\"{reason}\"}} {count}\n");
+                assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+            }
+            answer
         }
         Some("tenant_busy") => {
             let spec = TenantSpec {

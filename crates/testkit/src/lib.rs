@@ -22,6 +22,7 @@ pub mod gcs;
 pub mod herd;
 pub mod http;
 mod install;
+pub mod layers;
 mod process;
 pub mod s3;
 pub mod s3s;
