@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// A configuration of the scheduler could not be parsed.
+/// A configuration of the scheduler is invalid.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -14,6 +14,30 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The adaptive limit's minimum is 0: it could stop every call.
+    #[error("the adaptive limit's minimum must be at least 1")]
+    AdaptiveMinZero,
+    /// The adaptive limit's range is empty.
+    #[error("the adaptive limit's minimum ({min}) is above its maximum ({max})")]
+    AdaptiveMinAboveMax {
+        /// The minimum given.
+        min: usize,
+        /// The maximum given.
+        max: usize,
+    },
+    /// The adaptive limit would start outside its range.
+    #[error("the adaptive limit's initial value ({initial}) is outside its range {min}-{max}")]
+    AdaptiveInitialOutOfRange {
+        /// The start given.
+        initial: usize,
+        /// The minimum.
+        min: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The adaptive limit would probe the no-load latency without pause.
+    #[error("the adaptive limit's probe interval must be longer than zero")]
+    AdaptiveProbeIntervalZero,
 }
 
 /// Why a new group of work was not admitted.

@@ -28,7 +28,7 @@ mod scheduler;
 
 pub use breaker::{BreakerConfig, Health};
 pub use error::{Error, JobError, Refused, Result};
-pub use limit::{AdaptiveConfig, LimitConfig, Outcome};
+pub use limit::{AdaptiveConfig, AdaptiveConfigBuilder, LimitConfig, Outcome};
 pub use metrics::{Counters, Histogram, LATENCY_BUCKETS, Stats};
 pub use retry::{Class, Classify, RetryConfig};
 pub use scheduler::{Group, QueueConfig, SchedConfig, Scheduler};
