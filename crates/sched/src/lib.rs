@@ -29,6 +29,6 @@ mod scheduler;
 pub use breaker::{BreakerConfig, Health};
 pub use error::{Error, JobError, Refused, Result};
 pub use limit::{AdaptiveConfig, AdaptiveConfigBuilder, LimitConfig, Outcome};
-pub use metrics::{Counters, Histogram, LATENCY_BUCKETS, Stats};
+pub use metrics::{CounterSnapshot, HistogramSnapshot, LATENCY_BUCKETS, Stats};
 pub use retry::{Class, Classify, RetryConfig};
 pub use scheduler::{Group, QueueConfig, SchedConfig, Scheduler};

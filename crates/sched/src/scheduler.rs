@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{Admit, Breaker, BreakerConfig, Health};
 use crate::error::{JobError, Refused};
 use crate::limit::{LimitConfig, Limiter, Outcome, Sample};
-use crate::metrics::{Counters, Stats};
+use crate::metrics::{CounterSnapshot, Counters, Stats};
 use crate::queue::{EntryId, FairQueue};
 use crate::retry::{Budget, Class, Classify, RetryConfig, backoff};
 
@@ -257,9 +257,9 @@ impl Scheduler {
         self.shared.lock().breaker.health()
     }
 
-    /// Counters since the start.
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters
+    /// The counters since the start, read now.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.shared.counters.snapshot()
     }
 
     /// Refuses new groups from now on; work already admitted goes on.
@@ -989,7 +989,7 @@ mod tests {
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(running.max(), 3);
         assert!(idle(&scheduler));
-        assert_eq!(scheduler.counters().calls.load(Ordering::Relaxed), 40);
+        assert_eq!(scheduler.counters().calls, 40);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1160,8 +1160,7 @@ mod tests {
             .await;
         assert!(result.is_ok());
         let counters = scheduler.counters();
-        assert_eq!(counters.calls.load(Ordering::Relaxed), 3);
-        assert_eq!(counters.retries.load(Ordering::Relaxed), 2);
+        assert_eq!((counters.calls, counters.retries), (3, 2));
         assert!(idle(&scheduler));
     }
 
