@@ -40,28 +40,6 @@ pub enum Error {
     AdaptiveProbeIntervalZero,
 }
 
-/// Why a new group of work was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refused {
-    /// The queue is full; try again after `retry_after`.
-    #[error("overloaded: retry after {} s", retry_after.as_secs())]
-    Overloaded {
-        /// A wait after which the queue has likely drained enough.
-        retry_after: Duration,
-    },
-    /// The scheduler is shutting down.
-    #[error("shutting down")]
-    ShuttingDown,
-    /// The backend is down (see [`crate::breaker`]); try again after
-    /// `retry_after`.
-    #[error("the storage backend is unavailable: retry after {} s", retry_after.as_secs())]
-    Unavailable {
-        /// When the breaker next probes the backend.
-        retry_after: Duration,
-    },
-}
-
 /// Why a job did not produce a value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
