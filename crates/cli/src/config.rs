@@ -413,15 +413,7 @@ impl Settings {
                 ByteSize(per_upload)
             );
         }
-        if let LimitConfig::Adaptive(adaptive) = self.limit()
-            && (adaptive.min == 0 || adaptive.min > adaptive.max)
-        {
-            anyhow::bail!(
-                "concurrency-min ({}) must be at least 1 and at most concurrency-max ({})",
-                adaptive.min,
-                adaptive.max
-            );
-        }
+        self.limit()?;
         if !cfg!(feature = "bench")
             && matches!(
                 self.concurrency,
@@ -470,33 +462,52 @@ impl Settings {
     }
 
     /// The limit strategy, with `--concurrency-min/-max` applied to an
-    /// adaptive one.
-    fn limit(&self) -> LimitConfig {
-        match self.concurrency {
-            LimitConfig::Adaptive(adaptive) => {
-                let min = self.concurrency_min.unwrap_or(adaptive.min);
-                let max = self.concurrency_max.unwrap_or(adaptive.max);
-                LimitConfig::Adaptive(AdaptiveConfig {
-                    min,
-                    max,
-                    initial: adaptive.initial.clamp(min.min(max), max),
-                    ..adaptive
-                })
-            }
-            other => other,
-        }
+    /// adaptive one (which then starts where the new range puts it).
+    ///
+    /// # Errors
+    ///
+    /// The range the flags make is empty or starts at 0.
+    fn limit(&self) -> anyhow::Result<LimitConfig> {
+        let LimitConfig::Adaptive(adaptive) = self.concurrency else {
+            return Ok(self.concurrency);
+        };
+        let min = self.concurrency_min.unwrap_or(adaptive.min());
+        let max = self.concurrency_max.unwrap_or(adaptive.max());
+        // Each bound by its name, and where it came from unless a flag set it.
+        let named = |name, flag: Option<usize>, value| match flag {
+            Some(_) => format!("{name} ({value})"),
+            None => format!("{name} ({value}, from concurrency {})", self.concurrency),
+        };
+        let config = AdaptiveConfig::builder()
+            .min(min)
+            .max(max)
+            .probe_interval(adaptive.probe_interval())
+            .build()
+            .map_err(|error| match error {
+                corral_sched::Error::AdaptiveMinZero => anyhow::anyhow!(
+                    "{} must be at least 1",
+                    named("concurrency-min", self.concurrency_min, min)
+                ),
+                corral_sched::Error::AdaptiveMinAboveMax { min, max } => anyhow::anyhow!(
+                    "{} must be at most {}",
+                    named("concurrency-min", self.concurrency_min, min),
+                    named("concurrency-max", self.concurrency_max, max)
+                ),
+                other => other.into(),
+            })?;
+        Ok(LimitConfig::Adaptive(config))
     }
 
     /// How backend calls are scheduled: the limit and the queue.
-    pub(crate) fn sched_config(&self) -> SchedConfig {
-        SchedConfig {
-            limit: self.limit(),
+    pub(crate) fn sched_config(&self) -> anyhow::Result<SchedConfig> {
+        Ok(SchedConfig {
+            limit: self.limit()?,
             queue: QueueConfig {
                 max_jobs: self.max_queued_jobs,
                 max_bytes: self.max_queued_bytes.0,
             },
             ..SchedConfig::default()
-        }
+        })
     }
 
     pub(crate) fn store_config(&self) -> anyhow::Result<StoreConfig> {
@@ -723,8 +734,8 @@ mod tests {
 
     #[test]
     fn the_adaptive_range_comes_from_the_spec_unless_the_flags_say_otherwise() {
-        let range = |argv: &[&str]| match resolve(args(argv)).unwrap().limit() {
-            LimitConfig::Adaptive(adaptive) => (adaptive.min, adaptive.max),
+        let range = |argv: &[&str]| match resolve(args(argv)).unwrap().limit().unwrap() {
+            LimitConfig::Adaptive(adaptive) => (adaptive.min(), adaptive.max()),
             other => panic!("{other}"),
         };
         assert_eq!(range(&["corral", "serve"]), (1, 256));
@@ -732,8 +743,31 @@ mod tests {
         assert_eq!(range(&spec), (2, 64));
         let flags = [&spec[..], &["--concurrency-max", "32"]].concat();
         assert_eq!(range(&flags), (2, 32));
-        let bad = ["corral", "serve", "--concurrency-min", "300"];
-        assert!(resolve(args(&bad)).is_err());
+        let refused = |argv: &[&str]| format!("{:#}", resolve(args(argv)).unwrap_err());
+        let above = ["corral", "serve", "--concurrency-min", "300"];
+        let error = refused(&above);
+        assert!(
+            error.contains(
+                "concurrency-min (300) must be at most concurrency-max (256, from concurrency \
+                 adaptive)"
+            ),
+            "{error}"
+        );
+        let zero = ["corral", "serve", "--concurrency-min", "0"];
+        let error = refused(&zero);
+        assert!(
+            error.contains("concurrency-min (0) must be at least 1"),
+            "{error}"
+        );
+        let below = [&spec[..], &["--concurrency-max", "1"]].concat();
+        let error = refused(&below);
+        assert!(
+            error.contains(
+                "concurrency-min (2, from concurrency adaptive:2-64) must be at most \
+                 concurrency-max (1)"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let auth = settings.auth.as_deref().map(auth::load).transpose()?;
     // The composition root: one scheduler for every backend call, handed
     // to the store that makes them and to the server that admits work.
-    let scheduler = Scheduler::new(settings.sched_config());
+    let scheduler = Scheduler::new(settings.sched_config()?);
     let store = Store::open(&settings.store, settings.store_config()?, scheduler.clone()).await?;
     let spool = Spool::open(settings.spool_config(), store.clone())
         .await

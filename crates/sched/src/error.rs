@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// A configuration of the scheduler could not be parsed.
+/// A configuration of the scheduler is invalid.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -14,28 +14,30 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-}
-
-/// Why a new group of work was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refused {
-    /// The queue is full; try again after `retry_after`.
-    #[error("overloaded: retry after {} s", retry_after.as_secs())]
-    Overloaded {
-        /// A wait after which the queue has likely drained enough.
-        retry_after: Duration,
+    /// The adaptive limit's minimum is 0: it could stop every call.
+    #[error("the adaptive limit's minimum must be at least 1")]
+    AdaptiveMinZero,
+    /// The adaptive limit's range is empty.
+    #[error("the adaptive limit's minimum ({min}) is above its maximum ({max})")]
+    AdaptiveMinAboveMax {
+        /// The minimum given.
+        min: usize,
+        /// The maximum given.
+        max: usize,
     },
-    /// The scheduler is shutting down.
-    #[error("shutting down")]
-    ShuttingDown,
-    /// The backend is down (see [`crate::breaker`]); try again after
-    /// `retry_after`.
-    #[error("the storage backend is unavailable: retry after {} s", retry_after.as_secs())]
-    Unavailable {
-        /// When the breaker next probes the backend.
-        retry_after: Duration,
+    /// The adaptive limit would start outside its range.
+    #[error("the adaptive limit's initial value ({initial}) is outside its range {min}-{max}")]
+    AdaptiveInitialOutOfRange {
+        /// The start given.
+        initial: usize,
+        /// The minimum.
+        min: usize,
+        /// The maximum.
+        max: usize,
     },
+    /// The adaptive limit would probe the no-load latency without pause.
+    #[error("the adaptive limit's probe interval must be longer than zero")]
+    AdaptiveProbeIntervalZero,
 }
 
 /// Why a job did not produce a value.

@@ -4,7 +4,7 @@
 //!
 //! - keeps a process-wide, adaptive limit on calls in flight ([`limit`]);
 //! - queues waiting calls fairly by bytes across tenants and requests
-//!   ([`queue`](crate::scheduler::QueueConfig)), bounded in jobs and bytes;
+//!   ([`QueueConfig`]), bounded in jobs and bytes;
 //! - refuses new work early, with a suggested wait, when the queue is full
 //!   ([`Refused::Overloaded`]);
 //! - retries transient failures with jittered backoff under a budget
@@ -18,17 +18,25 @@
 //! This crate knows nothing of HTTP or storage: it schedules futures, in
 //! the caller's own task, and is tested in virtual time.
 
+mod admission;
 pub mod breaker;
 mod error;
+mod group;
 pub mod limit;
 mod metrics;
+mod permit;
 mod queue;
 mod retry;
 mod scheduler;
+mod shared;
+#[cfg(test)]
+mod testing;
 
+pub use admission::{QueueConfig, Refused};
 pub use breaker::{BreakerConfig, Health};
-pub use error::{Error, JobError, Refused, Result};
-pub use limit::{AdaptiveConfig, LimitConfig, Outcome};
-pub use metrics::{Counters, Histogram, LATENCY_BUCKETS, Stats};
+pub use error::{Error, JobError, Result};
+pub use group::Group;
+pub use limit::{AdaptiveConfig, AdaptiveConfigBuilder, LimitConfig, Outcome};
+pub use metrics::{CounterSnapshot, HistogramSnapshot, LATENCY_BUCKETS, Stats};
 pub use retry::{Class, Classify, RetryConfig};
-pub use scheduler::{Group, QueueConfig, SchedConfig, Scheduler};
+pub use scheduler::{SchedConfig, Scheduler};

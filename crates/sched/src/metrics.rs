@@ -12,7 +12,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 
 /// A latency histogram with fixed buckets; lock-free.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Observations per bucket (not cumulative), the last for `+Inf`.
     counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
@@ -30,47 +30,54 @@ impl Histogram {
             .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then `+Inf`.
-    pub fn cumulative(&self) -> Vec<u64> {
+    fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self.counts.each_ref().map(load),
+            sum_micros: load(&self.sum_micros),
+        }
+    }
+}
+
+/// A latency histogram as read at one moment (see
+/// [`Scheduler::counters`](crate::Scheduler::counters)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket (not cumulative), the last for `+Inf`.
+    counts: [u64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: u64,
+}
+
+impl HistogramSnapshot {
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then `+Inf`
+    /// (the number of observations).
+    pub fn cumulative(&self) -> [u64; LATENCY_BUCKETS.len() + 1] {
         let mut total = 0;
-        self.counts
-            .iter()
-            .map(|count| {
-                total += count.load(Ordering::Relaxed);
-                total
-            })
-            .collect()
+        self.counts.map(|count| {
+            total += count;
+            total
+        })
     }
 
     /// The sum of all observations.
     pub fn sum(&self) -> Duration {
-        Duration::from_micros(self.sum_micros.load(Ordering::Relaxed))
+        Duration::from_micros(self.sum_micros)
     }
 }
 
-/// Counters of the scheduler since it started.
+/// The scheduler's counters, kept lock-free as it runs; read through
+/// [`Counters::snapshot`].
 #[derive(Debug, Default)]
-pub struct Counters {
-    /// Groups let in.
-    pub admitted: AtomicU64,
-    /// Groups refused because the queue was full.
-    pub rejected: AtomicU64,
-    /// Calls dispatched, retries included.
-    pub calls: AtomicU64,
-    /// Retries made.
-    pub retries: AtomicU64,
-    /// Retries not made because the budget was empty.
-    pub budget_exhausted: AtomicU64,
-    /// Groups and attempts refused because the backend is down.
-    pub unavailable: AtomicU64,
-    /// Times the breaker opened.
-    pub breaker_opened: AtomicU64,
-    /// Latency of successful calls.
-    pub latency_success: Histogram,
-    /// Latency of throttled or timed-out calls.
-    pub latency_loss: Histogram,
-    /// Latency of calls that failed otherwise or were cancelled.
-    pub latency_other: Histogram,
+pub(crate) struct Counters {
+    pub(crate) admitted: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) calls: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) budget_exhausted: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    pub(crate) breaker_opened: AtomicU64,
+    latency_success: Histogram,
+    latency_loss: Histogram,
+    latency_other: Histogram,
 }
 
 impl Counters {
@@ -86,6 +93,54 @@ impl Counters {
         }
         .observe(latency);
     }
+
+    /// Every counter now. Each is read on its own: a snapshot taken while
+    /// calls run may count a call in one counter and not yet in another.
+    pub(crate) fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            admitted: load(&self.admitted),
+            rejected: load(&self.rejected),
+            calls: load(&self.calls),
+            retries: load(&self.retries),
+            budget_exhausted: load(&self.budget_exhausted),
+            unavailable: load(&self.unavailable),
+            breaker_opened: load(&self.breaker_opened),
+            latency_success: self.latency_success.snapshot(),
+            latency_loss: self.latency_loss.snapshot(),
+            latency_other: self.latency_other.snapshot(),
+        }
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// The scheduler's counters since it started, as read at one moment (see
+/// [`Scheduler::counters`](crate::Scheduler::counters)). Every count only
+/// grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Groups let in.
+    pub admitted: u64,
+    /// Groups refused because the queue was full.
+    pub rejected: u64,
+    /// Calls dispatched, retries included.
+    pub calls: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Retries not made because the budget was empty.
+    pub budget_exhausted: u64,
+    /// Groups and attempts refused because the backend is down.
+    pub unavailable: u64,
+    /// Times the breaker opened.
+    pub breaker_opened: u64,
+    /// Latency of successful calls.
+    pub latency_success: HistogramSnapshot,
+    /// Latency of throttled or timed-out calls.
+    pub latency_loss: HistogramSnapshot,
+    /// Latency of calls that failed otherwise or were cancelled.
+    pub latency_other: HistogramSnapshot,
 }
 
 /// A snapshot of the scheduler's state.
@@ -102,4 +157,34 @@ pub struct Stats {
     /// Whether the adaptive limit is probing the no-load latency (the limit
     /// is then briefly halved).
     pub probing: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_reads_every_counter_and_bucket() {
+        let counters = Counters::default();
+        Counters::bump(&counters.calls);
+        Counters::bump(&counters.calls);
+        Counters::bump(&counters.rejected);
+        counters.observe(Outcome::Success, Duration::from_millis(2));
+        counters.observe(Outcome::Success, Duration::from_secs(60));
+        counters.observe(Outcome::Loss, Duration::from_millis(1));
+        let snapshot = counters.snapshot();
+        assert_eq!(
+            (snapshot.calls, snapshot.rejected, snapshot.retries),
+            (2, 1, 0)
+        );
+        let success = snapshot.latency_success.cumulative();
+        // 2 ms falls in the bucket up to 2.5 ms; 60 s only in +Inf.
+        assert_eq!(success[..3], [0, 1, 1]);
+        assert_eq!(success[LATENCY_BUCKETS.len() - 1], 1);
+        assert_eq!(success[LATENCY_BUCKETS.len()], 2);
+        let sum = Duration::from_secs(60) + Duration::from_millis(2);
+        assert_eq!(snapshot.latency_success.sum(), sum);
+        assert_eq!(snapshot.latency_loss.cumulative()[0], 1);
+        assert_eq!(snapshot.latency_other, HistogramSnapshot::default());
+    }
 }

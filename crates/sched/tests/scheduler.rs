@@ -84,7 +84,7 @@ async fn a_full_queue_refuses_new_groups_with_a_retry_delay() {
         job.await.unwrap().unwrap();
     }
     assert!(scheduler.group("b").is_ok());
-    assert_eq!(scheduler.counters().rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(scheduler.counters().rejected, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -107,7 +107,7 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_are_not(
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     // Two backoffs, each at most 100 ms then 200 ms.
     assert!(started.elapsed() <= Duration::from_millis(300));
-    assert_eq!(scheduler.counters().retries.load(Ordering::Relaxed), 2);
+    assert_eq!(scheduler.counters().retries, 2);
 
     let group = scheduler.group("a").unwrap();
     let attempts = AtomicU32::new(0);
@@ -163,8 +163,8 @@ async fn a_throttle_is_retried_after_retry_after_for_free_and_whatever_the_attem
     // Retry-After is a floor.
     assert!(started.elapsed() >= Duration::from_secs(20));
     let counters = scheduler.counters();
-    assert_eq!(counters.retries.load(Ordering::Relaxed), 10);
-    assert_eq!(counters.budget_exhausted.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.retries, 10);
+    assert_eq!(counters.budget_exhausted, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -288,10 +288,7 @@ async fn a_backend_that_is_down_is_refused_at_once_and_probed_back() {
         scheduler.health(),
         corral_sched::Health::Down { .. }
     ));
-    assert_eq!(
-        scheduler.counters().breaker_opened.load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(scheduler.counters().breaker_opened, 1);
     // While open, nothing reaches the backend.
     let calls = backend.calls.load(Ordering::SeqCst);
     let system = scheduler.system_group();
@@ -340,13 +337,7 @@ async fn an_empty_budget_stops_retries_so_they_cannot_amplify_an_overload() {
     // The 2 tokens the budget starts with, plus 0.1 per first attempt:
     // about 12 retries, not 400.
     assert!((100..=115).contains(&calls), "{calls} calls for 100 jobs");
-    assert!(
-        scheduler
-            .counters()
-            .budget_exhausted
-            .load(Ordering::Relaxed)
-            >= 85
-    );
+    assert!(scheduler.counters().budget_exhausted >= 85);
 }
 
 #[tokio::test(start_paused = true)]

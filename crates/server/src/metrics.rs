@@ -36,7 +36,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use corral_sched::{Counters, LATENCY_BUCKETS, Scheduler};
+use corral_sched::{CounterSnapshot, LATENCY_BUCKETS, Scheduler};
 use corral_store::Store;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -300,46 +300,48 @@ impl Collector for SchedCollector {
             (
                 "corral_sched_admitted",
                 "Groups of calls let in.",
-                &counters.admitted,
+                counters.admitted,
             ),
             (
                 "corral_sched_rejected",
                 "Groups of calls refused because the queue was full.",
-                &counters.rejected,
+                counters.rejected,
             ),
             (
                 "corral_sched_calls",
                 "Backend calls dispatched, retries included.",
-                &counters.calls,
+                counters.calls,
             ),
-            ("corral_sched_retries", "Retries made.", &counters.retries),
+            ("corral_sched_retries", "Retries made.", counters.retries),
             (
                 "corral_sched_retry_budget_exhausted",
                 "Retries not made because the retry budget was empty.",
-                &counters.budget_exhausted,
+                counters.budget_exhausted,
             ),
             (
                 "corral_sched_unavailable",
                 "Groups and calls refused because the storage backend was down.",
-                &counters.unavailable,
+                counters.unavailable,
             ),
             (
                 "corral_backend_breaker_opened",
                 "Times the circuit breaker found the storage backend down.",
-                &counters.breaker_opened,
+                counters.breaker_opened,
             ),
         ];
-        for (name, help, counter) in totals {
-            let value = counter.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, value) in totals {
             encode(&mut encoder, name, help, &ConstCounter::new(value))?;
         }
 
-        encode_call_durations(&mut encoder, counters)
+        encode_call_durations(&mut encoder, &counters)
     }
 }
 
 /// `corral_backend_call_duration_seconds`, one histogram per outcome.
-fn encode_call_durations(encoder: &mut DescriptorEncoder, counters: &Counters) -> fmt::Result {
+fn encode_call_durations(
+    encoder: &mut DescriptorEncoder,
+    counters: &CounterSnapshot,
+) -> fmt::Result {
     let mut metric = encoder.encode_descriptor(
         "corral_backend_call_duration_seconds",
         "Latency of backend calls, by outcome: success; loss (throttled or timed out); other (failed otherwise or cancelled).",

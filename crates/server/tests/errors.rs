@@ -289,8 +289,7 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
                 b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n";
             let mut body = start.to_vec();
             body.extend(data((1 << 20) + 100, 3));
-            let counters = server.store.scheduler().counters();
-            let calls = || counters.calls.load(std::sync::atomic::Ordering::SeqCst);
+            let calls = || server.store.scheduler().counters().calls;
             let before = calls();
             let mut socket = send_raw(server.addr, &head, &body).await;
             // Once its multipart upload has begun and its first part is

@@ -953,13 +953,7 @@ mod tests {
 
     /// Backend calls made through the store's scheduler by `work`.
     async fn calls<T>(store: &Store, work: impl Future<Output = T>) -> (T, u64) {
-        let calls = || {
-            store
-                .scheduler()
-                .counters()
-                .calls
-                .load(std::sync::atomic::Ordering::SeqCst)
-        };
+        let calls = || store.scheduler().counters().calls;
         let before = calls();
         let output = work.await;
         (output, calls() - before)

@@ -93,11 +93,14 @@ impl Outcome {
     }
 }
 
+/// The default adaptive limit, started at `initial`.
+///
+/// # Panics
+///
+/// If `initial` is outside the default range, 1 to 256.
 fn adaptive(initial: usize) -> LimitConfig {
-    LimitConfig::Adaptive(AdaptiveConfig {
-        initial,
-        ..AdaptiveConfig::default()
-    })
+    let config = AdaptiveConfig::builder().initial(initial).build();
+    LimitConfig::Adaptive(config.expect("the scenarios start within the default range"))
 }
 
 fn failed_for_good(record: &Record) -> Figure {
@@ -113,7 +116,7 @@ fn failed_for_good(record: &Record) -> Figure {
 fn run_adaptive(backend: BackendConfig, duration: Duration, seed: u64) -> Record {
     run(&Scenario {
         backend,
-        limit: adaptive(AdaptiveConfig::default().initial),
+        limit: adaptive(AdaptiveConfig::default().initial()),
         workers: WORKERS,
         cost: COST,
         duration,
@@ -130,7 +133,7 @@ fn breaches(record: &Record) -> Figure {
 }
 
 /// **knee**: 10 slots of 200 ms +-10%, saturated, 180 s, starting at limit
-/// `initial`.
+/// `initial` (at most 256, the default maximum).
 pub fn knee(seed: u64, initial: usize) -> Outcome {
     let record = run(&Scenario {
         backend: BackendConfig::slots(10, LATENCY),

@@ -405,10 +405,10 @@ async fn simulate(scenario: &Scenario) -> Record {
         calls: observer.calls(),
         limits,
         breaches: observer.breaches(),
-        dispatched: counters.calls.load(Ordering::Relaxed),
-        retries: counters.retries.load(Ordering::Relaxed),
+        dispatched: counters.calls,
+        retries: counters.retries,
         failed: failed.load(Ordering::Relaxed),
-        budget_exhausted: counters.budget_exhausted.load(Ordering::Relaxed),
+        budget_exhausted: counters.budget_exhausted,
     }
 }
 

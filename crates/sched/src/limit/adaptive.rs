@@ -100,6 +100,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Outcome, Sample};
+use crate::error::{Error, Result};
 
 /// Below this queueing estimate the limit may grow.
 const QUEUE_LOW: f64 = 0.03;
@@ -128,17 +129,56 @@ const PROBE_GAIN: f64 = 0.9;
 /// Size classes: powers of two up to 2^47 bytes.
 const CLASSES: usize = 48;
 
-/// Settings of the adaptive limit.
+/// Settings of the adaptive limit: its range, where it starts, and how
+/// often it probes the no-load latency.
+///
+/// Made by [`AdaptiveConfig::builder`], which checks that the settings
+/// make sense together (the adaptive limit relies on `1 <= min <= initial
+/// <= max`), or by [`Default`]: between 1 and 256, starting at 4, probing
+/// every 10 s.
+///
+/// ```
+/// use corral_sched::AdaptiveConfig;
+///
+/// let config = AdaptiveConfig::builder().min(2).max(64).build()?;
+/// assert_eq!((config.min(), config.initial(), config.max()), (2, 4, 64));
+/// assert!(AdaptiveConfig::builder().min(9).max(2).build().is_err());
+/// # Ok::<(), corral_sched::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdaptiveConfig {
-    /// The limit never goes below this.
-    pub min: usize,
-    /// The limit never goes above this.
-    pub max: usize,
-    /// The limit to start with.
-    pub initial: usize,
-    /// Time between two probes of the no-load latency, once it is stable.
-    pub probe_interval: Duration,
+    min: usize,
+    max: usize,
+    initial: usize,
+    probe_interval: Duration,
+}
+
+impl AdaptiveConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> AdaptiveConfigBuilder {
+        AdaptiveConfigBuilder::default()
+    }
+
+    /// The limit never goes below this; at least 1.
+    pub fn min(&self) -> usize {
+        self.min
+    }
+
+    /// The limit never goes above this; at least [`min`](Self::min).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The limit to start with, within `[min, max]`.
+    pub fn initial(&self) -> usize {
+        self.initial
+    }
+
+    /// Time between two probes of the no-load latency, once it is stable;
+    /// longer than zero.
+    pub fn probe_interval(&self) -> Duration {
+        self.probe_interval
+    }
 }
 
 impl Default for AdaptiveConfig {
@@ -146,9 +186,101 @@ impl Default for AdaptiveConfig {
         Self {
             min: 1,
             max: 256,
-            initial: 4,
+            initial: DEFAULT_INITIAL,
             probe_interval: Duration::from_secs(10),
         }
+    }
+}
+
+/// Where the limit starts unless told otherwise: low, since growing to the
+/// knee takes a few rounds of doubling, while starting far above it costs
+/// a queue at the backend until the first probes cut it.
+const DEFAULT_INITIAL: usize = 4;
+
+/// Builds a checked [`AdaptiveConfig`]; unset settings keep their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptiveConfigBuilder {
+    min: usize,
+    max: usize,
+    /// `None`: the default start, brought within `[min, max]`.
+    initial: Option<usize>,
+    probe_interval: Duration,
+}
+
+impl Default for AdaptiveConfigBuilder {
+    fn default() -> Self {
+        let defaults = AdaptiveConfig::default();
+        Self {
+            min: defaults.min,
+            max: defaults.max,
+            initial: None,
+            probe_interval: defaults.probe_interval,
+        }
+    }
+}
+
+impl AdaptiveConfigBuilder {
+    /// The lowest the limit may go [default: 1].
+    pub fn min(mut self, min: usize) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// The highest the limit may go [default: 256].
+    pub fn max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The limit to start with [default: 4, or `min` or `max` if 4 is
+    /// outside the range].
+    pub fn initial(mut self, initial: usize) -> Self {
+        self.initial = Some(initial);
+        self
+    }
+
+    /// Time between two probes of the no-load latency [default: 10 s].
+    pub fn probe_interval(mut self, probe_interval: Duration) -> Self {
+        self.probe_interval = probe_interval;
+        self
+    }
+
+    /// The settings, checked.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::AdaptiveMinZero`]: `min` is 0.
+    /// - [`Error::AdaptiveMinAboveMax`]: `min` is above `max`.
+    /// - [`Error::AdaptiveInitialOutOfRange`]: `initial` was set outside
+    ///   `[min, max]`.
+    /// - [`Error::AdaptiveProbeIntervalZero`]: `probe_interval` is zero.
+    pub fn build(self) -> Result<AdaptiveConfig> {
+        let Self {
+            min,
+            max,
+            initial,
+            probe_interval,
+        } = self;
+        if min == 0 {
+            return Err(Error::AdaptiveMinZero);
+        }
+        if min > max {
+            return Err(Error::AdaptiveMinAboveMax { min, max });
+        }
+        // `min <= max` holds from here, so `clamp` cannot panic.
+        let initial = initial.unwrap_or(DEFAULT_INITIAL.clamp(min, max));
+        if !(min..=max).contains(&initial) {
+            return Err(Error::AdaptiveInitialOutOfRange { initial, min, max });
+        }
+        if probe_interval.is_zero() {
+            return Err(Error::AdaptiveProbeIntervalZero);
+        }
+        Ok(AdaptiveConfig {
+            min,
+            max,
+            initial,
+            probe_interval,
+        })
     }
 }
 
@@ -294,7 +426,8 @@ impl Adaptive {
     pub(crate) fn new(config: AdaptiveConfig, now: Instant) -> Self {
         Self {
             config,
-            limit: config.initial.clamp(config.min, config.max) as f64,
+            // Within `[min, max]`: `AdaptiveConfig` is checked when built.
+            limit: config.initial as f64,
             base: [None; CLASSES],
             srtt: None,
             starting: true,
@@ -344,6 +477,8 @@ impl Adaptive {
         self.probe.is_some()
     }
 
+    /// Brings the limit back within `[min, max]`, a range the config's
+    /// builder has checked is not empty (else `clamp` would panic).
     fn clamp(&mut self) {
         self.limit = self
             .limit
@@ -603,5 +738,59 @@ mod tests {
         assert_eq!(class((128 << 10) - 1), 17);
         assert_ne!(class(64 << 10), class(64 << 20));
         assert!(class(u64::MAX) < CLASSES);
+    }
+
+    #[test]
+    fn the_builder_starts_from_the_defaults() {
+        let built = AdaptiveConfig::builder().build().unwrap();
+        assert_eq!(built, AdaptiveConfig::default());
+    }
+
+    #[test]
+    fn an_unset_start_is_brought_within_the_range() {
+        let start = |min, max| {
+            let config = AdaptiveConfig::builder().min(min).max(max).build();
+            config.unwrap().initial()
+        };
+        assert_eq!(start(2, 64), DEFAULT_INITIAL);
+        assert_eq!(start(8, 64), 8);
+        assert_eq!(start(1, 2), 2);
+        assert_eq!(start(3, 3), 3);
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused_with_the_reason() {
+        let builder = AdaptiveConfig::builder;
+        let refused = |built: Result<AdaptiveConfig>| built.unwrap_err();
+        assert!(matches!(
+            refused(builder().min(0).build()),
+            Error::AdaptiveMinZero
+        ));
+        // Once a panic of `usize::clamp` in the adaptive limit.
+        assert!(matches!(
+            refused(builder().min(9).max(2).build()),
+            Error::AdaptiveMinAboveMax { min: 9, max: 2 }
+        ));
+        assert!(matches!(
+            refused(builder().min(2).max(8).initial(9).build()),
+            Error::AdaptiveInitialOutOfRange {
+                initial: 9,
+                min: 2,
+                max: 8
+            }
+        ));
+        assert!(matches!(
+            refused(builder().initial(0).build()),
+            Error::AdaptiveInitialOutOfRange { initial: 0, .. }
+        ));
+        assert!(matches!(
+            refused(builder().probe_interval(Duration::ZERO).build()),
+            Error::AdaptiveProbeIntervalZero
+        ));
+        let message = refused(builder().min(9).max(2).build()).to_string();
+        assert_eq!(
+            message,
+            "the adaptive limit's minimum (9) is above its maximum (2)"
+        );
     }
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use adaptive::Adaptive;
-pub use adaptive::AdaptiveConfig;
+pub use adaptive::{AdaptiveConfig, AdaptiveConfigBuilder};
 
 /// How the limit on backend calls in flight is chosen.
 ///
@@ -74,15 +74,7 @@ impl FromStr for LimitConfig {
                     .split_once('-')
                     .ok_or_else(|| invalid("expected adaptive:MIN-MAX, such as adaptive:2-128"))?;
                 let (min, max) = (count(min)?, count(max)?);
-                if min > max {
-                    return Err(invalid("the minimum is above the maximum"));
-                }
-                let config = AdaptiveConfig {
-                    min,
-                    max,
-                    initial: AdaptiveConfig::default().initial.clamp(min, max),
-                    ..AdaptiveConfig::default()
-                };
+                let config = AdaptiveConfig::builder().min(min).max(max).build()?;
                 Ok(Self::Adaptive(config))
             }
             ("fixed", Some(n)) => count(n).map(Self::Fixed),
@@ -101,7 +93,7 @@ impl fmt::Display for LimitConfig {
             Self::Adaptive(config) if *config == AdaptiveConfig::default() => {
                 f.write_str("adaptive")
             }
-            Self::Adaptive(config) => write!(f, "adaptive:{}-{}", config.min, config.max),
+            Self::Adaptive(config) => write!(f, "adaptive:{}-{}", config.min(), config.max()),
             Self::Fixed(n) => write!(f, "fixed:{n}"),
             Self::Unbounded => f.write_str("unbounded"),
             Self::PerRequest(n) => write!(f, "per-request:{n}"),
@@ -234,5 +226,10 @@ mod tests {
         }
         let error = "fast:3".parse::<LimitConfig>().unwrap_err().to_string();
         assert!(error.contains("fixed:N"), "{error}");
+        let error = "adaptive:9-2".parse::<LimitConfig>().unwrap_err();
+        assert!(
+            matches!(error, Error::AdaptiveMinAboveMax { min: 9, max: 2 }),
+            "{error}"
+        );
     }
 }
