@@ -31,6 +31,13 @@ const LAST_CALL: Duration = Duration::from_secs(5);
 /// may already be on its way (see `drain_connection`).
 const COURTESY: Duration = Duration::from_secs(1);
 
+/// The same for a connection that has not sent its first request yet: a
+/// client connects to send one, and on a saturated machine its head may
+/// take longer than [`COURTESY`] to arrive (measured: under four parallel
+/// builds on 2 cores, 8 of 12 herd uploads that had connected just before
+/// the signal were cut).
+const FIRST_REQUEST_COURTESY: Duration = LAST_CALL;
+
 /// The most bytes hyper reads ahead on one connection. Its default (about
 /// 400 KiB) is the size of the chunks it hands up, and the memory each
 /// connection keeps: with hundreds of uploads in progress that was the
@@ -51,7 +58,7 @@ const MAX_HEAD: usize = 32 << 10;
 ///    `Connection: close`, and the spool's workers start no new upload
 ///    (`/healthz` stays `200`), every answer closes its connection, and
 ///    idle connections are closed after a second's courtesy for a request
-///    already on its way. The listener goes on accepting during the drain,
+///    already on its way (5 s for a connection's first request). The listener goes on accepting during the drain,
 ///    one request per connection, so that load balancers and clients are
 ///    told rather than refused a connection;
 /// 2. requests in progress finish, for up to `shutdown_grace`;
@@ -247,10 +254,11 @@ impl Drop for Active {
 /// - a request being answered is finished (its answer's body included);
 ///   an answer made once stopping says `Connection: close`, so the
 ///   connection ends after it;
-/// - an idle connection, or one that has not sent its first request yet,
-///   gets [`COURTESY`] to send one more: a request already on its way is
-///   answered (`503` with `Connection: close`) rather than met by a closed
-///   socket; if none comes, the connection is closed.
+/// - an idle connection gets [`COURTESY`] to send one more, and one that
+///   has not sent its first request yet [`FIRST_REQUEST_COURTESY`]: a
+///   request already on its way is answered (`503` with `Connection:
+///   close`) rather than met by a closed socket; if none comes, the
+///   connection is closed.
 async fn drain_connection<I, S>(
     connection: http1::Connection<I, S>,
     requests: Arc<Requests>,
@@ -275,9 +283,13 @@ async fn drain_connection<I, S>(
                 }
             }
             let started = requests.started.load(Ordering::Relaxed);
+            let courtesy = match started {
+                0 => FIRST_REQUEST_COURTESY,
+                _ => COURTESY,
+            };
             tokio::select! {
                 result = connection.as_mut() => break result,
-                () = tokio::time::sleep(COURTESY) => {}
+                () = tokio::time::sleep(courtesy) => {}
             }
             if requests.started.load(Ordering::Relaxed) == started {
                 break Ok(());

@@ -845,6 +845,26 @@ async fn shutdown_lets_an_upload_in_progress_finish() {
     drop(dir);
 }
 
+#[tokio::test]
+async fn a_connection_whose_first_request_is_late_at_shutdown_is_answered_not_cut() {
+    let server = Server::start().await;
+    // Connected before the signal, its request still on its way (a client
+    // on a saturated machine): more than an idle connection's second.
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    let Server {
+        stop, task, dir, ..
+    } = server;
+    stop.unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let head = "GET /api/files HTTP/1.1\r\nHost: x\r\n\r\n";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("shutting_down"), "{answer}");
+    task.unwrap().await.unwrap().unwrap();
+    drop(dir);
+}
+
 /// A backend call that does not return until the gate lets it through.
 async fn blocked_call(gate: std::sync::Arc<tokio::sync::Semaphore>) -> Result<(), Never> {
     gate.acquire().await.unwrap().forget();
