@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use corral_server::ServerConfig;
 use corral_store::StoreConfig;
-use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
+use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -111,6 +111,36 @@ async fn a_200_mib_upload_streams_through_bounded_buffers() {
     server.stop().await;
 }
 
+/// The head of an upload whose multipart body, split at `boundary`, is
+/// `length` bytes.
+fn upload_head(boundary: &str, length: usize) -> String {
+    format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+/// What the server answers on `socket` before it has been sent the body,
+/// within 10 s.
+async fn answer_before_body(socket: &mut TcpStream) -> String {
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("the answer came without the body")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+/// The seconds of a raw answer's `Retry-After`.
+fn retry_after(answer: &str) -> u64 {
+    let value = answer.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("retry-after").then_some(value)
+    });
+    let value = value.unwrap_or_else(|| panic!("no Retry-After in {answer}"));
+    value.trim().parse().unwrap()
+}
+
 /// Sends a batch whose first file, `done.bin`, is complete and whose
 /// second, `cut.bin`, is announced as `announced` bytes of which `sent`
 /// are sent; returns the socket, to drop when the test wants the client
@@ -119,11 +149,7 @@ async fn start_cut_upload(addr: SocketAddr, announced: usize, sent: usize) -> Tc
     let boundary = "cut-here";
     let first = multipart(boundary, &[("file", Some("done.bin"), &data(5000, 1))]);
     let first = &first[..first.len() - format!("--{boundary}--\r\n").len()];
-    let head = format!(
-        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
-         boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
-        first.len() + announced
-    );
+    let head = upload_head(boundary, first.len() + announced);
     let mut socket = send_raw(addr, &head, first).await;
     let second = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
@@ -160,10 +186,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
     drop(socket);
     server.assert_nothing_left().await;
     // And the server goes on serving.
-    let (status, _) = server
-        .upload(Form::new().part("f", file("a.txt", b"a".to_vec())))
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    server.assert_still_serving().await;
     server.stop().await;
 }
 
@@ -467,33 +490,18 @@ async fn a_prefix_places_the_batch_and_a_bad_one_is_refused() {
 #[tokio::test]
 async fn unknown_routes_get_404_and_wrong_methods_405() {
     let server = Server::start().await;
-    let response = server.client.get(server.url("/nope")).send().await.unwrap();
+    let response = server.call(Method::GET, "/nope").await;
     let (status, body) = json(response).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "no_route");
-    let response = server
-        .client
-        .put(server.url("/api/files"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call(Method::PUT, "/api/files").await;
     assert_eq!(response.headers()["allow"], "POST,GET,HEAD");
     let (status, body) = json(response).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(&body), "method_not_allowed");
-    let response = server
-        .client
-        .post(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call(Method::POST, "/healthz").await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let response = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call(Method::GET, "/healthz").await;
     assert_eq!(response.status(), StatusCode::OK);
     server.stop().await;
 }
@@ -528,20 +536,10 @@ async fn reading_deleting_and_bad_keys() {
         "no file with key \"no/such/file.txt\""
     );
 
-    let response = server
-        .client
-        .delete(server.file_url(&key))
-        .send()
-        .await
-        .unwrap();
+    let response = server.delete(&key).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(server.get(&key).await.status(), StatusCode::NOT_FOUND);
-    let response = server
-        .client
-        .delete(server.file_url(&key))
-        .send()
-        .await
-        .unwrap();
+    let response = server.delete(&key).await;
     // Deletes are idempotent: deleting it again is no error.
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     // The metadata went with the object.
@@ -584,25 +582,14 @@ async fn ranges_conditional_requests_and_head() {
 
     let response = server.get(key).await;
     let etag = response.headers()["etag"].clone();
-    let response = server
-        .client
-        .get(&url)
-        .header("if-none-match", etag.clone())
-        .send()
-        .await
-        .unwrap();
+    let if_none_match = |etag: &str| server.client.get(&url).header("if-none-match", etag).send();
+    let response = if_none_match(etag.to_str().unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(response.headers()["etag"], etag);
-    let response = server
-        .client
-        .get(&url)
-        .header("if-none-match", "\"something-else\"")
-        .send()
-        .await
-        .unwrap();
+    let response = if_none_match("\"something-else\"").await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
-    let response = server.client.head(&url).send().await.unwrap();
+    let response = server.head(key).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-length"], "1000");
     assert_eq!(response.headers()["etag"], etag);
@@ -611,12 +598,7 @@ async fn ranges_conditional_requests_and_head() {
         "application/octet-stream"
     );
     assert!(response.bytes().await.unwrap().is_empty());
-    let response = server
-        .client
-        .head(server.file_url("no/such"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.head("no/such").await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }
@@ -710,11 +692,7 @@ async fn a_slow_client_gets_408_and_leaves_nothing() {
     let server = Server::with(config, StoreConfig::default()).await;
     let boundary = "slow";
     let body = multipart(boundary, &[("file", Some("slow.txt"), &data(10_000, 1))]);
-    let head = format!(
-        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
-         boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = upload_head(boundary, body.len());
     // Send half the body, then nothing.
     let mut socket = send_raw(server.addr, &head, &body[..body.len() / 2]).await;
     let answer = read_answer(&mut socket).await;
@@ -745,10 +723,7 @@ async fn a_request_head_over_32_kib_gets_431_and_the_server_goes_on() {
     let mut socket = send_raw(server.addr, &head(100 << 10), b"").await;
     let answer = read_answer(&mut socket).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
-    let (status, body) = server
-        .upload(Form::new().part("f", file("after.txt", b"ok".to_vec())))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.assert_still_serving().await;
     server.stop().await;
 }
 
@@ -767,10 +742,7 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(!answer.contains("HTTP/1.1 2"), "{answer}");
     // The server goes on serving.
-    let (status, body) = server
-        .upload(Form::new().part("f", file("after.txt", b"ok".to_vec())))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.assert_still_serving().await;
     server.stop().await;
 }
 
@@ -909,21 +881,11 @@ async fn an_overloaded_server_answers_429_with_retry_after_before_reading_the_bo
     assert_eq!(scheduler.stats().queued_jobs, 2);
 
     // Announce 100 MiB and send none of it: the answer must not need it.
-    let head = "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
-                boundary=b\r\nContent-Length: 104857600\r\n\r\n";
-    let mut socket = send_raw(server.addr, head, b"").await;
-    let mut answer = vec![0; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
-        .await
-        .expect("the answer came without the body")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    let head = upload_head("b", 100 << 20);
+    let mut socket = send_raw(server.addr, &head, b"").await;
+    let answer = answer_before_body(&mut socket).await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
-    let retry_after = answer
-        .lines()
-        .find_map(|line| line.strip_prefix("retry-after: "))
-        .unwrap_or_else(|| panic!("no Retry-After in {answer}"));
-    let seconds: u64 = retry_after.trim().parse().unwrap();
+    let seconds = retry_after(&answer);
     assert!((1..=60).contains(&seconds), "Retry-After: {seconds}");
     assert!(answer.contains("\"overloaded\""), "{answer}");
     // Reads are refused the same way.
@@ -935,10 +897,7 @@ async fn an_overloaded_server_answers_429_with_retry_after_before_reading_the_bo
     for task in hanging {
         task.await.unwrap();
     }
-    let (status, body) = server
-        .upload(Form::new().part("f", file("after.txt", b"ok".to_vec())))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.assert_still_serving().await;
     assert_eq!(scheduler.counters().rejected, 2);
     server.stop().await;
 }
@@ -951,9 +910,8 @@ async fn uploads_beyond_the_memory_reserve_wait_their_turn_without_being_read() 
         ..ServerConfig::default()
     };
     let server = Server::with(config, small_parts()).await;
-    let head = "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
-                boundary=b\r\nContent-Length: 104857600\r\n\r\n";
-    let first = send_raw(server.addr, head, b"--b\r\n").await;
+    let head = upload_head("b", 100 << 20);
+    let first = send_raw(server.addr, &head, b"--b\r\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The second waits for memory rather than being refused.
     let waiting = {
@@ -970,13 +928,8 @@ async fn uploads_beyond_the_memory_reserve_wait_their_turn_without_being_read() 
         })
     };
     let metrics = || async {
-        let text = server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap();
-        text.text().await.unwrap()
+        let response = server.call(Method::GET, "/metrics").await;
+        response.text().await.unwrap()
     };
     let mut seen_waiting = false;
     for _ in 0..100 {
@@ -1007,38 +960,23 @@ async fn uploads_beyond_the_memory_reserve_get_429_before_their_body_is_read() {
         ..ServerConfig::default()
     };
     let server = Server::with(config, small_parts()).await;
-    let head = "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
-                boundary=b\r\nContent-Length: 104857600\r\n\r\n";
+    let head = upload_head("b", 100 << 20);
     // Two uploads that announce 100 MiB and are slow to send it.
-    let first = send_raw(server.addr, head, b"--b\r\n").await;
-    let second = send_raw(server.addr, head, b"--b\r\n").await;
+    let first = send_raw(server.addr, &head, b"--b\r\n").await;
+    let second = send_raw(server.addr, &head, b"--b\r\n").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut third = send_raw(server.addr, head, b"").await;
-    let mut answer = vec![0; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut answer))
-        .await
-        .expect("the answer came without the body")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    let mut third = send_raw(server.addr, &head, b"").await;
+    let answer = answer_before_body(&mut third).await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     // No memory freed yet to estimate from: the default guess of 5 s,
     // spread over its second half.
-    let retry_after = answer
-        .to_ascii_lowercase()
-        .lines()
-        .find_map(|line| line.strip_prefix("retry-after: ").map(str::to_owned))
-        .unwrap_or_else(|| panic!("no Retry-After in {answer}"));
-    let seconds: u64 = retry_after.trim().parse().unwrap();
+    let seconds = retry_after(&answer);
     assert!((3..=5).contains(&seconds), "{answer}");
     // A client that writes its whole body before it reads (as most do)
     // still reads the 429: the refused body is drained, not cut off with a
     // reset that would destroy the answer.
     let body = [b"--b\r\n".as_slice(), &data(8 << 20, 9)].concat();
-    let head = format!(
-        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
-         boundary=b\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = upload_head("b", body.len());
     let mut eager = send_raw(server.addr, &head, &body).await;
     let answer = read_answer(&mut eager).await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
@@ -1097,13 +1035,7 @@ async fn a_batch_with_a_40_mib_file_round_trips_through_s3() {
             "{name}"
         );
     }
-    let listed = server
-        .client
-        .get(server.url("/api/files"))
-        .send()
-        .await
-        .unwrap();
-    let (_, listing) = json(listed).await;
+    let (_, listing) = json(server.call(Method::GET, "/api/files").await).await;
     assert_eq!(listing["files"].as_array().unwrap().len(), 3);
     server.stop().await;
 }
@@ -1237,9 +1169,7 @@ async fn an_s3_error_mid_batch_rolls_the_whole_batch_back() {
     // Nothing of the batch stays: not a.txt, not big.bin, no open upload.
     server.assert_nothing_left_in_s3().await;
     // And the server goes on serving.
-    let form = Form::new().part("file", file("after.txt", data(10, 5)));
-    let (status, body) = server.upload(form).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.assert_still_serving().await;
     server.stop().await;
 }
 

@@ -33,12 +33,17 @@ pub(crate) enum Multipart {
     /// Through `MultipartUpload`: each part is put once.
     Upload(Box<dyn MultipartUpload>),
     /// Through `MultipartStore`: parts by number, each retriable.
-    Parts {
-        parts: Parts,
-        path: Path,
-        id: MultipartId,
-        done: Vec<PartId>,
-    },
+    Parts(Numbered),
+}
+
+/// An upload through `MultipartStore`.
+#[derive(Debug)]
+pub(crate) struct Numbered {
+    parts: Parts,
+    path: Path,
+    id: MultipartId,
+    /// The parts stored so far, in order.
+    done: Vec<PartId>,
 }
 
 impl Multipart {
@@ -74,12 +79,12 @@ impl Multipart {
                         return Err(error);
                     }
                 };
-                Ok(Self::Parts {
+                Ok(Self::Parts(Numbered {
                     parts: parts.clone(),
                     path,
                     id,
                     done: Vec::new(),
-                })
+                }))
             }
             None => {
                 let path = Path::from(key);
@@ -108,21 +113,15 @@ impl Multipart {
                 let put = upload.put_part(payload.clone());
                 client.call_once(group, key, cost, put).await
             }
-            Self::Parts {
-                parts,
-                path,
-                id,
-                done,
-                ..
-            } => {
-                let index = done.len();
-                let backend = &parts.store;
+            Self::Parts(upload) => {
+                let index = upload.done.len();
+                let (backend, path, id) = (&upload.parts.store, &upload.path, &upload.id);
                 let part = client
                     .call(group, key, cost, || {
                         backend.put_part(path, id, index, payload.clone())
                     })
                     .await?;
-                done.push(part);
+                upload.done.push(part);
                 Ok(())
             }
         }
@@ -139,14 +138,11 @@ impl Multipart {
             Self::Upload(upload) => {
                 client.call_once(group, key, 0, upload.complete()).await?;
             }
-            Self::Parts {
-                parts,
-                path,
-                id,
-                done,
-            } => {
+            Self::Parts(upload) => {
                 let complete = || {
-                    let parts = parts.store.complete_multipart(path, id, done.clone());
+                    let backend = &upload.parts.store;
+                    let parts =
+                        backend.complete_multipart(&upload.path, &upload.id, upload.done.clone());
                     parts.map_err(BackendError)
                 };
                 group
@@ -166,13 +162,13 @@ impl Multipart {
             // The local store's upload: removing a staging file, which
             // fails only for good.
             Self::Upload(mut upload) => client.call_once(system, key, 0, upload.abort()).await,
-            Self::Parts {
-                parts, path, id, ..
-            } => {
-                let backend = &parts.store;
+            Self::Parts(upload) => {
+                let backend = &upload.parts.store;
                 let aborted = system
                     .run_until_done(0, || {
-                        backend.abort_multipart(&path, &id).map_err(BackendError)
+                        backend
+                            .abort_multipart(&upload.path, &upload.id)
+                            .map_err(BackendError)
                     })
                     .await
                     .map_err(|e| crate::Error::job(key, e));

@@ -729,6 +729,25 @@ mod tests {
         upload.finish().await.unwrap()
     }
 
+    /// The attributes of the object `name` in the backend itself: what other
+    /// readers of the bucket see.
+    async fn attributes_in_backend(store: &Store, name: &str) -> Attributes {
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        let path = Path::from(name);
+        let got = store.client().backend().get_opts(&path, head).await;
+        got.unwrap().attributes
+    }
+
+    /// The whole object `name`, read with [`Store::get`].
+    async fn read_whole(store: &Store, name: &str) -> Vec<u8> {
+        let reading = store.get(&group(store), &key(name), None).await.unwrap();
+        let body: Vec<Bytes> = reading.body.try_collect().await.unwrap();
+        body.concat()
+    }
+
     /// The bytes of `info`'s object in `range`, read with [`Store::get`];
     /// the whole object for a range that covers it.
     async fn read_all(store: &Store, info: &ObjectInfo, range: Range<u64>) -> Vec<u8> {
@@ -762,17 +781,7 @@ mod tests {
                 assert_eq!(info.content_type.as_deref(), Some("text/plain"));
                 assert_eq!(read_all(&store, &info, 0..info.size).await, content);
                 if store.client().keeps_attributes() {
-                    // What other readers of the bucket see.
-                    let head = GetOptions {
-                        head: true,
-                        ..GetOptions::default()
-                    };
-                    let got = store
-                        .client()
-                        .backend()
-                        .get_opts(&Path::from(name), head)
-                        .await;
-                    let attributes = got.unwrap().attributes;
+                    let attributes = attributes_in_backend(&store, name).await;
                     let text = |attribute| attributes.get(&attribute).map(|v| v.to_string());
                     let single_call = len <= config.multipart_threshold;
                     // A multipart upload is typed when it starts, where the
@@ -969,16 +978,7 @@ mod tests {
                 store.upload(&writer, key("t/cv"), None, content_type, Some(name.into()));
             upload.write(Bytes::from_static(b"cv")).await.unwrap();
             let stored = upload.finish().await.unwrap();
-            let head = GetOptions {
-                head: true,
-                ..GetOptions::default()
-            };
-            let got = store
-                .client()
-                .backend()
-                .get_opts(&Path::from("t/cv"), head)
-                .await;
-            let attributes = got.unwrap().attributes;
+            let attributes = attributes_in_backend(&store, "t/cv").await;
             let text = |attribute| attributes.get(&attribute).map(|v| v.to_string());
             let metadata = |name: &'static str| text(Attribute::Metadata(name.into()));
             let encoded =
@@ -1042,14 +1042,7 @@ mod tests {
         let store = s3().await;
         let content = vec![9u8; 256 << 10];
         write(&store, "t/hot", &content).await;
-        let readers = (0..200).map(|_| async {
-            let reading = store
-                .get(&group(&store), &key("t/hot"), None)
-                .await
-                .unwrap();
-            let body: Vec<Bytes> = reading.body.try_collect().await.unwrap();
-            body.concat()
-        });
+        let readers = (0..200).map(|_| read_whole(&store, "t/hot"));
         let (bodies, read) = calls(&store, futures::future::join_all(readers)).await;
         assert!(bodies.iter().all(|body| *body == content));
         // Heads are served by the answer cached for a moment.
@@ -1071,14 +1064,7 @@ mod tests {
         // their own, all of them whole.
         let large = vec![4u8; (crate::hot::MAX_SHARED_BODY + 1) as usize];
         write(&store, "t/large", &large).await;
-        let readers = (0..5).map(|_| async {
-            let reading = store
-                .get(&group(&store), &key("t/large"), None)
-                .await
-                .unwrap();
-            let body: Vec<Bytes> = reading.body.try_collect().await.unwrap();
-            body.concat()
-        });
+        let readers = (0..5).map(|_| read_whole(&store, "t/large"));
         let bodies = futures::future::join_all(readers).await;
         assert!(bodies.iter().all(|body| *body == large));
     }

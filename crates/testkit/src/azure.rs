@@ -79,8 +79,8 @@
 //! [Azurite]: https://github.com/Azure/Azurite
 
 use std::env;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -100,9 +100,6 @@ const PACKAGE: &str = "azurite@3.37.0";
 
 /// The emulator, in error messages.
 const NAME: &str = "Azurite";
-
-/// How long Azurite may take from spawn to answering.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long to wait for another process's install to finish.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -145,7 +142,7 @@ impl AzureServer {
     /// within 30 s; see [`Error`].
     pub fn start() -> Result<Self> {
         let blob = install()?;
-        launch(&blob).map_err(Error::launching(NAME))
+        launch(&blob)
     }
 
     /// The server shared by every test in this process, started on first
@@ -199,9 +196,7 @@ impl AzureServer {
     ///
     /// As [`AzureServer::create_container`].
     pub fn new_container(&self, prefix: &str) -> Result<String> {
-        let name = crate::unique_name(prefix);
-        self.create_container(&name)?;
-        Ok(name)
+        crate::emulator::create_unique(prefix, |name| self.create_container(name))
     }
 
     /// Sends one request, signed with [`ACCOUNT`]'s Shared Key, and reads
@@ -245,15 +240,9 @@ impl AzureServer {
     }
 }
 
-fn install_dir() -> PathBuf {
-    env::var_os("CORRAL_AZURITE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::install::target_dir().join("azurite"))
-}
-
 /// Makes sure Azurite is installed, and returns its blob service's script.
 fn install() -> Result<PathBuf> {
-    let dir = install_dir();
+    let dir = crate::install::dir("CORRAL_AZURITE_DIR", "azurite");
     let blob = dir.join("node_modules").join(".bin").join("azurite-blob");
     crate::install::ensure(
         &dir,
@@ -280,8 +269,9 @@ fn install() -> Result<PathBuf> {
 
 /// Starts Azurite's blob service on a port of its choosing and waits until
 /// it answers.
-fn launch(blob: &std::path::Path) -> Result<AzureServer, crate::process::LaunchError> {
-    let (mut process, port) = Process::spawn(
+fn launch(blob: &Path) -> Result<AzureServer> {
+    let (process, addr) = crate::emulator::launch(
+        NAME,
         blob,
         |command| {
             command
@@ -293,20 +283,12 @@ fn launch(blob: &std::path::Path) -> Result<AzureServer, crate::process::LaunchE
         },
         |line| {
             let url = &line[line.find(LISTENING)? + LISTENING.len()..];
-            url.trim().rsplit_once(':')?.1.parse::<u16>().ok()
+            url.trim().rsplit_once(':')?.1.parse().ok()
         },
-    )?;
-    let addr = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let port = process.wait_ready(&port, READY_TIMEOUT, |&port| {
         // Any answer will do: an unsigned request is refused.
-        http::request(addr(port), "GET", "/", &[], &[], Duration::from_secs(2))
-            .map(drop)
-            .map_err(|failed| format!("{}: {}", failed.context, failed.source))
-    })?;
-    Ok(AzureServer {
-        addr: addr(port),
-        process,
-    })
+        |addr| crate::emulator::answers(addr, "/", &[]).map(drop),
+    )?;
+    Ok(AzureServer { addr, process })
 }
 
 /// The Shared Key signature of a request to [`ACCOUNT`], in base64.

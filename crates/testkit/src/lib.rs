@@ -28,11 +28,3 @@ pub mod s3;
 pub mod s3s;
 pub mod scenario;
 pub mod sim;
-
-/// `{prefix}-{n}`, unique in this process: how tests sharing a server keep
-/// their buckets apart.
-fn unique_name(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}

@@ -11,7 +11,6 @@
 
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -200,34 +199,6 @@ pub(crate) fn required<T, E: std::error::Error>(
     match shared {
         Ok(server) => server,
         Err(error) => panic!("{what} is unavailable: {}", crate::chain::chain(error)),
-    }
-}
-
-/// Runs `launch` on a port that was free a moment ago, and again on
-/// another while it fails in a way `exited` recognizes, at most `attempts`
-/// times: for a server that cannot bind port 0 and report the port it got.
-/// Another process may take the port between our probe and the server's
-/// bind; the server then fails to bind and exits, before it has said it
-/// is listening, so a lost race is never mistaken for a ready server.
-pub(crate) fn on_free_port<T, E: From<LaunchError>>(
-    attempts: usize,
-    mut launch: impl FnMut(u16) -> Result<T, E>,
-    exited: impl Fn(&E) -> bool,
-) -> Result<T, E> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|listener| listener.local_addr())
-            .map_err(|source| LaunchError::Io {
-                context: "cannot bind 127.0.0.1:0 to find a free port".to_owned(),
-                source,
-            })?
-            .port();
-        match launch(port) {
-            Err(error) if attempt < attempts && exited(&error) => {}
-            other => return other,
-        }
     }
 }
 

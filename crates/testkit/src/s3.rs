@@ -93,27 +93,22 @@
 //!
 //! [moto]: https://pypi.org/project/moto/
 
-use crate::chain::chain;
-use crate::http::{Failed, StatusError};
-use crate::install::{InstallError, Step};
-use crate::process::{LaunchError, Process};
-use std::env;
-use std::error::Error as StdError;
-use std::fmt;
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::http;
+use crate::process::Process;
+
+pub use crate::emulator::{Error, Result};
 pub use crate::http::Response;
 
 /// What is installed into the venv. Changing this reinstalls it.
 const REQUIREMENTS: [&str; 3] = ["moto[s3]==5.2.5", "flask==3.1.3", "flask-cors==6.0.5"];
 
-/// How long moto may take from spawn to answering `GET /`.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The server, in error messages.
+const NAME: &str = "moto";
 
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,199 +139,6 @@ const DUMMY_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 \
     Credential=corral-test/20260101/us-east-1/s3/aws4_request, \
     SignedHeaders=host, Signature=0";
 
-/// A result with this module's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why the S3 test server could not be installed, started or used.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// The Python interpreter could not be run.
-    PythonMissing {
-        /// The interpreter that was tried.
-        python: String,
-        /// Why running it failed.
-        source: io::Error,
-    },
-    /// `python -m venv` failed.
-    Venv {
-        /// The venv being created.
-        dir: PathBuf,
-        /// How it exited.
-        status: ExitStatus,
-        /// The tail of its output.
-        output: String,
-    },
-    /// `pip install` failed.
-    Pip {
-        /// How it exited.
-        status: ExitStatus,
-        /// The tail of its output.
-        output: String,
-    },
-    /// Another process held the install lock for too long.
-    LockTimeout {
-        /// The lock file.
-        path: PathBuf,
-        /// How long we waited.
-        waited: Duration,
-    },
-    /// moto exited before it answered.
-    Exited {
-        /// How it exited.
-        status: ExitStatus,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// moto did not answer in time.
-    NotReady {
-        /// How long we waited.
-        waited: Duration,
-        /// The last thing that went wrong while waiting.
-        last: String,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// A request answered with a status that is not 2xx.
-    Status {
-        /// The request, as `METHOD /path`.
-        request: String,
-        /// The response's status.
-        status: u16,
-        /// The response's body, lossily decoded.
-        body: String,
-    },
-    /// Any other I/O failure.
-    Io {
-        /// What was being done.
-        context: String,
-        /// What went wrong.
-        source: io::Error,
-    },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::PythonMissing { python, .. } => write!(
-                f,
-                "cannot run `{python}` to install moto (set CORRAL_PYTHON to another interpreter)"
-            ),
-            Self::Venv {
-                dir,
-                status,
-                output,
-            } => write!(
-                f,
-                "`python -m venv {}` failed ({status}; on Debian, `apt-get install python3-venv`):\n{output}",
-                dir.display()
-            ),
-            Self::Pip { status, output } => write!(
-                f,
-                "`pip install {}` failed ({status}):\n{output}",
-                REQUIREMENTS.join(" ")
-            ),
-            Self::LockTimeout { path, waited } => write!(
-                f,
-                "another process held {} for {waited:?} while installing moto",
-                path.display()
-            ),
-            Self::Exited { status, stderr } => {
-                write!(
-                    f,
-                    "moto exited before it answered ({status}); stderr:\n{stderr}"
-                )
-            }
-            Self::NotReady {
-                waited,
-                last,
-                stderr,
-            } => write!(
-                f,
-                "moto did not answer GET / within {waited:?} (last: {last}); stderr:\n{stderr}"
-            ),
-            Self::Status {
-                request,
-                status,
-                body,
-            } => write!(f, "{request} answered {status}: {body}"),
-            Self::Io { context, .. } => f.write_str(context),
-        }
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Self::PythonMissing { source, .. } | Self::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-impl From<InstallError> for Error {
-    fn from(error: InstallError) -> Self {
-        match error {
-            InstallError::LockTimeout { path, waited } => Self::LockTimeout { path, waited },
-            InstallError::Missing {
-                program, source, ..
-            } => Self::PythonMissing {
-                python: program,
-                source,
-            },
-            InstallError::Failed {
-                step: Step::Venv,
-                status,
-                output,
-                ..
-            } => Self::Venv {
-                dir: venv_dir(),
-                status,
-                output,
-            },
-            InstallError::Failed { status, output, .. } => Self::Pip { status, output },
-            InstallError::Io { context, source } => Self::Io { context, source },
-        }
-    }
-}
-
-impl From<LaunchError> for Error {
-    fn from(error: LaunchError) -> Self {
-        match error {
-            LaunchError::Exited { status, output } => Self::Exited {
-                status,
-                stderr: output,
-            },
-            LaunchError::NotReady {
-                waited,
-                last,
-                output,
-            } => Self::NotReady {
-                waited,
-                last,
-                stderr: output,
-            },
-            LaunchError::Io { context, source } => Self::Io { context, source },
-        }
-    }
-}
-
-impl From<Failed> for Error {
-    fn from(Failed { context, source }: Failed) -> Self {
-        Self::Io { context, source }
-    }
-}
-
-impl From<StatusError> for Error {
-    fn from(error: StatusError) -> Self {
-        Self::Status {
-            request: error.request,
-            status: error.status,
-            body: error.body,
-        }
-    }
-}
-
 /// A running moto server on 127.0.0.1.
 #[derive(Debug)]
 pub struct S3Server {
@@ -357,7 +159,8 @@ impl S3Server {
     /// If Python is missing, the install fails, or moto does not answer
     /// within 30 s; see [`Error`].
     pub fn start() -> Result<Self> {
-        let python = crate::install::venv(&venv_dir(), &REQUIREMENTS)?;
+        let venv = crate::install::dir("CORRAL_MOTO_VENV", "moto-venv");
+        let python = crate::install::venv(&venv, &REQUIREMENTS).map_err(Error::installing(NAME))?;
         launch(&python)
     }
 
@@ -409,9 +212,7 @@ impl S3Server {
     ///
     /// As [`S3Server::create_bucket`].
     pub fn new_bucket(&self, prefix: &str) -> Result<String> {
-        let name = crate::unique_name(prefix);
-        self.create_bucket(&name)?;
-        Ok(name)
+        crate::emulator::create_unique(prefix, |name| self.create_bucket(name))
     }
 
     /// Sends one HTTP/1.1 request and reads the whole response.
@@ -431,7 +232,9 @@ impl S3Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response> {
-        request(self.addr, method, path, headers, body, REQUEST_TIMEOUT)
+        let headers = with_defaults(headers);
+        let response = http::request(self.addr, method, path, &headers, body, REQUEST_TIMEOUT);
+        Ok(response?)
     }
 
     /// The last few KiB of moto's output (one line per request, and any
@@ -441,16 +244,9 @@ impl S3Server {
     }
 }
 
-/// [`S3Server::request`]: `Content-Type` and a dummy `Authorization`
-/// unless `headers` has them.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Response> {
+/// `headers`, and `Content-Type` and a dummy `Authorization` unless they
+/// have them: what [`S3Server::request`] sends.
+fn with_defaults<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     let mut all = Vec::with_capacity(headers.len() + 2);
     if !has("content-type") {
@@ -461,45 +257,27 @@ fn request(
         all.push(("Authorization", DUMMY_AUTHORIZATION));
     }
     all.extend_from_slice(headers);
-    Ok(crate::http::request(
-        addr, method, path, &all, body, timeout,
-    )?)
+    all
 }
 
-fn venv_dir() -> PathBuf {
-    env::var_os("CORRAL_MOTO_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::install::target_dir().join("moto-venv"))
-}
-
-/// Starts moto from the venv's interpreter and waits until it answers.
+/// Starts moto from the venv's interpreter and waits until it answers
+/// `GET /`.
 fn launch(python: &Path) -> Result<S3Server> {
-    let (mut process, port) = Process::spawn(
+    let (process, addr) = crate::emulator::launch(
+        NAME,
         python,
         |command| {
             command.args(["-c", LAUNCHER]).env("PYTHONUNBUFFERED", "1");
         },
         // The first line of its stdout.
-        |line| line.trim().parse::<u16>().ok(),
+        |line| line.trim().parse().ok(),
+        |addr| crate::emulator::answers_ok(addr, "/", &with_defaults(&[])),
     )?;
-    let addr = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let port = process.wait_ready(&port, READY_TIMEOUT, |&port| {
-        match request(addr(port), "GET", "/", &[], &[], Duration::from_secs(2)) {
-            Ok(response) if response.status == 200 => Ok(()),
-            Ok(response) => Err(format!("GET / answered {}", response.status)),
-            Err(error) => Err(chain(&error)),
-        }
-    })?;
-    Ok(S3Server {
-        addr: addr(port),
-        process,
-    })
+    Ok(S3Server { addr, process })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_target_dir_is_the_one_this_test_was_built_into() {
         let target = crate::install::target_dir();
@@ -508,6 +286,6 @@ mod tests {
             "{}",
             target.display()
         );
-        assert!(env::current_exe().unwrap().starts_with(&target));
+        assert!(std::env::current_exe().unwrap().starts_with(&target));
     }
 }

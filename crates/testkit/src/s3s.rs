@@ -69,14 +69,16 @@
 use std::env;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::install::{InstallError, Step};
-use crate::process::{LaunchError, Process};
+use crate::process::Process;
+
+pub use crate::emulator::{Error, Result};
 
 /// What `cargo install` installs. Changing it reinstalls.
 const PACKAGE: &str = "s3s-fs@0.14.1";
@@ -84,8 +86,8 @@ const PACKAGE: &str = "s3s-fs@0.14.1";
 /// The features it is installed with; `binary` builds the server.
 const FEATURES: &str = "binary";
 
-/// How long s3s-fs may take from spawn to accepting connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The server, in error messages.
+const NAME: &str = "s3s-fs";
 
 /// How long to wait for another process's install to finish.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(900);
@@ -104,120 +106,6 @@ pub const ACCESS_KEY_ID: &str = "corral-bench";
 
 /// The secret access key the server verifies signatures with.
 pub const SECRET_ACCESS_KEY: &str = "corral-bench-secret";
-
-/// A result with this module's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why s3s-fs could not be installed or started.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// `cargo` could not be run.
-    #[error("cannot run `{cargo}` to install {PACKAGE} (set CARGO, or CORRAL_S3S_FS to a binary)")]
-    CargoMissing {
-        /// The cargo that was tried.
-        cargo: String,
-        /// Why running it failed.
-        source: io::Error,
-    },
-    /// `cargo install` failed.
-    #[error(
-        "`cargo install {PACKAGE} --features {FEATURES} --locked` failed ({status}):\n{output}"
-    )]
-    Install {
-        /// How it exited.
-        status: ExitStatus,
-        /// The tail of its output.
-        output: String,
-    },
-    /// `CORRAL_S3S_FS` names no file.
-    #[error("CORRAL_S3S_FS={} is not a file", path.display())]
-    NoBinary {
-        /// The path it names.
-        path: PathBuf,
-    },
-    /// Another process held the install lock for too long.
-    #[error("another process held {} for {waited:?} while installing s3s-fs", path.display())]
-    LockTimeout {
-        /// The lock file.
-        path: PathBuf,
-        /// How long we waited.
-        waited: Duration,
-    },
-    /// s3s-fs exited before it was ready, on every port tried.
-    #[error(
-        "s3s-fs exited before it was ready ({status}, {attempts} port(s) tried); output:\n{output}"
-    )]
-    Exited {
-        /// How it last exited.
-        status: ExitStatus,
-        /// How many ports were tried.
-        attempts: usize,
-        /// The tail of its last output.
-        output: String,
-    },
-    /// s3s-fs did not accept connections in time.
-    #[error("s3s-fs was not ready within {waited:?} (last: {last}); output:\n{output}")]
-    NotReady {
-        /// How long we waited.
-        waited: Duration,
-        /// The last thing that went wrong while waiting.
-        last: String,
-        /// The tail of its output.
-        output: String,
-    },
-    /// Any other I/O failure.
-    #[error("{context}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// What went wrong.
-        source: io::Error,
-    },
-}
-
-fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Io { context, source }
-}
-
-impl From<InstallError> for Error {
-    fn from(error: InstallError) -> Self {
-        match error {
-            InstallError::LockTimeout { path, waited } => Self::LockTimeout { path, waited },
-            InstallError::Missing {
-                program, source, ..
-            } => Self::CargoMissing {
-                cargo: program,
-                source,
-            },
-            InstallError::Failed { status, output, .. } => Self::Install { status, output },
-            InstallError::Io { context, source } => Self::Io { context, source },
-        }
-    }
-}
-
-impl From<LaunchError> for Error {
-    fn from(error: LaunchError) -> Self {
-        match error {
-            LaunchError::Exited { status, output } => Self::Exited {
-                status,
-                attempts: 1,
-                output,
-            },
-            LaunchError::NotReady {
-                waited,
-                last,
-                output,
-            } => Self::NotReady {
-                waited,
-                last,
-                output,
-            },
-            LaunchError::Io { context, source } => Self::Io { context, source },
-        }
-    }
-}
 
 /// A running s3s-fs on 127.0.0.1, storing into a directory of its own.
 #[derive(Debug)]
@@ -244,7 +132,10 @@ impl S3sFs {
             return if path.is_file() {
                 Ok(path)
             } else {
-                Err(Error::NoBinary { path })
+                Err(Error::Io {
+                    context: format!("CORRAL_S3S_FS={} is not a file", path.display()),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                })
             };
         }
         install(&crate::install::target_dir())
@@ -260,19 +151,7 @@ impl S3sFs {
     /// every port tried, or is not ready within 30 s.
     pub fn start() -> Result<Self> {
         let binary = Self::install()?;
-        let started = crate::process::on_free_port(
-            ATTEMPTS,
-            |port| launch(&binary, data_dir()?, port),
-            |error| matches!(error, Error::Exited { .. }),
-        );
-        started.map_err(|error| match error {
-            Error::Exited { status, output, .. } => Error::Exited {
-                status,
-                attempts: ATTEMPTS,
-                output,
-            },
-            other => other,
-        })
+        crate::emulator::on_free_port(ATTEMPTS, |port| launch(&binary, data_dir()?, port))
     }
 
     /// The server's address.
@@ -297,15 +176,13 @@ impl S3sFs {
     ///
     /// If its directory cannot be created.
     pub fn new_bucket(&self, prefix: &str) -> Result<String> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "{}-{}",
-            prefix.to_ascii_lowercase(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = self.root.join(&name);
-        fs::create_dir(&dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
-        Ok(name)
+        crate::emulator::create_unique(&prefix.to_ascii_lowercase(), |name| {
+            let dir = self.root.join(name);
+            fs::create_dir(&dir).map_err(|source| Error::Io {
+                context: format!("cannot create {}", dir.display()),
+                source,
+            })
+        })
     }
 
     /// The last few KiB of s3s-fs's output, for diagnosing a failure.
@@ -366,7 +243,8 @@ fn install(target: &Path) -> Result<PathBuf> {
                 })
             }
         },
-    )?;
+    )
+    .map_err(Error::installing(NAME))?;
     Ok(binary)
 }
 
@@ -400,7 +278,8 @@ fn data_dir() -> Result<PathBuf> {
 /// Starts s3s-fs on `port` and waits until it is ready. On error the
 /// server is stopped and `root` removed.
 fn launch(binary: &Path, root: PathBuf, port: u16) -> Result<S3sFs> {
-    let spawned = Process::spawn(
+    let launched = crate::emulator::launch(
+        NAME,
         binary,
         |command| {
             command
@@ -415,28 +294,25 @@ fn launch(binary: &Path, root: PathBuf, port: u16) -> Result<S3sFs> {
                 // The one line we wait for; s3s-fs logs errors only otherwise.
                 .env("RUST_LOG", "s3s_fs=info");
         },
-        |line| line.contains(RUNNING).then_some(()),
+        move |line| line.contains(RUNNING).then_some(port),
+        |addr| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .map(drop)
+                .map_err(|error| format!("connect: {error}"))
+        },
     );
-    let (process, running) = match spawned {
-        Ok(spawned) => spawned,
+    match launched {
+        Ok((process, addr)) => Ok(S3sFs {
+            addr,
+            process,
+            root,
+        }),
         Err(error) => {
+            // s3s-fs is gone: `launch` stopped it.
             let _ = fs::remove_dir_all(&root);
-            return Err(error.into());
+            Err(error)
         }
-    };
-    // From here on, dropping `server` kills s3s-fs, on every error path too.
-    let mut server = S3sFs {
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        process,
-        root,
-    };
-    let addr = server.addr;
-    server.process.wait_ready(&running, READY_TIMEOUT, |()| {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map(drop)
-            .map_err(|error| format!("connect: {error}"))
-    })?;
-    Ok(server)
+    }
 }
 
 #[cfg(test)]

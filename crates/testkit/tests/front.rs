@@ -4,6 +4,8 @@
 //! all. Timing is never asserted as a speed: requests are held open to make
 //! concurrency exact, and the counts say what happened.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -582,14 +584,7 @@ async fn object_store_round_trips_through_a_slow_front() {
 
     let parts = [bytes(5 * MIB, 10), bytes(MIB, 11)];
     let path = Path::from("dir/multipart");
-    let mut upload = store.put_multipart(&path).await.unwrap();
-    for part in &parts {
-        upload
-            .put_part(PutPayload::from(part.clone()))
-            .await
-            .unwrap();
-    }
-    upload.complete().await.unwrap();
+    common::put_parts(&store, &path, &parts).await;
     assert_eq!(store.head(&path).await.unwrap().size, 6 * MIB as u64);
     assert_eq!(
         store.get(&path).await.unwrap().bytes().await.unwrap(),

@@ -6,6 +6,8 @@
 //! tests are ignored by default: `cargo test -p corral-testkit --test s3s --
 //! --ignored`.
 
+mod common;
+
 use std::time::Duration;
 
 use corral_testkit::s3s::{self, S3sFs};
@@ -81,14 +83,7 @@ async fn objects_round_trip_through_a_signing_client() {
 
     let path = Path::from("multi/part.bin");
     let parts = [pattern(5 * MIB, 2), pattern(5 * MIB, 3), pattern(1234, 4)];
-    let mut upload = store.put_multipart(&path).await.unwrap();
-    for part in &parts {
-        upload
-            .put_part(PutPayload::from(part.clone()))
-            .await
-            .unwrap();
-    }
-    upload.complete().await.unwrap();
+    common::put_parts(&store, &path, &parts).await;
     let got = store.get(&path).await.unwrap().bytes().await.unwrap();
     assert_eq!(got.len(), parts.iter().map(Vec::len).sum::<usize>());
     assert!(

@@ -81,6 +81,45 @@ impl S3 {
             Self::Moto(_) => (s3::ACCESS_KEY_ID, s3::SECRET_ACCESS_KEY),
         }
     }
+
+    /// Where a `corral serve` stores in `bucket` of this server, reached
+    /// at `endpoint` (the server's, or a front's before it).
+    pub(super) fn store(&self, bucket: String, endpoint: String) -> Store {
+        Store::S3 {
+            bucket,
+            endpoint,
+            credentials: self.credentials(),
+        }
+    }
+}
+
+/// The S3 server and the throttling front before it, for the benches that
+/// run `corral serve` through the front.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Backend {
+    /// Requests the front serves at once; beyond, it answers 503 SlowDown
+    /// at once, as S3 does.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) slots: usize,
+    /// Latency the front adds to each request (±10%).
+    #[arg(long, default_value = "100ms")]
+    pub(crate) latency: Span,
+    /// The S3 server under the front.
+    #[arg(long, value_enum, default_value = "s3s")]
+    pub(crate) s3: S3Kind,
+}
+
+impl Backend {
+    /// A throttling front before `s3`, as these flags set it.
+    pub(super) async fn front(&self, s3: &S3) -> anyhow::Result<Front> {
+        let config = FrontConfig {
+            slots: Some(self.slots),
+            latency: self.latency.0,
+            jitter: 0.1,
+            ..FrontConfig::new(s3.addr())
+        };
+        Ok(Front::start(config).await?)
+    }
 }
 
 /// What every run shares.
@@ -96,21 +135,13 @@ pub(crate) struct HerdShape {
     /// Size of each file.
     #[arg(long, default_value = "256KiB")]
     pub(crate) size: ByteSize,
-    /// Requests the front serves at once; beyond, it answers 503 SlowDown
-    /// at once, as S3 does.
-    #[arg(long, default_value_t = 16)]
-    pub(crate) slots: usize,
-    /// Latency the front adds to each request (±10%).
-    #[arg(long, default_value = "100ms")]
-    pub(crate) latency: Span,
+    #[command(flatten)]
+    pub(crate) backend: Backend,
     /// Longest a strategy's run may take; what is unfinished then is
     /// reported as such [default: 5m for compare, 60s for sweep, where
     /// `fixed:1` would take 200 s].
     #[arg(long)]
     pub(crate) deadline: Option<Span>,
-    /// The S3 server under the front.
-    #[arg(long, value_enum, default_value = "s3s")]
-    pub(crate) s3: S3Kind,
     /// More arguments for every `corral serve`, one per flag, such as
     /// `--serve-arg=--upload-memory --serve-arg=128MiB`.
     #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
@@ -295,15 +326,15 @@ fn run_all(strategies: &[String], shape: &Shape) -> anyhow::Result<Vec<Run>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let s3 = S3::start(shape.s3)?;
+    let s3 = S3::start(shape.backend.s3)?;
     eprintln!(
         "S3 at {}; {} users x {} files x {}; front {} slots x {}; corral's logs in {}",
         s3.endpoint(),
         shape.users,
         shape.files,
         shape.size,
-        shape.slots,
-        shape.latency,
+        shape.backend.slots,
+        shape.backend.latency,
         shape.out.display()
     );
     let mut runs = Vec::new();
@@ -325,22 +356,12 @@ fn run_all(strategies: &[String], shape: &Shape) -> anyhow::Result<Vec<Run>> {
 
 async fn run_one(s3: &S3, strategy: &str, shape: &Shape) -> anyhow::Result<Run> {
     let bucket = s3.new_bucket()?;
-    let front = Front::start(FrontConfig {
-        slots: Some(shape.slots),
-        latency: shape.latency.0,
-        jitter: 0.1,
-        ..FrontConfig::new(s3.addr())
-    })
-    .await?;
+    let front = shape.backend.front(s3).await?;
     let (key, secret) = s3.credentials();
     let log = shape
         .out
         .join(format!("corral-{}.log", strategy.replace(':', "-")));
-    let store = Store::S3 {
-        bucket: bucket.clone(),
-        endpoint: front.endpoint(),
-        credentials: (key, secret),
-    };
+    let store = s3.store(bucket.clone(), front.endpoint());
     let args = [
         &["--concurrency".to_owned(), strategy.to_owned()],
         &shape.serve_args[..],
@@ -382,7 +403,7 @@ async fn run_one(s3: &S3, strategy: &str, shape: &Shape) -> anyhow::Result<Run> 
         strategy: strategy.to_owned(),
         report,
         front: stats,
-        capacity_rps: shape.slots as f64 / shape.latency.0.as_secs_f64(),
+        capacity_rps: shape.backend.slots as f64 / shape.backend.latency.0.as_secs_f64(),
         timeline,
     })
 }
@@ -742,16 +763,7 @@ pub(crate) fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
             let (direct, store) = if backend == "s3" {
                 let bucket = s3.new_bucket()?;
                 let direct = s3_direct(&s3, &bucket)?;
-                let credentials = s3.credentials();
-                let endpoint = s3.endpoint();
-                (
-                    direct,
-                    Store::S3 {
-                        bucket,
-                        endpoint,
-                        credentials,
-                    },
-                )
+                (direct, s3.store(bucket, s3.endpoint()))
             } else {
                 let direct_dir = scratch.path().join(format!("direct-{round}"));
                 let corral_dir = scratch.path().join(format!("corral-{round}"));

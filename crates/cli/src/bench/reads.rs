@@ -18,13 +18,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use corral_testkit::front::{Front, FrontConfig};
+use corral_testkit::front::Front;
 
-use super::compare::{Corral, S3, S3Kind, Store};
-use crate::units::{ByteSize, Span};
+use super::compare::{Backend, Corral, S3};
+use crate::units::ByteSize;
 
 /// `corral bench reads`.
 #[derive(Debug, clap::Args)]
+// The shared `--slots`, in the words this command has always used.
+#[command(mut_arg("slots", |slots| {
+    slots.help("Requests the front serves at once; beyond, it answers 503 SlowDown")
+}))]
 pub(crate) struct ReadsArgs {
     /// Readers in each herd.
     #[arg(long, default_value_t = 1000)]
@@ -32,15 +36,8 @@ pub(crate) struct ReadsArgs {
     /// Size of each object.
     #[arg(long, default_value = "256KiB")]
     pub(crate) size: ByteSize,
-    /// Requests the front serves at once; beyond, it answers 503 SlowDown.
-    #[arg(long, default_value_t = 16)]
-    pub(crate) slots: usize,
-    /// Latency the front adds to each request (±10%).
-    #[arg(long, default_value = "100ms")]
-    pub(crate) latency: Span,
-    /// The S3 server under the front.
-    #[arg(long, value_enum, default_value = "s3s")]
-    pub(crate) s3: S3Kind,
+    #[command(flatten)]
+    pub(crate) backend: Backend,
     /// More arguments for `corral serve`, one per flag.
     #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub(crate) serve_args: Vec<String>,
@@ -76,7 +73,7 @@ pub(crate) fn run(args: &ReadsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let s3 = S3::start(args.s3)?;
+    let s3 = S3::start(args.backend.s3)?;
     let scratch = tempfile::Builder::new()
         .prefix("corral-reads")
         .tempdir_in(".")?;
@@ -85,18 +82,8 @@ pub(crate) fn run(args: &ReadsArgs) -> anyhow::Result<()> {
 
 async fn run_with(args: &ReadsArgs, s3: &S3, scratch: &std::path::Path) -> anyhow::Result<()> {
     let bucket = s3.new_bucket()?;
-    let front = Front::start(FrontConfig {
-        slots: Some(args.slots),
-        latency: args.latency.0,
-        jitter: 0.1,
-        ..FrontConfig::new(s3.addr())
-    })
-    .await?;
-    let store = Store::S3 {
-        bucket,
-        endpoint: front.endpoint(),
-        credentials: s3.credentials(),
-    };
+    let front = args.backend.front(s3).await?;
+    let store = s3.store(bucket, front.endpoint());
     let mut corral = Corral::start(&store, &args.serve_args, &scratch.join("corral.log"))?;
     corral.wait_ready().await?;
     let client = reqwest::Client::builder()
@@ -106,7 +93,7 @@ async fn run_with(args: &ReadsArgs, s3: &S3, scratch: &std::path::Path) -> anyho
     let objects = 1 + BASELINE_READS + args.clients;
     eprintln!(
         "uploading {objects} objects of {} through corral (front {} slots x {})",
-        args.size, args.slots, args.latency
+        args.size, args.backend.slots, args.backend.latency
     );
     let keys = upload(&client, &corral.url, objects, size).await?;
     let (hot, rest) = keys.split_first().expect("at least one object");
@@ -135,8 +122,8 @@ async fn run_with(args: &ReadsArgs, s3: &S3, scratch: &std::path::Path) -> anyho
         "{} readers x {} through the front ({} slots x {}); unloaded GET (median of {BASELINE_READS}): {:.1} ms",
         args.clients,
         args.size,
-        args.slots,
-        args.latency,
+        args.backend.slots,
+        args.backend.latency,
         ms(unloaded)
     );
     for (name, herd) in [("hot", &hot_herd), ("distinct", &distinct_herd)] {

@@ -262,6 +262,28 @@ impl Server {
         self.client.get(self.file_url(key)).send().await.unwrap()
     }
 
+    pub async fn head(&self, key: &str) -> reqwest::Response {
+        self.client.head(self.file_url(key)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, key: &str) -> reqwest::Response {
+        self.client.delete(self.file_url(key)).send().await.unwrap()
+    }
+
+    /// `method` on `path`, with no body.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        let request = self.client.request(method, self.url(path));
+        request.send().await.unwrap()
+    }
+
+    /// Asserts that an upload is still stored: the server survived what
+    /// the test did to it.
+    pub async fn assert_still_serving(&self) {
+        let form = Form::new().part("f", file("after.txt", b"ok".to_vec()));
+        let (status, body) = self.upload(form).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
     pub fn file_url(&self, key: &str) -> String {
         let mut url = reqwest::Url::parse(&self.url("/api/files/")).unwrap();
         url.path_segments_mut()
