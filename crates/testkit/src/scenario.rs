@@ -151,10 +151,22 @@ fn limit_range(record: &Record, from: f64, to: f64) -> (f64, f64) {
         .map_or((f64::NAN, f64::NAN), |(lo, hi)| (lo as f64, hi as f64))
 }
 
+/// Jobs that ended without their value, whatever the error: a job the
+/// scheduler gave up on, and one cancelled or refused alike.
 fn failed_for_good(record: &Record) -> Figure {
     Figure::new(
         "jobs failed for good",
-        count_among(record.failed, record.calls.len()),
+        count_among(record.lost.total(), record.jobs as usize),
+        Target::AtMost(0.0),
+    )
+}
+
+/// Throttles that neither were retried nor ended their job: two counts
+/// that cannot both be true (see [`Record::unaccounted_throttles`]).
+fn unaccounted_throttles(record: &Record) -> Figure {
+    Figure::new(
+        "503s neither retried nor ending a job",
+        record.unaccounted_throttles(),
         Target::AtMost(0.0),
     )
 }
@@ -314,6 +326,15 @@ pub fn slowdown(seed: u64) -> Outcome {
 /// **throttle**: no slot limit, but a token bucket of 50 calls/s (25 from
 /// 120 s) that answers "503 SlowDown" in 10 ms when empty.
 pub fn throttle(seed: u64) -> Outcome {
+    Outcome {
+        scenario: "throttle, 50 -> 25 calls/s bucket".into(),
+        seed,
+        figures: throttle_figures(&throttle_record(seed)),
+    }
+}
+
+/// The record of [`throttle`]'s run.
+pub fn throttle_record(seed: u64) -> Record {
     let backend = BackendConfig {
         slots: 10_000,
         latency: LATENCY,
@@ -323,12 +344,7 @@ pub fn throttle(seed: u64) -> Outcome {
         burst: 10.0,
         changes: vec![(Duration::from_secs(120), Change::Rate(25.0))],
     };
-    let record = run_adaptive(backend, Duration::from_secs(240), seed);
-    Outcome {
-        scenario: "throttle, 50 -> 25 calls/s bucket".into(),
-        seed,
-        figures: throttle_figures(&record),
-    }
+    run_adaptive(backend, Duration::from_secs(240), seed)
 }
 
 /// The throttle scenario's figures, from its record: each steady figure is
@@ -352,6 +368,7 @@ fn throttle_figures(record: &Record) -> Vec<Figure> {
             Target::AtMost(0.10),
         ),
         failed_for_good(record),
+        unaccounted_throttles(record),
         breaches(record.breaches, record.calls.len()),
     ]
 }
@@ -361,11 +378,7 @@ fn throttle_figures(record: &Record) -> Vec<Figure> {
 /// does (S3's request rates per prefix behave alike). Nothing queues at
 /// the backend, so latency never rises: only 503s tell the limit.
 pub fn hard_cap(seed: u64) -> Outcome {
-    let backend = BackendConfig {
-        reject_when_busy: true,
-        ..BackendConfig::slots(16, Duration::from_millis(100))
-    };
-    let record = run_adaptive(backend, Duration::from_secs(180), seed);
+    let record = hard_cap_record(seed);
     let capacity = 16.0 / 0.1;
     let (from, to) = (30.0, 180.0);
     Outcome {
@@ -388,9 +401,19 @@ pub fn hard_cap(seed: u64) -> Outcome {
                 Target::AtMost(0.01),
             ),
             failed_for_good(&record),
+            unaccounted_throttles(&record),
             breaches(record.breaches, record.calls.len()),
         ],
     }
+}
+
+/// The record of [`hard_cap`]'s run.
+pub fn hard_cap_record(seed: u64) -> Record {
+    let backend = BackendConfig {
+        reject_when_busy: true,
+        ..BackendConfig::slots(16, Duration::from_millis(100))
+    };
+    run_adaptive(backend, Duration::from_secs(180), seed)
 }
 
 /// **cold burst**: 510 users each send a batch of 10 files at the same

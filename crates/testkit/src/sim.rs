@@ -233,14 +233,81 @@ pub struct Record {
     pub limits: Vec<LimitSample>,
     /// Starts that found more calls running than the limit allowed.
     pub breaches: u64,
-    /// Calls dispatched by the scheduler, retries included.
-    pub dispatched: u64,
-    /// Retries made.
-    pub retries: u64,
-    /// Jobs that failed for good.
+    /// Calls the backend answered with a throttle, by its own count.
+    pub throttled: u64,
+    /// Jobs run to their end, whatever it was.
+    pub jobs: u64,
+    /// Jobs that ended without their value.
+    pub lost: Lost,
+    /// What the scheduler counted.
+    pub scheduler: SchedulerCounts,
+}
+
+/// The jobs of a run that ended without their value, by how they ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// [`JobError::Failed`]: the scheduler gave up on the job (a permanent
+    /// error, or its attempts or the retry budget spent).
     pub failed: u64,
+    /// Another error after at least one call. Every call of the simulated
+    /// backend that fails is a throttle, which the scheduler either gives
+    /// up on ([`Lost::failed`]) or retries: so here a retry was decided and
+    /// the job ended before its call, cancelled in its backoff or refused
+    /// at its start (the breaker open, the queue full). Nothing outside a
+    /// worker's job cancels its group, so no call is cut short.
+    pub abandoned: u64,
+    /// Another error before any call: refused or cancelled at once.
+    pub refused: u64,
+}
+
+impl Lost {
+    /// Counts a job that ended with `result` after `calls` calls.
+    fn count<T, E>(&mut self, result: &Result<T, JobError<E>>, calls: u32) {
+        match result {
+            Ok(_) => {}
+            Err(JobError::Failed { .. }) => self.failed += 1,
+            Err(_) if calls > 0 => self.abandoned += 1,
+            Err(_) => self.refused += 1,
+        }
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            failed: self.failed + other.failed,
+            abandoned: self.abandoned + other.abandoned,
+            refused: self.refused + other.refused,
+        }
+    }
+
+    /// Every job lost, however.
+    pub fn total(&self) -> u64 {
+        self.failed + self.abandoned + self.refused
+    }
+}
+
+/// What the scheduler counted over a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerCounts {
+    /// Calls dispatched, retries included.
+    pub dispatched: u64,
+    /// Retries decided: counted when a failed attempt is given its backoff,
+    /// before the retry's call is made.
+    pub retries: u64,
     /// Retries refused by the budget.
     pub budget_exhausted: u64,
+}
+
+impl SchedulerCounts {
+    /// The scheduler's counters now: the one place the simulation reads
+    /// them.
+    fn read(scheduler: &Scheduler) -> Self {
+        let counters = scheduler.counters();
+        Self {
+            dispatched: counters.calls.load(Ordering::Relaxed),
+            retries: counters.retries.load(Ordering::Relaxed),
+            budget_exhausted: counters.budget_exhausted.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Watches calls for limit breaches and records them.
@@ -372,7 +439,6 @@ async fn simulate(scenario: &Scenario) -> Record {
         let observer = Arc::clone(&observer);
         tokio::spawn(async move { observer.sample_limits(end).await })
     };
-    let failed = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..scenario.workers)
         .map(|_| {
             let (scheduler, backend, observer) = (
@@ -380,8 +446,9 @@ async fn simulate(scenario: &Scenario) -> Record {
                 Arc::clone(&backend),
                 Arc::clone(&observer),
             );
-            let (cost, failed) = (scenario.cost, Arc::clone(&failed));
+            let cost = scenario.cost;
             tokio::spawn(async move {
+                let (mut jobs, mut lost) = (0, Lost::default());
                 while Instant::now() < end {
                     let group = scheduler
                         .group("sim")
@@ -392,27 +459,29 @@ async fn simulate(scenario: &Scenario) -> Record {
                         observer.call(&backend, attempts > 1)
                     };
                     let result = group.run(cost, job).await;
-                    if let Err(JobError::Failed { .. }) = result {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                    jobs += 1;
+                    lost.count(&result, attempts);
                 }
+                (jobs, lost)
             })
         })
         .collect();
+    let (mut jobs, mut lost) = (0, Lost::default());
     for worker in workers {
-        worker.await.expect("workers do not panic");
+        let (its_jobs, its_lost) = worker.await.expect("workers do not panic");
+        jobs += its_jobs;
+        lost = lost.add(its_lost);
     }
     let limits = sampler.await.expect("the sampler does not panic");
-    let counters = scheduler.counters();
     Record {
         duration: scenario.duration.as_secs_f64(),
         calls: observer.calls(),
         limits,
         breaches: observer.breaches(),
-        dispatched: counters.calls.load(Ordering::Relaxed),
-        retries: counters.retries.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        budget_exhausted: counters.budget_exhausted.load(Ordering::Relaxed),
+        throttled: backend.throttled.load(Ordering::Relaxed),
+        jobs,
+        lost,
+        scheduler: SchedulerCounts::read(&scheduler),
     }
 }
 
@@ -452,6 +521,28 @@ impl Record {
         latencies.sort();
         let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
         Some(latencies[index])
+    }
+
+    /// Calls answered with a throttle, as the observer saw them.
+    pub fn throttled_calls(&self) -> u64 {
+        self.calls.iter().filter(|call| !call.ok).count() as u64
+    }
+
+    /// Calls that retried an earlier attempt, as the observer saw them.
+    pub fn retry_calls(&self) -> u64 {
+        self.calls.iter().filter(|call| call.retry).count() as u64
+    }
+
+    /// Throttled calls (the backend's count) that neither were retried
+    /// (the observer's count) nor ended their job, `NaN` if there was no
+    /// call: zero when the counts agree (see `Lost` for why every
+    /// throttle must be one or the other), whichever way they differ.
+    pub fn unaccounted_throttles(&self) -> f64 {
+        if self.calls.is_empty() {
+            return f64::NAN;
+        }
+        let accounted = self.retry_calls() + self.lost.failed + self.lost.abandoned;
+        self.throttled.abs_diff(accounted) as f64
     }
 
     /// Throttled calls as a fraction of all calls started in `[from, to)`;
