@@ -33,6 +33,16 @@ pub enum Target {
     AtMost(f64),
 }
 
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match self {
+            Self::AtLeast(bound) => format!(">= {bound}"),
+            Self::AtMost(bound) => format!("<= {bound}"),
+        };
+        f.pad(&target)
+    }
+}
+
 /// One measured figure and its target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
@@ -89,10 +99,6 @@ impl Figure {
 
 impl fmt::Display for Figure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (sign, bound) = match self.target {
-            Target::AtLeast(bound) => (">=", bound),
-            Target::AtMost(bound) => ("<=", bound),
-        };
         let verdict = if self.met() { "ok" } else { "MISSED" };
         let value = if self.value.is_nan() {
             "no data".to_owned()
@@ -101,8 +107,8 @@ impl fmt::Display for Figure {
         };
         write!(
             f,
-            "{:<44} {value:>9}  {sign} {bound:<7} {verdict}",
-            self.name
+            "{:<44} {value:>9}  {:<10} {verdict}",
+            self.name, self.target
         )
     }
 }
