@@ -60,7 +60,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use corral_sched::{Class, Classify, LimitConfig, QueueConfig, SchedConfig, Scheduler};
+use corral_sched::{Class, Classify, Group, LimitConfig, QueueConfig, SchedConfig, Scheduler};
 use criterion::{Criterion, SamplingMode, Throughput};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
@@ -165,18 +165,22 @@ async fn semaphore(jobs: u64) -> Duration {
     let start = Instant::now();
     let mut set = JoinSet::new();
     for _ in 0..jobs {
-        let semaphore = Arc::clone(&semaphore);
-        set.spawn(async move {
-            let permit = semaphore
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
+        set.spawn(semaphore_job(Arc::clone(&semaphore), async {
             black_box(());
-            drop(permit);
-        });
+        }));
     }
     join_all(set).await;
     start.elapsed()
+}
+
+/// A baseline job: `work` under an owned permit of `semaphore`.
+async fn semaphore_job(semaphore: Arc<Semaphore>, work: impl Future<Output = ()>) {
+    let permit = semaphore
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    work.await;
+    drop(permit);
 }
 
 fn scheduler(limit: usize) -> Scheduler {
@@ -239,15 +243,10 @@ async fn contended_semaphore(bursts: u64) -> Duration {
     for _ in 0..bursts {
         let mut set = JoinSet::new();
         for _ in 0..BURST {
-            let semaphore = Arc::clone(&semaphore);
-            set.spawn(async move {
-                let permit = semaphore
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                tokio::task::yield_now().await;
-                drop(permit);
-            });
+            set.spawn(semaphore_job(
+                Arc::clone(&semaphore),
+                tokio::task::yield_now(),
+            ));
         }
         join_all(set).await;
     }
@@ -259,22 +258,32 @@ async fn contended_scheduler(bursts: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..bursts {
         let group = Arc::new(scheduler.group("tenant").expect("the queue is unbounded"));
-        let mut set = JoinSet::new();
-        for _ in 0..BURST {
-            let group = Arc::clone(&group);
-            set.spawn(async move {
-                group
-                    .run(0, || async {
-                        tokio::task::yield_now().await;
-                        Ok::<_, Never>(())
-                    })
-                    .await
-                    .expect("a yield succeeds");
-            });
-        }
-        join_all(set).await;
+        scheduler_burst(&group, || ()).await;
     }
     start.elapsed()
+}
+
+/// One burst of the contended path through the scheduler: [`BURST`] jobs
+/// of `group` submitted at once, each calling `on_slot` once it has its
+/// slot, then yielding while it holds it.
+async fn scheduler_burst(group: &Arc<Group>, on_slot: impl Fn() + Clone + Send + Sync + 'static) {
+    let mut set = JoinSet::new();
+    for _ in 0..BURST {
+        let (group, on_slot) = (Arc::clone(group), on_slot.clone());
+        set.spawn(async move {
+            group
+                .run(0, || {
+                    on_slot();
+                    async {
+                        tokio::task::yield_now().await;
+                        Ok::<_, Never>(())
+                    }
+                })
+                .await
+                .expect("a yield succeeds");
+        });
+    }
+    join_all(set).await;
 }
 
 /// The most jobs seen waiting in the queue during one burst of the
@@ -282,25 +291,16 @@ async fn contended_scheduler(bursts: u64) -> Duration {
 /// or the contended path is not what is measured.
 fn queued_in_a_burst(runtime: &Runtime) -> usize {
     let scheduler = scheduler(CONTENDED_LIMIT);
-    let seen = Arc::new(AtomicUsize::new(0));
     let group = Arc::new(scheduler.group("tenant").expect("the queue is unbounded"));
+    let seen = Arc::new(AtomicUsize::new(0));
     let burst = async move {
-        let mut set = JoinSet::new();
-        for _ in 0..BURST {
-            let (group, scheduler, seen) =
-                (Arc::clone(&group), scheduler.clone(), Arc::clone(&seen));
-            set.spawn(async move {
-                group
-                    .run(0, || async {
-                        seen.fetch_max(scheduler.stats().queued_jobs, Ordering::Relaxed);
-                        tokio::task::yield_now().await;
-                        Ok::<_, Never>(())
-                    })
-                    .await
-                    .expect("a yield succeeds");
-            });
-        }
-        join_all(set).await;
+        let on_slot = {
+            let seen = Arc::clone(&seen);
+            move || {
+                seen.fetch_max(scheduler.stats().queued_jobs, Ordering::Relaxed);
+            }
+        };
+        scheduler_burst(&group, on_slot).await;
         seen.load(Ordering::Relaxed)
     };
     runtime
