@@ -13,7 +13,9 @@ use corral_sched::{AdaptiveConfig, JobError, LimitConfig, SchedConfig, Scheduler
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::sim::{Backend, BackendConfig, Change, Observer, Record, Scenario, Throttled, run};
+use crate::sim::{
+    Backend, BackendConfig, Change, Observer, Record, Scenario, Throttled, ratio, run,
+};
 
 /// The backend's mean latency in every scenario.
 const LATENCY: Duration = Duration::from_millis(200);
@@ -31,12 +33,24 @@ pub enum Target {
     AtMost(f64),
 }
 
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match self {
+            Self::AtLeast(bound) => format!(">= {bound}"),
+            Self::AtMost(bound) => format!("<= {bound}"),
+        };
+        f.pad(&target)
+    }
+}
+
 /// One measured figure and its target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     /// What it measures.
     pub name: &'static str,
-    /// The measured value (`NaN` if it never happened).
+    /// The measured value; `NaN` if there was nothing to measure it over
+    /// (an empty window, no samples, a zero denominator), or if what it
+    /// times never happened.
     pub value: f64,
     /// What it must be.
     pub target: Target,
@@ -51,8 +65,31 @@ impl Figure {
         }
     }
 
-    /// Whether the value meets the target.
+    /// The worst of `values`, one per window, for `target`: the lowest
+    /// against a floor, the highest against a ceiling. `NaN` if any window
+    /// has no data, or there is no window: one window without data fails
+    /// the figure, which `f64::min` and `f64::max` would skip.
+    fn worst(name: &'static str, values: impl IntoIterator<Item = f64>, target: Target) -> Self {
+        let mut worst: Option<f64> = None;
+        for value in values {
+            if value.is_nan() {
+                return Self::new(name, f64::NAN, target);
+            }
+            worst = Some(match (worst, target) {
+                (None, _) => value,
+                (Some(worst), Target::AtLeast(_)) => worst.min(value),
+                (Some(worst), Target::AtMost(_)) => worst.max(value),
+            });
+        }
+        Self::new(name, worst.unwrap_or(f64::NAN), target)
+    }
+
+    /// Whether the value meets the target. A figure with no data (`NaN`)
+    /// never does.
     pub fn met(&self) -> bool {
+        if self.value.is_nan() {
+            return false;
+        }
         match self.target {
             Target::AtLeast(bound) => self.value >= bound,
             Target::AtMost(bound) => self.value <= bound,
@@ -62,15 +99,16 @@ impl Figure {
 
 impl fmt::Display for Figure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (sign, bound) = match self.target {
-            Target::AtLeast(bound) => (">=", bound),
-            Target::AtMost(bound) => ("<=", bound),
-        };
         let verdict = if self.met() { "ok" } else { "MISSED" };
+        let value = if self.value.is_nan() {
+            "no data".to_owned()
+        } else {
+            format!("{:.3}", self.value)
+        };
         write!(
             f,
-            "{:<44} {:>9.3}  {sign} {bound:<7} {verdict}",
-            self.name, self.value
+            "{:<44} {value:>9}  {:<10} {verdict}",
+            self.name, self.target
         )
     }
 }
@@ -103,10 +141,41 @@ fn adaptive(initial: usize) -> LimitConfig {
     LimitConfig::Adaptive(config.expect("the scenarios start within the default range"))
 }
 
+/// `count` as a figure's value, `NaN` if it counts among no calls.
+fn count_among(count: u64, calls: usize) -> f64 {
+    if calls == 0 { f64::NAN } else { count as f64 }
+}
+
+/// `latency` in units of `unit`, `NaN` without one.
+fn in_units(latency: Option<Duration>, unit: Duration) -> f64 {
+    latency.map_or(f64::NAN, |latency| {
+        latency.as_secs_f64() / unit.as_secs_f64()
+    })
+}
+
+/// The lowest and highest limit in `[from, to)`, `NaN` without samples.
+fn limit_range(record: &Record, from: f64, to: f64) -> (f64, f64) {
+    record
+        .limit_range(from, to)
+        .map_or((f64::NAN, f64::NAN), |(lo, hi)| (lo as f64, hi as f64))
+}
+
+/// Jobs that ended without their value, whatever the error: a job the
+/// scheduler gave up on, and one cancelled or refused alike.
 fn failed_for_good(record: &Record) -> Figure {
     Figure::new(
         "jobs failed for good",
-        record.failed as f64,
+        count_among(record.lost.total(), record.jobs as usize),
+        Target::AtMost(0.0),
+    )
+}
+
+/// Throttles that neither were retried nor ended their job: two counts
+/// that cannot both be true (see [`Record::unaccounted_throttles`]).
+fn unaccounted_throttles(record: &Record) -> Figure {
+    Figure::new(
+        "503s neither retried nor ending a job",
+        record.unaccounted_throttles(),
         Target::AtMost(0.0),
     )
 }
@@ -124,10 +193,11 @@ fn run_adaptive(backend: BackendConfig, duration: Duration, seed: u64) -> Record
     })
 }
 
-fn breaches(record: &Record) -> Figure {
+/// Call starts above the limit among `calls` calls.
+fn breaches(breaches: u64, calls: usize) -> Figure {
     Figure::new(
         "starts above the limit",
-        record.breaches as f64,
+        count_among(breaches, calls),
         Target::AtMost(0.0),
     )
 }
@@ -143,35 +213,39 @@ pub fn knee(seed: u64, initial: usize) -> Outcome {
         duration: Duration::from_secs(180),
         seed,
     });
-    let capacity = 10.0 / LATENCY.as_secs_f64();
-    let (lo, hi) = record.limit_range(60.0, 180.0);
-    let p99 = record.latency_quantile(60.0, 180.0, 0.99);
     Outcome {
         scenario: format!("knee, cold start at {initial}"),
         seed,
-        figures: vec![
-            Figure::new(
-                "seconds to 95% of capacity",
-                record
-                    .time_to_rate(0.0, 0.95 * capacity)
-                    .unwrap_or(f64::NAN),
-                Target::AtMost(10.0),
-            ),
-            Figure::new(
-                "steady goodput / capacity",
-                record.goodput(60.0, 180.0) / capacity,
-                Target::AtLeast(0.97),
-            ),
-            Figure::new(
-                "steady p99 / unloaded latency",
-                p99.as_secs_f64() / LATENCY.as_secs_f64(),
-                Target::AtMost(1.3),
-            ),
-            Figure::new("steady limit, lowest", lo as f64, Target::AtLeast(10.0)),
-            Figure::new("steady limit, highest", hi as f64, Target::AtMost(13.0)),
-            breaches(&record),
-        ],
+        figures: knee_figures(&record),
     }
+}
+
+/// The knee scenario's figures, from its record.
+fn knee_figures(record: &Record) -> Vec<Figure> {
+    let capacity = 10.0 / LATENCY.as_secs_f64();
+    let (lo, hi) = limit_range(record, 60.0, 180.0);
+    vec![
+        Figure::new(
+            "seconds to 95% of capacity",
+            record
+                .time_to_rate(0.0, 0.95 * capacity)
+                .unwrap_or(f64::NAN),
+            Target::AtMost(10.0),
+        ),
+        Figure::new(
+            "steady goodput / capacity",
+            record.goodput(60.0, 180.0) / capacity,
+            Target::AtLeast(0.97),
+        ),
+        Figure::new(
+            "steady p99 / unloaded latency",
+            in_units(record.latency_quantile(60.0, 180.0, 0.99), LATENCY),
+            Target::AtMost(1.3),
+        ),
+        Figure::new("steady limit, lowest", lo, Target::AtLeast(10.0)),
+        Figure::new("steady limit, highest", hi, Target::AtMost(13.0)),
+        breaches(record.breaches, record.calls.len()),
+    ]
 }
 
 /// The knee scenario under `fixed:N`, for reference: the steady p99 over
@@ -185,10 +259,9 @@ pub fn knee_fixed(seed: u64, limit: usize) -> (f64, f64) {
         duration: Duration::from_secs(180),
         seed,
     });
-    let p99 = record.latency_quantile(60.0, 180.0, 0.99);
     let capacity = 10.0 / LATENCY.as_secs_f64();
     (
-        p99.as_secs_f64() / LATENCY.as_secs_f64(),
+        in_units(record.latency_quantile(60.0, 180.0, 0.99), LATENCY),
         record.goodput(60.0, 180.0) / capacity,
     )
 }
@@ -202,14 +275,13 @@ pub fn step(seed: u64) -> Outcome {
     ];
     let record = run_adaptive(backend, Duration::from_secs(360), seed);
     let capacity = 10.0 / LATENCY.as_secs_f64();
-    let p99 = record.latency_quantile(130.0, 240.0, 0.99);
     Outcome {
         scenario: "step, 10 -> 5 -> 10 slots".into(),
         seed,
         figures: vec![
             Figure::new(
                 "p99 / unloaded from 10 s after the drop",
-                p99.as_secs_f64() / LATENCY.as_secs_f64(),
+                in_units(record.latency_quantile(130.0, 240.0, 0.99), LATENCY),
                 Target::AtMost(1.5),
             ),
             Figure::new(
@@ -224,7 +296,7 @@ pub fn step(seed: u64) -> Outcome {
                     .unwrap_or(f64::NAN),
                 Target::AtMost(10.0),
             ),
-            breaches(&record),
+            breaches(record.breaches, record.calls.len()),
         ],
     }
 }
@@ -238,7 +310,7 @@ pub fn slowdown(seed: u64) -> Outcome {
     backend.changes = vec![(Duration::from_secs(60), Change::Latency(slower))];
     let record = run_adaptive(backend, Duration::from_secs(180), seed);
     let capacity = 10.0 / slower.as_secs_f64();
-    let (lo, hi) = record.limit_range(100.0, 180.0);
+    let (lo, hi) = limit_range(&record, 100.0, 180.0);
     Outcome {
         scenario: "slowdown, 200 -> 400 ms".into(),
         seed,
@@ -250,12 +322,12 @@ pub fn slowdown(seed: u64) -> Outcome {
             ),
             Figure::new(
                 "p99 / new unloaded latency",
-                record.latency_quantile(100.0, 180.0, 0.99).as_secs_f64() / slower.as_secs_f64(),
+                in_units(record.latency_quantile(100.0, 180.0, 0.99), slower),
                 Target::AtMost(1.3),
             ),
-            Figure::new("limit after, lowest", lo as f64, Target::AtLeast(10.0)),
-            Figure::new("limit after, highest", hi as f64, Target::AtMost(13.0)),
-            breaches(&record),
+            Figure::new("limit after, lowest", lo, Target::AtLeast(10.0)),
+            Figure::new("limit after, highest", hi, Target::AtMost(13.0)),
+            breaches(record.breaches, record.calls.len()),
         ],
     }
 }
@@ -263,6 +335,15 @@ pub fn slowdown(seed: u64) -> Outcome {
 /// **throttle**: no slot limit, but a token bucket of 50 calls/s (25 from
 /// 120 s) that answers "503 SlowDown" in 10 ms when empty.
 pub fn throttle(seed: u64) -> Outcome {
+    Outcome {
+        scenario: "throttle, 50 -> 25 calls/s bucket".into(),
+        seed,
+        figures: throttle_figures(&throttle_record(seed)),
+    }
+}
+
+/// The record of [`throttle`]'s run.
+pub fn throttle_record(seed: u64) -> Record {
     let backend = BackendConfig {
         slots: 10_000,
         latency: LATENCY,
@@ -272,35 +353,33 @@ pub fn throttle(seed: u64) -> Outcome {
         burst: 10.0,
         changes: vec![(Duration::from_secs(120), Change::Rate(25.0))],
     };
-    let record = run_adaptive(backend, Duration::from_secs(240), seed);
+    run_adaptive(backend, Duration::from_secs(240), seed)
+}
+
+/// The throttle scenario's figures, from its record: each steady figure is
+/// the worse of its two windows.
+fn throttle_figures(record: &Record) -> Vec<Figure> {
     let steady = [(30.0, 120.0, 50.0), (150.0, 240.0, 25.0)];
-    let goodput = steady
-        .iter()
-        .map(|&(from, to, rate)| record.goodput(from, to) / rate)
-        .fold(f64::INFINITY, f64::min);
-    let throttled = steady
-        .iter()
-        .map(|&(from, to, _)| record.throttled_share(from, to))
-        .fold(0.0, f64::max);
-    let retries = steady
-        .iter()
-        .map(|&(from, to, _)| record.retry_share(from, to))
-        .fold(0.0, f64::max);
-    Outcome {
-        scenario: "throttle, 50 -> 25 calls/s bucket".into(),
-        seed,
-        figures: vec![
-            Figure::new(
-                "steady goodput / bucket rate",
-                goodput,
-                Target::AtLeast(0.95),
-            ),
-            Figure::new("steady 503s / calls", throttled, Target::AtMost(0.02)),
-            Figure::new("steady retries / calls", retries, Target::AtMost(0.10)),
-            failed_for_good(&record),
-            breaches(&record),
-        ],
-    }
+    vec![
+        Figure::worst(
+            "steady goodput / bucket rate",
+            steady.map(|(from, to, rate)| record.goodput(from, to) / rate),
+            Target::AtLeast(0.95),
+        ),
+        Figure::worst(
+            "steady 503s / calls",
+            steady.map(|(from, to, _)| record.throttled_share(from, to)),
+            Target::AtMost(0.02),
+        ),
+        Figure::worst(
+            "steady retries / calls",
+            steady.map(|(from, to, _)| record.retry_share(from, to)),
+            Target::AtMost(0.10),
+        ),
+        failed_for_good(record),
+        unaccounted_throttles(record),
+        breaches(record.breaches, record.calls.len()),
+    ]
 }
 
 /// **hard cap**: 16 slots of 100 ms, and a call that finds them all busy
@@ -308,11 +387,7 @@ pub fn throttle(seed: u64) -> Outcome {
 /// does (S3's request rates per prefix behave alike). Nothing queues at
 /// the backend, so latency never rises: only 503s tell the limit.
 pub fn hard_cap(seed: u64) -> Outcome {
-    let backend = BackendConfig {
-        reject_when_busy: true,
-        ..BackendConfig::slots(16, Duration::from_millis(100))
-    };
-    let record = run_adaptive(backend, Duration::from_secs(180), seed);
+    let record = hard_cap_record(seed);
     let capacity = 16.0 / 0.1;
     let (from, to) = (30.0, 180.0);
     Outcome {
@@ -335,9 +410,19 @@ pub fn hard_cap(seed: u64) -> Outcome {
                 Target::AtMost(0.01),
             ),
             failed_for_good(&record),
-            breaches(&record),
+            unaccounted_throttles(&record),
+            breaches(record.breaches, record.calls.len()),
         ],
     }
+}
+
+/// The record of [`hard_cap`]'s run.
+pub fn hard_cap_record(seed: u64) -> Record {
+    let backend = BackendConfig {
+        reject_when_busy: true,
+        ..BackendConfig::slots(16, Duration::from_millis(100))
+    };
+    run_adaptive(backend, Duration::from_secs(180), seed)
 }
 
 /// **cold burst**: 510 users each send a batch of 10 files at the same
@@ -401,24 +486,10 @@ pub fn cold_burst(seed: u64) -> Outcome {
                     Target::AtMost(0.02),
                 ),
                 Figure::new("time / floor", took / floor, Target::AtMost(1.5)),
-                Figure::new(
-                    "starts above the limit",
-                    observer.breaches() as f64,
-                    Target::AtMost(0.0),
-                ),
+                breaches(observer.breaches(), calls.len()),
             ],
         }
     })
-}
-
-/// `part / whole`, `NaN` when there is no whole: a figure over nothing
-/// fails.
-fn ratio(part: usize, whole: usize) -> f64 {
-    if whole == 0 {
-        f64::NAN
-    } else {
-        part as f64 / whole as f64
-    }
 }
 
 fn paused_runtime() -> tokio::runtime::Runtime {
@@ -486,11 +557,7 @@ pub fn fairness(seed: u64) -> Outcome {
                     heavy_left as f64,
                     Target::AtLeast(1000.0),
                 ),
-                Figure::new(
-                    "starts above the limit",
-                    observer.breaches() as f64,
-                    Target::AtMost(0.0),
-                ),
+                breaches(observer.breaches(), observer.calls().len()),
             ],
         }
     })
@@ -581,4 +648,53 @@ pub fn all(seeds: &[u64]) -> Vec<Outcome> {
         outcomes.push(cancellation(seed));
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::tests::steady;
+
+    #[test]
+    fn a_figure_without_data_meets_no_target() {
+        for target in [Target::AtLeast(0.0), Target::AtMost(0.0)] {
+            let figure = Figure::new("nothing", f64::NAN, target);
+            assert!(!figure.met());
+            assert!(figure.to_string().contains("no data"), "{figure}");
+            assert!(figure.to_string().ends_with("MISSED"), "{figure}");
+        }
+    }
+
+    #[test]
+    fn a_run_that_recorded_nothing_meets_no_target() {
+        let empty = Record::default();
+        for figure in knee_figures(&empty).iter().chain(&throttle_figures(&empty)) {
+            assert!(figure.value.is_nan(), "{figure}");
+            assert!(!figure.met(), "{figure}");
+        }
+    }
+
+    #[test]
+    fn a_window_without_samples_fails_the_worse_of_two_windows() {
+        // The throttle's first steady window, 30 s to 120 s, is served at
+        // its bucket's rate; in the second, 150 s to 240 s, no call starts.
+        let mut record = steady(240.0, 50.0, 10);
+        record.calls.retain(|call| call.start < 120.0);
+        let figures = throttle_figures(&record);
+        let figure = |name| figures.iter().find(|f| f.name == name).unwrap();
+        let goodput = figure("steady goodput / bucket rate");
+        assert_eq!(goodput.value, 0.0, "nothing served is a goodput of zero");
+        assert!(!goodput.met());
+        for name in ["steady 503s / calls", "steady retries / calls"] {
+            assert!(figure(name).value.is_nan(), "{}", figure(name));
+            assert!(!figure(name).met());
+        }
+    }
+
+    #[test]
+    fn a_steady_run_at_the_knee_meets_its_targets() {
+        let record = steady(180.0, 50.0, 10);
+        let figures = knee_figures(&record);
+        assert!(figures.iter().all(Figure::met), "{figures:#?}");
+    }
 }

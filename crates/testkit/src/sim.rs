@@ -224,20 +224,90 @@ pub struct LimitSample {
 /// Everything a scenario run recorded.
 #[derive(Debug, Default)]
 pub struct Record {
+    /// How long clients kept submitting, in seconds: the windows a figure
+    /// may be taken over lie within `[0, duration]`.
+    pub duration: f64,
     /// Every backend call.
     pub calls: Vec<Call>,
     /// The limit every 100 ms.
     pub limits: Vec<LimitSample>,
     /// Starts that found more calls running than the limit allowed.
     pub breaches: u64,
-    /// Calls dispatched by the scheduler, retries included.
-    pub dispatched: u64,
-    /// Retries made.
-    pub retries: u64,
-    /// Jobs that failed for good.
+    /// Calls the backend answered with a throttle, by its own count.
+    pub throttled: u64,
+    /// Jobs run to their end, whatever it was.
+    pub jobs: u64,
+    /// Jobs that ended without their value.
+    pub lost: Lost,
+    /// What the scheduler counted.
+    pub scheduler: SchedulerCounts,
+}
+
+/// The jobs of a run that ended without their value, by how they ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// [`JobError::Failed`]: the scheduler gave up on the job (a permanent
+    /// error, or its attempts or the retry budget spent).
     pub failed: u64,
+    /// Another error after at least one call. Every call of the simulated
+    /// backend that fails is a throttle, which the scheduler either gives
+    /// up on ([`Lost::failed`]) or retries: so here a retry was decided and
+    /// the job ended before its call, cancelled in its backoff or refused
+    /// at its start (the breaker open, the queue full). Nothing outside a
+    /// worker's job cancels its group, so no call is cut short.
+    pub abandoned: u64,
+    /// Another error before any call: refused or cancelled at once.
+    pub refused: u64,
+}
+
+impl Lost {
+    /// Counts a job that ended with `result` after `calls` calls.
+    fn count<T, E>(&mut self, result: &Result<T, JobError<E>>, calls: u32) {
+        match result {
+            Ok(_) => {}
+            Err(JobError::Failed { .. }) => self.failed += 1,
+            Err(_) if calls > 0 => self.abandoned += 1,
+            Err(_) => self.refused += 1,
+        }
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            failed: self.failed + other.failed,
+            abandoned: self.abandoned + other.abandoned,
+            refused: self.refused + other.refused,
+        }
+    }
+
+    /// Every job lost, however.
+    pub fn total(&self) -> u64 {
+        self.failed + self.abandoned + self.refused
+    }
+}
+
+/// What the scheduler counted over a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerCounts {
+    /// Calls dispatched, retries included.
+    pub dispatched: u64,
+    /// Retries decided: counted when a failed attempt is given its backoff,
+    /// before the retry's call is made.
+    pub retries: u64,
     /// Retries refused by the budget.
     pub budget_exhausted: u64,
+}
+
+impl SchedulerCounts {
+    /// The scheduler's counters now: the one place the simulation reads
+    /// them.
+    fn read(scheduler: &Scheduler) -> Self {
+        let counters = scheduler.counters();
+        Self {
+            dispatched: counters.calls,
+            retries: counters.retries,
+            budget_exhausted: counters.budget_exhausted,
+        }
+    }
 }
 
 /// Watches calls for limit breaches and records them.
@@ -369,7 +439,6 @@ async fn simulate(scenario: &Scenario) -> Record {
         let observer = Arc::clone(&observer);
         tokio::spawn(async move { observer.sample_limits(end).await })
     };
-    let failed = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..scenario.workers)
         .map(|_| {
             let (scheduler, backend, observer) = (
@@ -377,8 +446,9 @@ async fn simulate(scenario: &Scenario) -> Record {
                 Arc::clone(&backend),
                 Arc::clone(&observer),
             );
-            let (cost, failed) = (scenario.cost, Arc::clone(&failed));
+            let cost = scenario.cost;
             tokio::spawn(async move {
+                let (mut jobs, mut lost) = (0, Lost::default());
                 while Instant::now() < end {
                     let group = scheduler
                         .group("sim")
@@ -389,74 +459,114 @@ async fn simulate(scenario: &Scenario) -> Record {
                         observer.call(&backend, attempts > 1)
                     };
                     let result = group.run(cost, job).await;
-                    if let Err(JobError::Failed { .. }) = result {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                    jobs += 1;
+                    lost.count(&result, attempts);
                 }
+                (jobs, lost)
             })
         })
         .collect();
+    let (mut jobs, mut lost) = (0, Lost::default());
     for worker in workers {
-        worker.await.expect("workers do not panic");
+        let (its_jobs, its_lost) = worker.await.expect("workers do not panic");
+        jobs += its_jobs;
+        lost = lost.add(its_lost);
     }
     let limits = sampler.await.expect("the sampler does not panic");
-    let counters = scheduler.counters();
     Record {
+        duration: scenario.duration.as_secs_f64(),
         calls: observer.calls(),
         limits,
         breaches: observer.breaches(),
-        dispatched: counters.calls,
-        retries: counters.retries,
-        failed: failed.load(Ordering::Relaxed),
-        budget_exhausted: counters.budget_exhausted,
+        throttled: backend.throttled.load(Ordering::Relaxed),
+        jobs,
+        lost,
+        scheduler: SchedulerCounts::read(&scheduler),
     }
 }
 
 impl Record {
-    fn window(&self, from: f64, to: f64) -> impl Iterator<Item = &Call> {
-        self.calls
-            .iter()
-            .filter(move |call| call.start >= from && call.start < to)
+    /// The calls that started in `[from, to)`, or `None` if that window is
+    /// not a window of the run (empty, reversed, or outside it): a figure
+    /// over a window the run never had has no data, not a value of zero.
+    fn window(&self, from: f64, to: f64) -> Option<impl Iterator<Item = &Call>> {
+        let within = 0.0 <= from && from < to && to <= self.duration;
+        within.then(|| {
+            self.calls
+                .iter()
+                .filter(move |call| call.start >= from && call.start < to)
+        })
     }
 
-    /// Served calls per second that started in `[from, to)`.
+    /// Served calls per second that started in `[from, to)`; `NaN` if the
+    /// window is not one of the run.
     pub fn goodput(&self, from: f64, to: f64) -> f64 {
-        self.window(from, to).filter(|call| call.ok).count() as f64 / (to - from)
+        match self.window(from, to) {
+            Some(calls) => calls.filter(|call| call.ok).count() as f64 / (to - from),
+            None => f64::NAN,
+        }
     }
 
     /// The `q`-quantile latency of served calls that started in
-    /// `[from, to)`.
-    pub fn latency_quantile(&self, from: f64, to: f64, q: f64) -> Duration {
+    /// `[from, to)`; `None` if no call was served in that window.
+    pub fn latency_quantile(&self, from: f64, to: f64, q: f64) -> Option<Duration> {
         let mut latencies: Vec<Duration> = self
-            .window(from, to)
+            .window(from, to)?
             .filter(|call| call.ok)
             .map(|call| call.latency)
             .collect();
         if latencies.is_empty() {
-            return Duration::ZERO;
+            return None;
         }
         latencies.sort();
         let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[index]
+        Some(latencies[index])
     }
 
-    /// Throttled calls as a fraction of all calls started in `[from, to)`.
+    /// Calls answered with a throttle, as the observer saw them.
+    pub fn throttled_calls(&self) -> u64 {
+        self.calls.iter().filter(|call| !call.ok).count() as u64
+    }
+
+    /// Calls that retried an earlier attempt, as the observer saw them.
+    pub fn retry_calls(&self) -> u64 {
+        self.calls.iter().filter(|call| call.retry).count() as u64
+    }
+
+    /// Throttled calls (the backend's count) that neither were retried
+    /// (the observer's count) nor ended their job, `NaN` if there was no
+    /// call: zero when the counts agree (see `Lost` for why every
+    /// throttle must be one or the other), whichever way they differ.
+    pub fn unaccounted_throttles(&self) -> f64 {
+        if self.calls.is_empty() {
+            return f64::NAN;
+        }
+        let accounted = self.retry_calls() + self.lost.failed + self.lost.abandoned;
+        self.throttled.abs_diff(accounted) as f64
+    }
+
+    /// Throttled calls as a fraction of all calls started in `[from, to)`;
+    /// `NaN` if none started.
     pub fn throttled_share(&self, from: f64, to: f64) -> f64 {
         self.share(from, to, |call| !call.ok)
     }
 
-    /// Retries as a fraction of all calls started in `[from, to)`.
+    /// Retries as a fraction of all calls started in `[from, to)`; `NaN` if
+    /// none started.
     pub fn retry_share(&self, from: f64, to: f64) -> f64 {
         self.share(from, to, |call| call.retry)
     }
 
     fn share(&self, from: f64, to: f64, counted: impl Fn(&Call) -> bool) -> f64 {
+        let Some(calls) = self.window(from, to) else {
+            return f64::NAN;
+        };
         let (mut all, mut matching) = (0, 0);
-        for call in self.window(from, to) {
+        for call in calls {
             all += 1;
             matching += usize::from(counted(call));
         }
-        matching as f64 / all.max(1) as f64
+        ratio(matching, all)
     }
 
     /// The first time from which a one-second window reaches `rate` served
@@ -473,26 +583,121 @@ impl Record {
         None
     }
 
-    /// The smallest and largest limit outside probes in `[from, to)`.
-    pub fn limit_range(&self, from: f64, to: f64) -> (usize, usize) {
+    /// The limits of the 100 ms samples in `[from, to)`, outside probes.
+    fn limits_within(&self, from: f64, to: f64) -> impl Iterator<Item = usize> {
         self.limits
             .iter()
-            .filter(|s| s.at >= from && s.at < to && !s.stats.probing)
-            .fold((usize::MAX, 0), |(lo, hi), s| {
-                (lo.min(s.stats.limit), hi.max(s.stats.limit))
+            .filter(move |s| s.at >= from && s.at < to && !s.stats.probing)
+            .map(|s| s.stats.limit)
+    }
+
+    /// The smallest and largest limit outside probes in `[from, to)`;
+    /// `None` if no sample fell there.
+    pub fn limit_range(&self, from: f64, to: f64) -> Option<(usize, usize)> {
+        self.limits_within(from, to)
+            .fold(None, |range, limit| match range {
+                None => Some((limit, limit)),
+                Some((lo, hi)) => Some((lo.min(limit), hi.max(limit))),
             })
     }
 
     /// The share of 100 ms samples in `[from, to)`, outside probes, whose
-    /// limit lies in `[lo, hi]`.
+    /// limit lies in `[lo, hi]`; `NaN` if no sample fell there.
     pub fn limit_share_within(&self, from: f64, to: f64, lo: usize, hi: usize) -> f64 {
-        let samples: Vec<usize> = self
-            .limits
-            .iter()
-            .filter(|s| s.at >= from && s.at < to && !s.stats.probing)
-            .map(|s| s.stats.limit)
+        let (mut all, mut within) = (0, 0);
+        for limit in self.limits_within(from, to) {
+            all += 1;
+            within += usize::from((lo..=hi).contains(&limit));
+        }
+        ratio(within, all)
+    }
+}
+
+/// `part / whole`, `NaN` when there is no whole: a figure over nothing
+/// has no data, and fails.
+pub fn ratio(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        f64::NAN
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A run of `duration` seconds in which a call of 200 ms was served
+    /// every `1 / rate` seconds, the limit sampled at `limit` every 100 ms.
+    pub(crate) fn steady(duration: f64, rate: f64, limit: usize) -> Record {
+        let calls = (0..(duration * rate) as usize)
+            .map(|i| Call {
+                start: i as f64 / rate,
+                latency: Duration::from_millis(200),
+                ok: true,
+                retry: false,
+            })
             .collect();
-        let within = samples.iter().filter(|l| (lo..=hi).contains(*l)).count();
-        within as f64 / samples.len().max(1) as f64
+        let stats = Stats {
+            limit,
+            in_flight: limit,
+            queued_jobs: 0,
+            queued_bytes: 0,
+            probing: false,
+        };
+        let limits = (0..(duration * 10.0) as usize)
+            .map(|i| LimitSample {
+                at: i as f64 / 10.0,
+                stats,
+            })
+            .collect();
+        Record {
+            duration,
+            calls,
+            limits,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn statistics_over_no_samples_have_no_value() {
+        let record = steady(60.0, 50.0, 10);
+        // A window of the run where nothing happened: no calls, no samples.
+        let idle = Record {
+            calls: Vec::new(),
+            limits: Vec::new(),
+            ..steady(60.0, 50.0, 10)
+        };
+        // Windows that are not the run's: past its end, reversed, empty.
+        for (from, to) in [(60.0, 120.0), (30.0, 20.0), (10.0, 10.0)] {
+            assert!(record.goodput(from, to).is_nan(), "[{from}, {to})");
+            assert!(record.throttled_share(from, to).is_nan());
+            assert!(record.retry_share(from, to).is_nan());
+            assert_eq!(record.latency_quantile(from, to, 0.99), None);
+            assert_eq!(record.limit_range(from, to), None);
+            assert!(record.limit_share_within(from, to, 0, 100).is_nan());
+        }
+        // An idle window served nothing: that is a goodput of zero, but no
+        // latency, no share of calls and no limit.
+        assert_eq!(idle.goodput(0.0, 60.0), 0.0);
+        assert!(idle.throttled_share(0.0, 60.0).is_nan());
+        assert!(idle.retry_share(0.0, 60.0).is_nan());
+        assert_eq!(idle.latency_quantile(0.0, 60.0, 0.99), None);
+        assert_eq!(idle.limit_range(0.0, 60.0), None);
+        assert!(idle.limit_share_within(0.0, 60.0, 0, 100).is_nan());
+    }
+
+    #[test]
+    fn statistics_over_samples_are_measured() {
+        let record = steady(60.0, 50.0, 10);
+        assert_eq!(record.goodput(10.0, 20.0), 50.0);
+        assert_eq!(record.throttled_share(10.0, 20.0), 0.0);
+        assert_eq!(record.retry_share(10.0, 20.0), 0.0);
+        assert_eq!(
+            record.latency_quantile(10.0, 20.0, 0.99),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(record.limit_range(10.0, 20.0), Some((10, 10)));
+        assert_eq!(record.limit_share_within(10.0, 20.0, 10, 13), 1.0);
     }
 }

@@ -5,11 +5,11 @@ pub(crate) mod front;
 pub(crate) mod herd;
 mod plot;
 pub(crate) mod reads;
+mod sim;
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use corral_testkit::scenario;
 
 use crate::units::{ByteSize, Span};
 
@@ -17,8 +17,9 @@ use crate::units::{ByteSize, Span};
 pub(crate) enum BenchCommand {
     /// Run the scheduler's scenarios (knee, step, throttle, fairness,
     /// cancellation) against a simulated backend in virtual time, and print
-    /// every figure with its target. Takes a few seconds; no network.
-    Sim(SimArgs),
+    /// every figure with its target (with --markdown, as the tables of
+    /// docs/BENCHMARKS.md). Takes a few seconds; no network.
+    Sim(sim::SimArgs),
 
     /// Send a thundering herd of uploads to a running corral: many users
     /// who each upload one batch at the same moment and retry 429 and 5xx
@@ -146,17 +147,10 @@ pub(crate) struct HerdArgs {
     pub(crate) quiet: bool,
 }
 
-#[derive(Debug, clap::Args)]
-pub(crate) struct SimArgs {
-    /// Seeds to run each scenario with.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
-    pub(crate) seeds: Vec<u64>,
-}
-
 /// Runs one `corral bench` command.
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Sim(args) => sim(&args),
+        BenchCommand::Sim(args) => sim::run(&args),
         BenchCommand::Herd(args) => herd::run(&args),
         BenchCommand::Front(args) => front::run(&args),
         BenchCommand::Compare(args) => compare::compare(&args),
@@ -164,30 +158,4 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => compare::ingest(&args),
         BenchCommand::Reads(args) => reads::run(&args),
     }
-}
-
-/// `corral bench sim`: every scheduler scenario, every figure, one table.
-fn sim(args: &SimArgs) -> anyhow::Result<()> {
-    let outcomes = scenario::all(&args.seeds);
-    let mut missed = 0;
-    for outcome in &outcomes {
-        println!("{} (seed {})", outcome.scenario, outcome.seed);
-        for figure in &outcome.figures {
-            println!("  {figure}");
-            missed += usize::from(!figure.met());
-        }
-    }
-    println!("reference: the knee scenario under fixed limits (seed 1)");
-    for limit in [8, 10, 11, 12, 16] {
-        let (p99, goodput) = scenario::knee_fixed(1, limit);
-        println!(
-            "  fixed:{limit:<3} steady p99 / unloaded {p99:.3}  goodput / capacity {goodput:.3}"
-        );
-    }
-    let total: usize = outcomes.iter().map(|o| o.figures.len()).sum();
-    println!("{} of {total} figures met their target", total - missed);
-    if missed > 0 {
-        anyhow::bail!("{missed} figure(s) missed their target");
-    }
-    Ok(())
 }
