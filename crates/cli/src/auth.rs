@@ -6,7 +6,7 @@
 //! name = "acme"                 # the root of its keys: acme/...
 //! token_sha256 = ["9f86d0..."]  # SHA-256 of each token, in hex
 //! max_batch_size = "1GiB"       # optional: its largest batch
-//! max_queued_bytes = "128MiB"   # optional: the most its uploads may hold
+//! max_upload_memory = "128MiB"  # optional: the most its uploads may hold
 //! max_spooled_bytes = "2GiB"    # optional: the most it may have in the spool
 //! ```
 //!
@@ -34,7 +34,10 @@ struct Entry {
     name: String,
     token_sha256: Vec<String>,
     max_batch_size: Option<ByteSize>,
-    max_queued_bytes: Option<ByteSize>,
+    /// Called `max_queued_bytes` until December 2026, a name `--max-queued-bytes`
+    /// (the scheduler's queue) also had; still read.
+    #[serde(alias = "max_queued_bytes")]
+    max_upload_memory: Option<ByteSize>,
     max_spooled_bytes: Option<ByteSize>,
 }
 
@@ -54,7 +57,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Auth> {
             name: entry.name,
             token_sha256: entry.token_sha256,
             max_batch_size: entry.max_batch_size.map(|s| s.0),
-            max_queued_bytes: entry.max_queued_bytes.map(|s| s.0),
+            max_upload_memory: entry.max_upload_memory.map(|s| s.0),
             max_spooled_bytes: entry.max_spooled_bytes.map(|s| s.0),
         })
         .collect();
@@ -100,7 +103,7 @@ mod tests {
     fn a_file_gives_tenants_with_their_limits() {
         let text = format!(
             "[[tenant]]\nname = \"acme\"\ntoken_sha256 = [{:?}, {:?}]\nmax_batch_size = \"1MiB\"\n\n\
-             [[tenant]]\nname = \"zeta\"\ntoken_sha256 = [{:?}]\nmax_queued_bytes = \"2KiB\"\n",
+             [[tenant]]\nname = \"zeta\"\ntoken_sha256 = [{:?}]\nmax_upload_memory = \"2KiB\"\n",
             token_sha256("a1"),
             token_sha256("a2"),
             token_sha256("z1"),
@@ -116,6 +119,16 @@ mod tests {
             "zeta"
         );
         assert!(auth.authenticate(Some(&bearer("z2"))).is_err());
+    }
+
+    #[test]
+    fn the_upload_memory_limit_is_read_by_its_old_name_too() {
+        for key in ["max_upload_memory", "max_queued_bytes"] {
+            let text = format!("[[tenant]]\nname = \"a\"\ntoken_sha256 = []\n{key} = \"2KiB\"\n");
+            let file: File = toml::from_str(&text).unwrap();
+            let limit = file.tenant[0].max_upload_memory.map(|s| s.0);
+            assert_eq!(limit, Some(2048), "{key}");
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct TenantSpec {
     /// The most bytes its uploads in progress may hold (their reserved
     /// share of upload memory), if any limit. One upload alone may hold
     /// more, or an upload larger than the limit could never be sent.
-    pub max_queued_bytes: Option<u64>,
+    pub max_upload_memory: Option<u64>,
     /// The most bytes of its asynchronous uploads the spool may hold, not
     /// yet stored, if less than the whole spool.
     pub max_spooled_bytes: Option<u64>,
@@ -111,7 +111,7 @@ impl Auth {
             let policy = Arc::new(TenantPolicy {
                 root,
                 max_batch_size: spec.max_batch_size,
-                max_queued_bytes: spec.max_queued_bytes,
+                max_upload_memory: spec.max_upload_memory,
                 max_spooled_bytes: spec.max_spooled_bytes,
                 queued: AtomicU64::new(0),
             });
@@ -171,7 +171,7 @@ impl Auth {
 pub struct TenantPolicy {
     root: Key,
     max_batch_size: Option<u64>,
-    max_queued_bytes: Option<u64>,
+    max_upload_memory: Option<u64>,
     max_spooled_bytes: Option<u64>,
     /// Bytes its uploads in progress hold now.
     queued: AtomicU64,
@@ -185,7 +185,7 @@ impl TenantPolicy {
         Self {
             root: Key::segment("anonymous").expect("a valid segment"),
             max_batch_size: None,
-            max_queued_bytes: None,
+            max_upload_memory: None,
             max_spooled_bytes: None,
             queued: AtomicU64::new(0),
         }
@@ -218,7 +218,7 @@ impl TenantPolicy {
     /// The bytes its uploads hold now and its limit, if `bytes` more would
     /// pass it.
     pub(crate) fn hold(self: &Arc<Self>, bytes: u64) -> Result<Held, (u64, u64)> {
-        if let Some(limit) = self.max_queued_bytes {
+        if let Some(limit) = self.max_upload_memory {
             self.queued
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                     Some(held + bytes).filter(|&total| total <= limit || held == 0)
@@ -282,7 +282,7 @@ mod tests {
             name: name.to_owned(),
             token_sha256: tokens.iter().map(|t| token_sha256(t)).collect(),
             max_batch_size: None,
-            max_queued_bytes: None,
+            max_upload_memory: None,
             max_spooled_bytes: None,
         }
     }
@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn a_tenant_holds_at_most_its_queued_bytes() {
         let auth = Auth::new(vec![TenantSpec {
-            max_queued_bytes: Some(100),
+            max_upload_memory: Some(100),
             max_batch_size: Some(50),
             ..spec("acme", &["t"])
         }])

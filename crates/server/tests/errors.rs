@@ -219,7 +219,7 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
         }
         Some("tenant_busy") => {
             let spec = TenantSpec {
-                max_queued_bytes: Some(1 << 20),
+                max_upload_memory: Some(1 << 20),
                 ..tenant("acme", TOKEN)
             };
             let server =

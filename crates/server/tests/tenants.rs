@@ -203,7 +203,7 @@ async fn a_tenant_is_held_to_its_own_batch_size() {
 #[tokio::test]
 async fn a_tenant_whose_uploads_hold_its_limit_gets_429_and_others_go_on() {
     let server = two_tenants(TenantSpec {
-        max_queued_bytes: Some(1 << 20),
+        max_upload_memory: Some(1 << 20),
         ..tenant("acme", ACME)
     })
     .await;

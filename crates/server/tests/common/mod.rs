@@ -411,7 +411,7 @@ pub fn tenant(name: &str, token: &str) -> TenantSpec {
         name: name.to_owned(),
         token_sha256: vec![token_sha256(token)],
         max_batch_size: None,
-        max_queued_bytes: None,
+        max_upload_memory: None,
         max_spooled_bytes: None,
     }
 }
