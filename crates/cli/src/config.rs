@@ -396,6 +396,15 @@ impl Settings {
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
         }
+        if let Some(endpoint) = &self.s3_endpoint
+            && endpoint.starts_with("http://")
+            && !self.s3_allow_http
+        {
+            anyhow::bail!(
+                "s3-endpoint {endpoint} is plain HTTP, which corral refuses unless told: add \
+                 --s3-allow-http (CORRAL_S3_ALLOW_HTTP=true), or use an https:// endpoint"
+            );
+        }
         if (self.store.starts_with("s3://") || self.store.starts_with("gs://"))
             && self.part_size.0 < 5 << 20
         {
@@ -554,11 +563,27 @@ impl fmt::Display for Settings {
         writeln!(f, "orphan_sweep = \"{}\"", self.orphan_sweep)?;
         writeln!(f, "orphan_age = \"{}\"", self.orphan_age)?;
         writeln!(f, "concurrency = \"{}\"", self.concurrency)?;
-        if let Some(min) = self.concurrency_min {
-            writeln!(f, "concurrency_min = {min}")?;
-        }
-        if let Some(max) = self.concurrency_max {
-            writeln!(f, "concurrency_max = {max}")?;
+        // The adaptive range, as set or as the strategy gives it (then as
+        // a comment, so that the file reads back to the same settings).
+        let range = match self.concurrency {
+            LimitConfig::Adaptive(adaptive) => Some((adaptive.min(), adaptive.max())),
+            _ => None,
+        };
+        for (key, set, given) in [
+            ("concurrency_min", self.concurrency_min, range.map(|r| r.0)),
+            ("concurrency_max", self.concurrency_max, range.map(|r| r.1)),
+        ] {
+            match (set, given) {
+                (Some(value), _) => writeln!(f, "{key} = {value}")?,
+                (None, Some(value)) => {
+                    writeln!(
+                        f,
+                        "# {key} = {value}  (from concurrency = \"{}\")",
+                        self.concurrency
+                    )?;
+                }
+                (None, None) => {}
+            }
         }
         writeln!(f, "max_queued_jobs = {}", self.max_queued_jobs)?;
         writeln!(f, "max_queued_bytes = \"{}\"", self.max_queued_bytes)?;

@@ -25,9 +25,61 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("corral: error: {error:#}");
+            eprintln!("corral: error: {}", message(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `error: cause: cause`, each cause once. Many errors already say their
+/// source in their own message, and printing the chain as it is would
+/// repeat it (`cannot open the spool: spool journal: Database already
+/// open: Database already open`).
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that says its source in its own message too.
+    #[derive(Debug)]
+    struct Says(std::io::Error);
+
+    impl std::fmt::Display for Says {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "spool journal: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Says {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::other("Database already open");
+        let error = anyhow::Error::new(Says(io)).context("cannot open the spool ./corral-spool");
+        assert_eq!(
+            message(&error),
+            "cannot open the spool ./corral-spool: spool journal: Database already open"
+        );
+        let plain = anyhow::anyhow!("outer").context("top");
+        assert_eq!(message(&plain), "top: outer");
     }
 }
 

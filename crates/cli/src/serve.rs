@@ -1,6 +1,8 @@
 //! `corral serve`: config -> tracing -> store -> bind -> serve until a
 //! signal.
 
+use std::io::Write;
+
 use anyhow::Context;
 use corral_sched::Scheduler;
 use corral_server::AppState;
@@ -16,8 +18,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let print_config = args.print_config;
     let settings = config::resolve(args)?;
     if print_config {
-        print!("{settings}");
-        return Ok(());
+        let mut stdout = std::io::stdout().lock();
+        return match write!(stdout, "{settings}").and_then(|()| stdout.flush()) {
+            // A reader that has seen enough (`| head -1`) is no failure.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            written => written.context("cannot print the settings"),
+        };
     }
     init_tracing(settings.log_format);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -59,6 +59,21 @@ pub enum ApiError {
         limit: u64,
     },
 
+    /// An asynchronous batch larger than all the spool may ever hold: no
+    /// retry can succeed.
+    #[error(
+        "this asynchronous batch of {size} bytes is larger than the {limit} bytes the spool \
+         may hold for it (--spool-max, or the tenant's max_spooled_bytes), so it can never be \
+         accepted: send smaller batches, or send it without Prefer: respond-async to have it \
+         stored while you wait"
+    )]
+    TooLargeForSpool {
+        /// The batch's size (its `Content-Length`).
+        size: u64,
+        /// The most the spool may hold for it.
+        limit: u64,
+    },
+
     /// The batch has more files than the limit.
     #[error("the batch has more than {limit} files")]
     TooManyFiles {
@@ -125,9 +140,10 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) | Self::NoJob(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::FileTooLarge { .. } | Self::BatchTooLarge { .. } | Self::TooManyFiles { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Self::FileTooLarge { .. }
+            | Self::BatchTooLarge { .. }
+            | Self::TooLargeForSpool { .. }
+            | Self::TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SlowClient { .. } => StatusCode::REQUEST_TIMEOUT,
             // Not a standard status; the client is gone and never sees it.
             Self::ClientGone => StatusCode::from_u16(499).expect("499 is a valid status"),
@@ -149,7 +165,7 @@ impl ApiError {
             Self::NoRoute(_) => "no_route",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::FileTooLarge { .. } => "file_too_large",
-            Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::BatchTooLarge { .. } | Self::TooLargeForSpool { .. } => "batch_too_large",
             Self::TooManyFiles { .. } => "too_many_files",
             Self::SlowClient { .. } => "slow_client",
             Self::ClientGone => "client_gone",

@@ -250,11 +250,23 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             }
         }
         Some("spool_full") => {
-            let server = Server::with_spool(ServerConfig::default(), 100, None).await;
+            let server = Server::with_spool(ServerConfig::default(), 1000, None).await;
+            // A first batch holds 600 bytes of the spool while its body is
+            // on its way; the second would fit an empty spool, not this one.
+            let head = "POST /api/files HTTP/1.1\r\nHost: x\r\nPrefer: respond-async\r\n\
+                        Content-Type: multipart/form-data; boundary=b\r\n\
+                        Content-Length: 600\r\n\r\n";
+            let _first = send_raw(server.addr, head, b"--b\r\n").await;
+            for _ in 0..200 {
+                if !server.spooled().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
             let request = server.client.post(server.url("/api/files"));
             let request = request
                 .header("prefer", "respond-async")
-                .multipart(upload_form(1000));
+                .multipart(upload_form(500));
             Answer::of(request.send().await.unwrap()).await
         }
         Some("spool_error") => {

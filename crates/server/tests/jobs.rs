@@ -137,18 +137,10 @@ async fn a_refused_async_batch_leaves_nothing_in_the_spool_or_the_store() {
 }
 
 #[tokio::test]
-async fn a_full_spool_answers_429_before_or_while_reading() {
+async fn a_full_spool_answers_429_while_reading() {
+    // (Announced larger than the room left: 429 before the body, in the
+    // error table of `errors.rs`; larger than the whole spool: 413, below.)
     let server = Server::with_spool(ServerConfig::default(), 100_000, None).await;
-    // Announced larger than the spool's room: refused before the body.
-    let response = post_async(
-        &server,
-        Form::new().part("file", file("big", data(150_000, 1))),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(response.headers().contains_key("retry-after"));
-    let (_, body) = json(response).await;
-    assert_eq!(error_code(&body), "spool_full", "{body}");
     // Streamed without a length: refused when the budget runs out.
     let chunks = futures::stream::iter(
         (0..5).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(data(40_000, i)))),
@@ -210,5 +202,27 @@ async fn a_job_is_seen_only_by_its_tenant() {
         let response = get("t-acme", format!("/api/jobs/{id}")).await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{id}");
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_async_batch_larger_than_the_whole_spool_gets_413_not_a_retry_that_cannot_work() {
+    let server = Server::with_spool(ServerConfig::default(), MIB, None).await;
+    let form = Form::new().part("file", file("big.bin", data(2 << 20, 3)));
+    let response = post_async(&server, form).await;
+    assert!(response.headers().get("retry-after").is_none());
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "batch_too_large", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--spool-max"), "{message}");
+    assert!(message.contains("respond-async"), "{message}");
+    server.assert_nothing_spooled().await;
+    // A batch that fits is still taken.
+    let form = Form::new().part("file", file("small.bin", data(1000, 4)));
+    assert_eq!(
+        post_async(&server, form).await.status(),
+        StatusCode::ACCEPTED
+    );
     server.stop().await;
 }

@@ -116,7 +116,9 @@ pub(crate) enum Room {
 ///
 /// # Errors
 ///
-/// [`ApiError::Refused`] by the gate that refused it; a spool that failed.
+/// [`ApiError::Refused`] by the gate that refused it;
+/// [`ApiError::TooLargeForSpool`] for a batch no spool budget can ever
+/// take; a spool that failed.
 pub(crate) async fn admit_batch(
     state: &AppState,
     tenant: &Tenant,
@@ -126,6 +128,12 @@ pub(crate) async fn admit_batch(
 ) -> Result<Room, ApiError> {
     if let Some(spool) = state.spool.as_ref().filter(|_| prefers_async(headers)) {
         let (root, own) = (tenant.root().as_str(), tenant.policy().max_spooled_bytes());
+        // Larger than all the spool may ever hold for it: a 429 would send
+        // the client back for nothing, again and again.
+        let limit = own.map_or(spool.max_bytes(), |own| own.min(spool.max_bytes()));
+        if let Some(size) = length.filter(|&size| size > limit) {
+            return Err(ApiError::TooLargeForSpool { size, limit });
+        }
         let writer = spool.begin(root, own, length.unwrap_or(0)).await;
         return writer
             .map(Room::Spool)

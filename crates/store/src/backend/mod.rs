@@ -272,6 +272,15 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend> {
             if options.gcs.no_auth {
                 builder = builder.with_service_account_key(GCS_NO_OAUTH);
             }
+            use object_store::gcp::GoogleConfigKey as Key;
+            let credentials = [
+                Key::ServiceAccount,
+                Key::ServiceAccountKey,
+                Key::ApplicationCredentials,
+                Key::BearerToken,
+                Key::SkipSignature,
+            ];
+            let configured = configured(&credentials, |key| builder.get_config_value(key));
             let gcs = (builder.build()).map_err(|e| failed(url, "GCS settings refused", e))?;
             let orphans = Orphans::Unsupported(
                 "on GCS, a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes \
@@ -279,7 +288,13 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend> {
             );
             // GCS's XML API takes an object's attributes when its multipart
             // upload starts, as S3 does.
-            Ok(cloud(url, gcs, prefix, true, orphans))
+            let mut backend = cloud(url, gcs, prefix, true, orphans);
+            backend.hint = (!configured && !options.gcs.no_auth).then_some(
+                "no Google credentials are set (GOOGLE_SERVICE_ACCOUNT, \
+                 GOOGLE_SERVICE_ACCOUNT_KEY or GOOGLE_APPLICATION_CREDENTIALS), so they were \
+                 asked of the GCE metadata service",
+            );
+            Ok(backend)
         }
         "az" => {
             let azure = &options.azure;
@@ -298,6 +313,18 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend> {
             if let Some(key) = &azure.access_key {
                 builder = builder.with_access_key(key);
             }
+            use object_store::azure::AzureConfigKey as Key;
+            let credentials = [
+                Key::AccessKey,
+                Key::SasKey,
+                Key::Token,
+                Key::ClientSecret,
+                Key::FederatedTokenFile,
+                Key::UseAzureCli,
+                Key::UseEmulator,
+                Key::SkipSignature,
+            ];
+            let configured = configured(&credentials, |key| builder.get_config_value(key));
             let azure = (builder.build()).map_err(|e| failed(url, "Azure settings refused", e))?;
             let orphans = Orphans::Unsupported(
                 "Azure discards uncommitted blocks by itself after seven days",
@@ -306,7 +333,13 @@ pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend> {
             // of a multipart upload (its blocks are committed by a block
             // list that carries none): a multipart object has its content
             // type in corral's metadata document only.
-            Ok(cloud(url, azure, prefix, false, orphans))
+            let mut backend = cloud(url, azure, prefix, false, orphans);
+            backend.hint = (!configured).then_some(
+                "no Azure credentials are set (AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, \
+                 AZURE_STORAGE_TOKEN or a service principal's AZURE_CLIENT_SECRET), so they were \
+                 asked of the managed identity endpoint",
+            );
+            Ok(backend)
         }
         _ => Err(refused(
             url,
@@ -386,15 +419,14 @@ fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result
     // With none of these, object_store asks the EC2 instance metadata
     // service for credentials, which off EC2 fails with an error that
     // says nothing of credentials.
-    let credentials_configured = [
+    let credentials = [
         AmazonS3ConfigKey::AccessKeyId,
         AmazonS3ConfigKey::WebIdentityTokenFile,
         AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
         AmazonS3ConfigKey::ContainerCredentialsFullUri,
         AmazonS3ConfigKey::SkipSignature,
-    ]
-    .iter()
-    .any(|key| builder.get_config_value(key).is_some_and(|v| v != "false"));
+    ];
+    let credentials_configured = configured(&credentials, |key| builder.get_config_value(key));
     let s3 = (builder.build()).map_err(|e| failed(url, "S3 settings refused", e))?;
     // Where object_store sends the bucket's requests (see its builder).
     let bucket_url = match (endpoint, options.path_style) {
@@ -417,6 +449,15 @@ fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result
         );
     }
     Ok(backend)
+}
+
+/// Whether any of the credential settings `keys` is set (and not to
+/// `false`): without one, each cloud client falls back to its provider's
+/// metadata service, whose failure off that cloud says nothing of
+/// credentials; the backend's [`Backend::hint`] says it instead.
+fn configured<K>(keys: &[K], value: impl Fn(&K) -> Option<String>) -> bool {
+    keys.iter()
+        .any(|key| value(key).is_some_and(|value| value != "false"))
 }
 
 /// A cloud backend: `store` under `prefix`, with its parts interface.
@@ -501,6 +542,40 @@ mod tests {
         };
         assert_eq!(uploads.bucket_url(), "http://127.0.0.1:1/bucket");
         assert_eq!(uploads.prefix(), "a/b/");
+    }
+
+    #[test]
+    fn each_cloud_without_credentials_names_its_own() {
+        let (s3, mut gcs, mut azure) = (
+            S3Options::default(),
+            GcsOptions::default(),
+            AzureOptions::default(),
+        );
+        let hint = |url: &str, gcs: &GcsOptions, azure: &AzureOptions| {
+            let options = CloudOptions {
+                s3: &s3,
+                gcs,
+                azure,
+            };
+            open(url, options).unwrap().hint.unwrap_or_default()
+        };
+        let unset = |prefix: &str| std::env::vars().all(|(name, _)| !name.starts_with(prefix));
+        if unset("GOOGLE_") {
+            let said = hint("gs://bucket", &gcs, &azure);
+            assert!(said.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{said}");
+            assert!(!said.contains("AWS"), "{said}");
+        }
+        if unset("AZURE_") {
+            azure.account = Some("devstoreaccount1".to_owned());
+            let said = hint("az://container", &gcs, &azure);
+            assert!(said.contains("AZURE_STORAGE_ACCOUNT_KEY"), "{said}");
+            assert!(!said.contains("AWS"), "{said}");
+        }
+        // An emulator without authentication needs none.
+        gcs.no_auth = true;
+        assert_eq!(hint("gs://bucket", &gcs, &azure), "");
+        azure.access_key = Some("a2V5".to_owned());
+        assert_eq!(hint("az://container", &gcs, &azure), "");
     }
 
     #[test]

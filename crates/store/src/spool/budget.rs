@@ -60,6 +60,11 @@ impl Budget {
 
     /// Takes `bytes` of the budget for `tenant`, whose own budget is
     /// `tenant_max` if any.
+    /// The most bytes the spool may hold.
+    pub(super) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     pub(super) fn reserve(
         &self,
         tenant: &str,

@@ -115,6 +115,11 @@ impl Spool {
         self.shared.budget.used()
     }
 
+    /// The most file bytes the spool may hold ([`SpoolConfig::max_bytes`]).
+    pub fn max_bytes(&self) -> u64 {
+        self.shared.budget.max_bytes()
+    }
+
     /// Starts spooling a batch of `tenant`'s, whose own budget is
     /// `tenant_max` if any, taking `expected` bytes of the budgets at once
     /// (the request's `Content-Length`, or 0), so that
