@@ -5,17 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-
-fn corral() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
-    // Start from a clean slate whatever the environment of the test run.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CORRAL_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
+use common::corral;
 
 fn printed_config(command: &mut Command) -> toml::Table {
     let output = command.arg("--print-config").output().unwrap();

@@ -1,17 +1,10 @@
 //! A newcomer's mistakes, through the real binary: each answer names the
 //! cause and the fix.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-fn corral() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CORRAL_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
+mod common;
+use common::corral;
 
 #[test]
 fn print_config_into_a_closed_pipe_is_no_failure_and_shows_the_adaptive_range() {

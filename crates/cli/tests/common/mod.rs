@@ -22,12 +22,7 @@ impl Corral {
     pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("corral.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("CORRAL_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = corral();
         command.args(["serve", "--listen", "127.0.0.1:0"]);
         if !args.contains(&"--spool-dir") {
             command.arg("--spool-dir").arg(dir.path().join("spool"));
@@ -108,4 +103,16 @@ impl Drop for Corral {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `corral` binary, with no `CORRAL_*` variable of the test run's
+/// environment: every test starts from a clean slate.
+pub(crate) fn corral() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CORRAL_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
