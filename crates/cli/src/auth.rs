@@ -49,7 +49,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Auth> {
 }
 
 pub(crate) fn parse(text: &str) -> anyhow::Result<Auth> {
-    let file: File = toml::from_str(text)?;
+    let file: File = toml::from_str(text).map_err(|e| anyhow::anyhow!(described(&e, text)))?;
     let specs = file
         .tenant
         .into_iter()
@@ -62,6 +62,24 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Auth> {
         })
         .collect();
     Ok(Auth::new(specs)?)
+}
+
+/// What is wrong with the file, by line, without quoting it: a line of
+/// the file may hold a secret (a token pasted where its hash belongs).
+fn described(error: &toml::de::Error, text: &str) -> String {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let mut message = match line {
+        Some(line) => format!("line {line}: {}", error.message()),
+        None => error.message().to_owned(),
+    };
+    if text.lines().any(|line| line.trim() == "[tenant]") {
+        message.push_str(
+            " (each tenant is a [[tenant]] table, with two brackets: the file is a list of them)",
+        );
+    }
+    message
 }
 
 /// A new token: `corral_` and 256 random bits in hex, from the operating
@@ -80,13 +98,16 @@ pub(crate) fn token(tenant: &str) -> anyhow::Result<()> {
     let token = new_token()?;
     let hash = token_sha256(&token);
     parse(&entry(tenant, &hash)).context("cannot make a token for this tenant")?;
-    println!("token: {token}");
-    println!();
-    println!("Give the token to the tenant: it is shown only now, and corral keeps only its");
-    println!("hash. Add this entry to the auth file (for a tenant already there, add the");
-    println!("hash to its token_sha256 list; remove a hash to revoke its token), then");
-    println!("restart corral:");
-    println!();
+    // The entry alone on stdout, so that `corral token acme >> tokens.toml`
+    // appends just it; the token and what to do on stderr, for the person.
+    eprintln!("token: {token}");
+    eprintln!();
+    eprintln!("Give the token to the tenant: it is shown only now, and corral keeps only its");
+    eprintln!("hash. Add the entry below (printed on stdout: `corral token {tenant} >>");
+    eprintln!("tokens.toml` appends it) to the auth file; for a tenant already there, add the");
+    eprintln!("hash to its token_sha256 list; remove a hash to revoke its token. Then restart");
+    eprintln!("corral.");
+    eprintln!();
     print!("{}", entry(tenant, &hash));
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use corral_sched::{AdaptiveConfig, LimitConfig, QueueConfig, SchedConfig};
 use corral_server::ServerConfig;
 use corral_store::{AzureOptions, GcsOptions, S3Options, SpoolConfig, StoreConfig};
@@ -70,19 +71,19 @@ pub(crate) struct Overrides {
 
     /// Use path-style S3 requests (endpoint/bucket/key), as most
     /// S3-compatible stores want.
-    #[arg(long, env = "CORRAL_S3_PATH_STYLE")]
+    #[arg(long, env = "CORRAL_S3_PATH_STYLE", value_parser = BoolishValueParser::new())]
     #[serde(default)]
     pub(crate) s3_path_style: bool,
 
     /// Allow a plain http:// S3 endpoint.
-    #[arg(long, env = "CORRAL_S3_ALLOW_HTTP")]
+    #[arg(long, env = "CORRAL_S3_ALLOW_HTTP", value_parser = BoolishValueParser::new())]
     #[serde(default)]
     pub(crate) s3_allow_http: bool,
 
     /// Do not send SHA-256 checksums with S3 objects and parts
     /// (x-amz-checksum-sha256), for S3-compatible stores that refuse them.
     /// With checksums the store itself rejects bytes damaged on the way.
-    #[arg(long, env = "CORRAL_S3_NO_CHECKSUMS")]
+    #[arg(long, env = "CORRAL_S3_NO_CHECKSUMS", value_parser = BoolishValueParser::new())]
     #[serde(default)]
     pub(crate) s3_no_checksums: bool,
 
@@ -210,7 +211,8 @@ pub(crate) struct Overrides {
     pub(crate) read_cache: Option<ByteSize>,
 
     /// Log format [default: human]. The level is set by CORRAL_LOG or
-    /// RUST_LOG (e.g. `info`, `corral_server=debug`) [default: info].
+    /// RUST_LOG: a level (`error`, `warn`, `info`, `debug`, `trace`,
+    /// `off`; info when unset) or MODULE=LEVEL (`corral_server=debug`).
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
 
@@ -224,7 +226,7 @@ pub(crate) struct Overrides {
     /// Allow listening on a non-loopback address without --auth: anyone
     /// who reaches corral can read and write every file. Only behind a
     /// proxy that authenticates.
-    #[arg(long, env = "CORRAL_INSECURE_NO_AUTH")]
+    #[arg(long, env = "CORRAL_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new())]
     #[serde(default)]
     pub(crate) insecure_no_auth: bool,
 }

@@ -1,7 +1,7 @@
 //! `corral serve`: config -> tracing -> store -> bind -> serve until a
 //! signal.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use corral_sched::Scheduler;
@@ -25,22 +25,48 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             written => written.context("cannot print the settings"),
         };
     }
-    init_tracing(settings.log_format);
+    init_tracing(settings.log_format)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(settings))
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("CORRAL_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
+    let filter = match std::env::var("CORRAL_LOG") {
+        Ok(spec) => log_filter(&spec).context("CORRAL_LOG")?,
+        Err(_) => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // Colours for a terminal only: not in a file, a pipe or a journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
+}
+
+/// The filter `spec` asks for (`info`, `warn,corral_store=debug`), refusing
+/// a word that is not a level: `EnvFilter` would take `verbose` for the
+/// name of a module to log, and log nothing at all.
+fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let plain = !directive.contains(['=', '[']);
+        if plain
+            && !LEVELS
+                .iter()
+                .any(|level| directive.eq_ignore_ascii_case(level))
+        {
+            anyhow::bail!(
+                "{directive:?} is not a level: use one of {}, or MODULE=LEVEL \
+                 (such as corral_store=debug)",
+                LEVELS.join(", ")
+            );
+        }
+    }
+    EnvFilter::try_new(spec).map_err(|e| anyhow::anyhow!("{spec:?}: {e}"))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -198,17 +198,20 @@ fn serve_prints_where_it_listens_serves_and_stops_on_sigterm() {
 fn a_token_from_corral_token_opens_a_server_started_with_its_entry() {
     let output = corral().args(["token", "acme"]).output().unwrap();
     assert!(output.status.success(), "{output:?}");
-    let printed = String::from_utf8(output.stdout).unwrap();
-    let token = printed
+    // The entry alone on stdout (`>> tokens.toml`), the token on stderr.
+    let entry = String::from_utf8(output.stdout).unwrap();
+    let said = String::from_utf8(output.stderr).unwrap();
+    let token = said
         .lines()
         .find_map(|line| line.strip_prefix("token: "))
-        .unwrap_or_else(|| panic!("no token in {printed}"))
+        .unwrap_or_else(|| panic!("no token in {said}"))
         .to_owned();
-    let entry = &printed[printed.find("[[tenant]]").expect("an entry")..];
+    assert!(entry.starts_with("[[tenant]]"), "{entry}");
     assert!(
         !entry.contains(&token),
         "the entry holds the hash, not the token"
     );
+    let entry = &entry;
 
     let dir = tempfile::tempdir().unwrap();
     let auth = dir.path().join("tokens.toml");
