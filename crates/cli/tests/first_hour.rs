@@ -83,29 +83,25 @@ fn corral_token_appended_to_the_auth_file_is_a_working_entry() {
 fn a_broken_auth_file_is_described_by_line_without_quoting_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.toml");
+    let refusal = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let output = corral()
+            .args(["serve", "--store", "memory://", "--auth"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    };
     // The old mistake: the token's line pasted into the file.
-    std::fs::write(&file, "token: corral_5ec12e7\n[[tenant]]\nname = \"a\"\n").unwrap();
-    let output = corral()
-        .args(["serve", "--store", "memory://", "--auth"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(!output.status.success());
-    assert!(stderr.contains("line 1"), "{stderr}");
+    let said = refusal("token: corral_5ec12e7\n[[tenant]]\nname = \"a\"\n");
+    assert!(said.contains("line 1"), "{said}");
     assert!(
-        !stderr.contains("corral_5ec12e7"),
-        "a secret was echoed: {stderr}"
+        !said.contains("corral_5ec12e7"),
+        "a secret was echoed: {said}"
     );
-
-    std::fs::write(&file, "[tenant]\nname = \"a\"\ntoken_sha256 = []\n").unwrap();
-    let output = corral()
-        .args(["serve", "--store", "memory://", "--auth"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("[[tenant]]"), "{stderr}");
+    let said = refusal("[tenant]\nname = \"a\"\ntoken_sha256 = []\n");
+    assert!(said.contains("[[tenant]]"), "{said}");
 }
 
 #[test]

@@ -25,6 +25,10 @@ use crate::backend::{Backend, Orphans, Parts};
 use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
 
+/// The object the start-up check writes and removes, and the prober asks
+/// for (under `.corral/`, which is no tenant's).
+const PROBE: &str = ".corral/probe";
+
 /// How often the prober looks at the backend's health.
 const PROBE_TICK: Duration = Duration::from_secs(1);
 
@@ -131,7 +135,7 @@ impl Client {
     /// Writes and removes a probe object, so that a store that cannot be
     /// written fails at startup and not at the first upload.
     pub(crate) async fn check(&self) -> Result<()> {
-        let probe = Path::from(".corral/probe");
+        let probe = Path::from(PROBE);
         let (key, group, backend) = (probe.as_ref(), self.system(), self.backend());
         let ok = PutPayload::from_static(b"ok");
         self.call(group, key, 2, || backend.put(&probe, ok.clone()))
@@ -171,7 +175,7 @@ impl Client {
                         if tokio::time::Instant::now() >= retry_at {
                             // Any answer will do, a 404 included: the
                             // breaker learns from the call itself.
-                            let probe = Path::from(".corral/probe");
+                            let probe = Path::from(PROBE);
                             let backend = client.backend();
                             let head = client.call(client.system(), probe.as_ref(), 0, || {
                                 backend.head(&probe)

@@ -134,13 +134,8 @@ pub(crate) async fn admit_batch(
         if let Some(size) = length.filter(|&size| size > limit) {
             return Err(ApiError::TooLargeForSpool { size, limit });
         }
-        let writer = spool.begin(root, own, length.unwrap_or(0)).await;
-        return writer
-            .map(Room::Spool)
-            .map_err(|error| match Refusal::of_spool(error) {
-                Ok(refusal) => refusal.into(),
-                Err(error) => ApiError::Spool(error),
-            });
+        let writer = spool.begin(root, own, length.unwrap_or(0)).await?;
+        return Ok(Room::Spool(writer));
     }
     let need = length.map_or(buffer, |length| length.min(buffer));
     let memory = &state.upload_memory;
