@@ -26,6 +26,7 @@ pub(crate) enum Command {
     /// in the TOML file given with --config (keys are the option names with
     /// '_' for '-'). A flag beats the environment, which beats the file,
     /// which beats the default.
+    #[command(after_long_help = LOG_LEVEL)]
     Serve(Box<ServeArgs>),
 
     /// Make a bearer token for a tenant, and print it with the entry to add
@@ -38,6 +39,10 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
 }
+
+/// Where `corral serve --help` says how to choose the log level.
+const LOG_LEVEL: &str = "Logs: CORRAL_LOG (or RUST_LOG) sets their level: error, warn, info, \
+debug, trace or off (info when unset), or MODULE=LEVEL such as corral_server=debug.";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TokenArgs {

@@ -47,8 +47,11 @@ impl fmt::Display for LogFormat {
 #[derive(Debug, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Overrides {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "CORRAL_LISTEN", value_name = "ADDR")]
+    /// Address to listen on: IP:PORT (`0.0.0.0:8080`, `[::1]:8080`),
+    /// HOST:PORT (`localhost:8080`), or a port alone for the loopback
+    /// address [default: 127.0.0.1:8080].
+    #[arg(long, env = "CORRAL_LISTEN", value_name = "ADDR", value_parser = listen_address)]
+    #[serde(default, deserialize_with = "parsed_with_listen_address")]
     pub(crate) listen: Option<SocketAddr>,
 
     /// Where files are stored: a directory (`./corral-data`,
@@ -61,11 +64,11 @@ pub(crate) struct Overrides {
     pub(crate) store: Option<String>,
 
     /// S3 endpoint, for S3-compatible stores such as MinIO or Ceph
-    /// (`http://127.0.0.1:9000`) [default: AWS, or AWS_ENDPOINT_URL].
+    /// (`http://127.0.0.1:9000`) [default: AWS_ENDPOINT_URL, else AWS].
     #[arg(long, env = "CORRAL_S3_ENDPOINT", value_name = "URL")]
     pub(crate) s3_endpoint: Option<String>,
 
-    /// S3 region [default: AWS_REGION, or us-east-1].
+    /// S3 region [default: AWS_REGION, else us-east-1].
     #[arg(long, env = "CORRAL_S3_REGION", value_name = "REGION")]
     pub(crate) s3_region: Option<String>,
 
@@ -96,7 +99,7 @@ pub(crate) struct Overrides {
 
     /// How old an unfinished multipart upload must be for the sweep to
     /// abort it; longer than any upload takes, so that processes sharing
-    /// a prefix never abort each other's [default: 24h].
+    /// a prefix never abort each other's [default: 1d].
     #[arg(long, env = "CORRAL_ORPHAN_AGE", value_name = "DURATION")]
     pub(crate) orphan_age: Option<Span>,
 
@@ -109,13 +112,13 @@ pub(crate) struct Overrides {
     #[serde(default, deserialize_with = "parsed")]
     pub(crate) concurrency: Option<LimitConfig>,
 
-    /// Lowest limit the adaptive strategy may set [default: 1, or the MIN of
-    /// `--concurrency adaptive:MIN-MAX`].
+    /// Lowest limit the adaptive strategy may set; also the MIN of
+    /// `--concurrency adaptive:MIN-MAX` [default: 1].
     #[arg(long, env = "CORRAL_CONCURRENCY_MIN", value_name = "N")]
     pub(crate) concurrency_min: Option<usize>,
 
-    /// Highest limit the adaptive strategy may set [default: 256, or the MAX
-    /// of `--concurrency adaptive:MIN-MAX`].
+    /// Highest limit the adaptive strategy may set; also the MAX of
+    /// `--concurrency adaptive:MIN-MAX` [default: 256].
     #[arg(long, env = "CORRAL_CONCURRENCY_MAX", value_name = "N")]
     pub(crate) concurrency_max: Option<usize>,
 
@@ -210,16 +213,16 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_READ_CACHE", value_name = "SIZE")]
     pub(crate) read_cache: Option<ByteSize>,
 
-    /// Log format [default: human]. The level is set by CORRAL_LOG or
-    /// RUST_LOG: a level (`error`, `warn`, `info`, `debug`, `trace`,
-    /// `off`; info when unset) or MODULE=LEVEL (`corral_server=debug`).
+    /// How logs are written on stderr (their level is CORRAL_LOG's, see
+    /// below) [default: human].
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
 
     /// The auth file: tenants, the SHA-256 of their bearer tokens, and
     /// their limits (see `corral token`). Every /api request must then carry
-    /// `Authorization: Bearer <token>`, and acts for that token's tenant
-    /// [default: none, one anonymous tenant, loopback only].
+    /// `Authorization: Bearer <token>`, and acts for that token's tenant.
+    /// Without it, requests act for one anonymous tenant, and corral
+    /// listens on loopback addresses only [default: none].
     #[arg(long, env = "CORRAL_AUTH", value_name = "FILE")]
     pub(crate) auth: Option<PathBuf>,
 
@@ -229,6 +232,51 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new())]
     #[serde(default)]
     pub(crate) insecure_no_auth: bool,
+}
+
+/// The address `--listen` means: `IP:PORT`, `HOST:PORT` (the host's first
+/// address, IPv4 first; `localhost` is the IPv4 loopback without asking
+/// the resolver) or `PORT` (on the IPv4 loopback, as the default).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+    let text = text.trim();
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let syntax = "use IP:PORT (127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080), HOST:PORT \
+                  (localhost:8080) or a port (8080)";
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} has no port: {syntax}"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} in {text:?} is not a port (0 to 65535): {syntax}"))?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    let addresses: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?} in {text:?} ({e}): {syntax}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} in {text:?} has no address: {syntax}"))
+}
+
+fn parsed_with_listen_address<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    listen_address(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn parsed<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
@@ -753,6 +801,8 @@ mod tests {
             ["--max-file-size", "5 parsecs"],
             ["--concurrency", "fixed:0"],
             ["--listen", "localhost"],
+            ["--listen", "localhost:http"],
+            ["--listen", "70000"],
         ] {
             let argv = ["corral", "serve", bad[0], bad[1]];
             assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
@@ -810,6 +860,34 @@ mod tests {
         }
         for spec in ["adaptive", "fixed:8"] {
             resolve(args(&["corral", "serve", "--concurrency", spec])).unwrap();
+        }
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_or_a_bare_port() {
+        for (given, meant) in [
+            ("127.0.0.1:9000", "127.0.0.1:9000"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("localhost:9000", "127.0.0.1:9000"),
+            ("LOCALHOST:9000", "127.0.0.1:9000"),
+            ("9000", "127.0.0.1:9000"),
+        ] {
+            let settings = resolve(args(&["corral", "serve", "--listen", given])).unwrap();
+            assert_eq!(settings.listen.to_string(), meant, "{given}");
+        }
+        let file: Overrides = toml::from_str("listen = \"localhost:9001\"").unwrap();
+        assert_eq!(file.listen.unwrap().to_string(), "127.0.0.1:9001");
+        for bad in [
+            "localhost",
+            "localhost:http",
+            "70000",
+            "no-such-host.invalid:80",
+        ] {
+            let error = listen_address(bad).unwrap_err();
+            assert!(
+                error.contains("HOST:PORT") && error.contains(bad),
+                "{error}"
+            );
         }
     }
 

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser};
 
 mod auth;
 #[cfg(feature = "bench")]
@@ -15,7 +16,10 @@ mod units;
 
 /// Parses the command line and runs its subcommand.
 pub fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => explained(error, std::env::args_os().skip(1)).exit(),
+    };
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Token(args) => auth::token(&args.tenant),
@@ -29,6 +33,68 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error` made to point at what the user wrote: a bad value that came
+/// from a `CORRAL_*` variable names the variable, not a flag the user
+/// never typed; a flag other servers have (`--port`) names ours.
+fn explained(
+    mut error: clap::Error,
+    argv: impl Iterator<Item = std::ffi::OsString>,
+) -> clap::Error {
+    let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg).cloned() else {
+        return error;
+    };
+    // `--max-files <N>` -> `--max-files`
+    let flag = invalid.split([' ', '=']).next().unwrap_or_default();
+    let tip = match error.kind() {
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let command = cli::Cli::command();
+            let Some(arg) = command
+                .get_subcommands()
+                .flat_map(|sub| sub.get_arguments())
+                .find(|arg| {
+                    arg.get_long()
+                        .is_some_and(|long| flag == format!("--{long}"))
+                })
+            else {
+                return error;
+            };
+            let names: Vec<String> = (arg.get_long().into_iter())
+                .chain(arg.get_all_aliases().unwrap_or_default())
+                .map(|name| format!("--{name}"))
+                .collect();
+            let typed = argv.filter_map(|a| a.into_string().ok()).any(|a| {
+                names
+                    .iter()
+                    .any(|name| a == *name || a.starts_with(&format!("{name}=")))
+            });
+            let Some(var) = arg.get_env().and_then(|var| var.to_str()) else {
+                return error;
+            };
+            if typed || std::env::var_os(var).is_none() {
+                return error;
+            }
+            error.insert(
+                ContextKind::InvalidArg,
+                ContextValue::String(var.to_owned()),
+            );
+            format!("{var} is set in the environment; it stands for {flag}")
+        }
+        ErrorKind::UnknownArgument
+            if ["--port", "--host", "--bind", "--address", "--addr"].contains(&flag) =>
+        {
+            "the address and the port go together: --listen 127.0.0.1:8080 (or \
+             --listen 8080, --listen 0.0.0.0:8080)"
+                .to_owned()
+        }
+        _ => return error,
+    };
+    error.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    error
 }
 
 /// `error: cause: cause`, each cause once. Many errors already say their

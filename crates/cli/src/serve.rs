@@ -4,9 +4,9 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
-use corral_sched::Scheduler;
+use corral_sched::{LimitConfig, Scheduler};
 use corral_server::AppState;
-use corral_store::{Spool, Store};
+use corral_store::{Spool, SpoolError, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -74,13 +74,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // The composition root: one scheduler for every backend call, handed
     // to the store that makes them and to the server that admits work.
     let scheduler = Scheduler::new(settings.sched_config()?);
-    let store = Store::open(&settings.store, settings.store_config()?, scheduler.clone()).await?;
-    let spool = Spool::open(settings.spool_config(), store.clone())
-        .await
-        .with_context(|| format!("cannot open the spool {}", settings.spool_dir.display()))?;
+    // The port first: a second corral started by mistake is most often
+    // on the same port, and that is the message to see.
     let listener = TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        .map_err(|e| cannot_listen(e, settings.listen))?;
+    let spool_dir = settings.spool_dir.display();
+    let store = Store::open(&settings.store, settings.store_config()?, scheduler.clone())
+        .await
+        .map_err(|e| match e {
+            corral_store::Error::InUse { .. } => another_corral(&e, &spool_dir),
+            e => e.into(),
+        })?;
+    let spool = Spool::open(settings.spool_config(), store.clone())
+        .await
+        .map_err(|e| match e {
+            SpoolError::InUse { .. } => another_corral(&e, &spool_dir),
+            e => anyhow::Error::new(e).context(format!("cannot open the spool {spool_dir}")),
+        })?;
     let address = listener
         .local_addr()
         .context("the listener has no address")?;
@@ -89,6 +100,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         store.url()
     );
     tracing::info!(%address, store = store.url(), concurrency = %settings.concurrency, "serving");
+    if !matches!(
+        settings.concurrency,
+        LimitConfig::Adaptive(_) | LimitConfig::Fixed(_)
+    ) {
+        tracing::warn!(
+            concurrency = %settings.concurrency,
+            "a baseline for benchmarks, not a limit: nothing protects the backend from a herd"
+        );
+    }
     let mut state = AppState::new(store, scheduler, settings.server_config()).with_spool(spool);
     if let Some(auth) = auth {
         state = state.with_auth(auth);
@@ -98,6 +118,35 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("the server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn cannot_listen(error: std::io::Error, address: std::net::SocketAddr) -> anyhow::Error {
+    let hint = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another process (another corral?) is listening there: stop it, or choose \
+             another --listen"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            ": ports below 1024 need privileges: choose a port such as 8080"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            ": no interface of this machine has that address: use 127.0.0.1, 0.0.0.0 or \
+             one of its own"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {address} ({error}){hint}")
+}
+
+/// A journal of the spool directory is locked by another process.
+fn another_corral(
+    error: &dyn std::error::Error,
+    spool_dir: &dyn std::fmt::Display,
+) -> anyhow::Error {
+    anyhow::anyhow!(
+        "another corral is using the spool directory {spool_dir} ({error}): stop it, or \
+         give this one its own --spool-dir"
+    )
 }
 
 /// Completes on the first Ctrl-C or SIGTERM, and makes a second one end

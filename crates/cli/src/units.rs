@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer};
 
 /// A number of bytes: a whole number with an optional unit, `B`, `KB`, `MB`,
 /// `GB`, `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of
-/// 1024).
+/// 1024); a bare number is bytes, as in most tools' size settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ByteSize(pub(crate) u64);
 
@@ -71,14 +71,17 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// A setting as a config file may give it: `part_size = 6291456` or
+/// `part_size = "6MiB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Raw {
+    Number(u64),
+    Text(String),
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
         match Raw::deserialize(deserializer)? {
             Raw::Number(n) => Ok(Self(n)),
             Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
@@ -86,7 +89,9 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// A duration: a whole number with a unit, `ms`, `s`, `m` or `h`.
+/// A duration: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`. A
+/// bare number is refused rather than guessed at: `30` is thirty seconds
+/// to some tools and thirty milliseconds to others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Span(pub(crate) Duration);
 
@@ -98,6 +103,9 @@ impl FromStr for Span {
         let (number, unit) = split_number(text);
         let invalid = || format!("{text:?} is not a duration such as 30s, 500ms, 2m, 1h or 7d");
         let number: u64 = number.parse().map_err(|_| invalid())?;
+        if unit.trim().is_empty() {
+            return Err(no_unit(number));
+        }
         let millis = match unit.trim() {
             "ms" => Some(number),
             "s" => number.checked_mul(1000),
@@ -125,11 +133,18 @@ impl fmt::Display for Span {
     }
 }
 
+/// Why `30` is no duration, and what to write.
+fn no_unit(number: u64) -> String {
+    format!("{number:?} has no unit: write it with one of ms, s, m, h or d, such as {number}s")
+}
+
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        match Raw::deserialize(deserializer)? {
+            // `body_timeout = 30`: the same answer as the flag's.
+            Raw::Number(n) => Err(serde::de::Error::custom(no_unit(n))),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -178,5 +193,19 @@ mod tests {
         for bad in ["", "30", "s", "1.5s", "3 days"] {
             assert!(bad.parse::<Span>().is_err(), "{bad:?} parsed");
         }
+        let error = "30".parse::<Span>().unwrap_err();
+        assert!(
+            error.contains("has no unit") && error.contains("30s"),
+            "{error}"
+        );
+        #[derive(Debug, Deserialize)]
+        struct File {
+            #[allow(dead_code)]
+            timeout: Span,
+        }
+        let error = toml::from_str::<File>("timeout = 30")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("has no unit"), "{error}");
     }
 }

@@ -117,14 +117,7 @@ fn an_unknown_log_level_is_refused_and_logs_to_a_file_have_no_colour_codes() {
     assert!(stderr.contains("\"verbose\" is not a level"), "{stderr}");
 
     let server = common::Corral::start(&["--store", "memory://"], &[("CORRAL_LOG", "info")]);
-    let mut logs = server.logs();
-    for _ in 0..100 {
-        if logs.contains("serving") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        logs = server.logs();
-    }
+    let logs = server.logs_with("serving");
     assert!(logs.contains("serving"), "{logs}");
     assert!(
         !logs.contains('\u{1b}'),
@@ -154,4 +147,268 @@ fn switches_in_the_environment_take_what_containers_write() {
             "{value}: {printed}"
         );
     }
+}
+
+#[test]
+fn a_second_corral_is_told_the_port_first_then_the_spool_and_the_flag_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let spool = spool.to_str().unwrap();
+    let first = common::Corral::start(&["--store", "memory://", "--spool-dir", spool], &[]);
+    let address = first.url.trim_start_matches("http://");
+    let second = |listen: &str| {
+        let output = corral()
+            .args(["serve", "--store", "memory://", "--spool-dir", spool])
+            .args(["--listen", listen])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    };
+    // Same port and spool: the port is what to fix first.
+    let said = second(address);
+    assert!(
+        said.contains(&format!("cannot listen on {address}")),
+        "{said}"
+    );
+    assert!(said.contains("another --listen"), "{said}");
+    assert!(!said.contains("spool"), "{said}");
+    // Another port, the same spool.
+    let said = second("127.0.0.1:0");
+    assert!(
+        said.contains("another corral is using the spool directory"),
+        "{said}"
+    );
+    assert!(said.contains("--spool-dir"), "{said}");
+    assert_eq!(said.matches("in use").count(), 1, "{said}");
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let refused = |env: &[(&str, &str)], args: &[&str]| {
+        let output = corral()
+            .envs(env.iter().copied())
+            .args(["serve", "--print-config"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let said = refused(&[("CORRAL_MAX_FILES", "abc")], &[]);
+    assert!(said.contains("'CORRAL_MAX_FILES'"), "{said}");
+    assert!(!said.contains("'--max-files"), "{said}");
+    // Given as a flag, the flag is named, whatever the environment says.
+    for args in [&["--max-files", "abc"][..], &["--max-files=abc"]] {
+        let said = refused(&[("CORRAL_MAX_FILES", "abc")], args);
+        assert!(said.contains("'--max-files <N>'"), "{said}");
+    }
+    // Through an alias too.
+    let said = refused(
+        &[("CORRAL_SHUTDOWN_GRACE", "1s")],
+        &["--shutdown-timeout", "x"],
+    );
+    assert!(said.contains("'--shutdown-grace"), "{said}");
+}
+
+#[test]
+fn durations_need_a_unit_everywhere_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("corral.toml");
+    std::fs::write(&file, "body_timeout = 30\n").unwrap();
+    for args in [
+        vec!["--body-timeout", "30"],
+        vec!["--config", file.to_str().unwrap()],
+    ] {
+        let output = corral()
+            .args(["serve", "--print-config"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let said = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            said.contains("30 has no unit") && said.contains("30s"),
+            "{said}"
+        );
+    }
+    // A bare size is bytes, and the default durations print as the help
+    // and the README give them (checked by the table test below).
+    let output = corral()
+        .args(["serve", "--print-config", "--read-cache", "1048576"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains("read_cache = \"1MiB\""), "{printed}");
+}
+
+#[test]
+fn listen_takes_a_host_name_or_a_port_and_port_points_to_it() {
+    for (given, meant) in [
+        ("localhost:9000", "127.0.0.1:9000"),
+        ("9000", "127.0.0.1:9000"),
+    ] {
+        let output = corral()
+            .args(["serve", "--print-config", "--listen", given])
+            .output()
+            .unwrap();
+        let printed = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            printed.contains(&format!("listen = \"{meant}\"")),
+            "{given}: {printed}"
+        );
+    }
+    let output = corral()
+        .args(["serve", "--listen", "localhost"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        said.contains("has no port") && said.contains("HOST:PORT"),
+        "{said}"
+    );
+    let output = corral().args(["serve", "--port", "8080"]).output().unwrap();
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(said.contains("--listen 127.0.0.1:8080"), "{said}");
+}
+
+#[cfg(feature = "bench")]
+#[test]
+fn a_baseline_limit_is_served_with_a_warning() {
+    let server =
+        common::Corral::start(&["--store", "memory://", "--concurrency", "unbounded"], &[]);
+    let logs = server.logs_with("baseline for benchmarks");
+    assert!(
+        logs.contains("WARN") && logs.contains("baseline for benchmarks"),
+        "{logs}"
+    );
+}
+
+/// One option of `corral serve --help`: `--listen`, its variable, and
+/// what its help says the default is.
+#[derive(Debug)]
+struct Documented {
+    flag: String,
+    env: Option<String>,
+    default: Option<String>,
+    switch: bool,
+}
+
+/// The options `corral serve --help` lists, from its text.
+fn options_in_help() -> Vec<Documented> {
+    let output = corral().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    let mut options: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        // Option lines are indented by 2 to 6; their text by 10.
+        if (2..10).contains(&indent) && trimmed.starts_with('-') {
+            options.push((trimmed.to_owned(), String::new()));
+        } else if let Some((_, text)) = options.last_mut() {
+            text.push(' ');
+            text.push_str(trimmed);
+        }
+    }
+    let bracket = |text: &str, open: &str| {
+        let start = text.find(open)? + open.len();
+        let end = start + text[start..].find(']')?;
+        Some(text[start..end].trim().to_owned())
+    };
+    options
+        .into_iter()
+        .filter_map(|(head, text)| {
+            let flag = head
+                .split([' ', ','])
+                .find(|word| word.starts_with("--"))?
+                .to_owned();
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                text.matches("[default: ").count() <= 1,
+                "two defaults: {head} {text}"
+            );
+            Some(Documented {
+                switch: !head.contains('<'),
+                env: bracket(&text, "[env: ").map(|env| env.trim_end_matches('=').to_owned()),
+                default: bracket(&text, "[default: "),
+                flag,
+            })
+        })
+        .filter(|option| !["--help", "--version", "--print-config"].contains(&option.flag.as_str()))
+        .collect()
+}
+
+#[test]
+fn the_readme_configuration_table_matches_serve_help_and_print_config() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let plain = |cell: &str| cell.replace('`', "").trim().to_owned();
+    // `| --listen ADDR | CORRAL_LISTEN | 127.0.0.1:8080 | ... |`
+    let rows: Vec<[String; 3]> = readme
+        .lines()
+        .filter(|line| line.starts_with("| `--"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').collect();
+            let flag = plain(cells[1]).split(' ').next().unwrap().to_owned();
+            [flag, plain(cells[2]), plain(cells[3])]
+        })
+        .collect();
+    let printed = String::from_utf8(
+        corral()
+            .args(["serve", "--print-config"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let help = options_in_help();
+    assert!(help.len() > 30, "{help:?}");
+    let mut wrong = Vec::new();
+    for option in &help {
+        let flag = &option.flag;
+        let Some(row) = rows.iter().find(|[name, ..]| name == flag) else {
+            wrong.push(format!("{flag} is not in the README's table"));
+            continue;
+        };
+        if Some(&row[1]) != option.env.as_ref() {
+            wrong.push(format!(
+                "{flag}: the README says {}, --help {:?}",
+                row[1], option.env
+            ));
+        }
+        let default = match (&option.default, option.switch) {
+            (Some(default), _) => plain(default),
+            (None, true) => "off".to_owned(),
+            (None, false) => "none".to_owned(),
+        };
+        if row[2] != default {
+            wrong.push(format!(
+                "{flag}: the README's default is {:?}, --help's {default:?}",
+                row[2]
+            ));
+        }
+        // And what it runs with: `key = "value"` of --print-config.
+        let key = flag.trim_start_matches("--").replace('-', "_");
+        let value = printed
+            .lines()
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .find_map(|line| line.strip_prefix(&format!("{key} = ")));
+        if let (Some(value), Some(_)) = (value, &option.default) {
+            let value = value.split_whitespace().next().unwrap().trim_matches('"');
+            let first = default.split([',', ' ']).next().unwrap();
+            if first != value {
+                wrong.push(format!(
+                    "{flag}: --help's default is {first}, --print-config's {value}"
+                ));
+            }
+        }
+    }
+    for [flag, ..] in &rows {
+        if !help.iter().any(|option| option.flag == *flag) {
+            wrong.push(format!(
+                "{flag} is in the README's table but not in `corral serve --help`"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

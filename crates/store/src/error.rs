@@ -34,6 +34,14 @@ pub enum Error {
         size: u64,
     },
 
+    /// A file of this instance's own state (the journal of batches) is
+    /// held by another process: another corral with the same directory.
+    #[error("{} is in use by another process (its lock is held)", path.display())]
+    InUse {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+
     /// The store URL could not be understood or opened.
     #[error("cannot open store {url:?}: {reason}")]
     Open {

@@ -158,7 +158,8 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Open`] if the URL is not understood, the directory cannot be
-    /// created, or the store refuses the check write.
+    /// created, or the store refuses the check write; [`Error::InUse`] if
+    /// another process holds the journal of batches.
     pub async fn open(url: &str, config: StoreConfig, scheduler: Scheduler) -> Result<Self> {
         let options = CloudOptions {
             s3: &config.s3,
@@ -167,10 +168,15 @@ impl Store {
         };
         let backend = backend::open(url, options)?;
         let (batches, unfinished) = match &config.batch_journal {
-            Some(path) => Batches::open(path).await.map_err(|e| Error::Open {
-                url: url.to_owned(),
-                reason: format!("cannot open the journal of batches {}", path.display()),
-                source: Some(Arc::new(e)),
+            Some(path) => Batches::open(path).await.map_err(|e| match e {
+                redb::Error::DatabaseAlreadyOpen => Error::InUse {
+                    path: path.to_owned(),
+                },
+                e => Error::Open {
+                    url: url.to_owned(),
+                    reason: format!("cannot open the journal of batches {}", path.display()),
+                    source: Some(Arc::new(e)),
+                },
             })?,
             None => (Batches::in_memory(), Vec::new()),
         };

@@ -96,6 +96,18 @@ impl Corral {
     pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The logs once they hold `text`, or after 5 s.
+    pub(crate) fn logs_with(&self, text: &str) -> String {
+        for _ in 0..100 {
+            let logs = self.logs();
+            if logs.contains(text) {
+                return logs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.logs()
+    }
 }
 
 impl Drop for Corral {

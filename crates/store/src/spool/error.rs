@@ -35,6 +35,13 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the journal: another corral using the same
+    /// spool directory.
+    #[error("spool journal {}: in use by another process (its lock is held)", path.display())]
+    InUse {
+        /// The journal's file.
+        path: PathBuf,
+    },
     /// The journal failed.
     #[error("spool journal: {0}")]
     Journal(#[from] redb::Error),

@@ -39,7 +39,11 @@ impl Journal {
     /// Opens (or creates) the journal in the spool directory `dir`, which
     /// exists. Blocking.
     pub(super) fn open(dir: &Path) -> Result<Self, SpoolError> {
-        let db = Database::create(dir.join(JOURNAL)).map_err(redb::Error::from)?;
+        let path = dir.join(JOURNAL);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse { path },
+            e => redb::Error::from(e).into(),
+        })?;
         // Make the tables, so that readers always find them.
         let write = db.begin_write().map_err(redb::Error::from)?;
         write.open_table(JOBS).map_err(redb::Error::from)?;
