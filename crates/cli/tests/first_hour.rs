@@ -284,6 +284,60 @@ fn a_baseline_limit_is_served_with_a_warning() {
     );
 }
 
+#[test]
+fn s3_keys_come_from_an_aws_profile_and_a_missing_one_is_named() {
+    use corral_testkit::s3::{ACCESS_KEY_ID, S3Server, SECRET_ACCESS_KEY};
+    let server = S3Server::require();
+    let bucket = server.new_bucket("profile").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "[default]\naws_access_key_id = nobody\n\n[ci]\naws_access_key_id = \
+             {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"
+        ),
+    )
+    .unwrap();
+    let home_dir = home.path().to_str().unwrap();
+    let file = file.to_str().unwrap();
+    let env = |profile| {
+        [
+            ("HOME", home_dir),
+            ("AWS_SHARED_CREDENTIALS_FILE", file),
+            ("AWS_PROFILE", profile),
+        ]
+    };
+    // Starting is the proof that the profile's keys were used: without
+    // them, the check write at startup would ask the EC2 metadata service
+    // and fail (as with `AWS_PROFILE=prod` below).
+    let serving = common::Corral::on_s3_with(&server.endpoint(), &bucket, &[], &env("ci"));
+    assert!(serving.logs_with("serving").contains("serving"));
+    drop(serving);
+
+    let output = corral()
+        .env("HOME", home_dir)
+        .env("AWS_SHARED_CREDENTIALS_FILE", file)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args([
+            "serve",
+            "--store",
+            "s3://bucket/x",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("AWS_PROFILE", "prod")
+        .output()
+        .unwrap();
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        said.contains("AWS_PROFILE=prod") && said.contains(file),
+        "{said}"
+    );
+    assert!(said.contains("export-credentials --profile prod"), "{said}");
+}
+
 /// One option of `corral serve --help`: `--listen`, its variable, and
 /// what its help says the default is.
 #[derive(Debug)]

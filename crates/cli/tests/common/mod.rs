@@ -67,15 +67,32 @@ impl Corral {
     /// The same, reaching S3 through `endpoint` (a front before it).
     pub(crate) fn on_s3(endpoint: &str, bucket: &str, args: &[&str]) -> Self {
         use corral_testkit::s3;
-        let endpoint = endpoint.to_owned();
+        Self::on_s3_with(
+            endpoint,
+            bucket,
+            args,
+            &[
+                ("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID),
+                ("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY),
+            ],
+        )
+    }
+
+    /// The same, with the credentials `env` gives.
+    pub(crate) fn on_s3_with(
+        endpoint: &str,
+        bucket: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let store = format!("s3://{bucket}/pfx");
         let mut all = vec![
             "--store",
             &store,
             "--s3-endpoint",
-            &endpoint,
+            endpoint,
             "--s3-region",
-            s3::REGION,
+            corral_testkit::s3::REGION,
             "--s3-path-style",
             "--s3-allow-http",
             // moto dates every multipart upload in 2010, so a sweep would
@@ -84,13 +101,7 @@ impl Corral {
             "0s",
         ];
         all.extend_from_slice(args);
-        Self::start(
-            &all,
-            &[
-                ("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID),
-                ("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY),
-            ],
-        )
+        Self::start(&all, env)
     }
 
     pub(crate) fn logs(&self) -> String {

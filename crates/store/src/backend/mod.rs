@@ -17,6 +17,7 @@ use object_store::{ObjectStore, RetryConfig};
 
 use crate::error::{Error, Result};
 
+mod aws_profile;
 mod local;
 pub(crate) mod s3_uploads;
 
@@ -26,7 +27,8 @@ pub(crate) use s3_uploads::S3Uploads;
 /// How an `s3://` store is reached. Credentials and anything not set here
 /// come from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, ...).
+/// `AWS_ENDPOINT_URL`, ...), else from the static keys of the AWS profile
+/// `AWS_PROFILE` (or `default`) in `~/.aws/credentials` and `~/.aws/config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Options {
     /// The endpoint, for S3-compatible stores (`http://127.0.0.1:9000`).
@@ -412,10 +414,6 @@ fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result
             .with_access_key_id(id)
             .with_secret_access_key(secret);
     }
-    let region = builder
-        .get_config_value(&AmazonS3ConfigKey::Region)
-        .unwrap_or_else(|| "us-east-1".to_owned());
-    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
     // With none of these, object_store asks the EC2 instance metadata
     // service for credentials, which off EC2 fails with an error that
     // says nothing of credentials.
@@ -426,7 +424,32 @@ fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result
         AmazonS3ConfigKey::ContainerCredentialsFullUri,
         AmazonS3ConfigKey::SkipSignature,
     ];
-    let credentials_configured = configured(&credentials, |key| builder.get_config_value(key));
+    let mut credentials_configured = configured(&credentials, |key| builder.get_config_value(key));
+    if !credentials_configured {
+        // Then a profile's, as the AWS CLI would.
+        let profile = aws_profile::load(|var| std::env::var(var).ok())
+            .map_err(|reason| refused(url, reason, None))?;
+        if let Some(profile) = profile {
+            builder = builder
+                .with_access_key_id(profile.access_key_id)
+                .with_secret_access_key(profile.secret_access_key);
+            if let Some(token) = profile.session_token {
+                builder = builder.with_token(token);
+            }
+            if let Some(region) = profile.region
+                && builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .is_none()
+            {
+                builder = builder.with_region(region);
+            }
+            credentials_configured = true;
+        }
+    }
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
     let s3 = (builder.build()).map_err(|e| failed(url, "S3 settings refused", e))?;
     // Where object_store sends the bucket's requests (see its builder).
     let bucket_url = match (endpoint, options.path_style) {
@@ -444,8 +467,9 @@ fn open_s3(url: &str, bucket: &str, prefix: &str, options: &S3Options) -> Result
     let mut backend = cloud(url, s3, prefix, true, orphans);
     if !credentials_configured {
         backend.hint = Some(
-            "no AWS credentials are set (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), so \
-             they were asked of the EC2 instance metadata service",
+            "no AWS credentials are set (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+             AWS_PROFILE and ~/.aws/credentials), so they were asked of the EC2 instance \
+             metadata service",
         );
     }
     Ok(backend)
