@@ -97,23 +97,9 @@ fn explained(
     error
 }
 
-/// `error: cause: cause`, each cause once. Many errors already say their
-/// source in their own message, and printing the chain as it is would
-/// repeat it (`cannot open the spool: spool journal: Database already
-/// open: Database already open`).
+/// `error: cause: cause`, each cause once (see [`corral_store::error_chain`]).
 fn message(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if text.contains(&cause) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&cause);
-    }
-    text
+    corral_store::error_chain(error.as_ref())
 }
 
 #[cfg(test)]

@@ -343,13 +343,18 @@ pub(crate) struct StatusError {
 }
 
 /// `error: cause: cause`: an error and its sources on one line, for logs
-/// and messages to people.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+/// and messages to people, each cause once. Many errors already say their
+/// source in their own message (`spool journal: {0}`), and printing the
+/// chain as it is would repeat it.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text
