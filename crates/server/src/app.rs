@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use corral_sched::{Health, Scheduler};
 use corral_store::{Spool, Store};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 
 use crate::admission::refusal::Refusal;
@@ -122,7 +123,17 @@ fn layered(routes: Router<AppState>, state: AppState) -> Router {
             Arc::clone(&state.metrics),
             metrics::track,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(
+            |failure: ServerErrorsFailureClass, _: Duration, _: &tracing::Span| {
+                // Each 5xx is logged where it is made, with its cause
+                // (`error::respond`), and a refusal (a 503 while stopping)
+                // is no error at all: only a body that fails while it is
+                // sent is left to log.
+                if let ServerErrorsFailureClass::Error(error) = failure {
+                    tracing::warn!(%error, "an answer failed while its body was sent");
+                }
+            },
+        ))
         .with_state(state)
 }
 

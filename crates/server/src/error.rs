@@ -241,8 +241,16 @@ struct Detail<'a> {
 
 fn respond(error: &ApiError, file: Option<&str>) -> Response {
     let status = error.status();
-    if status.is_server_error() {
-        tracing::error!(error = %error_chain(error), file, "request failed");
+    match error {
+        // Expected while stopping or while the backend is down, and
+        // counted by reason in the metrics: not an error of the server.
+        ApiError::Refused(_) | ApiError::Cancelled => {
+            tracing::debug!(code = error.code(), "request refused: {error}");
+        }
+        error if status.is_server_error() => {
+            tracing::error!(error = %error_chain(error), file, "request failed");
+        }
+        _ => {}
     }
     let message = match file {
         Some(file) => format!("file {file:?}: {error}"),
