@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_store::error_chain;
@@ -42,8 +41,52 @@ pub enum ApiError {
     NoRoute(String),
 
     /// The route exists, not with this method.
-    #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    #[error(
+        "{method} is not allowed on {path}, which takes {allowed}{}",
+        hint.map(|hint| format!(": {hint}")).unwrap_or_default()
+    )]
+    MethodNotAllowed {
+        /// The method the request used.
+        method: String,
+        /// The request's path.
+        path: String,
+        /// The methods the route takes, as the `Allow` header lists them.
+        allowed: &'static str,
+        /// What to do instead, when the method says what the client meant
+        /// (a `PUT` meant to upload).
+        hint: Option<&'static str>,
+    },
+
+    /// The query string has a parameter the route does not take: refused
+    /// rather than ignored, so that a misspelt `prefix` does not put files
+    /// where the client did not mean them.
+    #[error(
+        "unknown query parameter {name:?}{}; {route} takes {}",
+        did_you_mean(name, accepted),
+        list(accepted, "no query parameter")
+    )]
+    UnknownParameter {
+        /// The parameter as given.
+        name: String,
+        /// The route, as `METHOD /path`.
+        route: &'static str,
+        /// The parameters it takes.
+        accepted: &'static [&'static str],
+    },
+
+    /// An upload's form has a text field it does not take.
+    #[error(
+        "unknown form field {name:?}{}; the upload form takes {} and file parts, each \
+         with a filename (curl -F file=@PATH)",
+        did_you_mean(name, accepted),
+        list(accepted, "no text field")
+    )]
+    UnknownField {
+        /// The field's name as given.
+        name: String,
+        /// The text fields the form takes.
+        accepted: &'static [&'static str],
+    },
 
     /// One file is larger than the limit.
     #[error("larger than the limit of {limit} bytes")]
@@ -136,10 +179,13 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::InvalidKey(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_)
+            | Self::InvalidKey(_)
+            | Self::UnknownParameter { .. }
+            | Self::UnknownField { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) | Self::NoJob(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::FileTooLarge { .. }
             | Self::BatchTooLarge { .. }
             | Self::TooLargeForSpool { .. }
@@ -163,7 +209,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotFound(_) | Self::NoJob(_) => "not_found",
             Self::NoRoute(_) => "no_route",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UnknownParameter { .. } => "unknown_parameter",
+            Self::UnknownField { .. } => "unknown_field",
             Self::FileTooLarge { .. } => "file_too_large",
             Self::BatchTooLarge { .. } | Self::TooLargeForSpool { .. } => "batch_too_large",
             Self::TooManyFiles { .. } => "too_many_files",
@@ -239,6 +287,61 @@ struct Detail<'a> {
     file: Option<&'a str>,
 }
 
+/// `, did you mean "prefix"?` when `name` is one or two edits away from an
+/// accepted name (a typo), else nothing.
+fn did_you_mean(name: &str, accepted: &[&str]) -> String {
+    accepted
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, candidate)| format!(" (did you mean {candidate:?}?)"))
+        .unwrap_or_default()
+}
+
+/// `"a", "b"`, or `none` for an empty list.
+fn list(names: &[&str], none: &str) -> String {
+    match names {
+        [] => none.to_owned(),
+        names => (names.iter())
+            .map(|name| format!("{name:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The Levenshtein distance between `a` and `b`, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The JSON body of `error`'s answer.
+pub(crate) fn body(error: &ApiError, file: Option<&str>) -> Vec<u8> {
+    let message = match file {
+        Some(file) => format!("file {file:?}: {error}"),
+        None => error.to_string(),
+    };
+    let body = Body {
+        error: Detail {
+            code: error.code(),
+            message,
+            file,
+        },
+    };
+    serde_json::to_vec(&body).expect("the error body serializes")
+}
+
 fn respond(error: &ApiError, file: Option<&str>) -> Response {
     let status = error.status();
     match error {
@@ -252,18 +355,13 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
         }
         _ => {}
     }
-    let message = match file {
-        Some(file) => format!("file {file:?}: {error}"),
-        None => error.to_string(),
-    };
-    let body = Body {
-        error: Detail {
-            code: error.code(),
-            message,
-            file,
-        },
-    };
-    let mut response = (status, Json(body)).into_response();
+    let content_type = HeaderValue::from_static("application/json");
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        body(error, file),
+    )
+        .into_response();
     let headers = response.headers_mut();
     match error {
         ApiError::RangeNotSatisfiable { size } => {
@@ -320,5 +418,51 @@ impl IntoResponse for FileError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         Self::Refused(refusal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_gets_the_name_it_is_close_to() {
+        const ACCEPTED: &[&str] = &["prefix", "limit", "cursor"];
+        assert_eq!(
+            did_you_mean("perfix", ACCEPTED),
+            " (did you mean \"prefix\"?)"
+        );
+        assert_eq!(
+            did_you_mean("prefx", ACCEPTED),
+            " (did you mean \"prefix\"?)"
+        );
+        assert_eq!(did_you_mean("limt", ACCEPTED), " (did you mean \"limit\"?)");
+        assert_eq!(did_you_mean("page", ACCEPTED), "");
+        assert_eq!(did_you_mean("x", &[]), "");
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn unknown_names_are_named_with_what_is_accepted() {
+        let error = ApiError::UnknownParameter {
+            name: "perfix".into(),
+            route: "POST /api/files",
+            accepted: &["prefix"],
+        };
+        assert_eq!(
+            error.to_string(),
+            "unknown query parameter \"perfix\" (did you mean \"prefix\"?); \
+             POST /api/files takes \"prefix\""
+        );
+        let error = ApiError::UnknownParameter {
+            name: "v".into(),
+            route: "GET /api/jobs/{id}",
+            accepted: &[],
+        };
+        assert!(
+            error.to_string().ends_with("takes no query parameter"),
+            "{error}"
+        );
     }
 }

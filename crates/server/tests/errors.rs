@@ -130,6 +130,21 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
                         Content-Type: multipart/form-data\r\nContent-Length: 0\r\n\r\n";
             raw(&server, head, b"").await
         }
+        Some("unknown_parameter") => {
+            let server = Server::start().await;
+            let request = server.client.post(server.url("/api/files?perfix=a"));
+            Answer::of(request.multipart(upload_form(10)).send().await.unwrap()).await
+        }
+        Some("unknown_field") => {
+            let server = Server::start().await;
+            post(
+                &server,
+                Form::new()
+                    .text("prefx", "a")
+                    .part("file", file("f", data(10, 1))),
+            )
+            .await
+        }
         Some("invalid_key") => get(&Server::start().await, "/api/files?prefix=a/../b").await,
         Some("unauthorized") => {
             let auth = Auth::new(vec![tenant("acme", TOKEN)]).unwrap();
@@ -360,6 +375,7 @@ async fn every_row_of_the_readme_error_table_is_what_the_server_answers() {
         let needs = match (status, code.as_deref()) {
             (401, _) => Some("www-authenticate"),
             (416, _) => Some("content-range"),
+            (405, _) => Some("allow"),
             (429 | 503, _) => Some("retry-after"),
             _ => None,
         };

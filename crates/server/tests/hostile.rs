@@ -328,7 +328,7 @@ fn cases(existing: &str) -> Vec<Case> {
         ),
         case("an empty body", post("", b""), expect(400, "bad_request")),
         case(
-            "no file at all",
+            "a text field and no file",
             post(
                 "",
                 &body(&[raw_part(
@@ -336,7 +336,7 @@ fn cases(existing: &str) -> Vec<Case> {
                     b"hi",
                 )]),
             ),
-            expect(400, "bad_request"),
+            expect(400, "unknown_field"),
         ),
         case(
             "a part without Content-Disposition",
