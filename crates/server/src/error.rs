@@ -88,6 +88,30 @@ pub enum ApiError {
         accepted: &'static [&'static str],
     },
 
+    /// hyper could not parse the request line or a header (a raw space in
+    /// the path, a control character, a header name that is not a token);
+    /// see [`crate::serve`].
+    #[error(
+        "the request line or a header could not be parsed: percent-encode spaces and other \
+         special characters in the path and query (a space is %20), and check the method, \
+         the HTTP version and the header names"
+    )]
+    MalformedHead,
+
+    /// The request target is longer than hyper takes.
+    #[error("the request's path and query are too long: send long data in the body")]
+    UriTooLong,
+
+    /// The request line and headers are larger than the limit.
+    #[error(
+        "the request line and headers are larger than {limit} bytes: send large data in the \
+         body, not in headers or the URL"
+    )]
+    HeadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+
     /// One file is larger than the limit.
     #[error("larger than the limit of {limit} bytes")]
     FileTooLarge {
@@ -182,7 +206,10 @@ impl ApiError {
             Self::BadRequest(_)
             | Self::InvalidKey(_)
             | Self::UnknownParameter { .. }
-            | Self::UnknownField { .. } => StatusCode::BAD_REQUEST,
+            | Self::UnknownField { .. }
+            | Self::MalformedHead => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) | Self::NoJob(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -212,6 +239,9 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::UnknownParameter { .. } => "unknown_parameter",
             Self::UnknownField { .. } => "unknown_field",
+            Self::MalformedHead => "malformed_request",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadTooLarge { .. } => "headers_too_large",
             Self::FileTooLarge { .. } => "file_too_large",
             Self::BatchTooLarge { .. } | Self::TooLargeForSpool { .. } => "batch_too_large",
             Self::TooManyFiles { .. } => "too_many_files",

@@ -145,6 +145,10 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             )
             .await
         }
+        Some("malformed_request") => {
+            let server = Server::start().await;
+            raw(&server, "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", b"").await
+        }
         Some("invalid_key") => get(&Server::start().await, "/api/files?prefix=a/../b").await,
         Some("unauthorized") => {
             let auth = Auth::new(vec![tenant("acme", TOKEN)]).unwrap();
@@ -203,7 +207,7 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             )
             .await
         }
-        None if status == 431 => {
+        Some("headers_too_large") => {
             let server = Server::start().await;
             let junk = "j".repeat(40 << 10);
             let head = format!("GET /api/files HTTP/1.1\r\nHost: x\r\nX-Junk: {junk}\r\n\r\n");

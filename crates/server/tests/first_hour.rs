@@ -172,3 +172,35 @@ async fn every_api_route_refuses_a_query_parameter_it_does_not_take() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_raw_space_in_the_path_gets_a_json_answer_saying_to_percent_encode_it() {
+    let server = Server::start().await;
+    let mut socket = send_raw(
+        server.addr,
+        "GET /api/files/a b.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"",
+    )
+    .await;
+    let answer = read_answer(&mut socket).await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"]["code"], "malformed_request");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("percent-encode spaces"), "{message}");
+    assert!(message.contains("%20"), "{message}");
+
+    // A head larger than the limit (here a long URL) is JSON too.
+    let head = format!(
+        "GET /api/files?prefix={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(40 << 10)
+    );
+    let mut socket = send_raw(server.addr, &head, b"").await;
+    let answer = read_answer(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(answer.contains(r#""code":"headers_too_large""#), "{answer}");
+    assert!(answer.contains("larger than 32768 bytes"), "{answer}");
+    server.assert_still_serving().await;
+}

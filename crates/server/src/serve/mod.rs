@@ -1,4 +1,5 @@
-//! [`run`]: serving the API until shutdown.
+//! [`run`]: serving the API until shutdown; [`socket`]: what hyper's
+//! connections are given to read and write.
 
 use std::future::Future;
 use std::io;
@@ -12,16 +13,20 @@ use axum::http::{HeaderValue, header};
 use http_body_util::BodyExt as _;
 use tokio::sync::Notify;
 
+use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::app::{AppState, router};
+
+mod socket;
+
+use socket::Socket;
 
 /// How long cancelled requests get to answer before their connections are
 /// dropped.
@@ -49,7 +54,7 @@ const READ_BUFFER: usize = 64 << 10;
 /// ones get `431`. nginx allows 32 KiB by default. The read buffer alone
 /// does not bound it: hyper checks that only while a head is incomplete,
 /// and one read can bring a whole larger head.
-const MAX_HEAD: usize = 32 << 10;
+pub(crate) const MAX_HEAD: usize = 32 << 10;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains:
 ///
@@ -58,8 +63,9 @@ const MAX_HEAD: usize = 32 << 10;
 ///    `Connection: close`, and the spool's workers start no new upload
 ///    (`/healthz` stays `200`), every answer closes its connection, and
 ///    idle connections are closed after a second's courtesy for a request
-///    already on its way (5 s for a connection's first request). The listener goes on accepting during the drain,
-///    one request per connection, so that load balancers and clients are
+///    already on its way (5 s for a connection's first request). The
+///    listener goes on accepting during the drain, one request per
+///    connection, so that load balancers and clients are
 ///    told rather than refused a connection;
 /// 2. requests in progress finish, for up to `shutdown_grace`;
 /// 3. past that, the scheduler cancels whatever work is left (those
@@ -70,8 +76,9 @@ const MAX_HEAD: usize = 32 << 10;
 ///    the store finish.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) to bound
-/// their read buffers (64 KiB) and the time a client may take to
-/// send its request head (`body_timeout`, against slowloris).
+/// their read buffers (64 KiB) and the time a client may take to send its
+/// request head (`body_timeout`, against slowloris), and over a [`Socket`]
+/// that answers heads hyper cannot parse in corral's JSON shape.
 ///
 /// # Errors
 ///
@@ -109,42 +116,9 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let requests = Arc::new(Requests::default());
-        let service = {
-            let (requests, stopping) = (Arc::clone(&requests), stopping.clone());
-            let app = app.clone();
-            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                // The request is active until its answer is sent and its
-                // body is done with: a body still being read, such as one
-                // drained after an early answer, holds the connection
-                // open, or a client still sending it would find it closed.
-                let active = Arc::new(Active::new(&requests));
-                let reading = Arc::clone(&active);
-                let request = request.map(|body| {
-                    axum::body::Body::new(body.map_frame(move |frame| {
-                        let _reading = &reading;
-                        frame
-                    }))
-                });
-                let answer = app.clone().oneshot(request);
-                let stopping = stopping.clone();
-                async move {
-                    let mut response = answer.await?;
-                    // Once stopping, every answer is a connection's last.
-                    if stopping.is_cancelled() {
-                        let close = HeaderValue::from_static("close");
-                        response.headers_mut().insert(header::CONNECTION, close);
-                    }
-                    // The request is active until its answer is sent.
-                    Ok::<_, Infallible>(response.map(|body| {
-                        axum::body::Body::new(body.map_frame(move |frame| {
-                            let _active = &active;
-                            frame
-                        }))
-                    }))
-                }
-            })
-        };
-        let connection = http.serve_connection(TokioIo::new(socket), service);
+        let service = service(&app, &requests, &stopping);
+        let socket = TokioIo::new(Socket::new(socket, Arc::clone(&requests)));
+        let connection = http.serve_connection(socket, service);
         connections.spawn(drain_connection(connection, requests, stopping.clone()));
     }
     scheduler.close();
@@ -178,6 +152,15 @@ pub async fn run(
     // where herd clients that connected just after the signal were cut).
     let late = TaskTracker::new();
     http.keep_alive(false);
+    let serve_late = |socket, within| {
+        let requests = Arc::new(Requests::default());
+        let service = service(&app, &requests, &stopping);
+        let socket = TokioIo::new(Socket::new(socket, requests));
+        let connection = http.serve_connection(socket, service);
+        late.spawn(async move {
+            let _ = tokio::time::timeout(within, connection).await;
+        });
+    };
     loop {
         tokio::select! {
             () = &mut drain => break,
@@ -186,11 +169,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let service = TowerToHyperService::new(app.clone());
-                let connection = http.serve_connection(TokioIo::new(socket), service);
-                late.spawn(async move {
-                    let _ = tokio::time::timeout(LAST_CALL, connection).await;
-                });
+                serve_late(socket, LAST_CALL);
             }
         }
     }
@@ -203,6 +182,54 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// The service of a connection whose requests `requests` counts: `app`,
+/// with every answer made once `stopping` a connection's last.
+fn service(
+    app: &Router,
+    requests: &Arc<Requests>,
+    stopping: &CancellationToken,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let (app, requests, stopping) = (app.clone(), Arc::clone(requests), stopping.clone());
+    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        // The request is active until its answer is sent and its body is
+        // done with: a body still being read, such as one drained after an
+        // early answer, holds the connection open, or a client still
+        // sending it would find it closed.
+        let active = Arc::new(Active::new(&requests));
+        let reading = Arc::clone(&active);
+        let request = request.map(|body| {
+            axum::body::Body::new(body.map_frame(move |frame| {
+                let _reading = &reading;
+                frame
+            }))
+        });
+        let answer = app.clone().oneshot(request);
+        let stopping = stopping.clone();
+        async move {
+            let mut response = answer.await?;
+            // Once stopping, every answer is a connection's last.
+            if stopping.is_cancelled() {
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(header::CONNECTION, close);
+            }
+            // The request is active until its answer is sent.
+            Ok::<_, Infallible>(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _active = &active;
+                    frame
+                }))
+            }))
+        }
+    })
 }
 
 /// The next connection, with `TCP_NODELAY` set: an answer is written as a
