@@ -185,9 +185,14 @@ pub enum ApiError {
     #[error("spooling the upload failed")]
     Spool(#[source] corral_store::SpoolError),
 
-    /// The request's work was cancelled before it finished (the server is
-    /// stopping).
-    #[error("the request was cancelled before it finished")]
+    /// The request's work was cancelled before it finished: the server is
+    /// stopping and its grace period ran out. Answered as `shutting_down`,
+    /// like a request refused at the door: for the client, the same cause
+    /// and the same remedy.
+    #[error(
+        "the server is stopping: this request was still running when its grace period \
+         ended, and was cancelled; nothing of it was kept, send it again"
+    )]
     Cancelled,
 
     /// The storage backend failed.
@@ -251,7 +256,7 @@ impl ApiError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::Refused(refusal) => refusal.code(),
             Self::Spool(_) => "spool_error",
-            Self::Cancelled => "cancelled",
+            Self::Cancelled => "shutting_down",
             Self::Storage(_) => "storage_error",
             Self::Panic => "internal_error",
         }
@@ -422,6 +427,7 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
         }
         ApiError::Cancelled => {
             headers.insert(header::RETRY_AFTER, number("1"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}
     }

@@ -143,6 +143,17 @@ pub(crate) async fn upload(
         let room = admit_batch(&state, &admitted.tenant, &headers, length, buffer).await?;
         Ok((admitted, boundary, room, prefix.flatten()))
     };
+    // A request still running when the shutdown's grace period ends is
+    // cancelled here, whatever it is waiting for (upload memory, a client
+    // trickling its body, a backend call), and told so.
+    let cancelled = state.scheduler.cancelled();
+    let mut cancelled = std::pin::pin!(cancelled);
+    let early = async {
+        tokio::select! {
+            early = early => early,
+            () = &mut cancelled => Err(ApiError::Cancelled),
+        }
+    };
     let (Admitted { tenant, group }, boundary, room, prefix) = match early.await {
         Ok(accepted) => accepted,
         Err(error) => return refuse(body, error.into_response()),
@@ -171,7 +182,11 @@ pub(crate) async fn upload(
         dir: None,
         spooled,
     };
-    match batch.receive(reader.clone(), boundary, &mut rollback).await {
+    let received = tokio::select! {
+        received = batch.receive(reader.clone(), boundary, &mut rollback) => received,
+        () = &mut cancelled => Err(ApiError::Cancelled.into()),
+    };
+    match received {
         Ok((files, None)) => {
             // Durably no longer to be rolled back, before it is told.
             let intent = rollback
@@ -189,9 +204,12 @@ pub(crate) async fn upload(
         },
         Err(failure) => {
             rollback.run().await;
+            // A cancelled request is answered at once, for the process to
+            // stop in time; the connection's lingering close still lets
+            // its client read the answer (see `crate::serve`).
             if !matches!(
                 failure.error,
-                ApiError::ClientGone | ApiError::SlowClient { .. }
+                ApiError::ClientGone | ApiError::SlowClient { .. } | ApiError::Cancelled
             ) {
                 reader.linger().await;
             }

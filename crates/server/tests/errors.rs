@@ -307,31 +307,6 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             server.store.scheduler().close();
             post(&server, upload_form(10)).await
         }
-        Some("cancelled") => {
-            // Parts of 1 MiB: the first is stored while the body streams,
-            // the next after shutdown has cancelled every request.
-            let server = Server::with(ServerConfig::default(), small_parts()).await;
-            let head = format!(
-                "POST /api/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-                 Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
-                (3 << 20) + 200
-            );
-            let start =
-                b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n";
-            let mut body = start.to_vec();
-            body.extend(data((1 << 20) + 100, 3));
-            let calls = || server.store.scheduler().counters().calls;
-            let before = calls();
-            let mut socket = send_raw(server.addr, &head, &body).await;
-            // Once its multipart upload has begun and its first part is
-            // stored: two calls.
-            while calls() < before + 2 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            server.store.scheduler().shutdown(Duration::ZERO).await;
-            let _ = socket.write_all(&data(1 << 20, 4)).await;
-            Answer::parse(&read_answer(&mut socket).await)
-        }
         Some("backend_unavailable") => {
             let s3 = corral_testkit::s3::S3Server::require();
             let front = Front::start(FrontConfig::new(s3.addr())).await.unwrap();
@@ -393,7 +368,7 @@ async fn every_row_of_the_readme_error_table_is_what_the_server_answers() {
             Some("spool_full") if retry_after != Some("10") => {
                 problems.push(format!("Retry-After {retry_after:?}, not 10"));
             }
-            Some("shutting_down" | "cancelled") if retry_after != Some("1") => {
+            Some("shutting_down") if retry_after != Some("1") => {
                 problems.push(format!("Retry-After {retry_after:?}, not 1"));
             }
             _ => {}
@@ -403,4 +378,40 @@ async fn every_row_of_the_readme_error_table_is_what_the_server_answers() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A request still running when the grace period ends is answered as one
+/// refused during the drain: `503 shutting_down`, `Retry-After: 1`,
+/// `Connection: close`; its message says it was cancelled.
+#[tokio::test]
+async fn a_request_cancelled_by_the_shutdown_answers_shutting_down() {
+    // Parts of 1 MiB: the first is stored while the body streams, the next
+    // after shutdown has cancelled every request.
+    let server = Server::with(ServerConfig::default(), small_parts()).await;
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        (3 << 20) + 200
+    );
+    let start = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n";
+    let mut body = start.to_vec();
+    body.extend(data((1 << 20) + 100, 3));
+    let calls = || server.store.scheduler().counters().calls;
+    let before = calls();
+    let mut socket = send_raw(server.addr, &head, &body).await;
+    // Once its multipart upload has begun and its first part is stored:
+    // two calls.
+    while calls() < before + 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.store.scheduler().shutdown(Duration::ZERO).await;
+    let _ = socket.write_all(&data(1 << 20, 4)).await;
+    let raw = read_answer(&mut socket).await;
+    let answer = Answer::parse(&raw);
+    assert_eq!(answer.status, 503, "{raw}");
+    assert_eq!(answer.code.as_deref(), Some("shutting_down"), "{raw}");
+    assert_eq!(answer.header("retry-after"), Some("1"), "{raw}");
+    assert_eq!(answer.header("connection"), Some("close"), "{raw}");
+    assert!(raw.contains("was cancelled"), "{raw}");
+    server.assert_nothing_left().await;
 }

@@ -29,8 +29,17 @@ mod socket;
 use socket::Socket;
 
 /// How long cancelled requests get to answer before their connections are
-/// dropped.
+/// dropped. More than a lingering close ([`socket::LINGER`]), so that a
+/// cancelled request's `503` is not cut.
 const LAST_CALL: Duration = Duration::from_secs(5);
+
+/// How long a connection found in the listener's backlog at the end of the
+/// drain gets to send its request.
+const BACKLOG_COURTESY: Duration = COURTESY;
+
+/// The most connections taken from the backlog at the end of the drain
+/// (Linux's default `somaxconn`).
+const MAX_BACKLOG: usize = 4096;
 
 /// How long an idle connection gets, once stopping, to send a request that
 /// may already be on its way (see `drain_connection`).
@@ -68,17 +77,22 @@ pub(crate) const MAX_HEAD: usize = 32 << 10;
 ///    connection, so that load balancers and clients are
 ///    told rather than refused a connection;
 /// 2. requests in progress finish, for up to `shutdown_grace`;
-/// 3. past that, the scheduler cancels whatever work is left (those
-///    requests get `503` and roll back), and the server waits for them at
-///    most 5 s more before dropping the connections still open;
-/// 4. the listener closes, the spool's workers stop what they are doing
-///    (what they did not store stays spooled), and background cleanups of
-///    the store finish.
+/// 3. past that, the scheduler cancels whatever work is left: those
+///    requests (an upload whose client is still sending included) answer
+///    `503 shutting_down` at once and roll back, and their connections
+///    close lingering, so that the client reads the answer (see
+///    [`socket`]); a download still streaming gets at most 5 s more
+///    before its connection is dropped;
+/// 4. connections still waiting in the listener's backlog are accepted
+///    and answered like the others of the drain, the listener closes, the
+///    spool's workers stop what they are doing (what they did not store
+///    stays spooled), and background cleanups of the store finish.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) to bound
 /// their read buffers (64 KiB) and the time a client may take to send its
 /// request head (`body_timeout`, against slowloris), and over a [`Socket`]
-/// that answers heads hyper cannot parse in corral's JSON shape.
+/// that answers heads hyper cannot parse in corral's JSON shape and closes
+/// lingering.
 ///
 /// # Errors
 ///
@@ -133,11 +147,10 @@ pub async fn run(
                 "requests still running after the grace period: cancelling them"
             );
             scheduler.shutdown(Duration::ZERO).await;
-            // Cancelled requests answer and roll back at once; a connection
-            // that makes no backend call (a download streaming, an upload
-            // trickling below a part) does not see the cancellation, so it
-            // gets a few seconds more and is then left to close with the
-            // process.
+            // Cancelled requests answer `503` and roll back at once, and
+            // their connections close lingering (see `socket`); a download
+            // streaming cannot be answered anew, so it gets a few seconds
+            // more and is then left to close with the process.
             if tokio::time::timeout(LAST_CALL, &mut drained).await.is_err() {
                 tracing::warn!("connections still open after cancelling: closing them");
             }
@@ -173,7 +186,14 @@ pub async fn run(
             }
         }
     }
-    drop(listener);
+    // Connections the kernel completed but that were not accepted yet
+    // would be reset when the listener closes: each gets its answer too,
+    // if its request comes within a second (it was sent when the client
+    // connected, or it is not coming). Only those already waiting: a
+    // client connecting from now on finds the port closed.
+    for socket in backlog(listener) {
+        serve_late(socket, BACKLOG_COURTESY);
+    }
     late.close();
     late.wait().await;
     // Spooled jobs not done yet resume when the spool is opened again.
@@ -242,6 +262,37 @@ async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
         tracing::debug!(%error, "setting TCP_NODELAY failed");
     }
     Ok(socket)
+}
+
+/// The connections waiting in `listener`'s backlog (at most
+/// [`MAX_BACKLOG`]), without waiting for more; the listener is closed.
+/// Accepted by plain system calls: tokio's `accept` would see only the
+/// connections its reactor has already been told of.
+fn backlog(listener: TcpListener) -> Vec<TcpStream> {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::debug!(%error, "cannot take the listener's backlog");
+            return Vec::new();
+        }
+    };
+    let mut waiting = Vec::new();
+    for _ in 0..MAX_BACKLOG {
+        let socket = match listener.accept() {
+            Ok((socket, _)) => socket,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            // A connection reset while it waited, out of descriptors.
+            Err(_) => continue,
+        };
+        let socket = socket
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(socket));
+        if let Ok(socket) = socket {
+            let _ = socket.set_nodelay(true);
+            waiting.push(socket);
+        }
+    }
+    waiting
 }
 
 /// A connection's requests.
@@ -334,6 +385,21 @@ async fn drain_connection<I, S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_backlog_is_taken_whole_without_waiting() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Completed by the kernel, never accepted.
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(address).unwrap())
+            .collect();
+        let taken = backlog(listener);
+        assert_eq!(taken.len(), clients.len());
+        assert!(taken.iter().all(|socket| socket.nodelay().unwrap()));
+        // The listener is closed.
+        assert!(std::net::TcpStream::connect(address).is_err());
+    }
 
     /// Regression: a kept-alive GET of 10 bytes took 27 ms against 0.6 ms
     /// on a fresh connection, Nagle's algorithm holding each answer's body

@@ -1,5 +1,5 @@
-//! [`Socket`]: a connection's socket as hyper sees it, doing what hyper
-//! does not do itself.
+//! [`Socket`]: a connection's socket as hyper sees it, doing two things
+//! hyper does not do itself.
 //!
 //! # Answers to requests hyper cannot parse, in corral's shape
 //!
@@ -16,18 +16,36 @@
 //! that cannot be parsed after a first request on a kept-alive
 //! connection is rare (a client that sends one good head sends the next
 //! as well) and keeps hyper's empty answer.
+//!
+//! # A lingering close
+//!
+//! When hyper ends a connection it shuts the socket down. Closing a socket
+//! whose client is still sending (an upload answered early, a request
+//! cancelled when the shutdown's grace ran out) makes the kernel answer
+//! with a reset, which can destroy the answer before the client read it.
+//! Like nginx's lingering close, the socket instead shuts its write side
+//! (the client sees the end of the answer), then reads and discards what
+//! the client still sends until it closes its side, for at most
+//! [`LINGER`].
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use super::{MAX_HEAD, Requests};
 use crate::error::{self, ApiError};
+
+/// The longest a closing connection reads what its client still sends.
+/// Short: a client that reads answers while it sends (curl does) stops at
+/// once, and the drain waits for connections that linger.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 /// A socket of a connection whose requests `requests` counts.
 pub(super) struct Socket<T> {
@@ -40,6 +58,13 @@ pub(super) struct Socket<T> {
     /// Set once hyper's answer was replaced: what hyper writes after it
     /// is dropped.
     replaced: bool,
+    /// The lingering close, once begun.
+    closing: Option<Closing>,
+}
+
+struct Closing {
+    write_shut: bool,
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl<T> Socket<T> {
@@ -50,6 +75,7 @@ impl<T> Socket<T> {
             answer: None,
             written: 0,
             replaced: false,
+            closing: None,
         }
     }
 
@@ -172,9 +198,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Socket<T> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
+    /// The lingering close (see the [module docs](self)).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_answer(cx))?;
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        let closing = this.closing.get_or_insert_with(|| Closing {
+            write_shut: false,
+            deadline: Box::pin(tokio::time::sleep(LINGER)),
+        });
+        if !closing.write_shut {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            closing.write_shut = true;
+        }
+        let mut discard = [0; 8 << 10];
+        loop {
+            if closing.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut discard);
+            match ready!(Pin::new(&mut this.io).poll_read(cx, &mut buf)) {
+                // The client closed its side, or failed: nothing to wait for.
+                Ok(()) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Ok(()) => {}
+                Err(_) => return Poll::Ready(Ok(())),
+            }
+        }
     }
 }
 
@@ -259,5 +307,27 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
         assert!(answer.contains("content-length: 0\r\n"), "{answer}");
         assert!(!answer.contains("application/json"), "{answer}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_reads_what_the_client_still_sends_for_a_bounded_time() {
+        let (mut client, _) = serve();
+        // Answered, and the connection closed by the server, while the
+        // client goes on sending and never closes its side.
+        let request = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0; 1024];
+        let n = client.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 400"));
+        // The server's side still reads: more than the pipe holds is taken.
+        for _ in 0..40 {
+            client.write_all(&[b'x'; 4096]).await.unwrap();
+        }
+        let start = tokio::time::Instant::now();
+        // Then the server lets go, no later than LINGER.
+        while client.write_all(&[b'x'; 4096]).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(start.elapsed() <= LINGER + Duration::from_millis(200));
     }
 }
