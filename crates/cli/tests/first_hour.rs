@@ -466,3 +466,72 @@ fn the_readme_configuration_table_matches_serve_help_and_print_config() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// `GET path` with `headers`, over HTTP/1.0: the status line.
+fn get_status(url: &str, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n");
+    socket.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = socket.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn each_refused_token_is_logged_with_why_and_a_hash_prefix_never_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    let good = "corral_the-good-token-0123456789";
+    let hash = corral_server::token_sha256(good);
+    let entry = format!("[[tenant]]\nname = \"acme\"\ntoken_sha256 = [\"{hash}\"]\n");
+    std::fs::write(&file, entry).unwrap();
+    let auth = file.to_str().unwrap();
+    let server = common::Corral::start(&["--store", "memory://", "--auth", auth], &[]);
+    // A token added to the file after corral started, and so not known.
+    let added = "corral_added-after-start-9876543210";
+    let basic = "Authorization: Basic c2VjcmV0LXVzZXI6c2VjcmV0LXBhc3M=\r\n";
+    for headers in [
+        String::new(),
+        basic.to_owned(),
+        format!("Authorization: Bearer {added}\r\n"),
+    ] {
+        let status = get_status(&server.url, "/api/files", &headers);
+        assert!(status.contains(" 401 "), "{status}");
+    }
+    let status = get_status(
+        &server.url,
+        "/api/files",
+        &format!("Authorization: Bearer {good}\r\n"),
+    );
+    assert!(status.contains(" 200 "), "{status}");
+
+    let logs = server.logs();
+    let refusals: Vec<&str> = logs.lines().filter(|l| l.contains("401")).collect();
+    assert_eq!(refusals.len(), 3, "{logs}");
+    assert!(
+        refusals.iter().all(|line| line.contains(" INFO ")),
+        "{logs}"
+    );
+    assert!(
+        refusals[0].contains(r#"why="no Authorization header""#),
+        "{logs}"
+    );
+    assert!(
+        refusals[1].contains(r#"why="not a bearer token""#),
+        "{logs}"
+    );
+    assert!(refusals[1].contains("scheme=\"Basic\""), "{logs}");
+    assert!(refusals[2].contains(r#"why="unknown token""#), "{logs}");
+    // What the operator compares with the file's token_sha256.
+    let prefix = &corral_server::token_sha256(added)[..8];
+    assert!(
+        refusals[2].contains(&format!("token_sha256={prefix}…")),
+        "{logs}"
+    );
+    assert!(refusals[2].contains("restart corral"), "{logs}");
+    for secret in [added, good, "c2VjcmV0", &corral_server::token_sha256(added)] {
+        assert!(!logs.contains(secret), "{secret} in the logs: {logs}");
+    }
+}

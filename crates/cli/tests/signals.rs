@@ -239,6 +239,9 @@ fn sigterm_during_a_herd_lets_uploads_finish_and_refuses_new_ones_cleanly() {
         "{late}"
     );
     assert_eq!(late.files_stored, 0);
+    // Refusals of a drain are expected: not logged as errors (each was
+    // logged twice at ERROR, by the error mapping and the trace layer).
+    assert!(!logs.contains("ERROR"), "{logs}");
 
     // S3 holds each stored file, a metadata document for each of the
     // herd's (multipart) files, and nothing else (the held one, stored in
@@ -255,4 +258,104 @@ fn sigterm_during_a_herd_lets_uploads_finish_and_refuses_new_ones_cleanly() {
         .unwrap();
     let uploads = String::from_utf8_lossy(&uploads.body);
     assert!(!uploads.contains("<Upload>"), "open uploads: {uploads}");
+}
+
+/// Every regular file under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => dirs.push(path),
+                false => found.push(path),
+            }
+        }
+    }
+    found
+}
+
+/// Regression: a slow upload still running when `--shutdown-grace` ended
+/// got no answer; its connection was held 5 s more and then cut (`Broken
+/// pipe`), and corral exited at grace + 5 s. Now it gets `503
+/// shutting_down`, nothing of it is stored, and corral exits soon after the
+/// grace. Expected refusals during the drain are not logged as errors.
+#[test]
+fn a_slow_upload_past_the_grace_gets_503_shutting_down_and_corral_exits_soon_after() {
+    use std::io::Read;
+
+    let store = tempfile::tempdir().unwrap();
+    let store_url = store.path().to_str().unwrap();
+    let grace = Duration::from_secs(2);
+    let mut corral = Corral::start(&["--store", store_url, "--shutdown-grace", "2s"], &[]);
+    let address = corral.url.trim_start_matches("http://").to_owned();
+
+    // 3 MB in one file, below the multipart threshold: no backend call
+    // until the body has arrived, so only the shutdown can stop it.
+    let size = 3_000_000;
+    let start =
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\n\r\n";
+    let end = b"\r\n--b--\r\n";
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary=b\r\nContent-Length: {}\r\n\r\n",
+        start.len() + size + end.len()
+    );
+    let mut socket = TcpStream::connect(&address).unwrap();
+    socket.write_all(head.as_bytes()).unwrap();
+    socket.write_all(start).unwrap();
+    // Like `curl --limit-rate 200k`: it would take 15 s.
+    let mut sender = socket.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let chunk = [b's'; 10_000];
+        for _ in 0..size / chunk.len() {
+            if sender.write_all(&chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = sender.write_all(end);
+    });
+    wait_for("the upload to be admitted", || {
+        memory_reserved(&address) > 0
+    });
+
+    send_sigterm(&corral);
+    let signalled = Instant::now();
+    // A request of the drain is refused, as expected.
+    wait_for("/readyz to turn 503", || {
+        get(&address, "/readyz").split(' ').nth(1) == Some("503")
+    });
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let read = socket.read_to_string(&mut answer);
+    // Like curl, which stops sending once it has its answer.
+    let _ = socket.shutdown(std::net::Shutdown::Both);
+    let status = exit_status(&mut corral, grace + Duration::from_secs(4));
+    let exited = signalled.elapsed();
+    let logs = corral.logs();
+    assert!(read.is_ok(), "{read:?}, after {answer:?}\n{logs}");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}\n{logs}");
+    assert!(answer.contains(r#""code":"shutting_down""#), "{answer}");
+    assert!(answer.contains("was cancelled"), "{answer}");
+    let head = answer.to_ascii_lowercase();
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{answer}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(status.success(), "{status}: {logs}");
+    // Exited after the grace, and well before the old grace + 5 s.
+    assert!(exited >= grace, "{exited:?}\n{logs}");
+    assert!(
+        exited < grace + Duration::from_secs(4),
+        "{exited:?}\n{logs}"
+    );
+    sending.join().unwrap();
+
+    // Nothing of it is stored.
+    assert_eq!(files_under(store.path()), Vec::<std::path::PathBuf>::new());
+    // The refusals of the drain are expected: no ERROR line.
+    assert!(!logs.contains("ERROR"), "{logs}");
+    assert!(logs.contains("cancelling them"), "{logs}");
 }

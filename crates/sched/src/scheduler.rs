@@ -176,6 +176,17 @@ impl Scheduler {
         self.shared.lock().closed
     }
 
+    /// Completes once [`Scheduler::shutdown`] has cancelled the work left,
+    /// its grace period over: for work that makes no call at the moment
+    /// (a request reading its client's body) to stop as the calls do.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn cancelled(&self) {
+        self.shared.root.cancelled().await;
+    }
+
     /// Closes, waits up to `grace` for admitted work to finish, then
     /// cancels whatever is left. Returns whether everything finished.
     pub async fn shutdown(&self, grace: Duration) -> bool {
@@ -204,6 +215,22 @@ mod tests {
     use super::*;
     use crate::JobError;
     use crate::testing::{Running, idle, scheduler};
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_completes_once_shutdown_gives_up_waiting() {
+        let scheduler = scheduler(LimitConfig::Fixed(4));
+        let group = scheduler.group("t").unwrap();
+        let running = Running::default();
+        let waited = tokio::time::timeout(Duration::from_secs(5), scheduler.cancelled());
+        assert!(waited.await.is_err(), "not while serving");
+        let (result, drained) = tokio::join!(
+            group.run(0, || running.call(Duration::from_secs(20))),
+            scheduler.shutdown(Duration::from_secs(1)),
+        );
+        assert!(result.is_err() && !drained);
+        let waited = tokio::time::timeout(Duration::from_millis(1), scheduler.cancelled());
+        assert!(waited.await.is_ok(), "once the grace period is over");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_waits_for_running_jobs_until_the_grace_period_ends() {

@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::Uri;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::routing::{get, post};
 use corral_sched::{Health, Scheduler};
 use corral_store::{Spool, Store};
+use tower::ServiceExt as _;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 
 use crate::admission::refusal::Refusal;
@@ -88,19 +90,48 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API. A path with a trailing slash is the path without
+/// it (`POST /api/files/` uploads), as a user who types one expects.
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
-        .route("/api/files", post(upload::upload).get(files::list))
+        .route(FILES, post(upload::upload).get(files::list))
         .route(
-            "/api/files/{*key}",
+            FILE,
             get(files::get).head(files::head).delete(files::delete),
         )
-        .route("/api/jobs/{id}", get(jobs::get))
+        .route(JOB, get(jobs::get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape));
-    layered(routes, state)
+    // The path is rewritten before routing, so outside the router.
+    let app = layered(routes, state).map_request(trim_trailing_slash);
+    Router::new().fallback_service(app)
+}
+
+const FILES: &str = "/api/files";
+const FILE: &str = "/api/files/{*key}";
+const JOB: &str = "/api/jobs/{id}";
+
+/// `request`, its path without its trailing slashes (`/` stays `/`).
+fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        let path_and_query = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        let mut parts = request.uri().clone().into_parts();
+        // A path cut short of its slashes is still a valid path.
+        parts.path_and_query = path_and_query.parse().ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// `routes` with what every route gets: the fallbacks, the panic catcher,
@@ -122,7 +153,17 @@ fn layered(routes: Router<AppState>, state: AppState) -> Router {
             Arc::clone(&state.metrics),
             metrics::track,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(
+            |failure: ServerErrorsFailureClass, _: Duration, _: &tracing::Span| {
+                // Each 5xx is logged where it is made, with its cause
+                // (`error::respond`), and a refusal (a 503 while stopping)
+                // is no error at all: only a body that fails while it is
+                // sent is left to log.
+                if let ServerErrorsFailureClass::Error(error) = failure {
+                    tracing::warn!(%error, "an answer failed while its body was sent");
+                }
+            },
+        ))
         .with_state(state)
 }
 
@@ -153,15 +194,32 @@ async fn no_route(uri: Uri) -> ApiError {
     ApiError::NoRoute(uri.path().to_owned())
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+/// `405`, naming the methods the route takes (axum adds them as `Allow`)
+/// and, for a `PUT` or `POST` meant to upload, how to upload.
+async fn method_not_allowed(method: Method, uri: Uri, route: Option<MatchedPath>) -> ApiError {
+    const UPLOAD: &str = "upload with POST multipart/form-data to /api/files, one form part \
+                          per file (curl -F file=@PATH http://HOST/api/files)";
+    let route = route.as_ref().map(MatchedPath::as_str);
+    let uploading = [Method::PUT, Method::POST, Method::PATCH].contains(&method);
+    let (allowed, hint) = match route {
+        Some(FILES) => ("GET, HEAD, POST", Some(UPLOAD)),
+        Some(FILE) => ("GET, HEAD, DELETE", uploading.then_some(UPLOAD)),
+        _ => ("GET, HEAD", None),
+    };
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        allowed,
+        hint,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::{HeaderMap, Request, StatusCode};
     use corral_store::{Store, StoreConfig};
+    use serde_json::Value;
     use tower::ServiceExt as _;
 
     use super::*;
@@ -170,13 +228,79 @@ mod tests {
         panic!("a bug")
     }
 
-    #[tokio::test]
-    async fn a_panicking_handler_answers_500_and_the_router_goes_on() {
+    async fn state() -> AppState {
         let scheduler = Scheduler::new(corral_sched::SchedConfig::default());
         let store = Store::open("memory://", StoreConfig::default(), scheduler.clone())
             .await
             .unwrap();
-        let state = AppState::new(store, scheduler, ServerConfig::default());
+        AppState::new(store, scheduler, ServerConfig::default())
+    }
+
+    async fn call(app: &Router, method: Method, path: &str) -> (StatusCode, HeaderMap, Value) {
+        let request = Request::builder().method(method).uri(path);
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (parts.status, parts.headers, body)
+    }
+
+    #[tokio::test]
+    async fn every_405_names_the_methods_of_its_allow_header() {
+        let app = router(state().await);
+        for (method, path) in [
+            (Method::PUT, "/api/files"),
+            (Method::DELETE, "/api/files"),
+            (Method::PUT, "/api/files/a.txt"),
+            (Method::POST, "/api/files/a/b.txt"),
+            (Method::POST, "/api/jobs/x"),
+            (Method::POST, "/healthz"),
+            (Method::DELETE, "/readyz"),
+            (Method::PUT, "/metrics"),
+        ] {
+            let (status, headers, body) = call(&app, method.clone(), path).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(body["error"]["code"], "method_not_allowed");
+            let allow = headers[axum::http::header::ALLOW].to_str().unwrap();
+            let set = |list: &str| {
+                let mut methods: Vec<String> = list.split(',').map(|m| m.trim().into()).collect();
+                methods.sort_unstable();
+                methods
+            };
+            let message = body["error"]["message"].as_str().unwrap();
+            let named = message.split("which takes ").nth(1).unwrap();
+            let named = named.split(':').next().unwrap();
+            assert_eq!(set(named), set(allow), "{message:?} against Allow: {allow}");
+            assert!(message.starts_with(&format!("{method} is not allowed on {path}")));
+            if method == Method::PUT && path.starts_with("/api/files") {
+                assert!(message.contains("upload with POST multipart/form-data to /api/files"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trailing_slash_is_the_route_without_it() {
+        let app = router(state().await);
+        for path in ["/healthz/", "/api/files/", "/api/files//?limit=5"] {
+            let (status, _, _) = call(&app, Method::GET, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+        }
+        let (status, _, body) = call(&app, Method::PUT, "/api/files/").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+        let (status, _, body) = call(&app, Method::GET, "/").await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::NOT_FOUND, &"no_route".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_router_goes_on() {
+        let state = state().await;
         let routes = Router::new()
             .route("/boom", get(boom))
             .route("/healthz", get(healthz));

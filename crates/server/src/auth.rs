@@ -133,6 +133,12 @@ impl Auth {
 
     /// The tenant whose token the `Authorization` header carries.
     ///
+    /// Each refusal is logged at `info`, with why and, for an unknown
+    /// token, the first 8 hex digits of its SHA-256: an operator compares
+    /// them with the `token_sha256` entries of the auth file to tell a
+    /// wrong token from one added to the file since corral started (it
+    /// reads the file once). The token itself is never logged.
+    ///
     /// # Errors
     ///
     /// [`ApiError::Unauthorized`] if the header is missing, is not a bearer
@@ -141,28 +147,48 @@ impl Auth {
         &self,
         header: Option<&HeaderValue>,
     ) -> Result<Arc<TenantPolicy>, ApiError> {
-        let header = header.ok_or(ApiError::Unauthorized {
-            reason: "this server needs a bearer token (Authorization: Bearer <token>)",
-            token_given: false,
-        })?;
-        let token = header
-            .to_str()
-            .ok()
+        let Some(header) = header else {
+            tracing::info!(why = "no Authorization header", "refused a request: 401");
+            return Err(ApiError::Unauthorized {
+                reason: "this server needs a bearer token (Authorization: Bearer <token>)",
+                token_given: false,
+            });
+        };
+        let value = header.to_str().ok();
+        let token = value
             .and_then(|value| value.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized {
+            .filter(|token| !token.is_empty());
+        let Some(token) = token else {
+            // The scheme is no secret (`Basic`, `Token`): it tells the
+            // operator which client sends it. What follows it may be.
+            let scheme = value
+                .and_then(|value| value.split_whitespace().next())
+                .filter(|scheme| {
+                    scheme.len() <= 16 && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+                })
+                .unwrap_or("?");
+            tracing::info!(why = "not a bearer token", scheme, "refused a request: 401");
+            return Err(ApiError::Unauthorized {
                 reason: "the Authorization header is not a bearer token",
                 token_given: false,
-            })?;
-        self.by_hash
-            .get(&hash(token))
-            .cloned()
-            .ok_or(ApiError::Unauthorized {
+            });
+        };
+        let hash = hash(token);
+        self.by_hash.get(&hash).cloned().ok_or_else(|| {
+            tracing::info!(
+                why = "unknown token",
+                token_sha256 = %format_args!("{}…", hex::encode(&hash[..4])),
+                "refused a request: 401 (no tenant of the auth file corral read at start has \
+                 this token: compare token_sha256 with the file's; restart corral after \
+                 editing it)"
+            );
+            ApiError::Unauthorized {
                 reason: "the token is not valid",
                 token_given: true,
-            })
+            }
+        })
     }
 }
 

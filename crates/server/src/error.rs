@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_store::error_chain;
@@ -42,8 +41,76 @@ pub enum ApiError {
     NoRoute(String),
 
     /// The route exists, not with this method.
-    #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    #[error(
+        "{method} is not allowed on {path}, which takes {allowed}{}",
+        hint.map(|hint| format!(": {hint}")).unwrap_or_default()
+    )]
+    MethodNotAllowed {
+        /// The method the request used.
+        method: String,
+        /// The request's path.
+        path: String,
+        /// The methods the route takes, as the `Allow` header lists them.
+        allowed: &'static str,
+        /// What to do instead, when the method says what the client meant
+        /// (a `PUT` meant to upload).
+        hint: Option<&'static str>,
+    },
+
+    /// The query string has a parameter the route does not take: refused
+    /// rather than ignored, so that a misspelt `prefix` does not put files
+    /// where the client did not mean them.
+    #[error(
+        "unknown query parameter {name:?}{}; {route} takes {}",
+        did_you_mean(name, accepted),
+        list(accepted, "no query parameter")
+    )]
+    UnknownParameter {
+        /// The parameter as given.
+        name: String,
+        /// The route, as `METHOD /path`.
+        route: &'static str,
+        /// The parameters it takes.
+        accepted: &'static [&'static str],
+    },
+
+    /// An upload's form has a text field it does not take.
+    #[error(
+        "unknown form field {name:?}{}; the upload form takes {} and file parts, each \
+         with a filename (curl -F file=@PATH)",
+        did_you_mean(name, accepted),
+        list(accepted, "no text field")
+    )]
+    UnknownField {
+        /// The field's name as given.
+        name: String,
+        /// The text fields the form takes.
+        accepted: &'static [&'static str],
+    },
+
+    /// hyper could not parse the request line or a header (a raw space in
+    /// the path, a control character, a header name that is not a token);
+    /// see [`crate::serve`].
+    #[error(
+        "the request line or a header could not be parsed: percent-encode spaces and other \
+         special characters in the path and query (a space is %20), and check the method, \
+         the HTTP version and the header names"
+    )]
+    MalformedHead,
+
+    /// The request target is longer than hyper takes.
+    #[error("the request's path and query are too long: send long data in the body")]
+    UriTooLong,
+
+    /// The request line and headers are larger than the limit.
+    #[error(
+        "the request line and headers are larger than {limit} bytes: send large data in the \
+         body, not in headers or the URL"
+    )]
+    HeadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 
     /// One file is larger than the limit.
     #[error("larger than the limit of {limit} bytes")]
@@ -118,9 +185,14 @@ pub enum ApiError {
     #[error("spooling the upload failed")]
     Spool(#[source] corral_store::SpoolError),
 
-    /// The request's work was cancelled before it finished (the server is
-    /// stopping).
-    #[error("the request was cancelled before it finished")]
+    /// The request's work was cancelled before it finished: the server is
+    /// stopping and its grace period ran out. Answered as `shutting_down`,
+    /// like a request refused at the door: for the client, the same cause
+    /// and the same remedy.
+    #[error(
+        "the server is stopping: this request was still running when its grace period \
+         ended, and was cancelled; nothing of it was kept, send it again"
+    )]
     Cancelled,
 
     /// The storage backend failed.
@@ -136,10 +208,16 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::InvalidKey(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_)
+            | Self::InvalidKey(_)
+            | Self::UnknownParameter { .. }
+            | Self::UnknownField { .. }
+            | Self::MalformedHead => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) | Self::NoJob(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::FileTooLarge { .. }
             | Self::BatchTooLarge { .. }
             | Self::TooLargeForSpool { .. }
@@ -163,7 +241,12 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotFound(_) | Self::NoJob(_) => "not_found",
             Self::NoRoute(_) => "no_route",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UnknownParameter { .. } => "unknown_parameter",
+            Self::UnknownField { .. } => "unknown_field",
+            Self::MalformedHead => "malformed_request",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadTooLarge { .. } => "headers_too_large",
             Self::FileTooLarge { .. } => "file_too_large",
             Self::BatchTooLarge { .. } | Self::TooLargeForSpool { .. } => "batch_too_large",
             Self::TooManyFiles { .. } => "too_many_files",
@@ -173,7 +256,7 @@ impl ApiError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::Refused(refusal) => refusal.code(),
             Self::Spool(_) => "spool_error",
-            Self::Cancelled => "cancelled",
+            Self::Cancelled => "shutting_down",
             Self::Storage(_) => "storage_error",
             Self::Panic => "internal_error",
         }
@@ -239,11 +322,47 @@ struct Detail<'a> {
     file: Option<&'a str>,
 }
 
-fn respond(error: &ApiError, file: Option<&str>) -> Response {
-    let status = error.status();
-    if status.is_server_error() {
-        tracing::error!(error = %error_chain(error), file, "request failed");
+/// `, did you mean "prefix"?` when `name` is one or two edits away from an
+/// accepted name (a typo), else nothing.
+fn did_you_mean(name: &str, accepted: &[&str]) -> String {
+    accepted
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, candidate)| format!(" (did you mean {candidate:?}?)"))
+        .unwrap_or_default()
+}
+
+/// `"a", "b"`, or `none` for an empty list.
+fn list(names: &[&str], none: &str) -> String {
+    match names {
+        [] => none.to_owned(),
+        names => (names.iter())
+            .map(|name| format!("{name:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
+}
+
+/// The Levenshtein distance between `a` and `b`, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The JSON body of `error`'s answer.
+pub(crate) fn body(error: &ApiError, file: Option<&str>) -> Vec<u8> {
     let message = match file {
         Some(file) => format!("file {file:?}: {error}"),
         None => error.to_string(),
@@ -255,7 +374,29 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
             file,
         },
     };
-    let mut response = (status, Json(body)).into_response();
+    serde_json::to_vec(&body).expect("the error body serializes")
+}
+
+fn respond(error: &ApiError, file: Option<&str>) -> Response {
+    let status = error.status();
+    match error {
+        // Expected while stopping or while the backend is down, and
+        // counted by reason in the metrics: not an error of the server.
+        ApiError::Refused(_) | ApiError::Cancelled => {
+            tracing::debug!(code = error.code(), "request refused: {error}");
+        }
+        error if status.is_server_error() => {
+            tracing::error!(error = %error_chain(error), file, "request failed");
+        }
+        _ => {}
+    }
+    let content_type = HeaderValue::from_static("application/json");
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        body(error, file),
+    )
+        .into_response();
     let headers = response.headers_mut();
     match error {
         ApiError::RangeNotSatisfiable { size } => {
@@ -286,6 +427,7 @@ fn respond(error: &ApiError, file: Option<&str>) -> Response {
         }
         ApiError::Cancelled => {
             headers.insert(header::RETRY_AFTER, number("1"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}
     }
@@ -312,5 +454,51 @@ impl IntoResponse for FileError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         Self::Refused(refusal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_gets_the_name_it_is_close_to() {
+        const ACCEPTED: &[&str] = &["prefix", "limit", "cursor"];
+        assert_eq!(
+            did_you_mean("perfix", ACCEPTED),
+            " (did you mean \"prefix\"?)"
+        );
+        assert_eq!(
+            did_you_mean("prefx", ACCEPTED),
+            " (did you mean \"prefix\"?)"
+        );
+        assert_eq!(did_you_mean("limt", ACCEPTED), " (did you mean \"limit\"?)");
+        assert_eq!(did_you_mean("page", ACCEPTED), "");
+        assert_eq!(did_you_mean("x", &[]), "");
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn unknown_names_are_named_with_what_is_accepted() {
+        let error = ApiError::UnknownParameter {
+            name: "perfix".into(),
+            route: "POST /api/files",
+            accepted: &["prefix"],
+        };
+        assert_eq!(
+            error.to_string(),
+            "unknown query parameter \"perfix\" (did you mean \"prefix\"?); \
+             POST /api/files takes \"prefix\""
+        );
+        let error = ApiError::UnknownParameter {
+            name: "v".into(),
+            route: "GET /api/jobs/{id}",
+            accepted: &[],
+        };
+        assert!(
+            error.to_string().ends_with("takes no query parameter"),
+            "{error}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use corral_store::{Key, ObjectInfo};
@@ -13,21 +13,25 @@ use serde::{Deserialize, Serialize};
 use crate::admission::Admitted;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::range;
+use crate::{query, range};
 
 /// The header that carries a file's SHA-256, in lower-case hex.
 const SHA256_HEADER: &str = "x-corral-sha256";
 /// Listing page size when the client gives none, and the most it may ask.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
+/// A file's route, as [`query::check`] names it.
+const FILE_ROUTE: &str = "/api/files/{key}";
 
 /// `GET /api/files/{*key}`: the file's bytes, or the requested range.
 pub(crate) async fn get(
     State(state): State<AppState>,
     admitted: Admitted,
     key: Result<Path<String>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    query::check(&uri, FILE_ROUTE, &[])?;
     respond(&state, &admitted, key, &headers, true).await
 }
 
@@ -36,8 +40,10 @@ pub(crate) async fn head(
     State(state): State<AppState>,
     admitted: Admitted,
     key: Result<Path<String>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    query::check(&uri, FILE_ROUTE, &[])?;
     respond(&state, &admitted, key, &headers, false).await
 }
 
@@ -150,7 +156,9 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     Admitted { tenant, group }: Admitted,
     key: Result<Path<String>, PathRejection>,
+    uri: Uri,
 ) -> Result<StatusCode, ApiError> {
+    query::check(&uri, FILE_ROUTE, &[])?;
     let Path(relative) = key.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let key = tenant.key(&relative)?;
     state.store.delete(&group, &key).await?;
@@ -190,8 +198,10 @@ struct Listed {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Admitted { tenant, group }: Admitted,
+    uri: Uri,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ListResponse>, ApiError> {
+    query::check(&uri, "GET /api/files", &["prefix", "limit", "cursor"])?;
     let Query(query) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {

@@ -3,11 +3,13 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::Uri;
 use corral_store::{FileState, Job, JobState, Key};
 use serde::Serialize;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::query;
 use crate::tenant::Tenant;
 
 /// A job as its tenant sees it.
@@ -40,7 +42,9 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     tenant: Tenant,
     id: Result<Path<String>, PathRejection>,
+    uri: Uri,
 ) -> Result<Json<JobView>, ApiError> {
+    query::check(&uri, "GET /api/jobs/{id}", &[])?;
     let Path(id) = id.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let not_found = || ApiError::NoJob(id.clone());
     let spool = state.spool.as_ref().ok_or_else(not_found)?;

@@ -15,6 +15,7 @@ mod files;
 mod jobs;
 mod memory;
 mod metrics;
+mod query;
 mod range;
 mod serve;
 mod tenant;

@@ -7,7 +7,10 @@
 //! client without the `{tenant}/` part:
 //!
 //! - `prefix` is the optional `prefix` query parameter or form field (a
-//!   valid key; the field must come before the first file);
+//!   valid key; the field must come before the first file). It is the only
+//!   parameter and the only text field taken: any other is refused
+//!   (`unknown_parameter`, `unknown_field`) rather than ignored, so that a
+//!   misspelt `prefix` does not store the files at the tenant's root;
 //! - the date is the server's UTC date when the batch started;
 //! - `batch-id` is a fresh UUIDv7: time-ordered, with 74 random bits, so no
 //!   two batches share a directory;
@@ -63,7 +66,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use corral_store::{Committing, Intent, Key, sanitize_file_name};
 use futures::FutureExt;
@@ -74,6 +77,7 @@ use crate::admission::{Admitted, Room, admit_batch};
 use crate::app::AppState;
 use crate::body::{BodyError, BodyReader, refuse};
 use crate::error::{ApiError, FileError};
+use crate::query;
 use crate::tenant::Tenant;
 use corral_sched::{Group, Health, Scheduler};
 use corral_store::JobWriter;
@@ -84,6 +88,9 @@ const MAX_COMMITTING: usize = 4;
 
 /// Largest text field (such as `prefix`) read from the form.
 const MAX_TEXT_FIELD: usize = 4096;
+
+/// The query parameters and text fields an upload takes.
+const FIELDS: &[&str] = &["prefix"];
 
 /// The query string of an upload.
 #[derive(Debug, Deserialize)]
@@ -111,6 +118,7 @@ pub(crate) struct StoredFile {
 pub(crate) async fn upload(
     State(state): State<AppState>,
     admitted: Result<Admitted, ApiError>,
+    uri: Uri,
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -122,6 +130,7 @@ pub(crate) async fn upload(
     let early = async {
         let admitted = admitted?;
         let boundary = check_headers(&state, &admitted.tenant, length, &headers)?;
+        query::check(&uri, "POST /api/files", FIELDS)?;
         let prefix = match query {
             Ok(Query(query)) => query.prefix.as_deref().map(parse_prefix).transpose()?,
             Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
@@ -133,6 +142,17 @@ pub(crate) async fn upload(
         let buffer = state.store.config().buffer_bound(Some(size_bound)) as u64 + CHUNK_ALLOWANCE;
         let room = admit_batch(&state, &admitted.tenant, &headers, length, buffer).await?;
         Ok((admitted, boundary, room, prefix.flatten()))
+    };
+    // A request still running when the shutdown's grace period ends is
+    // cancelled here, whatever it is waiting for (upload memory, a client
+    // trickling its body, a backend call), and told so.
+    let cancelled = state.scheduler.cancelled();
+    let mut cancelled = std::pin::pin!(cancelled);
+    let early = async {
+        tokio::select! {
+            early = early => early,
+            () = &mut cancelled => Err(ApiError::Cancelled),
+        }
     };
     let (Admitted { tenant, group }, boundary, room, prefix) = match early.await {
         Ok(accepted) => accepted,
@@ -162,7 +182,11 @@ pub(crate) async fn upload(
         dir: None,
         spooled,
     };
-    match batch.receive(reader.clone(), boundary, &mut rollback).await {
+    let received = tokio::select! {
+        received = batch.receive(reader.clone(), boundary, &mut rollback) => received,
+        () = &mut cancelled => Err(ApiError::Cancelled.into()),
+    };
+    match received {
         Ok((files, None)) => {
             // Durably no longer to be rolled back, before it is told.
             let intent = rollback
@@ -180,9 +204,12 @@ pub(crate) async fn upload(
         },
         Err(failure) => {
             rollback.run().await;
+            // A cancelled request is answered at once, for the process to
+            // stop in time; the connection's lingering close still lets
+            // its client read the answer (see `crate::serve`).
             if !matches!(
                 failure.error,
-                ApiError::ClientGone | ApiError::SlowClient { .. }
+                ApiError::ClientGone | ApiError::SlowClient { .. } | ApiError::Cancelled
             ) {
                 reader.linger().await;
             }
@@ -327,17 +354,28 @@ impl Batch<'_> {
                 let text = read_text(&mut field)
                     .await
                     .map_err(|e| self.parse_error(e))?;
-                if field.name() == Some("prefix") {
-                    if self.dir.is_some() {
-                        return Err(bad("the prefix field must come before the files").into());
+                // Refused, not ignored: a misspelt `prefix` would put the
+                // files at the tenant's root. Before any file, nothing is
+                // stored yet; after, the batch is rolled back.
+                match field.name() {
+                    Some("prefix") => {}
+                    Some(name) => {
+                        let (name, accepted) = (name.to_owned(), FIELDS);
+                        return Err(ApiError::UnknownField { name, accepted }.into());
                     }
-                    if self.prefix_in_query {
-                        return Err(bad("prefix is given both in the query and the form").into());
+                    None => {
+                        return Err(bad("a form part has neither a name nor a filename \
+                             (Content-Disposition: form-data; name=...)")
+                        .into());
                     }
-                    self.prefix = parse_prefix(&text)?;
                 }
-                // Other text fields (metadata that some upload widgets send)
-                // are read and ignored.
+                if self.dir.is_some() {
+                    return Err(bad("the prefix field must come before the files").into());
+                }
+                if self.prefix_in_query {
+                    return Err(bad("prefix is given both in the query and the form").into());
+                }
+                self.prefix = parse_prefix(&text)?;
                 continue;
             };
             let received = self.files.len() + self.committing.len();

@@ -130,6 +130,25 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
                         Content-Type: multipart/form-data\r\nContent-Length: 0\r\n\r\n";
             raw(&server, head, b"").await
         }
+        Some("unknown_parameter") => {
+            let server = Server::start().await;
+            let request = server.client.post(server.url("/api/files?perfix=a"));
+            Answer::of(request.multipart(upload_form(10)).send().await.unwrap()).await
+        }
+        Some("unknown_field") => {
+            let server = Server::start().await;
+            post(
+                &server,
+                Form::new()
+                    .text("prefx", "a")
+                    .part("file", file("f", data(10, 1))),
+            )
+            .await
+        }
+        Some("malformed_request") => {
+            let server = Server::start().await;
+            raw(&server, "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", b"").await
+        }
         Some("invalid_key") => get(&Server::start().await, "/api/files?prefix=a/../b").await,
         Some("unauthorized") => {
             let auth = Auth::new(vec![tenant("acme", TOKEN)]).unwrap();
@@ -188,7 +207,7 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             )
             .await
         }
-        None if status == 431 => {
+        Some("headers_too_large") => {
             let server = Server::start().await;
             let junk = "j".repeat(40 << 10);
             let head = format!("GET /api/files HTTP/1.1\r\nHost: x\r\nX-Junk: {junk}\r\n\r\n");
@@ -288,31 +307,6 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             server.store.scheduler().close();
             post(&server, upload_form(10)).await
         }
-        Some("cancelled") => {
-            // Parts of 1 MiB: the first is stored while the body streams,
-            // the next after shutdown has cancelled every request.
-            let server = Server::with(ServerConfig::default(), small_parts()).await;
-            let head = format!(
-                "POST /api/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-                 Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
-                (3 << 20) + 200
-            );
-            let start =
-                b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n";
-            let mut body = start.to_vec();
-            body.extend(data((1 << 20) + 100, 3));
-            let calls = || server.store.scheduler().counters().calls;
-            let before = calls();
-            let mut socket = send_raw(server.addr, &head, &body).await;
-            // Once its multipart upload has begun and its first part is
-            // stored: two calls.
-            while calls() < before + 2 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            server.store.scheduler().shutdown(Duration::ZERO).await;
-            let _ = socket.write_all(&data(1 << 20, 4)).await;
-            Answer::parse(&read_answer(&mut socket).await)
-        }
         Some("backend_unavailable") => {
             let s3 = corral_testkit::s3::S3Server::require();
             let front = Front::start(FrontConfig::new(s3.addr())).await.unwrap();
@@ -360,6 +354,7 @@ async fn every_row_of_the_readme_error_table_is_what_the_server_answers() {
         let needs = match (status, code.as_deref()) {
             (401, _) => Some("www-authenticate"),
             (416, _) => Some("content-range"),
+            (405, _) => Some("allow"),
             (429 | 503, _) => Some("retry-after"),
             _ => None,
         };
@@ -373,7 +368,7 @@ async fn every_row_of_the_readme_error_table_is_what_the_server_answers() {
             Some("spool_full") if retry_after != Some("10") => {
                 problems.push(format!("Retry-After {retry_after:?}, not 10"));
             }
-            Some("shutting_down" | "cancelled") if retry_after != Some("1") => {
+            Some("shutting_down") if retry_after != Some("1") => {
                 problems.push(format!("Retry-After {retry_after:?}, not 1"));
             }
             _ => {}
@@ -383,4 +378,40 @@ async fn every_row_of_the_readme_error_table_is_what_the_server_answers() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A request still running when the grace period ends is answered as one
+/// refused during the drain: `503 shutting_down`, `Retry-After: 1`,
+/// `Connection: close`; its message says it was cancelled.
+#[tokio::test]
+async fn a_request_cancelled_by_the_shutdown_answers_shutting_down() {
+    // Parts of 1 MiB: the first is stored while the body streams, the next
+    // after shutdown has cancelled every request.
+    let server = Server::with(ServerConfig::default(), small_parts()).await;
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        (3 << 20) + 200
+    );
+    let start = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n";
+    let mut body = start.to_vec();
+    body.extend(data((1 << 20) + 100, 3));
+    let calls = || server.store.scheduler().counters().calls;
+    let before = calls();
+    let mut socket = send_raw(server.addr, &head, &body).await;
+    // Once its multipart upload has begun and its first part is stored:
+    // two calls.
+    while calls() < before + 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.store.scheduler().shutdown(Duration::ZERO).await;
+    let _ = socket.write_all(&data(1 << 20, 4)).await;
+    let raw = read_answer(&mut socket).await;
+    let answer = Answer::parse(&raw);
+    assert_eq!(answer.status, 503, "{raw}");
+    assert_eq!(answer.code.as_deref(), Some("shutting_down"), "{raw}");
+    assert_eq!(answer.header("retry-after"), Some("1"), "{raw}");
+    assert_eq!(answer.header("connection"), Some("close"), "{raw}");
+    assert!(raw.contains("was cancelled"), "{raw}");
+    server.assert_nothing_left().await;
 }

@@ -262,9 +262,10 @@ async fn too_many_files_get_413_and_no_files_get_400() {
     assert_eq!(error_code(&body), "too_many_files");
     server.assert_nothing_left().await;
 
+    // A form with a text field but no file: the field is what is wrong.
     let (status, body) = server.upload(Form::new().text("comment", "no files")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(error_code(&body), "bad_request");
+    assert_eq!(error_code(&body), "unknown_field");
     server.stop().await;
 }
 

@@ -1,4 +1,5 @@
-//! [`run`]: serving the API until shutdown.
+//! [`run`]: serving the API until shutdown; [`socket`]: what hyper's
+//! connections are given to read and write.
 
 use std::future::Future;
 use std::io;
@@ -12,10 +13,10 @@ use axum::http::{HeaderValue, header};
 use http_body_util::BodyExt as _;
 use tokio::sync::Notify;
 
+use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +24,22 @@ use tower::ServiceExt as _;
 
 use crate::app::{AppState, router};
 
+mod socket;
+
+use socket::Socket;
+
 /// How long cancelled requests get to answer before their connections are
-/// dropped.
+/// dropped. More than a lingering close ([`socket::LINGER`]), so that a
+/// cancelled request's `503` is not cut.
 const LAST_CALL: Duration = Duration::from_secs(5);
+
+/// How long a connection found in the listener's backlog at the end of the
+/// drain gets to send its request.
+const BACKLOG_COURTESY: Duration = COURTESY;
+
+/// The most connections taken from the backlog at the end of the drain
+/// (Linux's default `somaxconn`).
+const MAX_BACKLOG: usize = 4096;
 
 /// How long an idle connection gets, once stopping, to send a request that
 /// may already be on its way (see `drain_connection`).
@@ -49,7 +63,7 @@ const READ_BUFFER: usize = 64 << 10;
 /// ones get `431`. nginx allows 32 KiB by default. The read buffer alone
 /// does not bound it: hyper checks that only while a head is incomplete,
 /// and one read can bring a whole larger head.
-const MAX_HEAD: usize = 32 << 10;
+pub(crate) const MAX_HEAD: usize = 32 << 10;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains:
 ///
@@ -58,20 +72,27 @@ const MAX_HEAD: usize = 32 << 10;
 ///    `Connection: close`, and the spool's workers start no new upload
 ///    (`/healthz` stays `200`), every answer closes its connection, and
 ///    idle connections are closed after a second's courtesy for a request
-///    already on its way (5 s for a connection's first request). The listener goes on accepting during the drain,
-///    one request per connection, so that load balancers and clients are
+///    already on its way (5 s for a connection's first request). The
+///    listener goes on accepting during the drain, one request per
+///    connection, so that load balancers and clients are
 ///    told rather than refused a connection;
 /// 2. requests in progress finish, for up to `shutdown_grace`;
-/// 3. past that, the scheduler cancels whatever work is left (those
-///    requests get `503` and roll back), and the server waits for them at
-///    most 5 s more before dropping the connections still open;
-/// 4. the listener closes, the spool's workers stop what they are doing
-///    (what they did not store stays spooled), and background cleanups of
-///    the store finish.
+/// 3. past that, the scheduler cancels whatever work is left: those
+///    requests (an upload whose client is still sending included) answer
+///    `503 shutting_down` at once and roll back, and their connections
+///    close lingering, so that the client reads the answer (see
+///    [`socket`]); a download still streaming gets at most 5 s more
+///    before its connection is dropped;
+/// 4. connections still waiting in the listener's backlog are accepted
+///    and answered like the others of the drain, the listener closes, the
+///    spool's workers stop what they are doing (what they did not store
+///    stays spooled), and background cleanups of the store finish.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) to bound
-/// their read buffers (64 KiB) and the time a client may take to
-/// send its request head (`body_timeout`, against slowloris).
+/// their read buffers (64 KiB) and the time a client may take to send its
+/// request head (`body_timeout`, against slowloris), and over a [`Socket`]
+/// that answers heads hyper cannot parse in corral's JSON shape and closes
+/// lingering.
 ///
 /// # Errors
 ///
@@ -109,42 +130,9 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let requests = Arc::new(Requests::default());
-        let service = {
-            let (requests, stopping) = (Arc::clone(&requests), stopping.clone());
-            let app = app.clone();
-            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                // The request is active until its answer is sent and its
-                // body is done with: a body still being read, such as one
-                // drained after an early answer, holds the connection
-                // open, or a client still sending it would find it closed.
-                let active = Arc::new(Active::new(&requests));
-                let reading = Arc::clone(&active);
-                let request = request.map(|body| {
-                    axum::body::Body::new(body.map_frame(move |frame| {
-                        let _reading = &reading;
-                        frame
-                    }))
-                });
-                let answer = app.clone().oneshot(request);
-                let stopping = stopping.clone();
-                async move {
-                    let mut response = answer.await?;
-                    // Once stopping, every answer is a connection's last.
-                    if stopping.is_cancelled() {
-                        let close = HeaderValue::from_static("close");
-                        response.headers_mut().insert(header::CONNECTION, close);
-                    }
-                    // The request is active until its answer is sent.
-                    Ok::<_, Infallible>(response.map(|body| {
-                        axum::body::Body::new(body.map_frame(move |frame| {
-                            let _active = &active;
-                            frame
-                        }))
-                    }))
-                }
-            })
-        };
-        let connection = http.serve_connection(TokioIo::new(socket), service);
+        let service = service(&app, &requests, &stopping);
+        let socket = TokioIo::new(Socket::new(socket, Arc::clone(&requests)));
+        let connection = http.serve_connection(socket, service);
         connections.spawn(drain_connection(connection, requests, stopping.clone()));
     }
     scheduler.close();
@@ -159,11 +147,10 @@ pub async fn run(
                 "requests still running after the grace period: cancelling them"
             );
             scheduler.shutdown(Duration::ZERO).await;
-            // Cancelled requests answer and roll back at once; a connection
-            // that makes no backend call (a download streaming, an upload
-            // trickling below a part) does not see the cancellation, so it
-            // gets a few seconds more and is then left to close with the
-            // process.
+            // Cancelled requests answer `503` and roll back at once, and
+            // their connections close lingering (see `socket`); a download
+            // streaming cannot be answered anew, so it gets a few seconds
+            // more and is then left to close with the process.
             if tokio::time::timeout(LAST_CALL, &mut drained).await.is_err() {
                 tracing::warn!("connections still open after cancelling: closing them");
             }
@@ -178,6 +165,15 @@ pub async fn run(
     // where herd clients that connected just after the signal were cut).
     let late = TaskTracker::new();
     http.keep_alive(false);
+    let serve_late = |socket, within| {
+        let requests = Arc::new(Requests::default());
+        let service = service(&app, &requests, &stopping);
+        let socket = TokioIo::new(Socket::new(socket, requests));
+        let connection = http.serve_connection(socket, service);
+        late.spawn(async move {
+            let _ = tokio::time::timeout(within, connection).await;
+        });
+    };
     loop {
         tokio::select! {
             () = &mut drain => break,
@@ -186,15 +182,18 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let service = TowerToHyperService::new(app.clone());
-                let connection = http.serve_connection(TokioIo::new(socket), service);
-                late.spawn(async move {
-                    let _ = tokio::time::timeout(LAST_CALL, connection).await;
-                });
+                serve_late(socket, LAST_CALL);
             }
         }
     }
-    drop(listener);
+    // Connections the kernel completed but that were not accepted yet
+    // would be reset when the listener closes: each gets its answer too,
+    // if its request comes within a second (it was sent when the client
+    // connected, or it is not coming). Only those already waiting: a
+    // client connecting from now on finds the port closed.
+    for socket in backlog(listener) {
+        serve_late(socket, BACKLOG_COURTESY);
+    }
     late.close();
     late.wait().await;
     // Spooled jobs not done yet resume when the spool is opened again.
@@ -203,6 +202,54 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// The service of a connection whose requests `requests` counts: `app`,
+/// with every answer made once `stopping` a connection's last.
+fn service(
+    app: &Router,
+    requests: &Arc<Requests>,
+    stopping: &CancellationToken,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let (app, requests, stopping) = (app.clone(), Arc::clone(requests), stopping.clone());
+    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        // The request is active until its answer is sent and its body is
+        // done with: a body still being read, such as one drained after an
+        // early answer, holds the connection open, or a client still
+        // sending it would find it closed.
+        let active = Arc::new(Active::new(&requests));
+        let reading = Arc::clone(&active);
+        let request = request.map(|body| {
+            axum::body::Body::new(body.map_frame(move |frame| {
+                let _reading = &reading;
+                frame
+            }))
+        });
+        let answer = app.clone().oneshot(request);
+        let stopping = stopping.clone();
+        async move {
+            let mut response = answer.await?;
+            // Once stopping, every answer is a connection's last.
+            if stopping.is_cancelled() {
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(header::CONNECTION, close);
+            }
+            // The request is active until its answer is sent.
+            Ok::<_, Infallible>(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _active = &active;
+                    frame
+                }))
+            }))
+        }
+    })
 }
 
 /// The next connection, with `TCP_NODELAY` set: an answer is written as a
@@ -215,6 +262,37 @@ async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
         tracing::debug!(%error, "setting TCP_NODELAY failed");
     }
     Ok(socket)
+}
+
+/// The connections waiting in `listener`'s backlog (at most
+/// [`MAX_BACKLOG`]), without waiting for more; the listener is closed.
+/// Accepted by plain system calls: tokio's `accept` would see only the
+/// connections its reactor has already been told of.
+fn backlog(listener: TcpListener) -> Vec<TcpStream> {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::debug!(%error, "cannot take the listener's backlog");
+            return Vec::new();
+        }
+    };
+    let mut waiting = Vec::new();
+    for _ in 0..MAX_BACKLOG {
+        let socket = match listener.accept() {
+            Ok((socket, _)) => socket,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            // A connection reset while it waited, out of descriptors.
+            Err(_) => continue,
+        };
+        let socket = socket
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(socket));
+        if let Ok(socket) = socket {
+            let _ = socket.set_nodelay(true);
+            waiting.push(socket);
+        }
+    }
+    waiting
 }
 
 /// A connection's requests.
@@ -307,6 +385,21 @@ async fn drain_connection<I, S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_backlog_is_taken_whole_without_waiting() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Completed by the kernel, never accepted.
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(address).unwrap())
+            .collect();
+        let taken = backlog(listener);
+        assert_eq!(taken.len(), clients.len());
+        assert!(taken.iter().all(|socket| socket.nodelay().unwrap()));
+        // The listener is closed.
+        assert!(std::net::TcpStream::connect(address).is_err());
+    }
 
     /// Regression: a kept-alive GET of 10 bytes took 27 ms against 0.6 ms
     /// on a fresh connection, Nagle's algorithm holding each answer's body
