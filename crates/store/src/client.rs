@@ -280,6 +280,12 @@ impl Client {
         self.inner.backend.parts.as_ref()
     }
 
+    /// The parts interface of uploads that must outlive the process: the
+    /// backend's, else the one made for them (see [`Backend`]).
+    pub(crate) fn resumable_parts(&self) -> Option<&Parts> {
+        self.parts().or(self.inner.backend.resumable_parts.as_ref())
+    }
+
     /// Whether objects keep attributes (content type, user metadata).
     pub(crate) fn keeps_attributes(&self) -> bool {
         self.inner.backend.attributes

@@ -121,6 +121,23 @@ pub enum Error {
         #[source]
         source: Arc<serde_json::Error>,
     },
+
+    /// The saved state of a resumable upload cannot be used.
+    #[error("the saved state of upload {key:?} is unusable: {reason}")]
+    CorruptState {
+        /// The upload's state object, or its object's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// Bytes for a resumable upload were sent for another offset than the
+    /// one it is at.
+    #[error("the upload is at byte {offset}, not at the offset given")]
+    OffsetMismatch {
+        /// The offset the upload is at.
+        offset: u64,
+    },
 }
 
 impl Error {

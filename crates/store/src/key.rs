@@ -51,8 +51,25 @@ fn is_forbidden(c: char) -> bool {
 }
 
 /// A validated object key: see the [module docs](self) for the rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct Key(String);
+
+impl TryFrom<String> for Key {
+    type Error = Error;
+
+    fn try_from(key: String) -> Result<Self> {
+        Self::parse(&key)
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> Self {
+        key.0
+    }
+}
 
 impl Key {
     /// Checks `key` against the rule.

@@ -27,6 +27,7 @@ pub mod hot;
 mod multipart;
 mod orphan;
 mod read;
+pub mod resumable;
 pub mod upload;
 
 mod store;
@@ -42,6 +43,7 @@ pub use meta::ObjectInfo;
 pub use object_store::GetRange;
 pub use orphan::Swept;
 pub use read::Reading;
+pub use resumable::{Resuming, UploadRecord, UploadStatus};
 pub use spool::{FileState, Job, JobFile, JobState, JobWriter, Spool, SpoolConfig, SpoolError};
 pub use store::{ListPage, MAX_PARTS, Store, StoreConfig};
 pub use upload::{BufferGauge, Committing, StoredObject, Upload};

@@ -23,6 +23,8 @@ use object_store::{
     Attributes, MultipartId, MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::backend::Parts;
 use crate::client::Client;
 use crate::error::{BackendError, Result};
@@ -46,20 +48,36 @@ pub(crate) struct Numbered {
     done: Vec<PartId>,
 }
 
+/// A multipart upload stopped between requests: what finds it again (see
+/// [`Multipart::pause`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PausedParts {
+    /// The backend's id of the upload.
+    id: String,
+    /// The parts stored so far, in order.
+    parts: Vec<String>,
+}
+
 impl Multipart {
     /// Starts a multipart upload of `key`, with `attributes` where the
-    /// backend takes them.
+    /// backend takes them. One that is `resumable` can be paused (see
+    /// [`pause`](Self::pause)).
     pub(crate) async fn start(
         client: &Client,
         group: &Group,
         key: &str,
         attributes: Attributes,
+        resumable: bool,
     ) -> Result<Self> {
         let options = |attributes: &Attributes| PutMultipartOptions {
             attributes: attributes.clone(),
             ..PutMultipartOptions::default()
         };
-        match client.parts() {
+        let parts = match resumable {
+            true => client.resumable_parts(),
+            false => client.parts(),
+        };
+        match parts {
             Some(parts) => {
                 let path = parts.path(key);
                 let backend = &parts.store;
@@ -97,6 +115,39 @@ impl Multipart {
                 Ok(Self::Upload(upload))
             }
         }
+    }
+
+    /// What finds this upload again after the process is gone; `None` for
+    /// an upload whose parts are not numbered (not started `resumable`).
+    pub(crate) fn pause(self) -> Option<PausedParts> {
+        match self {
+            Self::Upload(_) => None,
+            Self::Parts(upload) => Some(PausedParts {
+                id: upload.id,
+                parts: upload
+                    .done
+                    .into_iter()
+                    .map(|part| part.content_id)
+                    .collect(),
+            }),
+        }
+    }
+
+    /// The upload `paused` of `key` again, to add parts to or complete.
+    pub(crate) fn resume(client: &Client, key: &str, paused: PausedParts) -> Self {
+        let parts = client
+            .resumable_parts()
+            .expect("a paused upload was started with numbered parts");
+        Self::Parts(Numbered {
+            path: parts.path(key),
+            parts: parts.clone(),
+            id: paused.id,
+            done: paused
+                .parts
+                .into_iter()
+                .map(|content_id| PartId { content_id })
+                .collect(),
+        })
     }
 
     /// Stores the next part.

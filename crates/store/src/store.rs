@@ -34,6 +34,7 @@ use crate::key::Key;
 use crate::meta::{ObjectInfo, meta_path, object_info};
 use crate::orphan::Swept;
 use crate::read::{Reading, Reads};
+use crate::resumable::{Resumables, Resuming, UploadRecord, UploadStatus};
 use crate::upload::{BufferGauge, Upload, Writer};
 
 /// How the storage layer writes.
@@ -118,6 +119,8 @@ struct Inner {
     reads: Reads,
     /// Batches begun and not settled, and their journal.
     batches: Arc<Batches>,
+    /// Uploads that go on over many requests.
+    resumables: Resumables,
 }
 
 /// A page of a listing.
@@ -224,9 +227,10 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                writer,
+                writer: writer.clone(),
                 reads: Reads { client, hot },
                 batches,
+                resumables: Resumables::new(writer.clone()),
             }),
         })
     }
@@ -278,6 +282,76 @@ impl Store {
             content_type,
             name,
         )
+    }
+
+    /// Starts the resumable upload `id` of `owner` (the tenant's root key),
+    /// which becomes the object `record.key`; its backend calls are jobs
+    /// of `group`. Nothing is stored until bytes arrive or it is paused:
+    /// see [`crate::resumable`].
+    pub fn begin_upload<'g>(
+        &'g self,
+        group: &'g Group,
+        owner: &Key,
+        id: &str,
+        record: UploadRecord,
+    ) -> Resuming<'g> {
+        let part_size = self.inner.config.part_size_for(record.length);
+        (self.inner.resumables).begin(group, owner, id, record, part_size)
+    }
+
+    /// Goes on with the resumable upload `id` of `owner` at byte `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such upload,
+    /// [`Error::OffsetMismatch`] if it is at another offset,
+    /// [`Error::CorruptState`] or [`Error::Backend`] if what it saved
+    /// cannot be read.
+    pub async fn resume_upload<'g>(
+        &'g self,
+        group: &'g Group,
+        owner: &Key,
+        id: &str,
+        offset: u64,
+    ) -> Result<Resuming<'g>> {
+        self.inner.resumables.resume(group, owner, id, offset).await
+    }
+
+    /// The resumable upload `id` of `owner` as it stands: no call if this
+    /// process has touched it, else one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such upload (never created, or
+    /// finished, terminated or expired); [`Error::Backend`] or
+    /// [`Error::CorruptState`] if its state cannot be read.
+    pub async fn upload_status(
+        &self,
+        group: &Group,
+        owner: &Key,
+        id: &str,
+    ) -> Result<UploadStatus> {
+        self.inner.resumables.status(group, owner, id).await
+    }
+
+    /// Ends the resumable upload `id` of `owner` without an object.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such upload; [`Error::Backend`]
+    /// if the backend fails.
+    pub async fn terminate_upload(&self, group: &Group, owner: &Key, id: &str) -> Result<()> {
+        self.inner.resumables.terminate(group, owner, id).await
+    }
+
+    /// Terminates the resumable uploads whose id `expired` says has
+    /// expired, as the store's own work; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the uploads cannot be listed.
+    pub async fn sweep_uploads(&self, expired: impl Fn(&str) -> bool) -> Result<usize> {
+        self.inner.resumables.sweep(expired).await
     }
 
     /// What is known about the object `key`: one call, or two for an object
@@ -1463,5 +1537,238 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn record(name: &str, length: Option<u64>) -> UploadRecord {
+        UploadRecord {
+            key: key(&format!("t/tus/{name}")),
+            length,
+            content_type: Some("video/mp4".into()),
+            name: Some(name.into()),
+            metadata: Some("filename dmlkZW8ubXA0".into()),
+        }
+    }
+
+    /// `len` bytes that differ from one offset to the next.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    /// Sends `bytes` to the upload `id` at `offset`, in chunks, and pauses.
+    async fn send_and_pause(store: &Store, id: &str, offset: u64, bytes: &[u8]) -> u64 {
+        let group = group(store);
+        let mut upload = store
+            .resume_upload(&group, &key("t"), id, offset)
+            .await
+            .unwrap();
+        for chunk in bytes.chunks(70_001) {
+            upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        upload.pause().await.unwrap()
+    }
+
+    /// The same store in another process: nothing cached.
+    async fn reopened(store: &Store, dir: Option<&tempfile::TempDir>) -> Store {
+        let (url, config) = match dir {
+            Some(dir) => (dir.path().to_str().unwrap().to_owned(), small_parts()),
+            None => (store.url().to_owned(), s3_config()),
+        };
+        Store::open(&url, config, scheduler()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_resumable_upload_goes_on_in_another_process_and_becomes_an_ordinary_object() {
+        let (local, dir) = local().await;
+        for (store, dir) in [(local, Some(&dir)), (s3().await, None)] {
+            let url = store.url().to_owned();
+            // Two parts and a tail, cut inside the first part and inside
+            // the tail.
+            let part = store.config().part_size;
+            let content = pattern(2 * part + 1234, 7);
+            let cuts = [part / 3, part + part / 2, content.len()];
+            let length = Some(content.len() as u64);
+            let first = group(&store);
+            let begun = store.begin_upload(&first, &key("t"), "u1", record("video.mp4", length));
+            assert_eq!(begun.pause().await.unwrap(), 0, "{url}");
+            let offset = send_and_pause(&store, "u1", 0, &content[..cuts[0]]).await;
+            assert_eq!(offset, cuts[0] as u64, "{url}");
+            let offset = send_and_pause(&store, "u1", offset, &content[cuts[0]..cuts[1]]).await;
+            assert_eq!(offset, cuts[1] as u64, "{url}");
+
+            let other = reopened(&store, dir).await;
+            let status = other
+                .upload_status(&group(&other), &key("t"), "u1")
+                .await
+                .unwrap();
+            assert_eq!(status.offset, cuts[1] as u64, "{url}");
+            assert_eq!(status.record, record("video.mp4", length), "{url}");
+            // Another tenant's id finds nothing.
+            let stranger = other.upload_status(&group(&other), &key("u"), "u1").await;
+            assert!(matches!(stranger, Err(Error::NotFound { .. })), "{url}");
+            let writer = group(&other);
+            let wrong = other.resume_upload(&writer, &key("t"), "u1", 5).await;
+            let at = cuts[1] as u64;
+            assert!(
+                matches!(wrong, Err(Error::OffsetMismatch { offset }) if offset == at),
+                "{url}"
+            );
+
+            let mut upload = other
+                .resume_upload(&writer, &key("t"), "u1", at)
+                .await
+                .unwrap();
+            upload
+                .write(Bytes::copy_from_slice(&content[cuts[1]..]))
+                .await
+                .unwrap();
+            let stored = upload.finish().await.unwrap();
+            assert_eq!(stored.sha256, sha256_hex(&content), "{url}");
+            assert_eq!(
+                read_whole(&other, "t/tus/video.mp4").await,
+                content,
+                "{url}"
+            );
+            let info = other
+                .head(&group(&other), &key("t/tus/video.mp4"))
+                .await
+                .unwrap();
+            assert_eq!(info.content_type.as_deref(), Some("video/mp4"), "{url}");
+            assert_eq!(
+                info.sha256.as_deref(),
+                Some(stored.sha256.as_str()),
+                "{url}"
+            );
+            // Nothing of the upload is left but the object.
+            let gone = other.upload_status(&group(&other), &key("t"), "u1").await;
+            assert!(matches!(gone, Err(Error::NotFound { .. })), "{url}");
+            let backend = other.client().backend();
+            let left: Vec<_> = backend
+                .list(Some(&Path::from(".corral/uploads")))
+                .try_collect()
+                .await
+                .unwrap();
+            assert!(left.is_empty(), "{url}: {left:?}");
+        }
+        let parts = dir.path().join(crate::backend::local_parts::PARTS_DIR);
+        assert_eq!(walk(&parts), Vec::<std::path::PathBuf>::new());
+    }
+
+    #[tokio::test]
+    async fn a_resumable_upload_costs_a_call_when_sent_whole_and_three_after_an_empty_creation() {
+        let store = s3().await;
+        let content = b"a small file".to_vec();
+        let length = Some(content.len() as u64);
+        let writer = group(&store);
+        let whole = async {
+            let mut upload = store.begin_upload(&writer, &key("t"), "w", record("w.txt", length));
+            upload.write(Bytes::from(content.clone())).await.unwrap();
+            upload.finish().await.unwrap()
+        };
+        let (_, whole) = calls(&store, whole).await;
+        let empty = store.begin_upload(&writer, &key("t"), "e", record("e.txt", length));
+        let (_, created) = calls(&store, empty.pause()).await;
+        let patch = async {
+            let mut upload = store
+                .resume_upload(&writer, &key("t"), "e", 0)
+                .await
+                .unwrap();
+            upload.write(Bytes::from(content.clone())).await.unwrap();
+            upload.finish().await.unwrap()
+        };
+        let (_, patched) = calls(&store, patch).await;
+        // Cut in its creation: the bytes that came, and the state.
+        let cut = async {
+            let mut upload = store.begin_upload(&writer, &key("t"), "c", record("c.txt", Some(99)));
+            upload.write(Bytes::from(content.clone())).await.unwrap();
+            upload.pause().await.unwrap()
+        };
+        let (offset, cut) = calls(&store, cut).await;
+        assert_eq!((whole, created, patched, cut), (1, 1, 2, 2));
+        assert_eq!(offset, content.len() as u64);
+        for name in ["t/tus/w.txt", "t/tus/e.txt"] {
+            assert_eq!(read_whole(&store, name).await, content);
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_discarded_leave_the_upload_as_it_was_and_terminating_leaves_nothing() {
+        let (local, _dir) = local().await;
+        let bucket = S3Server::require().new_bucket("resumable").unwrap();
+        for store in [local, memory().await, s3_in(&bucket, s3_config()).await] {
+            let url = store.url().to_owned();
+            let part = store.config().part_size;
+            let content = pattern(part + 10, 1);
+            let length = Some(3 * part as u64);
+            let writer = group(&store);
+            let begun = store.begin_upload(&writer, &key("t"), "d", record("d.bin", length));
+            begun.pause().await.unwrap();
+            let offset = send_and_pause(&store, "d", 0, &content[..part / 2]).await;
+            // A request whose bytes are refused: a part is stored, then
+            // forgotten.
+            let mut upload = store
+                .resume_upload(&writer, &key("t"), "d", offset)
+                .await
+                .unwrap();
+            upload.write(Bytes::from(pattern(part, 99))).await.unwrap();
+            upload.discard();
+            let status = store.upload_status(&writer, &key("t"), "d").await.unwrap();
+            assert_eq!(status.offset, offset, "{url}");
+            // The right bytes replace the part.
+            let rest = pattern(3 * part - part / 2, 5);
+            let mut upload = store
+                .resume_upload(&writer, &key("t"), "d", offset)
+                .await
+                .unwrap();
+            upload.write(Bytes::from(rest.clone())).await.unwrap();
+            let stored = upload.finish().await.unwrap();
+            let expected = [&content[..part / 2], &rest[..]].concat();
+            assert_eq!(stored.sha256, sha256_hex(&expected), "{url}");
+            assert_eq!(read_whole(&store, "t/tus/d.bin").await, expected, "{url}");
+
+            let begun = store.begin_upload(&writer, &key("t"), "x", record("x.bin", length));
+            begun.pause().await.unwrap();
+            send_and_pause(&store, "x", 0, &content).await;
+            store
+                .terminate_upload(&writer, &key("t"), "x")
+                .await
+                .unwrap();
+            let gone = store.upload_status(&writer, &key("t"), "x").await;
+            assert!(matches!(gone, Err(Error::NotFound { .. })), "{url}: {gone:?}");
+            let again = store.terminate_upload(&writer, &key("t"), "x").await;
+            assert!(matches!(again, Err(Error::NotFound { .. })), "{url}: {again:?}");
+            let backend = store.client().backend();
+            let left: Vec<_> = backend
+                .list(Some(&Path::from(".corral")))
+                .try_collect()
+                .await
+                .unwrap();
+            let left: Vec<_> = left
+                .iter()
+                .map(|m| m.location.to_string())
+                .filter(|p| !p.starts_with(".corral/meta"))
+                .collect();
+            assert!(left.is_empty(), "{url}: {left:?}");
+        }
+        assert_eq!(open_uploads(&bucket), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_terminates_the_uploads_said_expired() {
+        let store = memory().await;
+        let writer = group(&store);
+        for id in ["old-1", "old-2", "new-1"] {
+            let begun = store.begin_upload(&writer, &key("t"), id, record(id, Some(5000)));
+            begun.pause().await.unwrap();
+            send_and_pause(&store, id, 0, &pattern(1500, 3)).await;
+        }
+        let swept = store
+            .sweep_uploads(|id| id.starts_with("old"))
+            .await
+            .unwrap();
+        assert_eq!(swept, 2);
+        let old = store.upload_status(&writer, &key("t"), "old-1").await;
+        assert!(matches!(old, Err(Error::NotFound { .. })));
+        let new = store.upload_status(&writer, &key("t"), "new-1").await;
+        assert_eq!(new.unwrap().offset, 1500);
     }
 }

@@ -31,6 +31,8 @@ use corral_sched::Group;
 use futures::TryFutureExt;
 use object_store::path::Path;
 use object_store::{Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, watch};
 
@@ -40,7 +42,7 @@ use crate::error::{BackendError, Error, Result, error_chain};
 use crate::hot::HotReads;
 use crate::key::Key;
 use crate::meta::{self, MetaDoc, meta_path};
-use crate::multipart::Multipart;
+use crate::multipart::{Multipart, PausedParts};
 
 /// Bytes held in memory by uploads in progress: now, and the most ever.
 #[derive(Debug, Clone, Default)]
@@ -206,6 +208,39 @@ impl Drop for Part {
     }
 }
 
+/// An upload stopped between requests by [`Upload::pause`]: everything
+/// needed to go on with it, in any process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Paused {
+    key: String,
+    /// Bytes received so far.
+    pub(crate) size: u64,
+    /// The SHA-256 of those bytes, as its saved state (hex): the object's
+    /// digest needs no read of what was stored.
+    hasher: String,
+    content_type: Option<String>,
+    name: Option<String>,
+    part_size: usize,
+    /// The multipart upload, once the bytes outgrew one call.
+    multipart: Option<PausedParts>,
+    /// Bytes after the last part, stored in the upload's tail object.
+    pub(crate) tail_len: u64,
+}
+
+impl Paused {
+    /// Aborts the multipart upload of this paused upload, if it has one,
+    /// as the store's own work (see [`Multipart::abort`]).
+    pub(crate) async fn abort(self, client: &Client) -> Result<()> {
+        match self.multipart {
+            Some(parts) => {
+                let multipart = Multipart::resume(client, &self.key, parts);
+                multipart.abort(client, &self.key).await
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 /// A stored object, as its writer reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
@@ -277,6 +312,8 @@ pub struct Upload<'g> {
     /// The intent of the batch the object belongs to, held until its
     /// commit ends (see [`crate::batch`]).
     intent: Option<Intent>,
+    /// Whether the upload can be paused (see [`Upload::pause`]).
+    resumable: bool,
 }
 
 impl<'g> Upload<'g> {
@@ -301,7 +338,116 @@ impl<'g> Upload<'g> {
             buffer: Buffer::new(gauge),
             multipart: None,
             intent: None,
+            resumable: false,
         }
+    }
+
+    /// Makes the upload one that can be paused between requests and
+    /// resumed in another process (see [`pause`](Self::pause)).
+    pub(crate) fn resumable(mut self) -> Self {
+        self.resumable = true;
+        self
+    }
+
+    /// Stops the upload so that [`resume`](Self::resume) can go on with it,
+    /// in this process or another: the bytes not yet in a part are stored
+    /// in the object at `tail` (one call, none if there are none), and the
+    /// returned [`Paused`] says where everything is. Nothing is aborted.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Backend`] if the tail cannot be stored; the upload
+    /// is then as it was when last paused.
+    pub(crate) async fn pause(mut self, tail: &Path) -> Result<Paused> {
+        assert!(self.resumable, "only a resumable upload is paused");
+        let rest = self.buffer.take(self.buffer.len);
+        let tail_len = rest.len as u64;
+        if tail_len > 0 {
+            let (client, key) = (&self.writer.client, self.key.as_str());
+            let backend = client.backend();
+            client
+                .call(self.group, key, tail_len, || {
+                    backend.put(tail, rest.payload.clone())
+                })
+                .await?;
+        }
+        let multipart = self.multipart.take().map(|multipart| {
+            multipart
+                .pause()
+                .expect("a resumable upload's parts are numbered")
+        });
+        Ok(Paused {
+            key: self.key.to_string(),
+            size: self.size,
+            hasher: hex::encode(self.hasher.serialize()),
+            content_type: self.content_type.take(),
+            name: self.name.take(),
+            part_size: self.part_size,
+            multipart,
+            tail_len,
+        })
+    }
+
+    /// Goes on with the upload `paused`: its tail (the bytes stored at
+    /// `tail` by [`pause`](Self::pause)) is read back into the buffer, one
+    /// call if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::CorruptState`] if `paused` does not describe an
+    /// upload, [`crate::Error::Backend`] if the tail cannot be read.
+    pub(crate) async fn resume(
+        writer: Writer,
+        group: &'g Group,
+        paused: Paused,
+        tail: &Path,
+    ) -> Result<Upload<'g>> {
+        let corrupt = |reason: &str| Error::CorruptState {
+            key: paused.key.clone(),
+            reason: reason.to_owned(),
+        };
+        let key = Key::parse(&paused.key).map_err(|_| corrupt("its key is invalid"))?;
+        let state = hex::decode(&paused.hasher).map_err(|_| corrupt("its SHA-256 is not hex"))?;
+        let state = state
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("its SHA-256 state has the wrong size"))?;
+        let hasher = Sha256::deserialize(state).map_err(|_| corrupt("its SHA-256 is invalid"))?;
+        let mut upload = Upload::new(
+            writer,
+            group,
+            key,
+            paused.part_size,
+            paused.content_type,
+            paused.name,
+        )
+        .resumable();
+        upload.hasher = hasher;
+        upload.size = paused.size;
+        let (client, key) = (&upload.writer.client, upload.key.as_str());
+        upload.multipart = (paused.multipart).map(|parts| Multipart::resume(client, key, parts));
+        if paused.tail_len > 0 {
+            let backend = client.backend();
+            let range = 0..paused.tail_len;
+            let bytes = client
+                .call(group, key, paused.tail_len, || async {
+                    match backend.get_range(tail, range.clone()).await {
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        got => got.map(Some),
+                    }
+                })
+                .await?
+                .ok_or_else(|| corrupt("its tail is missing"))?;
+            upload.buffer.push(&bytes);
+        }
+        Ok(upload)
+    }
+
+    /// Drops the upload without aborting its multipart upload: what was
+    /// stored since it was last paused is left for the paused state to
+    /// overwrite or abort (a part of the same number replaces it).
+    pub(crate) fn abandon(mut self) {
+        self.multipart = None;
     }
 
     /// Makes the object part of the batch of `intent`: the batch is not
@@ -353,8 +499,8 @@ impl<'g> Upload<'g> {
                 false => Attributes::new(),
             };
             let key = self.key.as_str();
-            let started =
-                Multipart::start(&self.writer.client, self.group, key, attributes).await?;
+            let (client, resumable) = (&self.writer.client, self.resumable);
+            let started = Multipart::start(client, self.group, key, attributes, resumable).await?;
             self.multipart = Some(started);
         }
         while self.buffer.len >= part_size {

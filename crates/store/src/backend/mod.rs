@@ -19,9 +19,11 @@ use crate::error::{Error, Result};
 
 mod aws_profile;
 mod local;
+pub(crate) mod local_parts;
 pub(crate) mod s3_uploads;
 
 use local::LocalStore;
+use local_parts::LocalParts;
 pub(crate) use s3_uploads::S3Uploads;
 
 /// How an `s3://` store is reached. Credentials and anything not set here
@@ -170,6 +172,15 @@ impl std::fmt::Debug for Parts {
 }
 
 impl Parts {
+    /// Parts kept by `store` itself, at the keys' own paths.
+    fn unprefixed(store: Arc<dyn MultipartStore>) -> Self {
+        Self {
+            store,
+            prefix: String::new(),
+            attributes_on_create: false,
+        }
+    }
+
     pub(crate) fn path(&self, key: &str) -> Path {
         if self.prefix.is_empty() {
             Path::from(key)
@@ -201,6 +212,9 @@ pub(crate) struct Backend {
     pub(crate) url: String,
     /// Parts by number, where the backend offers them.
     pub(crate) parts: Option<Parts>,
+    /// Parts by number for resumable uploads, where [`Backend::parts`] has
+    /// none: uploads that must outlive the process (see [`local_parts`]).
+    pub(crate) resumable_parts: Option<Parts>,
     /// Whether objects keep attributes (content type, user metadata). The
     /// local backend keeps none: corral's metadata document is all there is.
     pub(crate) attributes: bool,
@@ -240,10 +254,12 @@ fn failed(
 /// [`Error::Open`], saying what is wrong with the URL or its settings.
 pub(crate) fn open(url: &str, options: CloudOptions<'_>) -> Result<Backend> {
     if url == "memory://" || url == "memory:///" {
+        let memory = Arc::new(InMemory::new());
         return Ok(Backend {
-            store: Arc::new(InMemory::new()),
+            store: memory.clone(),
             url: "memory://".to_owned(),
             parts: None,
+            resumable_parts: Some(Parts::unprefixed(memory)),
             attributes: true,
             orphans: Orphans::None,
             hint: None,
@@ -374,6 +390,7 @@ fn open_local(url: &str, dir: &str) -> Result<Backend> {
         store,
         url: format!("file://{}", dir.display()),
         parts: None,
+        resumable_parts: Some(Parts::unprefixed(Arc::new(LocalParts::new(dir.clone())))),
         attributes,
         orphans: Orphans::Local(PathBuf::from(&dir)),
         hint: None,
@@ -506,6 +523,7 @@ fn cloud<S: ObjectStore + MultipartStore + Clone>(
         store,
         url: url.to_owned(),
         parts: Some(parts),
+        resumable_parts: None,
         attributes: true,
         orphans,
         hint: None,

@@ -1,0 +1,439 @@
+//! Resumable uploads: an object written over many requests, possibly by
+//! many processes, that becomes an ordinary object when its last byte
+//! arrives.
+//!
+//! # Where an upload lives
+//!
+//! An upload in progress is an [`Upload`] paused between requests (see
+//! [`Upload::pause`]): its multipart upload, its parts so far, the saved
+//! state of its SHA-256, and the bytes after its last part. Everything is
+//! in the object store, so any process can go on with it:
+//!
+//! - `.corral/uploads/{owner}/{id}`: its state, a JSON document (the
+//!   [`UploadRecord`] the client asked for, its offset, the paused upload);
+//! - `.corral/uploads/{owner}/{id}.tail`: the bytes received after its last
+//!   part. Parts must be at least 5 MiB on S3, and a request cut off after
+//!   3 MiB must not lose them, so they wait here until the next request
+//!   reads them back in front of its own bytes.
+//!
+//! The owner (the tenant's root key) is part of the path: another tenant's
+//! upload id finds nothing.
+//!
+//! # Calls
+//!
+//! Each backend call is a job of the request's group, through the
+//! scheduler. An upload sent whole in its first request is an ordinary
+//! upload and costs what one costs (one call for a small file): no state
+//! is ever written. An empty creation costs one call (the state); a
+//! request that stops before the end costs one for its tail (if any bytes
+//! are past the last part) and one for the state; the request that ends an
+//! upload costs what its object costs plus one bulk delete of the state
+//! and tail. The state of an upload this process has touched is cached, so
+//! a request on it reads nothing back: a small file sent in a request after
+//! an empty creation costs three calls in all (state, object, delete).
+//!
+//! # Integrity
+//!
+//! Bytes are appended only at the offset the state records
+//! ([`Error::OffsetMismatch`] otherwise). A request whose bytes are refused
+//! (a checksum that does not match) is [discarded](Resuming::discard): the
+//! state is left as it was, and parts stored meanwhile are replaced by the
+//! next request's parts of the same numbers. The SHA-256 of the object is
+//! carried across requests in the state, so it is never read back.
+//!
+//! The cache assumes that one process serves an upload at a time (the
+//! server sees to it within a process); two processes sending bytes of one
+//! upload at once can overwrite each other's state.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use corral_sched::Group;
+use futures::{StreamExt, TryFutureExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BackendError, Error, Result};
+use crate::key::Key;
+use crate::upload::{Paused, StoredObject, Upload, Writer};
+
+/// Where the states of uploads in progress live.
+const UPLOADS: &str = ".corral/uploads";
+
+/// States kept in memory at most; beyond, the oldest are read back.
+const CACHED: usize = 10_000;
+
+/// What a client asked for when it created an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// The object the upload becomes.
+    pub key: Key,
+    /// Its length in bytes, once known.
+    pub length: Option<u64>,
+    /// Its content type, if the client named one.
+    pub content_type: Option<String>,
+    /// The file's name as the client gave it.
+    pub name: Option<String>,
+    /// The client's own metadata, kept as sent to be shown again.
+    pub metadata: Option<String>,
+}
+
+/// An upload in progress, as a status request sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// What the client asked for.
+    pub record: UploadRecord,
+    /// The bytes stored so far.
+    pub offset: u64,
+}
+
+/// The state document of an upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    record: UploadRecord,
+    /// The upload as it was last paused (bytes received, parts, hash).
+    paused: Paused,
+    /// Whether a tail object was ever written, so must be removed.
+    tail: bool,
+}
+
+/// The resumable uploads of a store.
+#[derive(Debug)]
+pub(crate) struct Resumables {
+    writer: Writer,
+    /// States of uploads this process has touched, by state path.
+    cache: Mutex<HashMap<String, State>>,
+}
+
+/// Where the state of `owner`'s upload `id` and its tail live.
+fn paths(owner: &Key, id: &str) -> (Path, Path) {
+    let state = format!("{UPLOADS}/{owner}/{id}");
+    let tail = format!("{state}.tail");
+    (Path::from(state), Path::from(tail))
+}
+
+impl Resumables {
+    pub(crate) fn new(writer: Writer) -> Self {
+        Self {
+            writer,
+            cache: Mutex::default(),
+        }
+    }
+
+    fn cached(&self, path: &Path) -> Option<State> {
+        let cache = self.cache.lock().expect("never poisoned");
+        cache.get(path.as_ref()).cloned()
+    }
+
+    fn remember(&self, path: &Path, state: Option<State>) {
+        let mut cache = self.cache.lock().expect("never poisoned");
+        match state {
+            Some(state) => {
+                if cache.len() >= CACHED
+                    && let Some(evicted) = cache.keys().next().cloned()
+                {
+                    cache.remove(&evicted);
+                }
+                cache.insert(path.to_string(), state);
+            }
+            None => {
+                cache.remove(path.as_ref());
+            }
+        }
+    }
+
+    /// The state at `path`: cached, or read (one call).
+    async fn state(&self, group: &Group, path: &Path) -> Result<State> {
+        if let Some(state) = self.cached(path) {
+            return Ok(state);
+        }
+        let client = &self.writer.client;
+        let backend = client.backend();
+        // A missing state is an answer, not a failure of the request's
+        // group (which would cancel its other calls).
+        let bytes = client
+            .call(group, path.as_ref(), 0, || async {
+                match backend.get(path).await {
+                    Ok(got) => got.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                key: path.to_string(),
+            })?;
+        let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState {
+            key: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.remember(path, Some(state.clone()));
+        Ok(state)
+    }
+
+    /// Starts the upload `id` of `owner`: nothing is stored until bytes
+    /// arrive or it is paused.
+    pub(crate) fn begin<'g>(
+        &'g self,
+        group: &'g Group,
+        owner: &Key,
+        id: &str,
+        record: UploadRecord,
+        part_size: usize,
+    ) -> Resuming<'g> {
+        let (state, tail) = paths(owner, id);
+        let upload = Upload::new(
+            self.writer.clone(),
+            group,
+            record.key.clone(),
+            part_size,
+            record.content_type.clone(),
+            record.name.clone(),
+        )
+        .resumable();
+        Resuming {
+            resumables: self,
+            group,
+            upload,
+            record,
+            paths: (state, tail),
+            saved: None,
+        }
+    }
+
+    /// Goes on with the upload `id` of `owner` at byte `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such upload,
+    /// [`Error::OffsetMismatch`] if it is at another offset,
+    /// [`Error::CorruptState`] or [`Error::Backend`] if its state or tail
+    /// cannot be read.
+    pub(crate) async fn resume<'g>(
+        &'g self,
+        group: &'g Group,
+        owner: &Key,
+        id: &str,
+        offset: u64,
+    ) -> Result<Resuming<'g>> {
+        let (state_path, tail) = paths(owner, id);
+        let state = self.state(group, &state_path).await?;
+        if state.paused.size != offset {
+            return Err(Error::OffsetMismatch {
+                offset: state.paused.size,
+            });
+        }
+        let writer = self.writer.clone();
+        let upload = Upload::resume(writer, group, state.paused.clone(), &tail).await?;
+        Ok(Resuming {
+            resumables: self,
+            group,
+            upload,
+            record: state.record.clone(),
+            paths: (state_path, tail),
+            saved: Some(state),
+        })
+    }
+
+    /// The upload `id` of `owner` as it stands.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such upload; [`Error::Backend`]
+    /// or [`Error::CorruptState`] if its state cannot be read.
+    pub(crate) async fn status(
+        &self,
+        group: &Group,
+        owner: &Key,
+        id: &str,
+    ) -> Result<UploadStatus> {
+        let state = self.state(group, &paths(owner, id).0).await?;
+        Ok(UploadStatus {
+            record: state.record,
+            offset: state.paused.size,
+        })
+    }
+
+    /// Ends the upload `id` of `owner` without an object: its multipart
+    /// upload is aborted, its state and tail removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such upload; [`Error::Backend`]
+    /// if the backend fails.
+    pub(crate) async fn terminate(&self, group: &Group, owner: &Key, id: &str) -> Result<()> {
+        let (state_path, tail) = paths(owner, id);
+        let state = self.state(group, &state_path).await?;
+        match state.paused.abort(&self.writer.client).await {
+            // Aborted already, by a terminate cut off before its delete.
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.forget(group, &state_path, &tail, state.tail).await
+    }
+
+    /// Removes the state (and the tail, if one was written).
+    async fn forget(&self, group: &Group, state: &Path, tail: &Path, has_tail: bool) -> Result<()> {
+        self.remember(state, None);
+        let mut paths = vec![state.clone()];
+        if has_tail {
+            paths.push(tail.clone());
+        }
+        let client = &self.writer.client;
+        group
+            .run(0, || client.delete_call(&paths).map_err(BackendError))
+            .await
+            .map_err(|e| Error::job(state.as_ref(), e))
+    }
+
+    /// Terminates every upload of which `expired(id)` says so, as the
+    /// store's own work; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the uploads cannot be listed; an upload that
+    /// cannot be terminated is logged and left for the next sweep.
+    pub(crate) async fn sweep(&self, expired: impl Fn(&str) -> bool) -> Result<usize> {
+        let client = &self.writer.client;
+        let system = client.system();
+        let prefix = Path::from(UPLOADS);
+        let mut listing = client.backend().list(Some(&prefix));
+        let mut found = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| Error::backend(UPLOADS, e, 1))?;
+            let path = meta.location.as_ref();
+            let Some((owner, id)) = (path.strip_prefix(UPLOADS))
+                .and_then(|rest| rest.trim_start_matches('/').rsplit_once('/'))
+            else {
+                continue;
+            };
+            if id.ends_with(".tail") || !expired(id) {
+                continue;
+            }
+            if let Ok(owner) = Key::parse(owner) {
+                found.push((owner, id.to_owned()));
+            }
+        }
+        let mut swept = 0;
+        for (owner, id) in found {
+            match self.terminate(system, &owner, &id).await {
+                Ok(()) => swept += 1,
+                Err(e) => {
+                    tracing::warn!(%owner, %id, error = %crate::error_chain(&e), "removing an expired upload failed")
+                }
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// A resumable upload receiving bytes: made by
+/// [`Store::begin_upload`](crate::Store::begin_upload) or
+/// [`Store::resume_upload`](crate::Store::resume_upload). End it with
+/// [`finish`](Self::finish) once every byte is in, [`pause`](Self::pause)
+/// to go on later, or [`discard`](Self::discard) to forget what this
+/// request sent.
+#[derive(Debug)]
+#[must_use = "an upload neither paused nor finished loses the bytes of this request"]
+pub struct Resuming<'g> {
+    resumables: &'g Resumables,
+    group: &'g Group,
+    upload: Upload<'g>,
+    record: UploadRecord,
+    /// Its state and tail.
+    paths: (Path, Path),
+    /// The state as saved, if it was.
+    saved: Option<State>,
+}
+
+impl Resuming<'_> {
+    /// Bytes received so far.
+    pub fn offset(&self) -> u64 {
+        self.upload.size()
+    }
+
+    /// What the client asked for.
+    pub fn record(&self) -> &UploadRecord {
+        &self.record
+    }
+
+    /// Sets the length of an upload created without one.
+    pub fn set_length(&mut self, length: u64) {
+        self.record.length = Some(length);
+    }
+
+    /// Adds `chunk`, storing parts as they fill up.
+    ///
+    /// Not cancel safe: if this future is dropped, pause or discard.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if a part is refused: [`discard`](Self::discard)
+    /// the upload then.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.upload.write(chunk).await
+    }
+
+    /// Stores what is not stored yet and saves the state (two calls at
+    /// most: the tail, the state), so that the upload can go on from
+    /// [`offset`](Self::offset) in any process. Returns that offset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the backend fails: the upload is then at the
+    /// offset it was last saved at.
+    pub async fn pause(self) -> Result<u64> {
+        let (state_path, tail) = &self.paths;
+        let had_tail = self.saved.as_ref().is_some_and(|saved| saved.tail);
+        let paused = self.upload.pause(tail).await?;
+        let state = State {
+            record: self.record,
+            tail: had_tail || paused.tail_len > 0,
+            paused,
+        };
+        let json = serde_json::to_vec(&state).expect("a state always serializes");
+        let json = PutPayload::from(json);
+        let client = &self.resumables.writer.client;
+        let backend = client.backend();
+        let cost = json.content_length() as u64;
+        let key = state_path.as_ref();
+        client
+            .call(self.group, key, cost, || {
+                backend.put(state_path, json.clone())
+            })
+            .await?;
+        let offset = state.paused.size;
+        self.resumables.remember(state_path, Some(state));
+        Ok(offset)
+    }
+
+    /// Forgets the bytes this request sent: the upload stays as it was
+    /// last saved. No call.
+    pub fn discard(self) {
+        self.upload.abandon();
+    }
+
+    /// Completes the object and removes the upload's state: one bulk
+    /// delete after the object's own calls, none if it was never saved.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the backend fails. The object is then rolled
+    /// back with its multipart upload, so the upload is gone: its state is
+    /// removed too, and the client starts again, as with a batch file
+    /// whose commit failed.
+    pub async fn finish(self) -> Result<StoredObject> {
+        let stored = self.upload.finish().await;
+        if let Some(saved) = self.saved {
+            let (state, tail) = &self.paths;
+            let forgotten = self.resumables.forget(self.group, state, tail, saved.tail);
+            if let Err(e) = forgotten.await {
+                // Litter for the sweep: it names nothing that exists.
+                tracing::warn!(state = %state, error = %crate::error_chain(&e), "removing a finished upload's state failed");
+            }
+        }
+        stored
+    }
+}
