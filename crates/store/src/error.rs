@@ -131,6 +131,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The resumable upload has expired: it is removed, or about to be.
+    #[error("upload {upload:?} has expired")]
+    Expired {
+        /// The upload's id.
+        upload: String,
+    },
+
     /// Bytes for a resumable upload were sent for another offset than the
     /// one it is at.
     #[error("the upload is at byte {offset}, not at the offset given")]

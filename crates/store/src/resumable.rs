@@ -46,7 +46,8 @@
 //! upload at once can overwrite each other's state.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use corral_sched::Group;
@@ -87,6 +88,17 @@ pub struct UploadStatus {
     pub record: UploadRecord,
     /// The bytes stored so far.
     pub offset: u64,
+    /// When it expires.
+    pub expires: SystemTime,
+}
+
+/// When the upload `id`, made at the time its UUIDv7 holds, expires after
+/// `expiry`; `None` for an id that is no UUIDv7 (never made here).
+fn expires(id: &str, expiry: Duration) -> Option<SystemTime> {
+    let uuid = uuid::Uuid::parse_str(id).ok()?;
+    let (seconds, nanos) = uuid.get_timestamp()?.to_unix();
+    let made = SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos);
+    Some(made + expiry)
 }
 
 /// The state document of an upload.
@@ -103,6 +115,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Resumables {
     writer: Writer,
+    /// How long after its creation an upload is removed, finished or not.
+    expiry: Duration,
     /// States of uploads this process has touched, by state path.
     cache: Mutex<HashMap<String, State>>,
 }
@@ -115,11 +129,44 @@ fn paths(owner: &Key, id: &str) -> (Path, Path) {
 }
 
 impl Resumables {
-    pub(crate) fn new(writer: Writer) -> Self {
+    pub(crate) fn new(writer: Writer, expiry: Duration) -> Self {
         Self {
             writer,
+            expiry,
             cache: Mutex::default(),
         }
+    }
+
+    /// Sweeps expired uploads every `every`, from `every` after now, until
+    /// the store closes.
+    pub(crate) fn start_sweeper(self: &Arc<Self>, every: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let client = self.writer.client.clone();
+        let stop = client.stopping().clone();
+        client.spawn_cleanup(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stop.cancelled() => return,
+                }
+                let Some(resumables) = weak.upgrade() else {
+                    return;
+                };
+                tokio::select! {
+                    swept = resumables.sweep(SystemTime::now()) => match swept {
+                        Ok(0) => {}
+                        Ok(swept) => tracing::info!(swept, "removed expired resumable uploads"),
+                        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "sweeping expired resumable uploads failed"),
+                    },
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Whether the upload `id` has expired by `now`.
+    fn expired(&self, id: &str, now: SystemTime) -> bool {
+        expires(id, self.expiry).is_none_or(|expires| expires <= now)
     }
 
     fn cached(&self, path: &Path) -> Option<State> {
@@ -173,17 +220,17 @@ impl Resumables {
         Ok(state)
     }
 
-    /// Starts the upload `id` of `owner`: nothing is stored until bytes
+    /// Starts a new upload of `owner`: nothing is stored until bytes
     /// arrive or it is paused.
     pub(crate) fn begin<'g>(
         &'g self,
         group: &'g Group,
         owner: &Key,
-        id: &str,
         record: UploadRecord,
         part_size: usize,
     ) -> Resuming<'g> {
-        let (state, tail) = paths(owner, id);
+        let id = uuid::Uuid::now_v7().to_string();
+        let (state, tail) = paths(owner, &id);
         let upload = Upload::new(
             self.writer.clone(),
             group,
@@ -198,6 +245,7 @@ impl Resumables {
             group,
             upload,
             record,
+            id,
             paths: (state, tail),
             saved: None,
         }
@@ -219,7 +267,7 @@ impl Resumables {
         offset: u64,
     ) -> Result<Resuming<'g>> {
         let (state_path, tail) = paths(owner, id);
-        let state = self.state(group, &state_path).await?;
+        let state = self.live_state(group, id, &state_path).await?;
         if state.paused.size != offset {
             return Err(Error::OffsetMismatch {
                 offset: state.paused.size,
@@ -232,6 +280,7 @@ impl Resumables {
             group,
             upload,
             record: state.record.clone(),
+            id: id.to_owned(),
             paths: (state_path, tail),
             saved: Some(state),
         })
@@ -249,11 +298,22 @@ impl Resumables {
         owner: &Key,
         id: &str,
     ) -> Result<UploadStatus> {
-        let state = self.state(group, &paths(owner, id).0).await?;
+        let state = self.live_state(group, id, &paths(owner, id).0).await?;
         Ok(UploadStatus {
             record: state.record,
             offset: state.paused.size,
+            expires: expires(id, self.expiry).expect("a live upload's id holds its time"),
         })
+    }
+
+    /// The state of the upload `id` at `path`, unless it has expired.
+    async fn live_state(&self, group: &Group, id: &str, path: &Path) -> Result<State> {
+        if self.expired(id, SystemTime::now()) {
+            return Err(Error::Expired {
+                upload: id.to_owned(),
+            });
+        }
+        self.state(group, path).await
     }
 
     /// Ends the upload `id` of `owner` without an object: its multipart
@@ -288,14 +348,15 @@ impl Resumables {
             .map_err(|e| Error::job(state.as_ref(), e))
     }
 
-    /// Terminates every upload of which `expired(id)` says so, as the
-    /// store's own work; returns how many.
+    /// Terminates every upload expired by `now`, as the store's own work;
+    /// returns how many. A listing, and no read: an upload's id says when
+    /// it was made.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if the uploads cannot be listed; an upload that
     /// cannot be terminated is logged and left for the next sweep.
-    pub(crate) async fn sweep(&self, expired: impl Fn(&str) -> bool) -> Result<usize> {
+    pub(crate) async fn sweep(&self, now: SystemTime) -> Result<usize> {
         let client = &self.writer.client;
         let system = client.system();
         let prefix = Path::from(UPLOADS);
@@ -309,7 +370,7 @@ impl Resumables {
             else {
                 continue;
             };
-            if id.ends_with(".tail") || !expired(id) {
+            if id.ends_with(".tail") || !self.expired(id, now) {
                 continue;
             }
             if let Ok(owner) = Key::parse(owner) {
@@ -342,6 +403,7 @@ pub struct Resuming<'g> {
     group: &'g Group,
     upload: Upload<'g>,
     record: UploadRecord,
+    id: String,
     /// Its state and tail.
     paths: (Path, Path),
     /// The state as saved, if it was.
@@ -349,6 +411,17 @@ pub struct Resuming<'g> {
 }
 
 impl Resuming<'_> {
+    /// The upload's id, by which its owner finds it again.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the upload expires: removed, finished or not.
+    pub fn expires(&self) -> SystemTime {
+        let expiry = self.resumables.expiry;
+        expires(&self.id, expiry).expect("an upload's id holds its time")
+    }
+
     /// Bytes received so far.
     pub fn offset(&self) -> u64 {
         self.upload.size()

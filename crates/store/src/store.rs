@@ -61,6 +61,10 @@ pub struct StoreConfig {
     /// missing (see [`crate::batch`]); `None`: batches are all or nothing
     /// only while the process lives.
     pub batch_journal: Option<PathBuf>,
+    /// How long after its creation a resumable upload is removed,
+    /// finished or not (see [`crate::resumable`]). At most `orphan_age`,
+    /// or the orphan sweep aborts the parts of uploads still open.
+    pub upload_expiry: Duration,
     /// Bytes of small objects that reads of hot keys may hold, to share
     /// one backend call among concurrent readers of a key and serve
     /// readers that come within a moment after (see [`crate::hot`]); 0
@@ -99,6 +103,7 @@ impl Default for StoreConfig {
             orphan_sweep: Some(Duration::from_secs(3600)),
             orphan_age: Duration::from_secs(24 * 3600),
             batch_journal: None,
+            upload_expiry: Duration::from_secs(24 * 3600),
             read_cache: 64 << 20,
         }
     }
@@ -120,7 +125,7 @@ struct Inner {
     /// Batches begun and not settled, and their journal.
     batches: Arc<Batches>,
     /// Uploads that go on over many requests.
-    resumables: Resumables,
+    resumables: Arc<Resumables>,
 }
 
 /// A page of a listing.
@@ -224,13 +229,17 @@ impl Store {
             buffers: BufferGauge::default(),
             multipart_threshold: config.multipart_threshold,
         };
+        let resumables = Arc::new(Resumables::new(writer.clone(), config.upload_expiry));
+        if let Some(every) = config.orphan_sweep {
+            resumables.start_sweeper(every);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 writer: writer.clone(),
                 reads: Reads { client, hot },
                 batches,
-                resumables: Resumables::new(writer.clone()),
+                resumables,
             }),
         })
     }
@@ -284,19 +293,19 @@ impl Store {
         )
     }
 
-    /// Starts the resumable upload `id` of `owner` (the tenant's root key),
-    /// which becomes the object `record.key`; its backend calls are jobs
-    /// of `group`. Nothing is stored until bytes arrive or it is paused:
-    /// see [`crate::resumable`].
+    /// Starts a resumable upload of `owner` (the tenant's root key), which
+    /// becomes the object `record.key`, with an id of its own
+    /// ([`Resuming::id`]); its backend calls are jobs of `group`. Nothing
+    /// is stored until bytes arrive or it is paused: see
+    /// [`crate::resumable`].
     pub fn begin_upload<'g>(
         &'g self,
         group: &'g Group,
         owner: &Key,
-        id: &str,
         record: UploadRecord,
     ) -> Resuming<'g> {
         let part_size = self.inner.config.part_size_for(record.length);
-        (self.inner.resumables).begin(group, owner, id, record, part_size)
+        (self.inner.resumables).begin(group, owner, record, part_size)
     }
 
     /// Goes on with the resumable upload `id` of `owner` at byte `offset`.
@@ -344,14 +353,15 @@ impl Store {
         self.inner.resumables.terminate(group, owner, id).await
     }
 
-    /// Terminates the resumable uploads whose id `expired` says has
-    /// expired, as the store's own work; returns how many.
+    /// Terminates the resumable uploads expired by `now`, as the store's
+    /// own work; returns how many. Runs by itself at every orphan sweep
+    /// interval ([`StoreConfig::orphan_sweep`]).
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if the uploads cannot be listed.
-    pub async fn sweep_uploads(&self, expired: impl Fn(&str) -> bool) -> Result<usize> {
-        self.inner.resumables.sweep(expired).await
+    pub async fn sweep_uploads(&self, now: std::time::SystemTime) -> Result<usize> {
+        self.inner.resumables.sweep(now).await
     }
 
     /// What is known about the object `key`: one call, or two for an object
@@ -592,6 +602,7 @@ mod tests {
     use object_store::{Attribute, Attributes};
     use object_store::{GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt};
     use std::ops::Range;
+    use std::time::SystemTime;
 
     /// A scheduler of its own for each store, as `corral serve` builds one.
     fn scheduler() -> Scheduler {
@@ -1588,25 +1599,27 @@ mod tests {
             let cuts = [part / 3, part + part / 2, content.len()];
             let length = Some(content.len() as u64);
             let first = group(&store);
-            let begun = store.begin_upload(&first, &key("t"), "u1", record("video.mp4", length));
+            let begun = store.begin_upload(&first, &key("t"), record("video.mp4", length));
+            let u1 = begun.id().to_owned();
+            let u1 = u1.as_str();
             assert_eq!(begun.pause().await.unwrap(), 0, "{url}");
-            let offset = send_and_pause(&store, "u1", 0, &content[..cuts[0]]).await;
+            let offset = send_and_pause(&store, u1, 0, &content[..cuts[0]]).await;
             assert_eq!(offset, cuts[0] as u64, "{url}");
-            let offset = send_and_pause(&store, "u1", offset, &content[cuts[0]..cuts[1]]).await;
+            let offset = send_and_pause(&store, u1, offset, &content[cuts[0]..cuts[1]]).await;
             assert_eq!(offset, cuts[1] as u64, "{url}");
 
             let other = reopened(&store, dir).await;
             let status = other
-                .upload_status(&group(&other), &key("t"), "u1")
+                .upload_status(&group(&other), &key("t"), u1)
                 .await
                 .unwrap();
             assert_eq!(status.offset, cuts[1] as u64, "{url}");
             assert_eq!(status.record, record("video.mp4", length), "{url}");
             // Another tenant's id finds nothing.
-            let stranger = other.upload_status(&group(&other), &key("u"), "u1").await;
+            let stranger = other.upload_status(&group(&other), &key("u"), u1).await;
             assert!(matches!(stranger, Err(Error::NotFound { .. })), "{url}");
             let writer = group(&other);
-            let wrong = other.resume_upload(&writer, &key("t"), "u1", 5).await;
+            let wrong = other.resume_upload(&writer, &key("t"), u1, 5).await;
             let at = cuts[1] as u64;
             assert!(
                 matches!(wrong, Err(Error::OffsetMismatch { offset }) if offset == at),
@@ -1614,7 +1627,7 @@ mod tests {
             );
 
             let mut upload = other
-                .resume_upload(&writer, &key("t"), "u1", at)
+                .resume_upload(&writer, &key("t"), u1, at)
                 .await
                 .unwrap();
             upload
@@ -1639,7 +1652,7 @@ mod tests {
                 "{url}"
             );
             // Nothing of the upload is left but the object.
-            let gone = other.upload_status(&group(&other), &key("t"), "u1").await;
+            let gone = other.upload_status(&group(&other), &key("t"), u1).await;
             assert!(matches!(gone, Err(Error::NotFound { .. })), "{url}");
             let backend = other.client().backend();
             let left: Vec<_> = backend
@@ -1660,16 +1673,17 @@ mod tests {
         let length = Some(content.len() as u64);
         let writer = group(&store);
         let whole = async {
-            let mut upload = store.begin_upload(&writer, &key("t"), "w", record("w.txt", length));
+            let mut upload = store.begin_upload(&writer, &key("t"), record("w.txt", length));
             upload.write(Bytes::from(content.clone())).await.unwrap();
             upload.finish().await.unwrap()
         };
         let (_, whole) = calls(&store, whole).await;
-        let empty = store.begin_upload(&writer, &key("t"), "e", record("e.txt", length));
+        let empty = store.begin_upload(&writer, &key("t"), record("e.txt", length));
+        let e = empty.id().to_owned();
         let (_, created) = calls(&store, empty.pause()).await;
         let patch = async {
             let mut upload = store
-                .resume_upload(&writer, &key("t"), "e", 0)
+                .resume_upload(&writer, &key("t"), &e, 0)
                 .await
                 .unwrap();
             upload.write(Bytes::from(content.clone())).await.unwrap();
@@ -1678,7 +1692,7 @@ mod tests {
         let (_, patched) = calls(&store, patch).await;
         // Cut in its creation: the bytes that came, and the state.
         let cut = async {
-            let mut upload = store.begin_upload(&writer, &key("t"), "c", record("c.txt", Some(99)));
+            let mut upload = store.begin_upload(&writer, &key("t"), record("c.txt", Some(99)));
             upload.write(Bytes::from(content.clone())).await.unwrap();
             upload.pause().await.unwrap()
         };
@@ -1700,23 +1714,25 @@ mod tests {
             let content = pattern(part + 10, 1);
             let length = Some(3 * part as u64);
             let writer = group(&store);
-            let begun = store.begin_upload(&writer, &key("t"), "d", record("d.bin", length));
+            let begun = store.begin_upload(&writer, &key("t"), record("d.bin", length));
+            let d = begun.id().to_owned();
+            let d = d.as_str();
             begun.pause().await.unwrap();
-            let offset = send_and_pause(&store, "d", 0, &content[..part / 2]).await;
+            let offset = send_and_pause(&store, d, 0, &content[..part / 2]).await;
             // A request whose bytes are refused: a part is stored, then
             // forgotten.
             let mut upload = store
-                .resume_upload(&writer, &key("t"), "d", offset)
+                .resume_upload(&writer, &key("t"), d, offset)
                 .await
                 .unwrap();
             upload.write(Bytes::from(pattern(part, 99))).await.unwrap();
             upload.discard();
-            let status = store.upload_status(&writer, &key("t"), "d").await.unwrap();
+            let status = store.upload_status(&writer, &key("t"), d).await.unwrap();
             assert_eq!(status.offset, offset, "{url}");
             // The right bytes replace the part.
             let rest = pattern(3 * part - part / 2, 5);
             let mut upload = store
-                .resume_upload(&writer, &key("t"), "d", offset)
+                .resume_upload(&writer, &key("t"), d, offset)
                 .await
                 .unwrap();
             upload.write(Bytes::from(rest.clone())).await.unwrap();
@@ -1725,17 +1741,22 @@ mod tests {
             assert_eq!(stored.sha256, sha256_hex(&expected), "{url}");
             assert_eq!(read_whole(&store, "t/tus/d.bin").await, expected, "{url}");
 
-            let begun = store.begin_upload(&writer, &key("t"), "x", record("x.bin", length));
+            let begun = store.begin_upload(&writer, &key("t"), record("x.bin", length));
+            let x = begun.id().to_owned();
+            let x = x.as_str();
             begun.pause().await.unwrap();
-            send_and_pause(&store, "x", 0, &content).await;
-            store
-                .terminate_upload(&writer, &key("t"), "x")
-                .await
-                .unwrap();
-            let gone = store.upload_status(&writer, &key("t"), "x").await;
-            assert!(matches!(gone, Err(Error::NotFound { .. })), "{url}: {gone:?}");
-            let again = store.terminate_upload(&writer, &key("t"), "x").await;
-            assert!(matches!(again, Err(Error::NotFound { .. })), "{url}: {again:?}");
+            send_and_pause(&store, x, 0, &content).await;
+            store.terminate_upload(&writer, &key("t"), x).await.unwrap();
+            let gone = store.upload_status(&writer, &key("t"), x).await;
+            assert!(
+                matches!(gone, Err(Error::NotFound { .. })),
+                "{url}: {gone:?}"
+            );
+            let again = store.terminate_upload(&writer, &key("t"), x).await;
+            assert!(
+                matches!(again, Err(Error::NotFound { .. })),
+                "{url}: {again:?}"
+            );
             let backend = store.client().backend();
             let left: Vec<_> = backend
                 .list(Some(&Path::from(".corral")))
@@ -1753,22 +1774,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_sweep_terminates_the_uploads_said_expired() {
-        let store = memory().await;
+    async fn the_sweep_removes_expired_uploads_and_an_expired_upload_is_refused() {
+        let config = StoreConfig {
+            upload_expiry: Duration::from_secs(3600),
+            ..small_parts()
+        };
+        let store = Store::open("memory://", config, scheduler()).await.unwrap();
         let writer = group(&store);
-        for id in ["old-1", "old-2", "new-1"] {
-            let begun = store.begin_upload(&writer, &key("t"), id, record(id, Some(5000)));
+        let mut ids = Vec::new();
+        for name in ["a", "b"] {
+            let begun = store.begin_upload(&writer, &key("t"), record(name, Some(5000)));
+            let made = SystemTime::now();
+            let expires = begun.expires();
+            let expiry = expires
+                .duration_since(made)
+                .unwrap_or_default()
+                .as_secs_f64();
+            assert!((expiry - 3600.0).abs() < 2.0, "{expiry}");
+            ids.push(begun.id().to_owned());
             begun.pause().await.unwrap();
-            send_and_pause(&store, id, 0, &pattern(1500, 3)).await;
+            send_and_pause(&store, ids.last().unwrap(), 0, &pattern(1500, 3)).await;
         }
-        let swept = store
-            .sweep_uploads(|id| id.starts_with("old"))
-            .await
-            .unwrap();
-        assert_eq!(swept, 2);
-        let old = store.upload_status(&writer, &key("t"), "old-1").await;
-        assert!(matches!(old, Err(Error::NotFound { .. })));
-        let new = store.upload_status(&writer, &key("t"), "new-1").await;
-        assert_eq!(new.unwrap().offset, 1500);
+        let soon = SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(store.sweep_uploads(soon).await.unwrap(), 0);
+        let status = store.upload_status(&writer, &key("t"), &ids[0]).await;
+        assert_eq!(status.unwrap().offset, 1500);
+        let later = SystemTime::now() + Duration::from_secs(3601);
+        assert_eq!(store.sweep_uploads(later).await.unwrap(), 2);
+        let gone = store.upload_status(&writer, &key("t"), &ids[0]).await;
+        assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+        let backend = store.client().backend();
+        let left: Vec<_> = backend.list(None).try_collect().await.unwrap();
+        let left: Vec<_> = left.iter().map(|m| m.location.to_string()).collect();
+        assert!(
+            left.iter().all(|p| !p.starts_with(".corral/uploads")),
+            "{left:?}"
+        );
+
+        // Past its expiry and not swept yet: refused as expired.
+        let config = StoreConfig {
+            upload_expiry: Duration::ZERO,
+            ..small_parts()
+        };
+        let store = Store::open("memory://", config, scheduler()).await.unwrap();
+        let writer = group(&store);
+        let begun = store.begin_upload(&writer, &key("t"), record("c", None));
+        let id = begun.id().to_owned();
+        begun.pause().await.unwrap();
+        let expired = store.resume_upload(&writer, &key("t"), &id, 0).await;
+        assert!(matches!(expired, Err(Error::Expired { .. })), "{expired:?}");
     }
 }
