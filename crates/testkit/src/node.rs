@@ -70,7 +70,7 @@
 //! ```no_run
 //! use corral_testkit::node::{self, TusClient, TusFile, TusNodeServer, TusRun};
 //!
-//! # async fn example() -> Result<(), node::Error> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = std::env::temp_dir().join("tus-example");
 //! let server = TusNodeServer::start(&dir)?;
 //! let files = vec![TusFile::Generated { size: 1 << 20, seed: 7 }];
@@ -111,7 +111,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The files installed, by name. Changing any reinstalls.
 const FILES: [(&str, &str); 4] = [
     ("package.json", include_str!("../node/package.json")),
-    ("package-lock.json", include_str!("../node/package-lock.json")),
+    (
+        "package-lock.json",
+        include_str!("../node/package-lock.json"),
+    ),
     (RUNNER, include_str!("../node/tus-run.mjs")),
     (SERVER, include_str!("../node/tus-server.mjs")),
 ];
@@ -467,8 +470,9 @@ impl TusClient {
 
     /// Runs `node tus-run.mjs` on `run` and returns its report.
     ///
-    /// Failed uploads are in the report, not errors. Not for paused tokio
-    /// time: the deadline is a tokio timer.
+    /// Failed uploads are in the report, not errors. Needs a tokio runtime
+    /// with IO and time enabled, and not paused: the deadline is a tokio
+    /// timer.
     ///
     /// # Errors
     ///

@@ -143,6 +143,23 @@ async fn creation_with_upload_stores_the_files() {
 }
 
 #[tokio::test]
+async fn a_file_at_a_path_is_uploaded_as_it_is() {
+    let (server, dir) = server();
+    let path = dir.path().join("source.txt");
+    let text = "a file from disk, not generated\n".repeat(1000);
+    std::fs::write(&path, &text).unwrap();
+    let run = TusRun::new(server.endpoint(), vec![TusFile::Path { path }]);
+    let report = TusClient::require().run(&run).await.unwrap();
+    let file = &report.files[0];
+    assert_eq!(file.error, None);
+    assert_eq!(file.size, Some(text.len() as u64));
+    let expected = hex::encode(Sha256::digest(&text));
+    assert_eq!(file.sha256.as_deref(), Some(&*expected));
+    let stored = server.stored(file.url.as_deref().unwrap()).unwrap();
+    assert_eq!(std::fs::read_to_string(stored).unwrap(), text);
+}
+
+#[tokio::test]
 async fn the_runner_generates_the_bytes_rust_generates() {
     // The seed whose state would be 0 falls back to 1.
     let inverse = (0..5).fold(0x9E37_79B1_u32, |x, _| {
@@ -216,8 +233,14 @@ async fn ietf_draft_protocols_are_refused_by_tus_server_which_speaks_tus_1_only(
         let report = TusClient::require().run(&run).await.unwrap();
         let error = report.files[0].error.as_deref().expect("refused");
         // The drafts send Upload-Draft-Interop-Version, not Tus-Resumable.
-        assert!(error.contains("response code: 412"), "{protocol:?}: {error}");
-        assert!(error.contains("Tus-Resumable Required"), "{protocol:?}: {error}");
+        assert!(
+            error.contains("response code: 412"),
+            "{protocol:?}: {error}"
+        );
+        assert!(
+            error.contains("Tus-Resumable Required"),
+            "{protocol:?}: {error}"
+        );
     }
 }
 
