@@ -1,7 +1,7 @@
 //! What the installers of test servers ([`crate::s3`], [`crate::s3s`],
-//! [`crate::gcs`], [`crate::azure`]) share: where they install, how two
-//! processes avoid installing at once, how an install is known to be
-//! complete, and how a failed one is reported.
+//! [`crate::gcs`], [`crate::azure`], [`crate::node`]) share: where they
+//! install, how two processes avoid installing at once, how an install is
+//! known to be complete, and how a failed one is reported.
 
 use std::env;
 use std::fs::{self, File, TryLockError};

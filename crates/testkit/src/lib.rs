@@ -12,7 +12,10 @@
 //! [`s3s`] installs and runs s3s-fs, a fast S3 server over files that
 //! verifies signatures, for benchmarks. [`gcs`] and [`azure`] install and
 //! run emulators of Google Cloud Storage (fake-gcs-server) and Azure Blob
-//! Storage (Azurite) for backend tests, as [`s3`] does moto.
+//! Storage (Azurite) for backend tests, as [`s3`] does moto. [`node`] runs
+//! the real tus client (tus-js-client) and Node's reference tus server
+//! (@tus/server), installed from npm, for the tus endpoint's tests and
+//! benchmarks.
 
 pub mod azure;
 mod chain;
@@ -23,6 +26,7 @@ pub mod herd;
 pub mod http;
 mod install;
 pub mod layers;
+pub mod node;
 mod process;
 pub mod s3;
 pub mod s3s;

@@ -208,7 +208,7 @@ pub(crate) struct Tail(Arc<Mutex<Vec<u8>>>);
 
 impl Tail {
     /// Appends `stream` to the tail until it ends, showing each line to
-    /// `line` first.
+    /// `line` once it is in the tail: whoever `line` wakes finds it there.
     pub(crate) fn drain(
         &self,
         stream: impl Read + Send + 'static,
@@ -219,11 +219,13 @@ impl Tail {
             let mut reader = BufReader::new(stream);
             let mut bytes = Vec::new();
             while let Ok(1..) = reader.read_until(b'\n', &mut bytes) {
+                {
+                    let mut buffer = buffer.lock().unwrap_or_else(|e| e.into_inner());
+                    buffer.extend_from_slice(&bytes);
+                    let excess = buffer.len().saturating_sub(TAIL_BYTES);
+                    buffer.drain(..excess);
+                }
                 line(&String::from_utf8_lossy(&bytes));
-                let mut buffer = buffer.lock().unwrap_or_else(|e| e.into_inner());
-                buffer.extend_from_slice(&bytes);
-                let excess = buffer.len().saturating_sub(TAIL_BYTES);
-                buffer.drain(..excess);
                 bytes.clear();
             }
         });
