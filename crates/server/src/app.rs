@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, get, on, post};
 use corral_sched::{Health, Scheduler};
 use corral_store::{Spool, Store};
 use tower::ServiceExt as _;
@@ -21,7 +21,9 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::memory::MemoryGate;
 use crate::metrics::{self, Metrics};
-use crate::{files, jobs, upload};
+use crate::tus::TusConfig;
+use crate::uploads::Uploads;
+use crate::{files, jobs, tus, upload, uploads};
 
 /// What every handler shares. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct AppState {
     /// Where asynchronous uploads are spooled; `None`: every upload is
     /// synchronous.
     pub(crate) spool: Option<Spool>,
+    /// Resumable uploads: their protocol settings and requests in progress.
+    pub(crate) uploads: Arc<Uploads>,
 }
 
 impl AppState {
@@ -57,7 +61,12 @@ impl AppState {
             config.upload_queue,
             config.upload_wait,
         ));
+        let tus = TusConfig {
+            max_size: config.tus_max_size,
+            expiry: store.config().upload_expiry,
+        };
         Self {
+            uploads: Arc::new(Uploads::new(tus)),
             metrics: Arc::new(Metrics::new(
                 store.clone(),
                 scheduler.clone(),
@@ -100,6 +109,21 @@ pub fn router(state: AppState) -> Router {
             get(files::get).head(files::head).delete(files::delete),
         )
         .route(JOB, get(jobs::get))
+        .route(
+            UPLOADS,
+            post(uploads::create).options(uploads::options),
+        )
+        .route(
+            UPLOAD,
+            on(
+                MethodFilter::HEAD
+                    .or(MethodFilter::PATCH)
+                    .or(MethodFilter::DELETE)
+                    .or(MethodFilter::POST),
+                uploads::upload,
+            )
+            .options(uploads::options),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape));
@@ -111,6 +135,8 @@ pub fn router(state: AppState) -> Router {
 const FILES: &str = "/api/files";
 const FILE: &str = "/api/files/{*key}";
 const JOB: &str = "/api/jobs/{id}";
+const UPLOADS: &str = tus::UPLOADS_PATH;
+const UPLOAD: &str = "/api/uploads/{id}";
 
 /// `request`, its path without its trailing slashes (`/` stays `/`).
 fn trim_trailing_slash(mut request: Request) -> Request {

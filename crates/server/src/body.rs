@@ -54,7 +54,7 @@ impl BodyError {
     /// Tells a client that sent a broken body from one that went away, by
     /// the I/O error hyper's decoder gives: `InvalidData` or `InvalidInput`
     /// for broken framing, `UnexpectedEof` for a body cut short.
-    fn read(error: axum::Error) -> Self {
+    pub(crate) fn read(error: axum::Error) -> Self {
         use std::io::ErrorKind;
         let kind = corral_store::sources(&error)
             .find_map(|e| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind));

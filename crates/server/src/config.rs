@@ -26,6 +26,8 @@ pub struct ServerConfig {
     /// default `TCP_USER_TIMEOUT` and Uppy's progress timeout are both
     /// 30 s, after which the client sees a dead connection, not a `429`.
     pub upload_wait: Duration,
+    /// Largest resumable upload (`/api/uploads`), in bytes: `Tus-Max-Size`.
+    pub tus_max_size: u64,
     /// How long requests in progress may run on after a shutdown signal
     /// before their work is cancelled.
     pub shutdown_grace: Duration,
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
             max_file_size: 5 << 30,
             max_batch_size: 20 << 30,
             max_files: 1000,
+            tus_max_size: 5 << 30,
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             upload_memory: 512 << 20,

@@ -19,10 +19,9 @@ mod query;
 mod range;
 mod serve;
 mod tenant;
-// The resumable-upload protocol layer; the handlers that use it come next.
-#[allow(dead_code, unused_imports)]
-pub(crate) mod tus;
+mod tus;
 mod upload;
+mod uploads;
 
 pub use admission::Refusal;
 pub use app::{AppState, router};

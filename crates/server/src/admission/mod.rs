@@ -138,6 +138,23 @@ pub(crate) async fn admit_batch(
         return Ok(Room::Spool(writer));
     }
     let need = length.map_or(buffer, |length| length.min(buffer));
+    let (held, reservation) = admit_memory(state, tenant, need).await?;
+    Ok(Room::Memory(held, reservation))
+}
+
+/// Reserves `need` bytes of upload memory for a request of `tenant`:
+/// within its share first, then the server's budget (last, as it may
+/// wait). Both are held until the returned pair is dropped.
+///
+/// # Errors
+///
+/// [`Refusal::TenantMemory`] past the tenant's share; the budget's
+/// refusal (see [`crate::memory`]).
+pub(crate) async fn admit_memory(
+    state: &AppState,
+    tenant: &Tenant,
+    need: u64,
+) -> Result<(Held, Reservation), Refusal> {
     let memory = &state.upload_memory;
     let held = tenant
         .policy()
@@ -147,5 +164,5 @@ pub(crate) async fn admit_batch(
             limit,
             retry_after: memory.estimate(held),
         })?;
-    Ok(Room::Memory(held, memory.reserve(need).await?))
+    Ok((held, memory.reserve(need).await?))
 }

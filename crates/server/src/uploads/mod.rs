@@ -1,0 +1,666 @@
+//! `/api/uploads`: resumable uploads, in tus 1.0.0 and the IETF draft
+//! "Resumable Uploads for HTTP", on one endpoint.
+//!
+//! - `OPTIONS /api/uploads`: what the server supports (no token needed);
+//! - `POST /api/uploads`: creates an upload, with its first bytes or all
+//!   of them (`Location` names it);
+//! - `HEAD /api/uploads/{id}`: its offset, length and metadata;
+//! - `PATCH /api/uploads/{id}`: appends bytes at its offset;
+//! - `DELETE /api/uploads/{id}`: terminates it.
+//!
+//! A `POST` with `X-HTTP-Method-Override` is the method it names. What a
+//! header means and what to answer is [`crate::tus`]'s; this module reads
+//! bodies and drives the store ([`corral_store::resumable`]).
+//!
+//! # An upload becomes a file
+//!
+//! When its last byte arrives, an upload becomes an ordinary file of its
+//! tenant, at `{tenant}/{YYYY-MM-DD}/{uuid}/{name}` as a batch file would
+//! be (`name` is the metadata's `filename`, made safe; `file` without
+//! one), with its SHA-256, read, listed and deleted like any other. The
+//! answer that completes it names the file in `Content-Location`
+//! (`/api/files/{key}`). An upload sent whole in its creation request is
+//! stored as a batch file is, in one call for a small file.
+//!
+//! # Bytes that arrive are kept
+//!
+//! A request's body is read by a task of its own, so a client that goes
+//! away ends the body, not the work: what arrived is saved before the task
+//! ends (the store keeps the bytes past the last part in the upload's
+//! tail), and the client resumes from there. A request whose checksum was
+//! given is all or nothing: cut short, its bytes cannot be verified, and
+//! are dropped. A newer request on the same upload stops the one in
+//! progress, which saves what it has ([`inflight`]).
+//!
+//! # Admission
+//!
+//! As for a batch: the scheduler admits the request (`429`/`503` before
+//! its body is read), and a request with a body reserves upload memory
+//! (the store's buffer for one upload) before reading it, or waits, or
+//! gets `429` with `Retry-After`. Every backend call is a job of the
+//! tenant, in a group that the client's leaving does not cancel: the work
+//! left when it leaves is to save what it sent.
+
+mod inflight;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use corral_sched::Group;
+use corral_store::{Key, Resuming, Store, UploadRecord, sanitize_file_name};
+use http_body_util::BodyExt as _;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+pub(crate) use inflight::Inflight;
+
+use crate::admission::{Admitted, admit_memory};
+use crate::app::AppState;
+use crate::body::{BodyError, refuse};
+use crate::error::ApiError;
+use crate::tenant::Tenant;
+use crate::tus::{
+    self, Append, Concat, Creation, ExpectedChecksum, Metadata, Protocol, Reply, TusConfig,
+    TusError, UPLOADS_PATH, UploadInfo, Verifier,
+};
+
+/// What the upload handlers share.
+#[derive(Debug)]
+pub(crate) struct Uploads {
+    /// What the protocol layer advertises and enforces.
+    pub(crate) tus: TusConfig,
+    /// The requests in progress on each upload.
+    inflight: Arc<Inflight>,
+}
+
+impl Uploads {
+    pub(crate) fn new(tus: TusConfig) -> Self {
+        Self {
+            tus,
+            inflight: Arc::default(),
+        }
+    }
+
+    fn reply(&self, protocol: Protocol) -> Reply<'_> {
+        Reply {
+            protocol,
+            config: &self.tus,
+            now: SystemTime::now(),
+        }
+    }
+}
+
+/// Why a request failed: the protocol's refusal, or one of corral's own
+/// (admission, storage, the body).
+#[derive(Debug)]
+enum Failure {
+    Tus(TusError),
+    Api(ApiError),
+}
+
+impl From<TusError> for Failure {
+    fn from(error: TusError) -> Self {
+        Self::Tus(error)
+    }
+}
+
+impl<E: Into<ApiError>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self::Api(error.into())
+    }
+}
+
+impl Failure {
+    /// A store error about the upload `id`, in the protocol's terms where
+    /// it has them.
+    fn of_store(id: &str, error: corral_store::Error) -> Self {
+        use corral_store::Error as E;
+        match error {
+            E::NotFound { .. } => Self::Tus(TusError::NotFound { id: id.to_owned() }),
+            E::Expired { .. } => Self::Tus(TusError::Gone { id: id.to_owned() }),
+            error => Self::Api(error.into()),
+        }
+    }
+
+    fn of_body(error: BodyError) -> Self {
+        Self::Api(match error {
+            BodyError::Idle(timeout) => ApiError::SlowClient { timeout },
+            BodyError::Transport(_) => ApiError::ClientGone,
+            error @ (BodyError::Malformed(_) | BodyError::Incomplete(_)) => {
+                ApiError::BadRequest(corral_store::error_chain(&error))
+            }
+        })
+    }
+
+    /// The answer, in the protocol the request spoke.
+    fn respond(self, reply: &Reply<'_>) -> Response {
+        match self {
+            Self::Tus(error) => reply.refused(&error),
+            Self::Api(error) => {
+                let mut response = error.into_response();
+                stamp(reply.protocol, response.headers_mut());
+                response
+            }
+        }
+    }
+}
+
+/// Adds the protocol's header to an answer made elsewhere.
+fn stamp(protocol: Protocol, headers: &mut HeaderMap) {
+    match protocol {
+        Protocol::Tus => {
+            headers.insert(
+                tus::TUS_RESUMABLE,
+                HeaderValue::from_static(tus::TUS_VERSION),
+            );
+        }
+        Protocol::Draft(version) => {
+            headers.insert(
+                tus::UPLOAD_DRAFT_INTEROP_VERSION,
+                HeaderValue::from(u16::from(version.number())),
+            );
+        }
+    }
+}
+
+/// `OPTIONS /api/uploads[/{id}]`: what the server supports.
+pub(crate) async fn options(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    state
+        .uploads
+        .reply(tus::detect_options(&headers))
+        .options()
+}
+
+/// `POST /api/uploads`: creates an upload.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    admitted: Result<Admitted, ApiError>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let protocol = match tus::detect(&headers) {
+        Ok(protocol) => protocol,
+        Err(error) => return refuse(body, state.uploads.reply(Protocol::Tus).refused(&error)),
+    };
+    let reply = state.uploads.reply(protocol);
+    let method = tus::effective_method(&method, &headers);
+    if method != Method::POST {
+        let error = ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: UPLOADS_PATH.to_owned(),
+            allowed: "OPTIONS, POST",
+            hint: Some("send HEAD, PATCH or DELETE to the upload's own URL, /api/uploads/ID"),
+        };
+        return refuse(body, Failure::Api(error).respond(&reply));
+    }
+    let creation = Creation::parse(protocol, &headers, &state.uploads.tus);
+    let admitted = admitted.map_err(Failure::Api);
+    let (creation, admitted) = match creation.map_err(Failure::Tus).and_then(|c| Ok((c, admitted?))) {
+        Ok(both) => both,
+        Err(failure) => return refuse(body, failure.respond(&reply)),
+    };
+    let work = Work::new(&state, admitted);
+    let reply_protocol = reply.protocol;
+    let outcome = tokio::spawn(async move { work.create(creation, body).await }).await;
+    let reply = state.uploads.reply(reply_protocol);
+    match outcome {
+        Ok(Ok(Answer::Created {
+            id,
+            offset,
+            expires,
+            file,
+        })) => {
+            let location = format!("{UPLOADS_PATH}/{id}");
+            let mut response = reply.created(&location, offset, expires, file.is_some());
+            name_file(&mut response, file.as_deref());
+            response
+        }
+        Ok(Ok(Answer::Appended { .. })) => unreachable!("a creation answers created"),
+        Ok(Err(failure)) => failure.respond(&reply),
+        Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+    }
+}
+
+/// `HEAD`, `PATCH`, `DELETE` (or a `POST` overridden to one of them) on
+/// `/api/uploads/{id}`.
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    admitted: Result<Admitted, ApiError>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let protocol = match tus::detect(&headers) {
+        Ok(protocol) => protocol,
+        Err(error) => return refuse(body, state.uploads.reply(Protocol::Tus).refused(&error)),
+    };
+    let reply = state.uploads.reply(protocol);
+    let method = tus::effective_method(&method, &headers);
+    let admitted = match admitted {
+        Ok(admitted) => admitted,
+        Err(error) => return refuse(body, Failure::Api(error).respond(&reply)),
+    };
+    let work = Work::new(&state, admitted);
+    let outcome = match method {
+        Method::HEAD => work.status(&id).await.map(|info| reply.status(&info)),
+        Method::DELETE => work.terminate(&id).await.map(|()| reply.terminated()),
+        Method::PATCH => {
+            let append = match Append::parse(protocol, &headers, &state.uploads.tus) {
+                Ok(append) => append,
+                Err(error) => return refuse(body, reply.refused(&error)),
+            };
+            let task = tokio::spawn(async move { work.append(id, append, body).await });
+            let reply = state.uploads.reply(protocol);
+            return match task.await {
+                Ok(Ok(Answer::Appended {
+                    offset,
+                    expires,
+                    file,
+                })) => {
+                    let mut response = reply.appended(offset, expires, file.is_some());
+                    name_file(&mut response, file.as_deref());
+                    response
+                }
+                Ok(Ok(Answer::Created { .. })) => unreachable!("an append answers appended"),
+                Ok(Err(failure)) => failure.respond(&reply),
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            };
+        }
+        method => Err(Failure::Api(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: format!("{UPLOADS_PATH}/{id}"),
+            allowed: "DELETE, HEAD, OPTIONS, PATCH",
+            hint: None,
+        })),
+    };
+    match outcome {
+        Ok(response) => response,
+        Err(failure) => refuse(body, failure.respond(&reply)),
+    }
+}
+
+/// `Content-Location: /api/files/{key}`, naming the file an upload became.
+fn name_file(response: &mut Response, file: Option<&str>) {
+    // Path segments: everything but unreserved characters and `/`.
+    const SEGMENTS: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}');
+    if let Some(file) = file {
+        let location = format!("/api/files/{}", utf8_percent_encode(file, SEGMENTS));
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LOCATION, value);
+        }
+    }
+}
+
+/// What a request that succeeded answers.
+#[derive(Debug)]
+enum Answer {
+    /// A creation: the upload's id and offset, when it expires (unless
+    /// complete), the tenant-relative key of the file it became (once
+    /// complete).
+    Created {
+        id: String,
+        offset: u64,
+        expires: Option<SystemTime>,
+        file: Option<String>,
+    },
+    /// An append: as a creation, without the id.
+    Appended {
+        offset: u64,
+        expires: Option<SystemTime>,
+        file: Option<String>,
+    },
+}
+
+/// A request's work, owned, so that it can run in a task of its own.
+struct Work {
+    state: AppState,
+    tenant: Tenant,
+    /// The tenant's group that the request's end does not cancel (see the
+    /// [module docs](self)).
+    group: Arc<Group>,
+}
+
+/// How the body of a request ended.
+#[derive(Debug)]
+enum Ending {
+    /// Every byte arrived; the trailers, if any.
+    Complete(Option<HeaderMap>),
+    /// It stopped short: the client went away or went quiet, a newer
+    /// request took over, or the server is stopping.
+    Cut(Failure),
+}
+
+impl Work {
+    fn new(state: &AppState, admitted: Admitted) -> Self {
+        Self {
+            state: state.clone(),
+            group: admitted.group.detached(),
+            tenant: admitted.tenant,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    fn owner(&self) -> &Key {
+        self.tenant.root()
+    }
+
+    async fn status(&self, id: &str) -> Result<UploadInfo, Failure> {
+        let status = self
+            .store()
+            .upload_status(&self.group, self.owner(), id)
+            .await
+            .map_err(|e| Failure::of_store(id, e))?;
+        let metadata = match &status.record.metadata {
+            Some(metadata) => Metadata::parse(metadata).unwrap_or_default(),
+            None => Metadata::default(),
+        };
+        Ok(UploadInfo {
+            offset: status.offset,
+            length: status.record.length,
+            complete: false,
+            metadata,
+            concat: None,
+            expires: Some(status.expires),
+        })
+    }
+
+    async fn terminate(&self, id: &str) -> Result<(), Failure> {
+        // In turn: a request still sending is stopped first.
+        let _turn = self.enter(id).await?;
+        let store = self.store();
+        store
+            .terminate_upload(&self.group, self.owner(), id)
+            .await
+            .map_err(|e| Failure::of_store(id, e))
+    }
+
+    async fn enter(&self, id: &str) -> Result<inflight::Turn, Failure> {
+        let upload = format!("{}/{id}", self.owner());
+        let inflight = &self.state.uploads.inflight;
+        inflight
+            .enter(&upload)
+            .await
+            .map_err(|_| Failure::Tus(TusError::Superseded { id: id.to_owned() }))
+    }
+
+    /// Reserves the memory of one upload buffer for an upload of `length`.
+    async fn reserve(&self, length: Option<u64>) -> Result<impl Sized, Failure> {
+        let need = self.store().config().buffer_bound(length) as u64;
+        Ok(admit_memory(&self.state, &self.tenant, need).await?)
+    }
+
+    async fn create(self, creation: Creation, body: Body) -> Result<Answer, Failure> {
+        if let Some(Concat::Final(_)) | Some(Concat::Partial) = creation.concat {
+            return Err(Failure::Api(ApiError::BadRequest(
+                "Upload-Concat is not served yet".to_owned(),
+            )));
+        }
+        let name = creation.metadata.filename().map(sanitize_file_name);
+        let name = name.unwrap_or_else(|| "file".to_owned());
+        let content_type = (creation.metadata.filetype().map(str::to_owned)).or_else(|| {
+            mime_guess::from_path(&name)
+                .first()
+                .map(|mime| mime.to_string())
+        });
+        let key = self.file_key(&name)?;
+        let record = UploadRecord {
+            key,
+            length: creation.length,
+            content_type,
+            name: creation.metadata.filename().map(str::to_owned),
+            metadata: (!creation.metadata.is_empty()).then(|| creation.metadata.encode()),
+        };
+        let store = self.store();
+        let upload = store.begin_upload(&self.group, self.owner(), record);
+        let id = upload.id().to_owned();
+        let expires = upload.expires();
+        let answer = |offset, file: Option<String>| Answer::Created {
+            id: id.clone(),
+            offset,
+            expires: file.is_none().then_some(expires),
+            file,
+        };
+        if !creation.carries_data {
+            if creation.length == Some(0) {
+                let file = self.finish(upload).await?;
+                return Ok(answer(0, Some(file)));
+            }
+            let offset = upload.pause().await.map_err(|e| Failure::of_store(&id, e))?;
+            return Ok(answer(offset, None));
+        }
+        let _memory = self.reserve(creation.length).await?;
+        let room = creation.room(&self.state.uploads.tus);
+        let received = self
+            .receive(upload, body, room, creation.checksum, creation.completes, None)
+            .await?;
+        Ok(match received {
+            Received::Complete(file, offset) => answer(offset, Some(file)),
+            Received::Partial(offset) => answer(offset, None),
+        })
+    }
+
+    async fn append(self, id: String, append: Append, body: Body) -> Result<Answer, Failure> {
+        let turn = self.enter(&id).await?;
+        let info = self.status(&id).await?;
+        let plan = append.check(&info, &self.state.uploads.tus)?;
+        let length = info.length.or(plan.declare_length);
+        let _memory = self.reserve(length).await?;
+        let resumed = self
+            .store()
+            .resume_upload(&self.group, self.owner(), &id, append.offset)
+            .await;
+        let mut upload = resumed.map_err(|e| match e {
+            corral_store::Error::OffsetMismatch { offset } => {
+                Failure::Tus(TusError::OffsetMismatch {
+                    expected: offset,
+                    given: append.offset,
+                })
+            }
+            e => Failure::of_store(&id, e),
+        })?;
+        if let Some(length) = plan.declare_length {
+            upload.set_length(length);
+        }
+        let expires = upload.expires();
+        let received = self
+            .receive(
+                upload,
+                body,
+                plan.room,
+                append.checksum,
+                append.completes,
+                Some(&turn),
+            )
+            .await?;
+        Ok(match received {
+            Received::Complete(file, offset) => Answer::Appended {
+                offset,
+                expires: None,
+                file: Some(file),
+            },
+            Received::Partial(offset) => Answer::Appended {
+                offset,
+                expires: Some(expires),
+                file: None,
+            },
+        })
+    }
+
+    /// The key of a new upload's file named `name`:
+    /// `{tenant}/{YYYY-MM-DD}/{uuid}/{name}`.
+    fn file_key(&self, name: &str) -> Result<Key, Failure> {
+        let date = chrono::Utc::now().format("%Y-%m-%d");
+        let dir = uuid::Uuid::now_v7();
+        let key = format!("{date}/{dir}/{name}");
+        Ok(self.tenant.key(&key)?)
+    }
+
+    /// Completes `upload`: the tenant-relative key of the file it became.
+    async fn finish(&self, upload: Resuming<'_>) -> Result<String, Failure> {
+        let stored = upload.finish().await?;
+        Ok(self.tenant.relative(&stored.key).to_owned())
+    }
+
+    /// Reads `body` into `upload`, at most `room` bytes, checking it
+    /// against `checksum`, then completes the upload if it is whole (or
+    /// the request `completes` it), else saves it.
+    async fn receive(
+        &self,
+        mut upload: Resuming<'_>,
+        body: Body,
+        room: u64,
+        checksum: Option<ExpectedChecksum>,
+        completes: bool,
+        turn: Option<&inflight::Turn>,
+    ) -> Result<Received, Failure> {
+        let mut verifier = checksum.as_ref().map(ExpectedChecksum::verifier);
+        let start = upload.offset();
+        let ending = self
+            .read_into(&mut upload, body, room, verifier.as_mut(), turn)
+            .await;
+        let trailers = match ending {
+            Ok(Ending::Complete(trailers)) => trailers,
+            Ok(Ending::Cut(failure)) => {
+                // Bytes that cannot be verified are not kept.
+                if checksum.is_some() {
+                    upload.discard();
+                } else if let Err(e) = upload.pause().await {
+                    tracing::warn!(error = %corral_store::error_chain(&e), "saving a cut upload failed");
+                }
+                return Err(failure);
+            }
+            Err(failure) => {
+                upload.discard();
+                return Err(failure);
+            }
+        };
+        if let (Some(checksum), Some(verifier)) = (checksum, verifier) {
+            let expected = match checksum {
+                ExpectedChecksum::Header(expected) => Ok(expected),
+                ExpectedChecksum::Trailer => tus::trailer_checksum(trailers.as_ref()),
+            };
+            if let Err(error) = expected.and_then(|expected| verifier.verify(&expected)) {
+                upload.discard();
+                return Err(Failure::Tus(error));
+            }
+        }
+        let offset = upload.offset();
+        if completes {
+            upload.set_length(offset);
+        }
+        if upload.record().length == Some(offset) {
+            let file = self.finish(upload).await?;
+            return Ok(Received::Complete(file, offset));
+        }
+        let _ = start;
+        let offset = upload.pause().await?;
+        Ok(Received::Partial(offset))
+    }
+
+    /// Reads `body` into `upload` until it ends or is cut (see [`Ending`]).
+    ///
+    /// # Errors
+    ///
+    /// The body goes past `room`, or a write fails: the caller discards
+    /// this request's bytes.
+    async fn read_into(
+        &self,
+        upload: &mut Resuming<'_>,
+        mut body: Body,
+        room: u64,
+        mut verifier: Option<&mut Verifier>,
+        turn: Option<&inflight::Turn>,
+    ) -> Result<Ending, Failure> {
+        let timeout = self.state.config.body_timeout;
+        let scheduler = &self.state.scheduler;
+        let mut received: u64 = 0;
+        let stopped = async {
+            match turn {
+                Some(turn) => turn.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stopped);
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = &mut stopped => {
+                    let id = upload.id().to_owned();
+                    return Ok(Ending::Cut(Failure::Tus(TusError::Superseded { id })));
+                }
+                () = scheduler.cancelled() => {
+                    return Ok(Ending::Cut(Failure::Api(ApiError::Cancelled)));
+                }
+                frame = tokio::time::timeout(timeout, body.frame()) => frame,
+            };
+            let frame = match frame {
+                Err(_) => return Ok(Ending::Cut(Failure::of_body(BodyError::Idle(timeout)))),
+                Ok(None) => return Ok(Ending::Complete(None)),
+                Ok(Some(Err(e))) => return Ok(Ending::Cut(Failure::of_body(BodyError::read(e)))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let data: Bytes = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    let trailers = frame.into_trailers().ok();
+                    return Ok(Ending::Complete(trailers));
+                }
+            };
+            received += data.len() as u64;
+            if received > room {
+                let length = upload.record().length;
+                return Err(Failure::Tus(match length {
+                    Some(length) => TusError::ExceedsLength {
+                        length,
+                        end: upload.offset() + received,
+                    },
+                    None => TusError::TooLarge {
+                        length: upload.offset() + received,
+                        max: self.state.uploads.tus.max_size,
+                    },
+                }));
+            }
+            if let Some(verifier) = verifier.as_deref_mut() {
+                verifier.update(&data);
+            }
+            upload.write(data).await?;
+        }
+    }
+}
+
+/// What a request's body made of its upload.
+#[derive(Debug)]
+enum Received {
+    /// The upload is complete: the file's tenant-relative key, its size.
+    Complete(String, u64),
+    /// The upload goes on from this offset.
+    Partial(u64),
+}
+
+/// How long an upload's turn may be waited for; unused.
+#[allow(dead_code)]
+const _TURN: Duration = Duration::from_secs(0);
+
+#[allow(dead_code)]
+fn _unused(_: StatusCode) {}
