@@ -358,6 +358,8 @@ mod tests {
         );
         let empty = headers(&[("X-HTTP-Method-Override", " ")]);
         assert_eq!(effective_method(&Method::POST, &empty), Method::POST);
+        let not_a_method = headers(&[("X-HTTP-Method-Override", "PATCH DELETE")]);
+        assert_eq!(effective_method(&Method::POST, &not_a_method), Method::POST);
     }
 
     #[test]
