@@ -157,7 +157,7 @@ pub(crate) fn trailer_checksum(
 }
 
 /// Digests of a body, computed as its chunks stream by.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Verifier {
     sha1: Option<sha1::Sha1>,
     sha256: Option<sha2::Sha256>,
@@ -167,7 +167,11 @@ pub(crate) struct Verifier {
 impl Verifier {
     /// A verifier that hashes with `algorithm` only.
     pub(crate) fn of(algorithm: Algorithm) -> Self {
-        let mut verifier = Self::default();
+        let mut verifier = Self {
+            sha1: None,
+            sha256: None,
+            md5: None,
+        };
         match algorithm {
             Algorithm::Sha1 => verifier.sha1 = Some(sha1::Sha1::new()),
             Algorithm::Sha256 => verifier.sha256 = Some(sha2::Sha256::new()),

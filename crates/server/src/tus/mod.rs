@@ -32,7 +32,7 @@ mod metadata;
 mod reply;
 mod request;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderName, Method};
 
@@ -105,6 +105,14 @@ pub(crate) struct TusConfig {
     /// How long an unfinished upload lives after its last write:
     /// `Upload-Expires` (tus), `Upload-Limit: max-age` (draft, interop 8).
     pub(crate) expiry: Duration,
+}
+
+impl TusConfig {
+    /// When an upload last written at `last_write` expires, for
+    /// [`UploadInfo::expires`].
+    pub(crate) fn expires_at(&self, last_write: SystemTime) -> SystemTime {
+        last_write + self.expiry
+    }
 }
 
 impl Default for TusConfig {
@@ -358,6 +366,21 @@ mod tests {
         );
         let empty = headers(&[("X-HTTP-Method-Override", " ")]);
         assert_eq!(effective_method(&Method::POST, &empty), Method::POST);
+        let not_a_method = headers(&[("X-HTTP-Method-Override", "PATCH DELETE")]);
+        assert_eq!(effective_method(&Method::POST, &not_a_method), Method::POST);
+    }
+
+    #[test]
+    fn an_upload_expires_its_expiry_after_its_last_write() {
+        let config = TusConfig {
+            expiry: Duration::from_secs(3600),
+            ..TusConfig::default()
+        };
+        let written = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(
+            config.expires_at(written),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(4_600)
+        );
     }
 
     #[test]

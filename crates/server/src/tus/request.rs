@@ -174,14 +174,12 @@ impl Creation {
         content_length: Option<u64>,
         metadata: Metadata,
     ) -> Result<Self, TusError> {
-        let concat = text(headers, "upload-concat")
-            .map(Concat::parse)
-            .transpose()?;
+        let concat_value = text(headers, "upload-concat");
+        let concat = concat_value.map(Concat::parse).transpose()?;
         let carries_data = is_media_type(headers, OFFSET_OCTET_STREAM);
         let length = if let Some(Concat::Final(_)) = concat {
-            let value = text(headers, "upload-concat").unwrap_or_default();
             let invalid = |reason: &str| TusError::InvalidConcat {
-                value: value.to_owned(),
+                value: concat_value.unwrap_or_default().to_owned(),
                 reason: reason.to_owned(),
             };
             if headers.contains_key("upload-length") || headers.contains_key("upload-defer-length")
@@ -330,17 +328,13 @@ impl Append {
                 expected,
             });
         }
-        let offset = match text(headers, "upload-offset") {
-            Some(value) => integer(value).ok_or_else(|| TusError::InvalidOffset {
-                value: value.to_owned(),
-            })?,
-            None if headers.contains_key("upload-offset") => {
-                return Err(TusError::InvalidOffset {
-                    value: "(not visible ASCII)".to_owned(),
-                });
-            }
-            None => return Err(TusError::MissingOffset),
+        let Some(offset) = headers.get("upload-offset") else {
+            return Err(TusError::MissingOffset);
         };
+        let offset = String::from_utf8_lossy(offset.as_bytes());
+        let offset = integer(&offset).ok_or_else(|| TusError::InvalidOffset {
+            value: offset.clone().into_owned(),
+        })?;
         let content_length = content_length(headers);
         let declared = upload_length(headers)?;
         let (length, completes) = match protocol {
@@ -1320,5 +1314,66 @@ mod tests {
     fn an_empty_tus_append_to_a_complete_upload_is_harmless() {
         let plan = tus_append(10, None, Some(0)).check(&upload(10, Some(10)), &config());
         assert_eq!(plan.unwrap().room, 0);
+    }
+
+    #[test]
+    fn an_append_may_announce_its_checksum_as_a_trailer() {
+        let append = append(
+            TUS,
+            &[
+                ("Content-Type", "application/offset+octet-stream"),
+                ("Upload-Offset", "0"),
+                ("Trailer", "Upload-Checksum"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(append.checksum, Some(ExpectedChecksum::Trailer));
+    }
+
+    #[test]
+    fn a_bad_checksum_refuses_the_append() {
+        let error = append(
+            TUS,
+            &[
+                ("Content-Type", "application/offset+octet-stream"),
+                ("Upload-Offset", "0"),
+                ("Upload-Checksum", "crc32 AAAAAA=="),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(error.code(), "unsupported_checksum_algorithm");
+        assert_eq!(error.status().as_u16(), 400);
+    }
+
+    #[test]
+    fn a_tus_creation_without_data_ignores_upload_checksum() {
+        let creation = create(
+            TUS,
+            &[
+                ("Upload-Length", "5"),
+                ("Upload-Checksum", "crc32 AAAAAA=="),
+            ],
+        )
+        .unwrap();
+        assert_eq!(creation.checksum, None);
+    }
+
+    #[test]
+    fn a_draft_creation_may_give_a_checksum_too() {
+        let creation = create(
+            V6,
+            &[
+                ("Upload-Complete", "?1"),
+                (
+                    "Upload-Checksum",
+                    "sha256 uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=",
+                ),
+            ],
+        )
+        .unwrap();
+        assert!(matches!(
+            creation.checksum,
+            Some(ExpectedChecksum::Header(_))
+        ));
     }
 }
