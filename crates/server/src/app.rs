@@ -109,10 +109,7 @@ pub fn router(state: AppState) -> Router {
             get(files::get).head(files::head).delete(files::delete),
         )
         .route(JOB, get(jobs::get))
-        .route(
-            UPLOADS,
-            post(uploads::create).options(uploads::options),
-        )
+        .route(UPLOADS, post(uploads::create).options(uploads::options))
         .route(
             UPLOAD,
             on(

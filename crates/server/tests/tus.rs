@@ -16,7 +16,12 @@ use serde_json::Value;
 /// The files the server holds: name (the key's last segment) and SHA-256
 /// of what a GET returns, sorted.
 async fn stored(server: &Server) -> Vec<(String, String)> {
-    let (status, listing) = json(server.call(reqwest::Method::GET, "/api/files?limit=1000").await).await;
+    let (status, listing) = json(
+        server
+            .call(reqwest::Method::GET, "/api/files?limit=1000")
+            .await,
+    )
+    .await;
     assert_eq!(status, 200, "{listing}");
     let mut files = Vec::new();
     for file in listing["files"].as_array().unwrap() {
@@ -37,7 +42,9 @@ fn expected(files: &[TusFile]) -> Vec<(String, String)> {
         .iter()
         .enumerate()
         .map(|(i, file)| match file {
-            TusFile::Generated { size, seed } => (format!("file-{i}.bin"), file_sha256(*size, *seed)),
+            TusFile::Generated { size, seed } => {
+                (format!("file-{i}.bin"), file_sha256(*size, *seed))
+            }
             TusFile::Path { .. } => unreachable!("generated files only"),
         })
         .collect();
@@ -57,7 +64,11 @@ fn generated(sizes: &[u64]) -> Vec<TusFile> {
 }
 
 fn assert_all_uploaded(report: &TusReport) {
-    let failures: Vec<_> = report.files.iter().filter_map(|f| f.error.as_ref()).collect();
+    let failures: Vec<_> = report
+        .files
+        .iter()
+        .filter_map(|f| f.error.as_ref())
+        .collect();
     assert!(failures.is_empty(), "{failures:#?}\n{}", report.stderr);
 }
 
@@ -118,7 +129,10 @@ async fn every_upload_cut_mid_way_resumes_from_what_arrived_and_is_stored_whole(
         assert_all_uploaded(&report);
         for file in &report.files {
             assert!(file.resumed, "{file:?}");
-            let (sent, kept) = (file.bytes_sent_before_cut.unwrap(), file.offset_at_cut.unwrap());
+            let (sent, kept) = (
+                file.bytes_sent_before_cut.unwrap(),
+                file.offset_at_cut.unwrap(),
+            );
             assert!(kept <= sent, "{file:?}");
             // What arrived is kept, within one socket buffer's worth.
             assert!(sent - kept <= 256 << 10, "{file:?}");
@@ -144,10 +158,16 @@ async fn data_sent_with_the_creation_and_in_chunks_is_stored_whole() {
 #[tokio::test]
 async fn the_ietf_draft_versions_tus_js_client_speaks_upload_too() {
     let server = Server::with(ServerConfig::default(), cloud_parts()).await;
-    for (i, protocol) in [TusProtocol::IetfDraft03, TusProtocol::IetfDraft05].into_iter().enumerate() {
+    for (i, protocol) in [TusProtocol::IetfDraft03, TusProtocol::IetfDraft05]
+        .into_iter()
+        .enumerate()
+    {
         let files: Vec<TusFile> = [5, 3 * MIB]
             .iter()
-            .map(|&size| TusFile::Generated { size, seed: 77 + i as u32 })
+            .map(|&size| TusFile::Generated {
+                size,
+                seed: 77 + i as u32,
+            })
             .collect();
         let (report, _) = run(&server, |run| {
             run.files = files.clone();
@@ -157,7 +177,11 @@ async fn the_ietf_draft_versions_tus_js_client_speaks_upload_too() {
         .await;
         assert_all_uploaded(&report);
     }
-    let names: Vec<String> = stored(&server).await.into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = stored(&server)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     assert_eq!(names.len(), 4, "{names:?}");
 }
 

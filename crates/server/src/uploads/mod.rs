@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use corral_sched::Group;
@@ -169,10 +169,7 @@ fn stamp(protocol: Protocol, headers: &mut HeaderMap) {
 
 /// `OPTIONS /api/uploads[/{id}]`: what the server supports.
 pub(crate) async fn options(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    state
-        .uploads
-        .reply(tus::detect_options(&headers))
-        .options()
+    state.uploads.reply(tus::detect_options(&headers)).options()
 }
 
 /// `POST /api/uploads`: creates an upload.
@@ -200,7 +197,10 @@ pub(crate) async fn create(
     }
     let creation = Creation::parse(protocol, &headers, &state.uploads.tus);
     let admitted = admitted.map_err(Failure::Api);
-    let (creation, admitted) = match creation.map_err(Failure::Tus).and_then(|c| Ok((c, admitted?))) {
+    let (creation, admitted) = match creation
+        .map_err(Failure::Tus)
+        .and_then(|c| Ok((c, admitted?)))
+    {
         Ok(both) => both,
         Err(failure) => return refuse(body, failure.respond(&reply)),
     };
@@ -248,7 +248,7 @@ pub(crate) async fn upload(
     };
     let work = Work::new(&state, admitted);
     let outcome = match method {
-        Method::HEAD => work.status(&id).await.map(|info| reply.status(&info)),
+        Method::HEAD => work.head(&id).await.map(|info| reply.status(&info)),
         Method::DELETE => work.terminate(&id).await.map(|()| reply.terminated()),
         Method::PATCH => {
             let append = match Append::parse(protocol, &headers, &state.uploads.tus) {
@@ -385,6 +385,15 @@ impl Work {
         })
     }
 
+    /// The upload's status, once a request in progress on it has stopped
+    /// and saved what it received: a client asks for the offset to resume
+    /// from, and the request it resumes after is usually one it gave up on
+    /// (tusd's lock does the same).
+    async fn head(&self, id: &str) -> Result<UploadInfo, Failure> {
+        let _turn = self.enter(id).await?;
+        self.status(id).await
+    }
+
     async fn terminate(&self, id: &str) -> Result<(), Failure> {
         // In turn: a request still sending is stopped first.
         let _turn = self.enter(id).await?;
@@ -446,13 +455,23 @@ impl Work {
                 let file = self.finish(upload).await?;
                 return Ok(answer(0, Some(file)));
             }
-            let offset = upload.pause().await.map_err(|e| Failure::of_store(&id, e))?;
+            let offset = upload
+                .pause()
+                .await
+                .map_err(|e| Failure::of_store(&id, e))?;
             return Ok(answer(offset, None));
         }
         let _memory = self.reserve(creation.length).await?;
         let room = creation.room(&self.state.uploads.tus);
         let received = self
-            .receive(upload, body, room, creation.checksum, creation.completes, None)
+            .receive(
+                upload,
+                body,
+                room,
+                creation.checksum,
+                creation.completes,
+                None,
+            )
             .await?;
         Ok(match received {
             Received::Complete(file, offset) => answer(offset, Some(file)),
@@ -606,6 +625,25 @@ impl Work {
             let frame = tokio::select! {
                 biased;
                 () = &mut stopped => {
+                    // What the client sent before it gave up is still
+                    // arriving: keep it, until the body ends or pauses.
+                    let drain = async {
+                        while let Ok(Some(Ok(frame))) = tokio::time::timeout(DRAIN_IDLE, body.frame()).await {
+                            let Ok(data) = frame.into_data() else { break };
+                            received += data.len() as u64;
+                            if received > room {
+                                break;
+                            }
+                            if let Some(verifier) = verifier.as_deref_mut() {
+                                verifier.update(&data);
+                            }
+                            upload.write(data).await?;
+                        }
+                        Ok::<_, Failure>(())
+                    };
+                    if let Ok(drained) = tokio::time::timeout(DRAIN_TIME, drain).await {
+                        drained?;
+                    }
                     let id = upload.id().to_owned();
                     return Ok(Ending::Cut(Failure::Tus(TusError::Superseded { id })));
                 }
@@ -649,6 +687,12 @@ impl Work {
     }
 }
 
+/// How long a stopped request goes on reading what its client had sent
+/// (see [`Work::read_into`]): until the client has sent nothing for
+/// `DRAIN_IDLE`, for at most `DRAIN_TIME`.
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 /// What a request's body made of its upload.
 #[derive(Debug)]
 enum Received {
@@ -657,10 +701,3 @@ enum Received {
     /// The upload goes on from this offset.
     Partial(u64),
 }
-
-/// How long an upload's turn may be waited for; unused.
-#[allow(dead_code)]
-const _TURN: Duration = Duration::from_secs(0);
-
-#[allow(dead_code)]
-fn _unused(_: StatusCode) {}
