@@ -109,6 +109,19 @@ pub fn router(state: AppState) -> Router {
             get(files::get).head(files::head).delete(files::delete),
         )
         .route(JOB, get(jobs::get))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
+        .merge(upload_routes());
+    // The path is rewritten before routing, so outside the router.
+    let app = layered(routes, state).map_request(trim_trailing_slash);
+    Router::new().fallback_service(app)
+}
+
+/// The resumable-upload routes, open to browsers of any origin (see
+/// [`uploads::cors`]).
+fn upload_routes() -> Router<AppState> {
+    Router::new()
         .route(UPLOADS, post(uploads::create).options(uploads::options))
         .route(
             UPLOAD,
@@ -121,12 +134,7 @@ pub fn router(state: AppState) -> Router {
             )
             .options(uploads::options),
         )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::scrape));
-    // The path is rewritten before routing, so outside the router.
-    let app = layered(routes, state).map_request(trim_trailing_slash);
-    Router::new().fallback_service(app)
+        .layer(middleware::from_fn(uploads::cors))
 }
 
 const FILES: &str = "/api/files";
@@ -220,13 +228,15 @@ async fn no_route(uri: Uri) -> ApiError {
 /// `405`, naming the methods the route takes (axum adds them as `Allow`)
 /// and, for a `PUT` or `POST` meant to upload, how to upload.
 async fn method_not_allowed(method: Method, uri: Uri, route: Option<MatchedPath>) -> ApiError {
-    const UPLOAD: &str = "upload with POST multipart/form-data to /api/files, one form part \
+    const HOW_TO_UPLOAD: &str = "upload with POST multipart/form-data to /api/files, one form part \
                           per file (curl -F file=@PATH http://HOST/api/files)";
     let route = route.as_ref().map(MatchedPath::as_str);
     let uploading = [Method::PUT, Method::POST, Method::PATCH].contains(&method);
     let (allowed, hint) = match route {
-        Some(FILES) => ("GET, HEAD, POST", Some(UPLOAD)),
-        Some(FILE) => ("GET, HEAD, DELETE", uploading.then_some(UPLOAD)),
+        Some(FILES) => ("GET, HEAD, POST", Some(HOW_TO_UPLOAD)),
+        Some(FILE) => ("GET, HEAD, DELETE", uploading.then_some(HOW_TO_UPLOAD)),
+        Some(UPLOADS) => ("OPTIONS, POST", None),
+        Some(UPLOAD) => ("DELETE, HEAD, OPTIONS, PATCH, POST", None),
         _ => ("GET, HEAD", None),
     };
     ApiError::MethodNotAllowed {
@@ -284,6 +294,8 @@ mod tests {
             (Method::POST, "/healthz"),
             (Method::DELETE, "/readyz"),
             (Method::PUT, "/metrics"),
+            (Method::GET, "/api/uploads"),
+            (Method::PUT, "/api/uploads/x"),
         ] {
             let (status, headers, body) = call(&app, method.clone(), path).await;
             assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");

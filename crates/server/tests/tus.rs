@@ -11,7 +11,6 @@ use common::*;
 use corral_server::ServerConfig;
 use corral_store::StoreConfig;
 use corral_testkit::node::{TusClient, TusFile, TusProtocol, TusReport, TusRun, file_sha256};
-use serde_json::Value;
 
 /// The files the server holds: name (the key's last segment) and SHA-256
 /// of what a GET returns, sorted.
@@ -185,5 +184,75 @@ async fn the_ietf_draft_versions_tus_js_client_speaks_upload_too() {
     assert_eq!(names.len(), 4, "{names:?}");
 }
 
-#[allow(dead_code)]
-fn unused(_: Value) {}
+#[tokio::test]
+async fn parallel_uploads_are_concatenated_into_one_file() {
+    let server = Server::with(ServerConfig::default(), cloud_parts()).await;
+    let files = generated(&[11 * MIB + 1, 300 << 10]);
+    let (report, files) = run(&server, |run| {
+        run.files = files.clone();
+        run.parallel_uploads = Some(3);
+    })
+    .await;
+    assert_all_uploaded(&report);
+    // The parts are no files of the tenant's: only the two wholes are.
+    assert_eq!(stored(&server).await, expected(&files));
+}
+
+#[tokio::test]
+async fn a_browser_on_another_origin_may_upload_and_read_the_answers() {
+    let server = Server::start().await;
+    let preflight = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/api/uploads"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "tus-resumable, upload-length, authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = |name: &str| {
+        preflight.headers()[name]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+    };
+    assert_eq!(allowed("access-control-allow-origin"), "*");
+    assert!(allowed("access-control-allow-methods").contains("patch"));
+    for header in ["tus-resumable", "upload-length", "authorization"] {
+        assert!(
+            allowed("access-control-allow-headers").contains(header),
+            "{header}"
+        );
+    }
+    let created = server
+        .client
+        .post(server.url("/api/uploads"))
+        .header("origin", "https://app.example")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let exposed = created.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in [
+        "location",
+        "upload-offset",
+        "tus-resumable",
+        "upload-expires",
+    ] {
+        assert!(exposed.contains(header), "{header} in {exposed}");
+    }
+    // Discovery needs no preflight's headers, nor a token.
+    let discovery = server.call(reqwest::Method::OPTIONS, "/api/uploads").await;
+    assert_eq!(discovery.status(), 204);
+    let extensions = discovery.headers()["tus-extension"].to_str().unwrap();
+    assert!(extensions.contains("concatenation"), "{extensions}");
+}

@@ -57,11 +57,23 @@ fn is_forbidden(c: char) -> bool {
 #[serde(try_from = "String", into = "String")]
 pub struct Key(String);
 
+/// Where the store keeps objects of its own that are no tenant's: the
+/// completed parts of a concatenation (see [`crate::resumable`]).
+pub(crate) const RESERVED: &str = ".corral/objects";
+
 impl TryFrom<String> for Key {
     type Error = Error;
 
+    /// A key as the store saved it: a valid key, or a valid key under
+    /// [`RESERVED`].
     fn try_from(key: String) -> Result<Self> {
-        Self::parse(&key)
+        match key
+            .strip_prefix(RESERVED)
+            .and_then(|rest| rest.strip_prefix('/'))
+        {
+            Some(rest) => Self::parse(rest).map(|rest| Self::reserved(&rest)),
+            None => Self::parse(&key),
+        }
     }
 }
 
@@ -92,6 +104,11 @@ impl Key {
             check_segment(segment).map_err(invalid)?;
         }
         Ok(Self(key.to_owned()))
+    }
+
+    /// `key` under [`RESERVED`]: an object no tenant's key can name.
+    pub(crate) fn reserved(key: &Key) -> Self {
+        Self(format!("{RESERVED}/{key}"))
     }
 
     /// A key made of one segment.

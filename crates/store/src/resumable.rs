@@ -79,6 +79,12 @@ pub struct UploadRecord {
     pub name: Option<String>,
     /// The client's own metadata, kept as sent to be shown again.
     pub metadata: Option<String>,
+    /// Whether the upload is a part of a concatenation to come: then it
+    /// becomes no file of its own, but an object of the store's, under
+    /// `.corral/objects/{owner}/{id}`, until
+    /// [`Store::concatenate`](crate::Store::concatenate) takes it.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// An upload in progress, as a status request sees it.
@@ -119,6 +125,13 @@ pub(crate) struct Resumables {
     expiry: Duration,
     /// States of uploads this process has touched, by state path.
     cache: Mutex<HashMap<String, State>>,
+}
+
+/// Where the completed partial upload `id` of `owner` waits for its
+/// concatenation.
+pub(crate) fn partial_key(owner: &Key, id: &str) -> Key {
+    let key = Key::parse(&format!("{owner}/{id}")).expect("an owner and an upload id make a key");
+    Key::reserved(&key)
 }
 
 /// Where the state of `owner`'s upload `id` and its tail live.
@@ -226,10 +239,13 @@ impl Resumables {
         &'g self,
         group: &'g Group,
         owner: &Key,
-        record: UploadRecord,
+        mut record: UploadRecord,
         part_size: usize,
     ) -> Resuming<'g> {
         let id = uuid::Uuid::now_v7().to_string();
+        if record.partial {
+            record.key = partial_key(owner, &id);
+        }
         let (state, tail) = paths(owner, &id);
         let upload = Upload::new(
             self.writer.clone(),
@@ -378,6 +394,23 @@ impl Resumables {
             }
         }
         let mut swept = 0;
+        // Completed parts of a concatenation that never came.
+        let prefix = Path::from(crate::key::RESERVED);
+        let mut listing = client.backend().list(Some(&prefix));
+        let mut partials = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| Error::backend(crate::key::RESERVED, e, 1))?;
+            let path = meta.location.to_string();
+            let Ok(key) = Key::try_from(path) else {
+                continue;
+            };
+            let id = key.as_str().rsplit('/').next().unwrap_or_default();
+            if self.expired(id, now) {
+                partials.push(key);
+            }
+        }
+        swept += partials.len();
+        self.writer.delete_all(partials).await;
         for (owner, id) in found {
             match self.terminate(system, &owner, &id).await {
                 Ok(()) => swept += 1,

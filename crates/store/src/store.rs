@@ -353,6 +353,75 @@ impl Store {
         self.inner.resumables.terminate(group, owner, id).await
     }
 
+    /// The sizes of the completed partial uploads `ids` of `owner`, in
+    /// order: one call each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] naming the first id that is no completed
+    /// partial upload (see [`Store::upload_status`] to tell one still in
+    /// progress); [`Error::Backend`] if the backend fails.
+    pub async fn partial_sizes(
+        &self,
+        group: &Group,
+        owner: &Key,
+        ids: &[String],
+    ) -> Result<Vec<u64>> {
+        let mut sizes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = crate::resumable::partial_key(owner, id);
+            match self.inner.reads.head(group, &key).await {
+                Ok(info) => sizes.push(info.size),
+                Err(Error::NotFound { .. }) => return Err(Error::NotFound { key: id.clone() }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// Stores the completed partial uploads `ids` of `owner`, one after
+    /// the other, as the object `record.key`, then removes them: their
+    /// bytes are read back (a call each) and written once more, so that
+    /// the object has its SHA-256. Its backend calls are jobs of `group`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] naming an id that is no completed partial
+    /// upload; [`Error::Backend`] if the backend fails, and nothing is
+    /// stored.
+    pub async fn concatenate(
+        &self,
+        group: &Group,
+        owner: &Key,
+        ids: &[String],
+        record: UploadRecord,
+    ) -> Result<crate::StoredObject> {
+        use futures::TryStreamExt as _;
+        let mut upload = self.upload(
+            group,
+            record.key,
+            record.length,
+            record.content_type,
+            record.name,
+        );
+        let keys: Vec<Key> = (ids.iter())
+            .map(|id| crate::resumable::partial_key(owner, id))
+            .collect();
+        for (id, key) in ids.iter().zip(&keys) {
+            let reading = match self.inner.reads.get(group, key, None).await {
+                Err(Error::NotFound { .. }) => return Err(Error::NotFound { key: id.clone() }),
+                reading => reading?,
+            };
+            let mut body = reading.body;
+            while let Some(chunk) = body.try_next().await? {
+                upload.write(chunk).await?;
+            }
+        }
+        let stored = upload.finish().await?;
+        self.inner.writer.delete_all(keys).await;
+        Ok(stored)
+    }
+
     /// Terminates the resumable uploads expired by `now`, as the store's
     /// own work; returns how many. Runs by itself at every orphan sweep
     /// interval ([`StoreConfig::orphan_sweep`]).
@@ -1557,6 +1626,7 @@ mod tests {
             content_type: Some("video/mp4".into()),
             name: Some(name.into()),
             metadata: Some("filename dmlkZW8ubXA0".into()),
+            partial: false,
         }
     }
 
@@ -1795,19 +1865,28 @@ mod tests {
             begun.pause().await.unwrap();
             send_and_pause(&store, ids.last().unwrap(), 0, &pattern(1500, 3)).await;
         }
+        // A completed part of a concatenation that never comes.
+        let partial = UploadRecord {
+            partial: true,
+            ..record("p", Some(3))
+        };
+        let mut upload = store.begin_upload(&writer, &key("t"), partial);
+        upload.write(Bytes::from_static(b"abc")).await.unwrap();
+        upload.finish().await.unwrap();
         let soon = SystemTime::now() + Duration::from_secs(60);
         assert_eq!(store.sweep_uploads(soon).await.unwrap(), 0);
         let status = store.upload_status(&writer, &key("t"), &ids[0]).await;
         assert_eq!(status.unwrap().offset, 1500);
         let later = SystemTime::now() + Duration::from_secs(3601);
-        assert_eq!(store.sweep_uploads(later).await.unwrap(), 2);
+        assert_eq!(store.sweep_uploads(later).await.unwrap(), 3);
         let gone = store.upload_status(&writer, &key("t"), &ids[0]).await;
         assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
         let backend = store.client().backend();
         let left: Vec<_> = backend.list(None).try_collect().await.unwrap();
         let left: Vec<_> = left.iter().map(|m| m.location.to_string()).collect();
         assert!(
-            left.iter().all(|p| !p.starts_with(".corral/uploads")),
+            left.iter()
+                .all(|p| !p.starts_with(".corral/uploads") && !p.starts_with(".corral/objects")),
             "{left:?}"
         );
 
@@ -1823,5 +1902,55 @@ mod tests {
         begun.pause().await.unwrap();
         let expired = store.resume_upload(&writer, &key("t"), &id, 0).await;
         assert!(matches!(expired, Err(Error::Expired { .. })), "{expired:?}");
+    }
+
+    #[tokio::test]
+    async fn partial_uploads_are_concatenated_into_one_object_and_then_removed() {
+        let (local, _dir) = local().await;
+        for store in [local, s3().await] {
+            let url = store.url().to_owned();
+            let writer = group(&store);
+            let part = store.config().part_size;
+            let pieces = [pattern(part + 7, 1), pattern(3, 2), pattern(2 * part, 3)];
+            let mut ids = Vec::new();
+            for piece in &pieces {
+                let record = UploadRecord {
+                    partial: true,
+                    ..record("ignored.bin", Some(piece.len() as u64))
+                };
+                let mut upload = store.begin_upload(&writer, &key("t"), record);
+                ids.push(upload.id().to_owned());
+                upload.write(Bytes::from(piece.clone())).await.unwrap();
+                let stored = upload.finish().await.unwrap();
+                assert!(
+                    stored.key.as_str().starts_with(".corral/objects/t/"),
+                    "{url}"
+                );
+            }
+            // No file of the tenant's yet.
+            let page = store.list(&writer, &key("t"), "", None, 100).await.unwrap();
+            assert!(page.objects.is_empty(), "{url}: {page:?}");
+            let sizes = store.partial_sizes(&writer, &key("t"), &ids).await.unwrap();
+            assert_eq!(
+                sizes,
+                pieces.iter().map(|p| p.len() as u64).collect::<Vec<_>>()
+            );
+            let stranger = store.partial_sizes(&writer, &key("u"), &ids).await;
+            assert!(
+                matches!(stranger, Err(Error::NotFound { key }) if key == ids[0]),
+                "{url}"
+            );
+
+            let whole = pieces.concat();
+            let record = record("whole.bin", Some(whole.len() as u64));
+            let stored = store
+                .concatenate(&writer, &key("t"), &ids, record)
+                .await
+                .unwrap();
+            assert_eq!(stored.sha256, sha256_hex(&whole), "{url}");
+            assert_eq!(read_whole(&store, "t/tus/whole.bin").await, whole, "{url}");
+            let gone = store.partial_sizes(&writer, &key("t"), &ids[..1]).await;
+            assert!(matches!(gone, Err(Error::NotFound { .. })), "{url}");
+        }
     }
 }

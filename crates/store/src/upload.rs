@@ -406,7 +406,7 @@ impl<'g> Upload<'g> {
             key: paused.key.clone(),
             reason: reason.to_owned(),
         };
-        let key = Key::parse(&paused.key).map_err(|_| corrupt("its key is invalid"))?;
+        let key = Key::try_from(paused.key.clone()).map_err(|_| corrupt("its key is invalid"))?;
         let state = hex::decode(&paused.hasher).map_err(|_| corrupt("its SHA-256 is not hex"))?;
         let state = state
             .as_slice()

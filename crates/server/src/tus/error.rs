@@ -226,13 +226,6 @@ pub(crate) enum TusError {
         id: String,
     },
 
-    /// Another request is writing to the upload (`423`).
-    #[error("another request is writing to upload {id:?}; retry once it is done")]
-    Locked {
-        /// The upload's id.
-        id: String,
-    },
-
     /// A newer request for the upload stopped this one (`423`): the client
     /// resumed elsewhere, and this answer is for the logs.
     #[error("a newer request for upload {id:?} took it over; this one was stopped")]
@@ -275,7 +268,7 @@ impl TusError {
             Self::ModifyFinal => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Gone { .. } => StatusCode::GONE,
-            Self::Locked { .. } | Self::Superseded { .. } => StatusCode::LOCKED,
+            Self::Superseded { .. } => StatusCode::LOCKED,
         }
     }
 
@@ -307,7 +300,6 @@ impl TusError {
             Self::AlreadyComplete => "already_complete",
             Self::NotFound { .. } => "not_found",
             Self::Gone { .. } => "gone",
-            Self::Locked { .. } => "locked",
             Self::Superseded { .. } => "superseded",
         }
     }
@@ -400,7 +392,6 @@ mod tests {
             (TusError::AlreadyComplete, 400, "already_complete"),
             (TusError::NotFound { id: "a".into() }, 404, "not_found"),
             (TusError::Gone { id: "a".into() }, 410, "gone"),
-            (TusError::Locked { id: "a".into() }, 423, "locked"),
             (TusError::Superseded { id: "a".into() }, 423, "superseded"),
         ];
         for (error, status, code) in cases {

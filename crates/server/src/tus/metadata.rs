@@ -71,6 +71,7 @@ impl Metadata {
 
     /// Metadata made of `pairs`, in order; for tests and for the draft,
     /// whose creation carries no `Upload-Metadata`.
+    #[cfg(test)]
     pub(crate) fn from_pairs<K: Into<String>, V: Into<Vec<u8>>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {

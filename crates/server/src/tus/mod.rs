@@ -32,15 +32,15 @@ mod metadata;
 mod reply;
 mod request;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, Method};
 
-pub(crate) use checksum::{Algorithm, Checksum, ExpectedChecksum, Verifier, trailer_checksum};
+pub(crate) use checksum::{ExpectedChecksum, Verifier, trailer_checksum};
 pub(crate) use error::TusError;
 pub(crate) use metadata::Metadata;
 pub(crate) use reply::Reply;
-pub(crate) use request::{Append, Concat, Creation, Plan, UploadInfo, final_length};
+pub(crate) use request::{Append, Concat, Creation, UploadInfo, final_length};
 
 /// The tus version this server speaks, and the only one it takes.
 pub(crate) const TUS_VERSION: &str = "1.0.0";
@@ -102,17 +102,9 @@ pub(crate) struct TusConfig {
     /// Largest upload, in bytes: `Tus-Max-Size`, `Upload-Limit: max-size`;
     /// a larger declared length is refused with `413`.
     pub(crate) max_size: u64,
-    /// How long an unfinished upload lives after its last write:
+    /// How long an unfinished upload lives after its creation:
     /// `Upload-Expires` (tus), `Upload-Limit: max-age` (draft, interop 8).
     pub(crate) expiry: Duration,
-}
-
-impl TusConfig {
-    /// When an upload last written at `last_write` expires, for
-    /// [`UploadInfo::expires`].
-    pub(crate) fn expires_at(&self, last_write: SystemTime) -> SystemTime {
-        last_write + self.expiry
-    }
 }
 
 impl Default for TusConfig {
@@ -368,19 +360,6 @@ mod tests {
         assert_eq!(effective_method(&Method::POST, &empty), Method::POST);
         let not_a_method = headers(&[("X-HTTP-Method-Override", "PATCH DELETE")]);
         assert_eq!(effective_method(&Method::POST, &not_a_method), Method::POST);
-    }
-
-    #[test]
-    fn an_upload_expires_its_expiry_after_its_last_write() {
-        let config = TusConfig {
-            expiry: Duration::from_secs(3600),
-            ..TusConfig::default()
-        };
-        let written = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        assert_eq!(
-            config.expires_at(written),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(4_600)
-        );
     }
 
     #[test]

@@ -167,6 +167,50 @@ fn stamp(protocol: Protocol, headers: &mut HeaderMap) {
     }
 }
 
+/// CORS for the upload routes: a page of any origin may upload (its
+/// token, sent with each request, is what authorizes it) and read the
+/// answers' protocol headers. A preflight (`OPTIONS` with
+/// `Access-Control-Request-Method`) is answered by [`options`], as tus
+/// discovery is, with the CORS headers added here: tower-http's CORS layer
+/// would answer every `OPTIONS` itself, and discovery with it.
+pub(crate) async fn cors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let from_browser = headers.contains_key(header::ORIGIN);
+    let preflight = from_browser && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = next.run(request).await;
+    if !from_browser {
+        return response;
+    }
+    let headers = response.headers_mut();
+    let list = |names: &[&str]| HeaderValue::from_str(&names.join(", ")).expect("header names");
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        list(tus::CORS_EXPOSE_HEADERS),
+    );
+    if preflight {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(tus::CORS_ALLOW_METHODS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            list(tus::CORS_ALLOW_HEADERS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    response
+}
+
 /// `OPTIONS /api/uploads[/{id}]`: what the server supports.
 pub(crate) async fn options(State(state): State<AppState>, headers: HeaderMap) -> Response {
     state.uploads.reply(tus::detect_options(&headers)).options()
@@ -216,7 +260,7 @@ pub(crate) async fn create(
             file,
         })) => {
             let location = format!("{UPLOADS_PATH}/{id}");
-            let mut response = reply.created(&location, offset, expires, file.is_some());
+            let mut response = reply.created(&location, offset, expires, expires.is_none());
             name_file(&mut response, file.as_deref());
             response
         }
@@ -263,7 +307,7 @@ pub(crate) async fn upload(
                     expires,
                     file,
                 })) => {
-                    let mut response = reply.appended(offset, expires, file.is_some());
+                    let mut response = reply.appended(offset, expires, expires.is_none());
                     name_file(&mut response, file.as_deref());
                     response
                 }
@@ -312,9 +356,9 @@ fn name_file(response: &mut Response, file: Option<&str>) {
 /// What a request that succeeded answers.
 #[derive(Debug)]
 enum Answer {
-    /// A creation: the upload's id and offset, when it expires (unless
-    /// complete), the tenant-relative key of the file it became (once
-    /// complete).
+    /// A creation: the upload's id and offset, when it expires (`None`
+    /// once complete), the tenant-relative key of the file it became (once
+    /// complete, unless it is a part of a concatenation).
     Created {
         id: String,
         offset: u64,
@@ -380,7 +424,7 @@ impl Work {
             length: status.record.length,
             complete: false,
             metadata,
-            concat: None,
+            concat: status.record.partial.then_some(Concat::Partial),
             expires: Some(status.expires),
         })
     }
@@ -420,11 +464,6 @@ impl Work {
     }
 
     async fn create(self, creation: Creation, body: Body) -> Result<Answer, Failure> {
-        if let Some(Concat::Final(_)) | Some(Concat::Partial) = creation.concat {
-            return Err(Failure::Api(ApiError::BadRequest(
-                "Upload-Concat is not served yet".to_owned(),
-            )));
-        }
         let name = creation.metadata.filename().map(sanitize_file_name);
         let name = name.unwrap_or_else(|| "file".to_owned());
         let content_type = (creation.metadata.filetype().map(str::to_owned)).or_else(|| {
@@ -432,34 +471,45 @@ impl Work {
                 .first()
                 .map(|mime| mime.to_string())
         });
-        let key = self.file_key(&name)?;
         let record = UploadRecord {
-            key,
+            key: self.file_key(&name)?,
             length: creation.length,
             content_type,
             name: creation.metadata.filename().map(str::to_owned),
             metadata: (!creation.metadata.is_empty()).then(|| creation.metadata.encode()),
+            partial: creation.concat == Some(Concat::Partial),
         };
+        if let Some(Concat::Final(parts)) = &creation.concat {
+            return self.concatenate(parts, record).await;
+        }
         let store = self.store();
         let upload = store.begin_upload(&self.group, self.owner(), record);
         let id = upload.id().to_owned();
         let expires = upload.expires();
-        let answer = |offset, file: Option<String>| Answer::Created {
-            id: id.clone(),
-            offset,
-            expires: file.is_none().then_some(expires),
-            file,
+        let answer = |received| match received {
+            Received::Complete(file, offset) => Answer::Created {
+                id: id.clone(),
+                offset,
+                expires: None,
+                file,
+            },
+            Received::Partial(offset) => Answer::Created {
+                id: id.clone(),
+                offset,
+                expires: Some(expires),
+                file: None,
+            },
         };
         if !creation.carries_data {
             if creation.length == Some(0) {
                 let file = self.finish(upload).await?;
-                return Ok(answer(0, Some(file)));
+                return Ok(answer(Received::Complete(file, 0)));
             }
             let offset = upload
                 .pause()
                 .await
                 .map_err(|e| Failure::of_store(&id, e))?;
-            return Ok(answer(offset, None));
+            return Ok(answer(Received::Partial(offset)));
         }
         let _memory = self.reserve(creation.length).await?;
         let room = creation.room(&self.state.uploads.tus);
@@ -473,9 +523,43 @@ impl Work {
                 None,
             )
             .await?;
-        Ok(match received {
-            Received::Complete(file, offset) => answer(offset, Some(file)),
-            Received::Partial(offset) => answer(offset, None),
+        Ok(answer(received))
+    }
+
+    /// A final upload (tus concatenation): the completed partial uploads
+    /// `parts`, in order, stored as the file of `record`.
+    async fn concatenate(
+        &self,
+        parts: &[String],
+        mut record: UploadRecord,
+    ) -> Result<Answer, Failure> {
+        let store = self.store();
+        let sizes = match store.partial_sizes(&self.group, self.owner(), parts).await {
+            Ok(sizes) => sizes,
+            Err(corral_store::Error::NotFound { key: id }) => {
+                let status = store.upload_status(&self.group, self.owner(), &id).await;
+                return Err(Failure::Tus(match status {
+                    Ok(status) if status.record.partial => TusError::PartialIncomplete { id },
+                    _ => TusError::NotPartial { id },
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let length = tus::final_length(&sizes, &self.state.uploads.tus)?;
+        record.length = Some(length);
+        let _memory = self.reserve(record.length).await?;
+        let concatenated = store
+            .concatenate(&self.group, self.owner(), parts, record)
+            .await;
+        let stored = concatenated.map_err(|e| match e {
+            corral_store::Error::NotFound { key: id } => Failure::Tus(TusError::NotPartial { id }),
+            e => e.into(),
+        })?;
+        Ok(Answer::Created {
+            id: uuid::Uuid::now_v7().to_string(),
+            offset: length,
+            expires: None,
+            file: Some(self.tenant.relative(&stored.key).to_owned()),
         })
     }
 
@@ -516,7 +600,7 @@ impl Work {
             Received::Complete(file, offset) => Answer::Appended {
                 offset,
                 expires: None,
-                file: Some(file),
+                file,
             },
             Received::Partial(offset) => Answer::Appended {
                 offset,
@@ -535,10 +619,12 @@ impl Work {
         Ok(self.tenant.key(&key)?)
     }
 
-    /// Completes `upload`: the tenant-relative key of the file it became.
-    async fn finish(&self, upload: Resuming<'_>) -> Result<String, Failure> {
+    /// Completes `upload`: the tenant-relative key of the file it became,
+    /// `None` for a part of a concatenation (it is no file).
+    async fn finish(&self, upload: Resuming<'_>) -> Result<Option<String>, Failure> {
+        let partial = upload.record().partial;
         let stored = upload.finish().await?;
-        Ok(self.tenant.relative(&stored.key).to_owned())
+        Ok((!partial).then(|| self.tenant.relative(&stored.key).to_owned()))
     }
 
     /// Reads `body` into `upload`, at most `room` bytes, checking it
@@ -696,8 +782,9 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// What a request's body made of its upload.
 #[derive(Debug)]
 enum Received {
-    /// The upload is complete: the file's tenant-relative key, its size.
-    Complete(String, u64),
+    /// The upload is complete: the file's tenant-relative key (none for a
+    /// part of a concatenation), its size.
+    Complete(Option<String>, u64),
     /// The upload goes on from this offset.
     Partial(u64),
 }
