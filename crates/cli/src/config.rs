@@ -144,6 +144,16 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_MAX_FILES", value_name = "N")]
     pub(crate) max_files: Option<usize>,
 
+    /// Largest resumable upload (`/api/uploads`, tus and the IETF draft);
+    /// larger ones get 413 [default: 5GiB].
+    #[arg(long, env = "CORRAL_TUS_MAX_SIZE", value_name = "SIZE")]
+    pub(crate) tus_max_size: Option<ByteSize>,
+
+    /// How long after its creation a resumable upload is removed, finished
+    /// or not (`Upload-Expires`); at most --orphan-age [default: 1d].
+    #[arg(long, env = "CORRAL_UPLOAD_EXPIRY", value_name = "DURATION")]
+    pub(crate) upload_expiry: Option<Span>,
+
     /// How long an upload may send nothing before it gets 408 [default: 30s].
     #[arg(long, env = "CORRAL_BODY_TIMEOUT", value_name = "DURATION")]
     pub(crate) body_timeout: Option<Span>,
@@ -311,6 +321,8 @@ pub(crate) struct Settings {
     pub(crate) max_file_size: ByteSize,
     pub(crate) max_batch_size: ByteSize,
     pub(crate) max_files: usize,
+    pub(crate) tus_max_size: ByteSize,
+    pub(crate) upload_expiry: Span,
     pub(crate) body_timeout: Span,
     pub(crate) shutdown_grace: Span,
     pub(crate) upload_memory: ByteSize,
@@ -350,6 +362,8 @@ impl Default for Settings {
             max_file_size: ByteSize(server.max_file_size),
             max_batch_size: ByteSize(server.max_batch_size),
             max_files: server.max_files,
+            tus_max_size: ByteSize(server.tus_max_size),
+            upload_expiry: Span(store.upload_expiry),
             body_timeout: Span(server.body_timeout),
             shutdown_grace: Span(server.shutdown_grace),
             upload_memory: ByteSize(server.upload_memory),
@@ -389,6 +403,8 @@ impl Settings {
             max_file_size,
             max_batch_size,
             max_files,
+            tus_max_size,
+            upload_expiry,
             body_timeout,
             shutdown_grace,
             upload_memory,
@@ -422,6 +438,8 @@ impl Settings {
         set(&mut self.max_file_size, max_file_size);
         set(&mut self.max_batch_size, max_batch_size);
         set(&mut self.max_files, max_files);
+        set(&mut self.tus_max_size, tus_max_size);
+        set(&mut self.upload_expiry, upload_expiry);
         set(&mut self.body_timeout, body_timeout);
         set(&mut self.shutdown_grace, shutdown_grace);
         set(&mut self.upload_memory, upload_memory);
@@ -445,6 +463,14 @@ impl Settings {
         }
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
+        }
+        if self.upload_expiry.0 > self.orphan_age.0 {
+            anyhow::bail!(
+                "upload-expiry ({}) must be at most orphan-age ({}): the orphan sweep would \
+                 abort the parts of resumable uploads still open",
+                self.upload_expiry,
+                self.orphan_age
+            );
         }
         if let Some(endpoint) = &self.s3_endpoint
             && endpoint.starts_with("http://")
@@ -503,6 +529,7 @@ impl Settings {
             max_file_size: self.max_file_size.0,
             max_batch_size: self.max_batch_size.0,
             max_files: self.max_files,
+            tus_max_size: self.tus_max_size.0,
             body_timeout: self.body_timeout.0,
             shutdown_grace: self.shutdown_grace.0,
             upload_memory: self.upload_memory.0,
@@ -587,6 +614,7 @@ impl Settings {
             azure: AzureOptions::default(),
             orphan_sweep: Some(self.orphan_sweep.0).filter(|every| !every.is_zero()),
             orphan_age: self.orphan_age.0,
+            upload_expiry: self.upload_expiry.0,
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
             read_cache: size(self.read_cache, "read-cache")?,
@@ -640,6 +668,8 @@ impl fmt::Display for Settings {
         writeln!(f, "max_file_size = \"{}\"", self.max_file_size)?;
         writeln!(f, "max_batch_size = \"{}\"", self.max_batch_size)?;
         writeln!(f, "max_files = {}", self.max_files)?;
+        writeln!(f, "tus_max_size = \"{}\"", self.tus_max_size)?;
+        writeln!(f, "upload_expiry = \"{}\"", self.upload_expiry)?;
         writeln!(f, "body_timeout = \"{}\"", self.body_timeout)?;
         writeln!(f, "shutdown_grace = \"{}\"", self.shutdown_grace)?;
         writeln!(f, "upload_memory = \"{}\"", self.upload_memory)?;
