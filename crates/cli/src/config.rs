@@ -149,6 +149,11 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_TUS_MAX_SIZE", value_name = "SIZE")]
     pub(crate) tus_max_size: Option<ByteSize>,
 
+    /// Most resumable uploads a tenant may have open on this instance;
+    /// beyond, a creation gets 429 tenant_busy [default: 1000].
+    #[arg(long, env = "CORRAL_MAX_OPEN_UPLOADS", value_name = "N")]
+    pub(crate) max_open_uploads: Option<usize>,
+
     /// How long after its creation a resumable upload is removed, finished
     /// or not (`Upload-Expires`); at most --orphan-age [default: 1d].
     #[arg(long, env = "CORRAL_UPLOAD_EXPIRY", value_name = "DURATION")]
@@ -322,6 +327,7 @@ pub(crate) struct Settings {
     pub(crate) max_batch_size: ByteSize,
     pub(crate) max_files: usize,
     pub(crate) tus_max_size: ByteSize,
+    pub(crate) max_open_uploads: usize,
     pub(crate) upload_expiry: Span,
     pub(crate) body_timeout: Span,
     pub(crate) shutdown_grace: Span,
@@ -363,6 +369,7 @@ impl Default for Settings {
             max_batch_size: ByteSize(server.max_batch_size),
             max_files: server.max_files,
             tus_max_size: ByteSize(server.tus_max_size),
+            max_open_uploads: server.max_open_uploads,
             upload_expiry: Span(store.upload_expiry),
             body_timeout: Span(server.body_timeout),
             shutdown_grace: Span(server.shutdown_grace),
@@ -404,6 +411,7 @@ impl Settings {
             max_batch_size,
             max_files,
             tus_max_size,
+            max_open_uploads,
             upload_expiry,
             body_timeout,
             shutdown_grace,
@@ -439,6 +447,7 @@ impl Settings {
         set(&mut self.max_batch_size, max_batch_size);
         set(&mut self.max_files, max_files);
         set(&mut self.tus_max_size, tus_max_size);
+        set(&mut self.max_open_uploads, max_open_uploads);
         set(&mut self.upload_expiry, upload_expiry);
         set(&mut self.body_timeout, body_timeout);
         set(&mut self.shutdown_grace, shutdown_grace);
@@ -530,6 +539,7 @@ impl Settings {
             max_batch_size: self.max_batch_size.0,
             max_files: self.max_files,
             tus_max_size: self.tus_max_size.0,
+            max_open_uploads: self.max_open_uploads,
             body_timeout: self.body_timeout.0,
             shutdown_grace: self.shutdown_grace.0,
             upload_memory: self.upload_memory.0,
@@ -669,6 +679,7 @@ impl fmt::Display for Settings {
         writeln!(f, "max_batch_size = \"{}\"", self.max_batch_size)?;
         writeln!(f, "max_files = {}", self.max_files)?;
         writeln!(f, "tus_max_size = \"{}\"", self.tus_max_size)?;
+        writeln!(f, "max_open_uploads = {}", self.max_open_uploads)?;
         writeln!(f, "upload_expiry = \"{}\"", self.upload_expiry)?;
         writeln!(f, "body_timeout = \"{}\"", self.body_timeout)?;
         writeln!(f, "shutdown_grace = \"{}\"", self.shutdown_grace)?;

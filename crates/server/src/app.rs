@@ -66,7 +66,7 @@ impl AppState {
             expiry: store.config().upload_expiry,
         };
         Self {
-            uploads: Arc::new(Uploads::new(tus)),
+            uploads: Arc::new(Uploads::new(tus, config.max_open_uploads)),
             metrics: Arc::new(Metrics::new(
                 store.clone(),
                 scheduler.clone(),

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub upload_wait: Duration,
     /// Largest resumable upload (`/api/uploads`), in bytes: `Tus-Max-Size`.
     pub tus_max_size: u64,
+    /// Most resumable uploads a tenant may have open on this instance;
+    /// beyond, a creation gets `429 tenant_busy`.
+    pub max_open_uploads: usize,
     /// How long requests in progress may run on after a shutdown signal
     /// before their work is cancelled.
     pub shutdown_grace: Duration,
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
             max_batch_size: 20 << 30,
             max_files: 1000,
             tus_max_size: 5 << 30,
+            max_open_uploads: 1000,
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             upload_memory: 512 << 20,

@@ -256,3 +256,47 @@ async fn a_browser_on_another_origin_may_upload_and_read_the_answers() {
     let extensions = discovery.headers()["tus-extension"].to_str().unwrap();
     assert!(extensions.contains("concatenation"), "{extensions}");
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_limit_of_open_uploads_is_refused_until_one_ends() {
+    let config = ServerConfig {
+        max_open_uploads: 2,
+        ..ServerConfig::default()
+    };
+    let server = Server::with(config, StoreConfig::default()).await;
+    let create = |length: u64| {
+        server
+            .client
+            .post(server.url("/api/uploads"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", length.to_string())
+            .send()
+    };
+    let first = create(10).await.unwrap();
+    let second = create(10).await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (201, 201));
+    let refused = create(10).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["tus-resumable"], "1.0.0");
+    assert!(refused.headers().contains_key("retry-after"));
+    let (_, body) = json(refused).await;
+    assert_eq!(error_code(&body), "tenant_busy");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 resumable uploads open"),
+        "{body}"
+    );
+    // Terminating one frees its place.
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let deleted = server
+        .client
+        .delete(server.url(&location))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(create(10).await.unwrap().status(), 201);
+}

@@ -100,7 +100,7 @@ pub struct UploadStatus {
 
 /// When the upload `id`, made at the time its UUIDv7 holds, expires after
 /// `expiry`; `None` for an id that is no UUIDv7 (never made here).
-fn expires(id: &str, expiry: Duration) -> Option<SystemTime> {
+pub fn expires(id: &str, expiry: Duration) -> Option<SystemTime> {
     let uuid = uuid::Uuid::parse_str(id).ok()?;
     let (seconds, nanos) = uuid.get_timestamp()?.to_unix();
     let made = SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos);

@@ -11,6 +11,9 @@ use corral_store::SpoolError;
 /// The wait suggested to a client refused by a full spool: workers free it
 /// as fast as the backend takes files, which this cannot foresee.
 const SPOOL_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How long a tenant at its limit of open resumable uploads waits: one of
+/// them finishing is a matter of its client, which corral cannot foresee.
+const UPLOADS_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The wait suggested to a client whose request met transient backend
 /// failures until its retries ran out: long enough for a blip to pass.
@@ -55,6 +58,14 @@ pub enum Refusal {
         used: u64,
         /// Its limit.
         limit: u64,
+    },
+    /// The tenant has as many resumable uploads open as its limit allows
+    /// (on this instance): one must finish, be terminated or expire.
+    TenantUploads {
+        /// Its uploads open now.
+        open: usize,
+        /// Its limit.
+        limit: usize,
     },
     /// The spool holds its budget of asynchronous uploads not yet stored.
     SpoolFull {
@@ -105,7 +116,9 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Self::QueueFull { .. } | Self::MemorySpent { .. } => "overloaded",
-            Self::TenantMemory { .. } | Self::TenantSpool { .. } => "tenant_busy",
+            Self::TenantMemory { .. } | Self::TenantSpool { .. } | Self::TenantUploads { .. } => {
+                "tenant_busy"
+            }
             Self::SpoolFull { .. } => "spool_full",
             Self::BackendUnavailable { .. } => "backend_unavailable",
             Self::ShuttingDown => "shutting_down",
@@ -119,6 +132,7 @@ impl Refusal {
             Self::MemorySpent { .. } => "memory_spent",
             Self::TenantMemory { .. } => "tenant_memory",
             Self::TenantSpool { .. } => "tenant_spool",
+            Self::TenantUploads { .. } => "tenant_uploads",
             Self::SpoolFull { .. } => "spool_full",
             Self::BackendUnavailable { .. } => "backend_unavailable",
             Self::ShuttingDown => "shutting_down",
@@ -126,11 +140,12 @@ impl Refusal {
     }
 
     /// Every reason, for the metric's families to start at zero.
-    pub(crate) const REASONS: [&'static str; 7] = [
+    pub(crate) const REASONS: [&'static str; 8] = [
         "queue_full",
         "memory_spent",
         "tenant_memory",
         "tenant_spool",
+        "tenant_uploads",
         "spool_full",
         "backend_unavailable",
         "shutting_down",
@@ -144,6 +159,7 @@ impl Refusal {
             | Self::TenantMemory { retry_after, .. }
             | Self::BackendUnavailable { retry_after } => *retry_after,
             Self::TenantSpool { .. } | Self::SpoolFull { .. } => SPOOL_RETRY_AFTER,
+            Self::TenantUploads { .. } => UPLOADS_RETRY_AFTER,
             Self::ShuttingDown => Duration::from_secs(1),
         }
     }
@@ -170,6 +186,11 @@ impl fmt::Display for Refusal {
                 f,
                 "this tenant's asynchronous uploads hold {used} bytes of the spool, its limit \
                  is {limit}: retry after {seconds} s"
+            ),
+            Self::TenantUploads { open, limit } => write!(
+                f,
+                "this tenant has {open} resumable uploads open, its limit is {limit}: finish or \
+                 terminate one (DELETE its URL), or retry after {seconds} s"
             ),
             Self::SpoolFull { used, max } => write!(
                 f,
@@ -220,6 +241,7 @@ mod tests {
                 retry_after: wait,
             },
             Refusal::TenantSpool { used: 1, limit: 1 },
+            Refusal::TenantUploads { open: 1, limit: 1 },
             Refusal::SpoolFull { used: 1, max: 1 },
             Refusal::BackendUnavailable { retry_after: wait },
             Refusal::ShuttingDown,

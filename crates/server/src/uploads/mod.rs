@@ -43,7 +43,8 @@
 
 mod inflight;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -52,13 +53,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use corral_sched::Group;
+use corral_store::resumable::expires;
 use corral_store::{Key, Resuming, Store, UploadRecord, sanitize_file_name};
 use http_body_util::BodyExt as _;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 pub(crate) use inflight::Inflight;
 
-use crate::admission::{Admitted, admit_memory};
+use crate::admission::{Admitted, Refusal, admit_memory};
 use crate::app::AppState;
 use crate::body::{BodyError, refuse};
 use crate::error::ApiError;
@@ -75,13 +77,59 @@ pub(crate) struct Uploads {
     pub(crate) tus: TusConfig,
     /// The requests in progress on each upload.
     inflight: Arc<Inflight>,
+    /// The uploads each tenant has open, by its root: those this instance
+    /// created and that have not finished, been terminated or expired.
+    open: Mutex<HashMap<String, HashSet<String>>>,
+    /// The most each tenant may have open.
+    max_open: usize,
 }
 
 impl Uploads {
-    pub(crate) fn new(tus: TusConfig) -> Self {
+    pub(crate) fn new(tus: TusConfig, max_open: usize) -> Self {
         Self {
             tus,
             inflight: Arc::default(),
+            open: Mutex::default(),
+            max_open,
+        }
+    }
+
+    /// Refuses a creation of `tenant`'s when it has its limit of uploads
+    /// open, forgetting those expired meanwhile.
+    fn admit(&self, tenant: &str) -> Result<(), Refusal> {
+        let mut open = self.open.lock().expect("never poisoned");
+        let Some(ids) = open.get_mut(tenant) else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let expiry = self.tus.expiry;
+        ids.retain(|id| expires(id, expiry).is_some_and(|expires| expires > now));
+        match ids.len() < self.max_open {
+            true => Ok(()),
+            false => Err(Refusal::TenantUploads {
+                open: ids.len(),
+                limit: self.max_open,
+            }),
+        }
+    }
+
+    /// Counts `id` as open for `tenant`, or no more.
+    fn set_open(&self, tenant: &str, id: &str, is_open: bool) {
+        let mut open = self.open.lock().expect("never poisoned");
+        match is_open {
+            true => {
+                open.entry(tenant.to_owned())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+            false => {
+                if let Some(ids) = open.get_mut(tenant) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        open.remove(tenant);
+                    }
+                }
+            }
         }
     }
 
@@ -442,10 +490,14 @@ impl Work {
         // In turn: a request still sending is stopped first.
         let _turn = self.enter(id).await?;
         let store = self.store();
-        store
-            .terminate_upload(&self.group, self.owner(), id)
-            .await
-            .map_err(|e| Failure::of_store(id, e))
+        let terminated = store.terminate_upload(&self.group, self.owner(), id).await;
+        if matches!(
+            terminated,
+            Ok(()) | Err(corral_store::Error::NotFound { .. })
+        ) {
+            (self.state.uploads).set_open(self.owner().as_str(), id, false);
+        }
+        terminated.map_err(|e| Failure::of_store(id, e))
     }
 
     async fn enter(&self, id: &str) -> Result<inflight::Turn, Failure> {
@@ -482,10 +534,13 @@ impl Work {
         if let Some(Concat::Final(parts)) = &creation.concat {
             return self.concatenate(parts, record).await;
         }
+        let uploads = &self.state.uploads;
+        uploads.admit(self.owner().as_str())?;
         let store = self.store();
         let upload = store.begin_upload(&self.group, self.owner(), record);
         let id = upload.id().to_owned();
         let expires = upload.expires();
+        let owner = self.owner().as_str();
         let answer = |received| match received {
             Received::Complete(file, offset) => Answer::Created {
                 id: id.clone(),
@@ -493,12 +548,15 @@ impl Work {
                 expires: None,
                 file,
             },
-            Received::Partial(offset) => Answer::Created {
-                id: id.clone(),
-                offset,
-                expires: Some(expires),
-                file: None,
-            },
+            Received::Partial(offset) => {
+                uploads.set_open(owner, &id, true);
+                Answer::Created {
+                    id: id.clone(),
+                    offset,
+                    expires: Some(expires),
+                    file: None,
+                }
+            }
         };
         if !creation.carries_data {
             if creation.length == Some(0) {
@@ -597,11 +655,16 @@ impl Work {
             )
             .await?;
         Ok(match received {
-            Received::Complete(file, offset) => Answer::Appended {
-                offset,
-                expires: None,
-                file,
-            },
+            Received::Complete(file, offset) => {
+                self.state
+                    .uploads
+                    .set_open(self.owner().as_str(), &id, false);
+                Answer::Appended {
+                    offset,
+                    expires: None,
+                    file,
+                }
+            }
             Received::Partial(offset) => Answer::Appended {
                 offset,
                 expires: Some(expires),
