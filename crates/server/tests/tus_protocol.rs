@@ -368,6 +368,14 @@ async fn options_needs_no_tus_resumable_and_advertises_version_extensions_size_a
     };
     for server in both(config).await {
         for path in [UPLOADS, "/api/uploads/any-upload"] {
+            // tus: a server ignores the version an OPTIONS request names.
+            let request = server.client.request(Method::OPTIONS, server.url(path));
+            let other = request
+                .header("tus-resumable", "0.2.2")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(other.status(), StatusCode::NO_CONTENT, "{path}");
             let response = server.call(Method::OPTIONS, path).await;
             let context = format!("{} OPTIONS {path}", backend(&server));
             assert_eq!(response.status(), StatusCode::NO_CONTENT, "{context}");
@@ -915,6 +923,83 @@ async fn the_patch_that_reaches_the_length_stores_the_file_and_ends_the_upload()
     }
 }
 
+#[tokio::test]
+async fn a_deferred_length_below_the_offset_is_400_and_one_over_tus_max_size_is_413() {
+    let config = ServerConfig {
+        tus_max_size: 1000,
+        ..ServerConfig::default()
+    };
+    for server in both(config).await {
+        let upload = create(&server, None).await;
+        patch(&server, &upload, 0, &data(10, 24))
+            .send()
+            .await
+            .unwrap();
+        let below = patch(&server, &upload, 10, b"").header("upload-length", 5);
+        let (status, _, code) = refusal(below.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}", backend(&server));
+        assert_eq!(code, "length_below_offset");
+        let over = patch(&server, &upload, 10, b"").header("upload-length", 1001);
+        let (status, _, code) = refusal(over.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(code, "upload_too_large");
+        // Bytes past the limit, the length still unknown.
+        let past = patch(&server, &upload, 10, &data(991, 25));
+        let (status, _, code) = refusal(past.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(code, "upload_too_large");
+        let response = head(&server, &upload).await;
+        assert_eq!(header(&response, "upload-offset"), Some("10"));
+        assert_eq!(header(&response, "upload-defer-length"), Some("1"));
+        server.assert_still_serving().await;
+    }
+}
+
+#[tokio::test]
+async fn an_upload_of_zero_bytes_is_stored_by_its_creation() {
+    for server in both(ServerConfig::default()).await {
+        let response = creation(&server, Some(0)).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            backend(&server)
+        );
+        assert_eq!(header(&response, "upload-offset"), Some("0"));
+        assert_stored(&server, &response, b"").await;
+        let upload = location(&response);
+        assert_gone(head(&server, &upload).await.status(), backend(&server));
+        assert_no_upload_left(&server).await;
+    }
+}
+
+#[tokio::test]
+async fn an_expired_upload_is_410_to_head_and_patch() {
+    let storage = StoreConfig {
+        upload_expiry: Duration::from_secs(1),
+        ..parts()
+    };
+    for server in [
+        Server::with(ServerConfig::default(), storage.clone()).await,
+        Server::on_s3(ServerConfig::default(), storage.clone()).await,
+    ] {
+        let upload = create(&server, Some(100)).await;
+        patch(&server, &upload, 0, &data(10, 26))
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let response = head(&server, &upload).await;
+        assert_eq!(response.status(), StatusCode::GONE, "{}", backend(&server));
+        assert_eq!(header(&response, "tus-resumable"), Some(TUS_VERSION));
+        let response = patch(&server, &upload, 10, b"abc").send().await.unwrap();
+        let (status, _, code) = refusal(response).await;
+        assert_eq!(status, StatusCode::GONE);
+        assert_eq!(code, "gone");
+        server.assert_still_serving().await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // checksum, checksum-trailer
 
@@ -1190,6 +1275,31 @@ async fn a_draft_append_at_another_offset_is_409_with_the_offset() {
             );
         }
         server.assert_still_serving().await;
+    }
+}
+
+#[tokio::test]
+async fn a_draft_creation_with_upload_complete_stores_the_whole_file_at_once() {
+    let bytes = data(500, 27);
+    for server in both(ServerConfig::default()).await {
+        for version in [6, 8] {
+            let context = format!("{} interop {version}", backend(&server));
+            let create = (draft(&server, version, Method::POST, UPLOADS))
+                .header("upload-complete", "?1")
+                .body(bytes.clone());
+            let response = create.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED, "{context}");
+            assert_eq!(header(&response, "upload-offset"), Some("500"), "{context}");
+            assert_eq!(
+                header(&response, "upload-complete"),
+                Some("?1"),
+                "{context}"
+            );
+            assert_limit(&response, version);
+            location(&response);
+            assert_stored(&server, &response, &bytes).await;
+        }
+        assert_no_upload_left(&server).await;
     }
 }
 
