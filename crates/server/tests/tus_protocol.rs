@@ -1101,7 +1101,7 @@ async fn a_checksum_trailer_after_a_chunked_body_is_checked() {
 // termination
 
 #[tokio::test]
-async fn a_terminated_upload_answers_404_or_410_and_leaves_nothing_behind() {
+async fn a_terminated_upload_answers_404_and_leaves_nothing_behind() {
     // Past one part: a multipart upload is open when it is terminated.
     let bytes = data(6 * MIB, 16);
     for server in both(ServerConfig::default()).await {
