@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, Uri};
+use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on, post};
 use corral_sched::{Health, Scheduler};
 use corral_store::{Spool, Store};
@@ -227,7 +228,10 @@ async fn no_route(uri: Uri) -> ApiError {
 
 /// `405`, naming the methods the route takes (axum adds them as `Allow`)
 /// and, for a `PUT` or `POST` meant to upload, how to upload.
-async fn method_not_allowed(method: Method, uri: Uri, route: Option<MatchedPath>) -> ApiError {
+///
+/// On the resumable-upload routes, the answer is a tus one too
+/// (`Tus-Resumable`).
+async fn method_not_allowed(method: Method, uri: Uri, route: Option<MatchedPath>) -> Response {
     const HOW_TO_UPLOAD: &str = "upload with POST multipart/form-data to /api/files, one form part \
                           per file (curl -F file=@PATH http://HOST/api/files)";
     let route = route.as_ref().map(MatchedPath::as_str);
@@ -239,12 +243,18 @@ async fn method_not_allowed(method: Method, uri: Uri, route: Option<MatchedPath>
         Some(UPLOAD) => ("DELETE, HEAD, OPTIONS, PATCH, POST", None),
         _ => ("GET, HEAD", None),
     };
-    ApiError::MethodNotAllowed {
+    let error = ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
         allowed,
         hint,
+    };
+    let mut response = error.into_response();
+    if matches!(route, Some(UPLOADS | UPLOAD)) {
+        let tus = HeaderValue::from_static(tus::TUS_VERSION);
+        response.headers_mut().insert(tus::TUS_RESUMABLE, tus);
     }
+    response
 }
 
 #[cfg(test)]

@@ -274,7 +274,10 @@ async fn a_tenant_at_its_limit_of_open_uploads_is_refused_until_one_ends() {
     };
     let first = create(10).await.unwrap();
     let second = create(10).await.unwrap();
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (201, 201));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (201, 201)
+    );
     let refused = create(10).await.unwrap();
     assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["tus-resumable"], "1.0.0");

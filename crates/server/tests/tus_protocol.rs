@@ -659,9 +659,6 @@ fn unknown_upload() -> String {
 }
 
 #[tokio::test]
-#[ignore = "server bug: an id the server never issued answers 410 gone (\"terminated or has \
-            expired\"), not 404 not_found: Resumables::expired treats an id that is no UUIDv7 \
-            as expired"]
 async fn an_upload_id_the_server_never_issues_is_404_not_410() {
     for server in both(ServerConfig::default()).await {
         let never = "/api/uploads/no-such-upload";
@@ -1349,9 +1346,6 @@ async fn a_patch_whose_connection_is_cut_mid_body_keeps_what_arrived() {
 }
 
 #[tokio::test]
-#[ignore = "server bug: a creation-with-upload cut short by body_timeout answers 408 without \
-            Location, yet keeps its bytes as an upload (state and tail under .corral/uploads/) \
-            that no client can reach, until the expiry sweep"]
 async fn a_creation_cut_short_leaves_a_resumable_upload_or_nothing() {
     let config = ServerConfig {
         body_timeout: Duration::from_secs(1),
@@ -1378,9 +1372,6 @@ async fn a_creation_cut_short_leaves_a_resumable_upload_or_nothing() {
 // Methods the upload routes do not take
 
 #[tokio::test]
-#[ignore = "server bug: GET on /api/uploads or an upload's URL answers 405 without \
-            Tus-Resumable, saying the route takes \"GET, HEAD\" while Allow lists the upload \
-            methods (app.rs method_not_allowed knows only the /api/files routes)"]
 async fn a_get_on_the_upload_routes_is_405_naming_the_methods_they_take() {
     for server in both(ServerConfig::default()).await {
         let upload = create(&server, Some(10)).await;

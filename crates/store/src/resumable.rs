@@ -324,6 +324,12 @@ impl Resumables {
 
     /// The state of the upload `id` at `path`, unless it has expired.
     async fn live_state(&self, group: &Group, id: &str, path: &Path) -> Result<State> {
+        if expires(id, self.expiry).is_none() {
+            // No id this store made.
+            return Err(Error::NotFound {
+                key: path.to_string(),
+            });
+        }
         if self.expired(id, SystemTime::now()) {
             return Err(Error::Expired {
                 upload: id.to_owned(),
@@ -515,10 +521,20 @@ impl Resuming<'_> {
         Ok(offset)
     }
 
+    /// Whether the upload was ever saved ([`pause`](Self::pause)d): a
+    /// client may know of it, and resume it.
+    pub fn is_saved(&self) -> bool {
+        self.saved.is_some()
+    }
+
     /// Forgets the bytes this request sent: the upload stays as it was
-    /// last saved. No call.
+    /// last saved, no call. One never saved is gone, its parts aborted in
+    /// the background.
     pub fn discard(self) {
-        self.upload.abandon();
+        match self.saved {
+            Some(_) => self.upload.abandon(),
+            None => drop(self.upload),
+        }
     }
 
     /// Completes the object and removes the upload's state: one bulk

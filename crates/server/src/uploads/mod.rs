@@ -148,6 +148,13 @@ impl Uploads {
 enum Failure {
     Tus(TusError),
     Api(ApiError),
+    /// The body was cut short, and what arrived was saved: the answer says
+    /// where the upload is, so that its client can resume it.
+    Saved {
+        failure: Box<Failure>,
+        id: String,
+        offset: u64,
+    },
 }
 
 impl From<TusError> for Failure {
@@ -191,6 +198,20 @@ impl Failure {
             Self::Api(error) => {
                 let mut response = error.into_response();
                 stamp(reply.protocol, response.headers_mut());
+                response
+            }
+            Self::Saved {
+                failure,
+                id,
+                offset,
+            } => {
+                let mut response = failure.respond(reply);
+                let headers = response.headers_mut();
+                let location = format!("{UPLOADS_PATH}/{id}");
+                if let Ok(location) = HeaderValue::from_str(&location) {
+                    headers.insert(header::LOCATION, location);
+                }
+                headers.insert("upload-offset", HeaderValue::from(offset));
                 response
             }
         }
@@ -703,20 +724,35 @@ impl Work {
         turn: Option<&inflight::Turn>,
     ) -> Result<Received, Failure> {
         let mut verifier = checksum.as_ref().map(ExpectedChecksum::verifier);
-        let start = upload.offset();
         let ending = self
             .read_into(&mut upload, body, room, verifier.as_mut(), turn)
             .await;
         let trailers = match ending {
             Ok(Ending::Complete(trailers)) => trailers,
             Ok(Ending::Cut(failure)) => {
-                // Bytes that cannot be verified are not kept.
-                if checksum.is_some() {
+                // Bytes that cannot be verified are not kept, nor those of
+                // a creation whose client is gone: it never learnt where
+                // they are.
+                let gone = matches!(
+                    failure,
+                    Failure::Api(ApiError::ClientGone | ApiError::BadRequest(_))
+                );
+                if checksum.is_some() || (gone && !upload.is_saved()) {
                     upload.discard();
-                } else if let Err(e) = upload.pause().await {
-                    tracing::warn!(error = %corral_store::error_chain(&e), "saving a cut upload failed");
+                    return Err(failure);
                 }
-                return Err(failure);
+                let id = upload.id().to_owned();
+                return match upload.pause().await {
+                    Ok(offset) => Err(Failure::Saved {
+                        failure: Box::new(failure),
+                        id,
+                        offset,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %corral_store::error_chain(&e), "saving a cut upload failed");
+                        Err(failure)
+                    }
+                };
             }
             Err(failure) => {
                 upload.discard();
@@ -741,7 +777,6 @@ impl Work {
             let file = self.finish(upload).await?;
             return Ok(Received::Complete(file, offset));
         }
-        let _ = start;
         let offset = upload.pause().await?;
         Ok(Received::Partial(offset))
     }
