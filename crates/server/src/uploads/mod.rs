@@ -318,24 +318,15 @@ pub(crate) async fn create(
         Err(failure) => return refuse(body, failure.respond(&reply)),
     };
     let work = Work::new(&state, admitted);
-    let reply_protocol = reply.protocol;
-    let outcome = tokio::spawn(async move { work.create(creation, body).await }).await;
-    let reply = state.uploads.reply(reply_protocol);
-    match outcome {
-        Ok(Ok(Answer::Created {
-            id,
-            offset,
-            expires,
-            file,
-        })) => {
+    let created = tokio::spawn(async move { work.create(creation, body).await }).await;
+    match created.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())) {
+        Ok((id, progress)) => {
             let location = format!("{UPLOADS_PATH}/{id}");
-            let mut response = reply.created(&location, offset, expires, expires.is_none());
-            name_file(&mut response, file.as_deref());
-            response
+            let (offset, expires) = (progress.offset, progress.expires);
+            let response = reply.created(&location, offset, expires, progress.complete());
+            progress.name_file(response)
         }
-        Ok(Ok(Answer::Appended { .. })) => unreachable!("a creation answers created"),
-        Ok(Err(failure)) => failure.respond(&reply),
-        Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+        Err(failure) => failure.respond(&reply),
     }
 }
 
@@ -369,20 +360,16 @@ pub(crate) async fn upload(
                 Err(error) => return refuse(body, reply.refused(&error)),
             };
             let task = tokio::spawn(async move { work.append(id, append, body).await });
-            let reply = state.uploads.reply(protocol);
-            return match task.await {
-                Ok(Ok(Answer::Appended {
-                    offset,
-                    expires,
-                    file,
-                })) => {
-                    let mut response = reply.appended(offset, expires, expires.is_none());
-                    name_file(&mut response, file.as_deref());
-                    response
+            let appended = task.await;
+            return match appended
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            {
+                Ok(progress) => {
+                    let (offset, expires) = (progress.offset, progress.expires);
+                    let response = reply.appended(offset, expires, progress.complete());
+                    progress.name_file(response)
                 }
-                Ok(Ok(Answer::Created { .. })) => unreachable!("an append answers appended"),
-                Ok(Err(failure)) => failure.respond(&reply),
-                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+                Err(failure) => failure.respond(&reply),
             };
         }
         method => Err(Failure::Api(ApiError::MethodNotAllowed {
@@ -398,48 +385,46 @@ pub(crate) async fn upload(
     }
 }
 
-/// `Content-Location: /api/files/{key}`, naming the file an upload became.
-fn name_file(response: &mut Response, file: Option<&str>) {
-    // Path segments: everything but unreserved characters and `/`.
-    const SEGMENTS: &AsciiSet = &CONTROLS
-        .add(b' ')
-        .add(b'"')
-        .add(b'#')
-        .add(b'%')
-        .add(b'<')
-        .add(b'>')
-        .add(b'?')
-        .add(b'`')
-        .add(b'{')
-        .add(b'}');
-    if let Some(file) = file {
-        let location = format!("/api/files/{}", utf8_percent_encode(file, SEGMENTS));
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LOCATION, value);
-        }
-    }
+/// Where a request left its upload.
+#[derive(Debug)]
+struct Progress {
+    /// The bytes stored.
+    offset: u64,
+    /// When the upload expires; `None` once it is complete.
+    expires: Option<SystemTime>,
+    /// The tenant-relative key of the file it became, once complete
+    /// (none for a part of a concatenation, which is no file).
+    file: Option<String>,
 }
 
-/// What a request that succeeded answers.
-#[derive(Debug)]
-enum Answer {
-    /// A creation: the upload's id and offset, when it expires (`None`
-    /// once complete), the tenant-relative key of the file it became (once
-    /// complete, unless it is a part of a concatenation).
-    Created {
-        id: String,
-        offset: u64,
-        expires: Option<SystemTime>,
-        file: Option<String>,
-    },
-    /// An append: as a creation, without the id.
-    Appended {
-        offset: u64,
-        expires: Option<SystemTime>,
-        file: Option<String>,
-    },
+impl Progress {
+    fn complete(&self) -> bool {
+        self.expires.is_none()
+    }
+
+    /// `response`, naming the file the upload became in
+    /// `Content-Location: /api/files/{key}`.
+    fn name_file(&self, mut response: Response) -> Response {
+        // Path segments: everything but unreserved characters and `/`.
+        const SEGMENTS: &AsciiSet = &CONTROLS
+            .add(b' ')
+            .add(b'"')
+            .add(b'#')
+            .add(b'%')
+            .add(b'<')
+            .add(b'>')
+            .add(b'?')
+            .add(b'`')
+            .add(b'{')
+            .add(b'}');
+        if let Some(file) = &self.file {
+            let location = format!("/api/files/{}", utf8_percent_encode(file, SEGMENTS));
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                (response.headers_mut()).insert(header::CONTENT_LOCATION, value);
+            }
+        }
+        response
+    }
 }
 
 /// A request's work, owned, so that it can run in a task of its own.
@@ -536,7 +521,8 @@ impl Work {
         Ok(admit_memory(&self.state, &self.tenant, need).await?)
     }
 
-    async fn create(self, creation: Creation, body: Body) -> Result<Answer, Failure> {
+    /// A creation: the new upload's id, and where the request left it.
+    async fn create(self, creation: Creation, body: Body) -> Result<(String, Progress), Failure> {
         let name = creation.metadata.filename().map(sanitize_file_name);
         let name = name.unwrap_or_else(|| "file".to_owned());
         let content_type = (creation.metadata.filetype().map(str::to_owned)).or_else(|| {
@@ -560,49 +546,26 @@ impl Work {
         let store = self.store();
         let upload = store.begin_upload(&self.group, self.owner(), record);
         let id = upload.id().to_owned();
-        let expires = upload.expires();
-        let owner = self.owner().as_str();
-        let answer = |received| match received {
-            Received::Complete(file, offset) => Answer::Created {
-                id: id.clone(),
+        let progress = if !creation.carries_data && creation.length == Some(0) {
+            self.finish(upload).await?
+        } else if !creation.carries_data {
+            let expires = Some(upload.expires());
+            let offset = upload.pause().await?;
+            Progress {
                 offset,
-                expires: None,
-                file,
-            },
-            Received::Partial(offset) => {
-                uploads.set_open(owner, &id, true);
-                Answer::Created {
-                    id: id.clone(),
-                    offset,
-                    expires: Some(expires),
-                    file: None,
-                }
+                expires,
+                file: None,
             }
+        } else {
+            let _memory = self.reserve(creation.length).await?;
+            let room = creation.room(&uploads.tus);
+            let (checksum, completes) = (creation.checksum, creation.completes);
+            (self.receive(upload, body, room, checksum, completes, None)).await?
         };
-        if !creation.carries_data {
-            if creation.length == Some(0) {
-                let file = self.finish(upload).await?;
-                return Ok(answer(Received::Complete(file, 0)));
-            }
-            let offset = upload
-                .pause()
-                .await
-                .map_err(|e| Failure::of_store(&id, e))?;
-            return Ok(answer(Received::Partial(offset)));
+        if !progress.complete() {
+            uploads.set_open(self.owner().as_str(), &id, true);
         }
-        let _memory = self.reserve(creation.length).await?;
-        let room = creation.room(&self.state.uploads.tus);
-        let received = self
-            .receive(
-                upload,
-                body,
-                room,
-                creation.checksum,
-                creation.completes,
-                None,
-            )
-            .await?;
-        Ok(answer(received))
+        Ok((id, progress))
     }
 
     /// A final upload (tus concatenation): the completed partial uploads
@@ -611,7 +574,7 @@ impl Work {
         &self,
         parts: &[String],
         mut record: UploadRecord,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<(String, Progress), Failure> {
         let store = self.store();
         let sizes = match store.partial_sizes(&self.group, self.owner(), parts).await {
             Ok(sizes) => sizes,
@@ -634,15 +597,15 @@ impl Work {
             corral_store::Error::NotFound { key: id } => Failure::Tus(TusError::NotPartial { id }),
             e => e.into(),
         })?;
-        Ok(Answer::Created {
-            id: uuid::Uuid::now_v7().to_string(),
+        let progress = Progress {
             offset: length,
             expires: None,
             file: Some(self.tenant.relative(&stored.key).to_owned()),
-        })
+        };
+        Ok((uuid::Uuid::now_v7().to_string(), progress))
     }
 
-    async fn append(self, id: String, append: Append, body: Body) -> Result<Answer, Failure> {
+    async fn append(self, id: String, append: Append, body: Body) -> Result<Progress, Failure> {
         let turn = self.enter(&id).await?;
         let info = self.status(&id).await?;
         let plan = append.check(&info, &self.state.uploads.tus)?;
@@ -664,8 +627,7 @@ impl Work {
         if let Some(length) = plan.declare_length {
             upload.set_length(length);
         }
-        let expires = upload.expires();
-        let received = self
+        let progress = self
             .receive(
                 upload,
                 body,
@@ -675,23 +637,10 @@ impl Work {
                 Some(&turn),
             )
             .await?;
-        Ok(match received {
-            Received::Complete(file, offset) => {
-                self.state
-                    .uploads
-                    .set_open(self.owner().as_str(), &id, false);
-                Answer::Appended {
-                    offset,
-                    expires: None,
-                    file,
-                }
-            }
-            Received::Partial(offset) => Answer::Appended {
-                offset,
-                expires: Some(expires),
-                file: None,
-            },
-        })
+        if progress.complete() {
+            (self.state.uploads).set_open(self.owner().as_str(), &id, false);
+        }
+        Ok(progress)
     }
 
     /// The key of a new upload's file named `name`:
@@ -703,12 +652,16 @@ impl Work {
         Ok(self.tenant.key(&key)?)
     }
 
-    /// Completes `upload`: the tenant-relative key of the file it became,
-    /// `None` for a part of a concatenation (it is no file).
-    async fn finish(&self, upload: Resuming<'_>) -> Result<Option<String>, Failure> {
+    /// Completes `upload` into the file it becomes (none for a part of a
+    /// concatenation).
+    async fn finish(&self, upload: Resuming<'_>) -> Result<Progress, Failure> {
         let partial = upload.record().partial;
         let stored = upload.finish().await?;
-        Ok((!partial).then(|| self.tenant.relative(&stored.key).to_owned()))
+        Ok(Progress {
+            offset: stored.size,
+            expires: None,
+            file: (!partial).then(|| self.tenant.relative(&stored.key).to_owned()),
+        })
     }
 
     /// Reads `body` into `upload`, at most `room` bytes, checking it
@@ -722,7 +675,7 @@ impl Work {
         checksum: Option<ExpectedChecksum>,
         completes: bool,
         turn: Option<&inflight::Turn>,
-    ) -> Result<Received, Failure> {
+    ) -> Result<Progress, Failure> {
         let mut verifier = checksum.as_ref().map(ExpectedChecksum::verifier);
         let ending = self
             .read_into(&mut upload, body, room, verifier.as_mut(), turn)
@@ -774,11 +727,15 @@ impl Work {
             upload.set_length(offset);
         }
         if upload.record().length == Some(offset) {
-            let file = self.finish(upload).await?;
-            return Ok(Received::Complete(file, offset));
+            return self.finish(upload).await;
         }
+        let expires = Some(upload.expires());
         let offset = upload.pause().await?;
-        Ok(Received::Partial(offset))
+        Ok(Progress {
+            offset,
+            expires,
+            file: None,
+        })
     }
 
     /// Reads `body` into `upload` until it ends or is cut (see [`Ending`]).
@@ -876,13 +833,3 @@ impl Work {
 /// `DRAIN_IDLE`, for at most `DRAIN_TIME`.
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
 const DRAIN_TIME: Duration = Duration::from_secs(2);
-
-/// What a request's body made of its upload.
-#[derive(Debug)]
-enum Received {
-    /// The upload is complete: the file's tenant-relative key (none for a
-    /// part of a concatenation), its size.
-    Complete(Option<String>, u64),
-    /// The upload goes on from this offset.
-    Partial(u64),
-}
