@@ -66,13 +66,15 @@ impl AppState {
             max_size: config.tus_max_size,
             expiry: store.config().upload_expiry,
         };
+        let uploads = Arc::new(Uploads::new(tus, config.max_open_uploads));
         Self {
-            uploads: Arc::new(Uploads::new(tus, config.max_open_uploads)),
             metrics: Arc::new(Metrics::new(
                 store.clone(),
                 scheduler.clone(),
                 Arc::clone(&upload_memory),
+                Arc::clone(&uploads),
             )),
+            uploads,
             upload_memory,
             store,
             scheduler,

@@ -52,6 +52,7 @@ use prometheus_client::registry::Registry;
 use crate::admission::refusal::Refusal;
 use crate::app::AppState;
 use crate::memory::MemoryGate;
+use crate::uploads::Uploads;
 
 /// The `Content-Type` of Prometheus text 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -96,7 +97,12 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Metrics of a server over `store` and `scheduler`, with no request
     /// counted yet.
-    pub(crate) fn new(store: Store, scheduler: Scheduler, upload_memory: Arc<MemoryGate>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        scheduler: Scheduler,
+        upload_memory: Arc<MemoryGate>,
+        uploads: Arc<Uploads>,
+    ) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: DurationFamily = Family::new_with_constructor(request_histogram);
         let mut registry = Registry::default();
@@ -126,6 +132,7 @@ impl Metrics {
             upload_memory,
         }));
         registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(UploadsCollector(uploads)));
         Self {
             registry,
             requests,
@@ -383,6 +390,21 @@ fn per_bucket(cumulative: &[u64]) -> Vec<(f64, u64)> {
             (bound, count)
         })
         .collect()
+}
+
+/// Resumable uploads open on this instance, read at each scrape.
+#[derive(Debug)]
+struct UploadsCollector(Arc<Uploads>);
+
+impl Collector for UploadsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        encode(
+            &mut encoder,
+            "corral_resumable_uploads_open",
+            "Resumable uploads this instance created that have not finished, been terminated or expired.",
+            &ConstGauge::new(self.0.open_count() as u64),
+        )
+    }
 }
 
 /// Resident memory and tokio's live tasks, read at each scrape. A value the

@@ -278,6 +278,16 @@ async fn a_tenant_at_its_limit_of_open_uploads_is_refused_until_one_ends() {
         (first.status().as_u16(), second.status().as_u16()),
         (201, 201)
     );
+    let metrics = server
+        .call(reqwest::Method::GET, "/metrics")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\ncorral_resumable_uploads_open 2\n"),
+        "{metrics}"
+    );
     let refused = create(10).await.unwrap();
     assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["tus-resumable"], "1.0.0");

@@ -113,6 +113,12 @@ impl Uploads {
         }
     }
 
+    /// The uploads open, every tenant's.
+    pub(crate) fn open_count(&self) -> usize {
+        let open = self.open.lock().expect("never poisoned");
+        open.values().map(HashSet::len).sum()
+    }
+
     /// Counts `id` as open for `tenant`, or no more.
     fn set_open(&self, tenant: &str, id: &str, is_open: bool) {
         let mut open = self.open.lock().expect("never poisoned");
