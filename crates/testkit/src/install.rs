@@ -274,11 +274,12 @@ pub(crate) fn venv(venv: &Path, requirements: &[&str]) -> Result<PathBuf, Instal
 
 /// Makes sure the program `program` exists, installing the Debian
 /// `packages` that provide it if not: `apt-get update`, then `apt-get
-/// install -y --no-install-recommends`, which needs root. The install is
+/// install -y --no-install-recommends`. That needs root: another user gets
+/// [`InstallError::NotRoot`], naming the command to run. The install is
 /// the machine's, not a target directory's, so its lock is too:
-/// `<temp dir>/corral-apt.lock`, held at most `timeout`, so two test
-/// processes never run apt at once; apt itself waits as long for the
-/// dpkg lock of anyone else's.
+/// `<temp dir>/corral-apt.lock`, waited for at most `timeout`, so two test
+/// processes never run apt at once; apt itself waits as long for the dpkg
+/// lock of anyone else's.
 pub(crate) fn apt(
     program: &Path,
     packages: &[&str],
@@ -287,16 +288,18 @@ pub(crate) fn apt(
     if program.is_file() {
         return Ok(());
     }
-    let lock = Lock::take(env::temp_dir().join("corral-apt.lock"), timeout)?;
-    // Another process may have installed it while we waited.
-    if program.is_file() {
-        return Ok(());
-    }
     let shown = packages.join(" ");
+    // Before the lock, whose file root may have made: no one else may
+    // install, nor open it for writing.
     if !is_root() {
         return Err(InstallError::NotRoot {
             command: format!("apt-get update && apt-get install -y {shown}"),
         });
+    }
+    let lock = Lock::take(env::temp_dir().join("corral-apt.lock"), timeout)?;
+    // Another process may have installed it while we waited.
+    if program.is_file() {
+        return Ok(());
     }
     let apt_get = |args: &[&str]| {
         let mut command = Command::new("apt-get");
