@@ -158,6 +158,8 @@ async fn uppy_with_a_tenant_s_token_uploads_and_with_a_wrong_one_reports_401() {
     .await;
     assert!(!wrong.timed_out, "{wrong:#?}");
     assert_eq!((wrong.successful, wrong.failed), (0, files.len()));
+    // The page reads the 401 only if its answer carries the CORS headers:
+    // without them Uppy would see a network error and no status.
     for file in &wrong.files {
         assert_eq!(file.status, Some(401), "{file:?}\n{wrong:#?}");
         assert_eq!(file.upload_url, None, "{file:?}");
