@@ -67,6 +67,14 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
+    /// The install needs root, and this process is not.
+    #[error("installing {emulator} needs root: run `{command}` as root")]
+    NotRoot {
+        /// The server.
+        emulator: &'static str,
+        /// What to run.
+        command: String,
+    },
     /// The server exited before it was ready, on every port tried.
     #[error("{emulator} exited before it was ready ({status}{}); output:\n{output}", ports_tried(*attempts))]
     Exited {
@@ -139,6 +147,7 @@ impl Error {
                     Step::Venv | Step::Pip => "set CORRAL_PYTHON to another Python 3 interpreter",
                     Step::Npm => "Node.js 20 or later with npm is needed",
                     Step::Cargo => "set CARGO, or CORRAL_S3S_FS to a binary",
+                    Step::Apt => "apt-get is needed: this install is for Debian",
                 },
                 source,
             },
@@ -150,9 +159,14 @@ impl Error {
             } => Self::Install {
                 command,
                 status,
-                hint: (step == Step::Venv).then_some("on Debian, `apt-get install python3-venv`"),
+                hint: match step {
+                    Step::Venv => Some("on Debian, `apt-get install python3-venv`"),
+                    Step::Apt => Some("apt-get needs root and a reachable Debian mirror"),
+                    _ => None,
+                },
                 output,
             },
+            InstallError::NotRoot { command } => Self::NotRoot { emulator, command },
             InstallError::Io { context, source } => Self::Io { context, source },
         }
     }

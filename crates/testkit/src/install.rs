@@ -1,7 +1,8 @@
 //! What the installers of test servers ([`crate::s3`], [`crate::s3s`],
-//! [`crate::gcs`], [`crate::azure`], [`crate::node`]) share: where they
-//! install, how two processes avoid installing at once, how an install is
-//! known to be complete, and how a failed one is reported.
+//! [`crate::gcs`], [`crate::azure`], [`crate::node`], [`crate::browser`])
+//! share: where they install, how two processes avoid installing at once,
+//! how an install is known to be complete, and how a failed one is
+//! reported. [`apt`] installs a program of Debian's for the whole machine.
 
 use std::env;
 use std::fs::{self, File, TryLockError};
@@ -103,6 +104,8 @@ pub(crate) enum Step {
     Npm,
     /// `cargo install`.
     Cargo,
+    /// `apt-get update` or `apt-get install`.
+    Apt,
 }
 
 /// Why [`ensure`] failed.
@@ -124,6 +127,11 @@ pub(crate) enum InstallError {
         status: ExitStatus,
         /// The tail of its output.
         output: String,
+    },
+    /// An install that needs root was asked of another user.
+    NotRoot {
+        /// The command to run as root instead, for people.
+        command: String,
     },
     /// Any other I/O failure.
     Io { context: String, source: io::Error },
@@ -154,14 +162,7 @@ pub(crate) fn ensure(
         )))?;
     }
     // Held until this function returns; the OS releases it if we die.
-    let path = dir.with_extension("lock");
-    let file = lock(&path, timeout).map_err(|e| match e {
-        LockError::Timeout { waited } => InstallError::LockTimeout {
-            path: path.clone(),
-            waited,
-        },
-        LockError::Io { context, source } => InstallError::Io { context, source },
-    })?;
+    let lock = Lock::take(dir.with_extension("lock"), timeout)?;
     let marker = dir.join(MARKER);
     if fs::read_to_string(&marker).is_ok_and(|m| m == what) && complete() {
         return Ok(());
@@ -170,7 +171,7 @@ pub(crate) fn ensure(
         fs::remove_dir_all(dir)
             .map_err(InstallError::io(format!("cannot remove {}", dir.display())))?;
     }
-    install(&Lock { file, path })?;
+    install(&lock)?;
     fs::write(&marker, what).map_err(InstallError::io(format!(
         "cannot write {}",
         marker.display()
@@ -184,6 +185,16 @@ pub(crate) struct Lock {
 }
 
 impl Lock {
+    /// Takes the exclusive lock on the file `path`, waiting at most
+    /// `timeout`.
+    fn take(path: PathBuf, timeout: Duration) -> Result<Self, InstallError> {
+        match lock(&path, timeout) {
+            Ok(file) => Ok(Self { file, path }),
+            Err(LockError::Timeout { waited }) => Err(InstallError::LockTimeout { path, waited }),
+            Err(LockError::Io { context, source }) => Err(InstallError::Io { context, source }),
+        }
+    }
+
     /// The lock file as a child's stdin. The OS releases the lock when its
     /// holder dies, but not while a child holding it too runs on: a killed
     /// test leaves no half-written install to a successor while its `pip`
@@ -259,4 +270,69 @@ pub(crate) fn venv(venv: &Path, requirements: &[&str]) -> Result<PathBuf, Instal
         },
     )?;
     Ok(python)
+}
+
+/// Makes sure the program `program` exists, installing the Debian
+/// `packages` that provide it if not: `apt-get update`, then `apt-get
+/// install -y --no-install-recommends`. That needs root: another user gets
+/// [`InstallError::NotRoot`], naming the command to run. The install is
+/// the machine's, not a target directory's, so its lock is too:
+/// `<temp dir>/corral-apt.lock`, waited for at most `timeout`, so two test
+/// processes never run apt at once; apt itself waits as long for the dpkg
+/// lock of anyone else's.
+pub(crate) fn apt(
+    program: &Path,
+    packages: &[&str],
+    timeout: Duration,
+) -> Result<(), InstallError> {
+    if program.is_file() {
+        return Ok(());
+    }
+    let shown = packages.join(" ");
+    // Before the lock, whose file root may have made: no one else may
+    // install, nor open it for writing.
+    if !is_root() {
+        return Err(InstallError::NotRoot {
+            command: format!("apt-get update && apt-get install -y {shown}"),
+        });
+    }
+    let lock = Lock::take(env::temp_dir().join("corral-apt.lock"), timeout)?;
+    // Another process may have installed it while we waited.
+    if program.is_file() {
+        return Ok(());
+    }
+    let apt_get = |args: &[&str]| {
+        let mut command = Command::new("apt-get");
+        command
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .arg("-q")
+            .arg(format!("-oDPkg::Lock::Timeout={}", timeout.as_secs()))
+            .args(args);
+        command
+    };
+    lock.run(Step::Apt, &mut apt_get(&["update"]))?;
+    let mut install = apt_get(&["install", "-y", "--no-install-recommends"]);
+    install.args(packages);
+    lock.run(Step::Apt, &mut install)?;
+    if program.is_file() {
+        return Ok(());
+    }
+    Err(InstallError::Io {
+        context: format!(
+            "apt-get installed {shown}, but {} is still missing",
+            program.display()
+        ),
+        source: io::ErrorKind::NotFound.into(),
+    })
+}
+
+/// Whether this process runs as root, as `/proc/self/status` says; `false`
+/// where it cannot be read.
+fn is_root() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().nth(1))
+        .is_some_and(|effective| effective == "0")
 }

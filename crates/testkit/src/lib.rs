@@ -15,9 +15,12 @@
 //! Storage (Azurite) for backend tests, as [`s3`] does moto. [`node`] runs
 //! the real tus client (tus-js-client) and Node's reference tus server
 //! (@tus/server), installed from npm, for the tus endpoint's tests and
-//! benchmarks.
+//! benchmarks. [`browser`] installs Debian's Chromium and drives it
+//! headless from Node scripts (playwright-core), and runs Uppy in a page
+//! uploading to a tus endpoint of another origin, for end-to-end tests.
 
 pub mod azure;
+pub mod browser;
 mod chain;
 pub mod emulator;
 pub mod front;

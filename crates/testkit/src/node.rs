@@ -377,12 +377,12 @@ pub struct TusTotals {
     pub failed: usize,
 }
 
-fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     serializer.serialize_u64(millis)
 }
 
-fn millis_list<S: Serializer>(
+pub(crate) fn millis_list<S: Serializer>(
     delays: &Option<Vec<Duration>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
