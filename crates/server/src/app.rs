@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::memory::MemoryGate;
 use crate::metrics::{self, Metrics};
 use crate::tus::TusConfig;
-use crate::uploads::Uploads;
+use crate::uploads::shared::Uploads;
 use crate::{files, jobs, tus, upload, uploads};
 
 /// What every handler shares. Cloning is cheap.
@@ -72,7 +72,7 @@ impl AppState {
                 store.clone(),
                 scheduler.clone(),
                 Arc::clone(&upload_memory),
-                Arc::clone(&uploads),
+                uploads.open_count(),
             )),
             uploads,
             upload_memory,

@@ -30,6 +30,7 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -52,7 +53,6 @@ use prometheus_client::registry::Registry;
 use crate::admission::refusal::Refusal;
 use crate::app::AppState;
 use crate::memory::MemoryGate;
-use crate::uploads::Uploads;
 
 /// The `Content-Type` of Prometheus text 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -101,7 +101,7 @@ impl Metrics {
         store: Store,
         scheduler: Scheduler,
         upload_memory: Arc<MemoryGate>,
-        uploads: Arc<Uploads>,
+        open_uploads: Arc<AtomicUsize>,
     ) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: DurationFamily = Family::new_with_constructor(request_histogram);
@@ -132,7 +132,7 @@ impl Metrics {
             upload_memory,
         }));
         registry.register_collector(Box::new(ProcessCollector));
-        registry.register_collector(Box::new(UploadsCollector(uploads)));
+        registry.register_collector(Box::new(UploadsCollector(open_uploads)));
         Self {
             registry,
             requests,
@@ -394,7 +394,7 @@ fn per_bucket(cumulative: &[u64]) -> Vec<(f64, u64)> {
 
 /// Resumable uploads open on this instance, read at each scrape.
 #[derive(Debug)]
-struct UploadsCollector(Arc<Uploads>);
+struct UploadsCollector(Arc<AtomicUsize>);
 
 impl Collector for UploadsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
@@ -402,7 +402,7 @@ impl Collector for UploadsCollector {
             &mut encoder,
             "corral_resumable_uploads_open",
             "Resumable uploads this instance created that have not finished, been terminated or expired.",
-            &ConstGauge::new(self.0.open_count() as u64),
+            &ConstGauge::new(self.0.load(Ordering::Relaxed) as u64),
         )
     }
 }

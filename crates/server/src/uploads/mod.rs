@@ -42,9 +42,9 @@
 //! left when it leaves is to save what it sent.
 
 mod inflight;
+pub(crate) mod shared;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -53,100 +53,19 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use corral_sched::Group;
-use corral_store::resumable::expires;
 use corral_store::{Key, Resuming, Store, UploadRecord, sanitize_file_name};
 use http_body_util::BodyExt as _;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-pub(crate) use inflight::Inflight;
-
-use crate::admission::{Admitted, Refusal, admit_memory};
+use crate::admission::{Admitted, admit_memory};
 use crate::app::AppState;
 use crate::body::{BodyError, refuse};
 use crate::error::ApiError;
 use crate::tenant::Tenant;
 use crate::tus::{
-    self, Append, Concat, Creation, ExpectedChecksum, Metadata, Protocol, Reply, TusConfig,
-    TusError, UPLOADS_PATH, UploadInfo, Verifier,
+    self, Append, Concat, Creation, ExpectedChecksum, Metadata, Protocol, Reply, TusError,
+    UPLOADS_PATH, UploadInfo, Verifier,
 };
-
-/// What the upload handlers share.
-#[derive(Debug)]
-pub(crate) struct Uploads {
-    /// What the protocol layer advertises and enforces.
-    pub(crate) tus: TusConfig,
-    /// The requests in progress on each upload.
-    inflight: Arc<Inflight>,
-    /// The uploads each tenant has open, by its root: those this instance
-    /// created and that have not finished, been terminated or expired.
-    open: Mutex<HashMap<String, HashSet<String>>>,
-    /// The most each tenant may have open.
-    max_open: usize,
-}
-
-impl Uploads {
-    pub(crate) fn new(tus: TusConfig, max_open: usize) -> Self {
-        Self {
-            tus,
-            inflight: Arc::default(),
-            open: Mutex::default(),
-            max_open,
-        }
-    }
-
-    /// Refuses a creation of `tenant`'s when it has its limit of uploads
-    /// open, forgetting those expired meanwhile.
-    fn admit(&self, tenant: &str) -> Result<(), Refusal> {
-        let mut open = self.open.lock().expect("never poisoned");
-        let Some(ids) = open.get_mut(tenant) else {
-            return Ok(());
-        };
-        let now = SystemTime::now();
-        let expiry = self.tus.expiry;
-        ids.retain(|id| expires(id, expiry).is_some_and(|expires| expires > now));
-        match ids.len() < self.max_open {
-            true => Ok(()),
-            false => Err(Refusal::TenantUploads {
-                open: ids.len(),
-                limit: self.max_open,
-            }),
-        }
-    }
-
-    /// The uploads open, every tenant's.
-    pub(crate) fn open_count(&self) -> usize {
-        let open = self.open.lock().expect("never poisoned");
-        open.values().map(HashSet::len).sum()
-    }
-
-    /// Counts `id` as open for `tenant`, or no more.
-    fn set_open(&self, tenant: &str, id: &str, is_open: bool) {
-        let mut open = self.open.lock().expect("never poisoned");
-        match is_open {
-            true => {
-                open.entry(tenant.to_owned())
-                    .or_default()
-                    .insert(id.to_owned());
-            }
-            false => {
-                if let Some(ids) = open.get_mut(tenant) {
-                    ids.remove(id);
-                    if ids.is_empty() {
-                        open.remove(tenant);
-                    }
-                }
-            }
-        }
-    }
-
-    fn reply(&self, protocol: Protocol) -> Reply<'_> {
-        Reply {
-            protocol,
-            config: &self.tus,
-            now: SystemTime::now(),
-        }
-    }
-}
 
 /// Why a request failed: the protocol's refusal, or one of corral's own
 /// (admission, storage, the body).
