@@ -508,6 +508,8 @@ impl Settings {
             upload_memory: self.upload_memory.0,
             upload_queue: self.upload_queue,
             upload_wait: self.upload_wait.0,
+            // No flag yet: the server's default.
+            tus_max_size: ServerConfig::default().tus_max_size,
         }
     }
 
@@ -592,6 +594,8 @@ impl Settings {
             read_cache: size(self.read_cache, "read-cache")?,
             // Beside the spool: both are this instance's local state.
             batch_journal: Some(self.spool_dir.join("batches.redb")),
+            // No flag yet: the store's default.
+            upload_expiry: StoreConfig::default().upload_expiry,
         })
     }
 }
