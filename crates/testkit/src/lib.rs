@@ -15,7 +15,8 @@
 //! Storage (Azurite) for backend tests, as [`s3`] does moto. [`node`] runs
 //! the real tus client (tus-js-client) and Node's reference tus server
 //! (@tus/server), installed from npm, for the tus endpoint's tests and
-//! benchmarks.
+//! benchmarks; [`rustus`] installs and runs rustus, a tus server in Rust,
+//! for the same benchmarks.
 
 pub mod azure;
 mod chain;
@@ -28,6 +29,7 @@ mod install;
 pub mod layers;
 pub mod node;
 mod process;
+pub mod rustus;
 pub mod s3;
 pub mod s3s;
 pub mod scenario;
