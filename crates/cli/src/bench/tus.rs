@@ -170,7 +170,8 @@ struct Row {
     what: String,
     measured: String,
     target: String,
-    met: bool,
+    /// `None` for a figure shown for reference, without a target.
+    met: Option<bool>,
 }
 
 impl Row {
@@ -195,7 +196,7 @@ impl Row {
                 "no data".to_owned()
             },
             target: format!("{sign} {}{unit}", trim(bound)),
-            met,
+            met: Some(met),
         }
     }
 
@@ -205,7 +206,17 @@ impl Row {
             what: what.into(),
             measured: format!("{count} / {total}"),
             target: format!("{total} / {total}"),
-            met: total > 0 && count == total,
+            met: Some(total > 0 && count == total),
+        }
+    }
+
+    /// A figure without a target.
+    fn info(what: impl Into<String>, measured: String) -> Self {
+        Self {
+            what: what.into(),
+            measured,
+            target: "-".to_owned(),
+            met: None,
         }
     }
 
@@ -215,7 +226,7 @@ impl Row {
             what: what.into(),
             measured: count.to_string(),
             target: want.to_string(),
-            met: count == want,
+            met: Some(count == want),
         }
     }
 }
@@ -254,13 +265,18 @@ fn print_table(title: &str, rows: &[Row]) -> (usize, usize) {
         "figure", "measured", "target"
     );
     for row in rows {
-        let met = if row.met { "yes" } else { "MISSED" };
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "MISSED",
+            None => "-",
+        };
         println!(
             "{:<w$}  {:>m$}  {:>t$}  {met}",
             row.what, row.measured, row.target
         );
     }
-    (rows.iter().filter(|r| r.met).count(), rows.len())
+    let judged = rows.iter().filter_map(|r| r.met);
+    (judged.clone().filter(|&met| met).count(), judged.count())
 }
 
 pub(crate) fn run(args: &TusArgs) -> anyhow::Result<()> {
@@ -487,6 +503,12 @@ impl Bench<'_> {
         let size = args.size.0;
         let files = generated(args.files, size);
         let mib = args.files as f64 * size as f64 / f64::from(1 << 20);
+        if args.against.contains(&Rival::Rustus) {
+            eprintln!("installing rustus (cargo install, first use only: several minutes)");
+            let started = std::time::Instant::now();
+            let binary = Rustus::install().context("installing rustus")?;
+            eprintln!("   {} in {:.0?}", binary.display(), started.elapsed());
+        }
         let mut names = vec!["corral"];
         names.extend(args.against.iter().map(|r| r.name()));
         // speeds[server][round], NaN for a round that failed a check.
@@ -520,7 +542,6 @@ impl Bench<'_> {
                             (report, checked)
                         }
                         Rival::Rustus => {
-                            eprintln!("   (rustus is installed on first use: several minutes)");
                             let rustus = Rustus::start(&dir, size.max(1 << 20))?;
                             let run =
                                 self.run_config(rustus.endpoint(), files.clone(), args.concurrency);
@@ -554,12 +575,10 @@ impl Bench<'_> {
         }
         for (server, name) in names.iter().enumerate() {
             let rounds: Vec<String> = speeds[server].iter().map(|s| format!("{s:.1}")).collect();
-            rows.push(Row {
-                what: format!("{name}: MiB/s, median (rounds {})", rounds.join(" ")),
-                measured: format!("{:.1}", median(&speeds[server])),
-                target: "-".to_owned(),
-                met: median(&speeds[server]).is_finite(),
-            });
+            rows.push(Row::info(
+                format!("{name}: MiB/s, median (rounds {})", rounds.join(" ")),
+                format!("{:.1}", median(&speeds[server])),
+            ));
         }
         for (index, rival) in args.against.iter().enumerate() {
             let ratios: Vec<f64> = (speeds[0].iter().zip(&speeds[index + 1]))
@@ -750,19 +769,15 @@ impl Bench<'_> {
                 "",
             ));
             for (operation, count) in &calls.by_operation {
-                rows.push(Row {
-                    what: format!("{label}: {operation} / file ({count})"),
-                    measured: format!("{:.3}", *count as f64 / checked.identical as f64),
-                    target: "-".to_owned(),
-                    met: true,
-                });
+                rows.push(Row::info(
+                    format!("{label}: {operation} / file ({count})"),
+                    format!("{:.3}", *count as f64 / checked.identical as f64),
+                ));
             }
-            rows.push(Row {
-                what: format!("{label}: files/s (over {elapsed:.1} s)"),
-                measured: format!("{:.1}", checked.identical as f64 / elapsed),
-                target: "-".to_owned(),
-                met: true,
-            });
+            rows.push(Row::info(
+                format!("{label}: files/s (over {elapsed:.1} s)"),
+                format!("{:.1}", checked.identical as f64 / elapsed),
+            ));
         }
         let title = format!(
             "the herd: {} tus clients x {} files x {} through the front ({} slots x {}, 503 beyond), corral on S3 ({:?})",
@@ -831,24 +846,18 @@ impl Bench<'_> {
                 open,
                 args.idle_uploads,
             ),
-            Row {
-                what: "VmRSS of the idle server".to_owned(),
-                measured: format!("{:.1} MiB", mib(idle.rss)),
-                target: "-".to_owned(),
-                met: true,
-            },
-            Row {
-                what: format!("VmRSS with {} idle uploads", locations.len()),
-                measured: format!("{:.1} MiB", mib(loaded.rss)),
-                target: "-".to_owned(),
-                met: true,
-            },
-            Row {
-                what: "VmHWM (peak RSS) while opening them".to_owned(),
-                measured: format!("{:.1} MiB", mib(loaded.peak)),
-                target: "-".to_owned(),
-                met: true,
-            },
+            Row::info(
+                "VmRSS of the idle server".to_owned(),
+                format!("{:.1} MiB", mib(idle.rss)),
+            ),
+            Row::info(
+                format!("VmRSS with {} idle uploads", locations.len()),
+                format!("{:.1} MiB", mib(loaded.rss)),
+            ),
+            Row::info(
+                "VmHWM (peak RSS) while opening them".to_owned(),
+                format!("{:.1} MiB", mib(loaded.peak)),
+            ),
             Row::bound(
                 "rise of VmRSS over the idle server's",
                 if open == args.idle_uploads {
@@ -1042,13 +1051,15 @@ mod tests {
 
     #[test]
     fn a_figure_over_nothing_misses_its_target() {
-        assert!(!Row::bound("x", f64::NAN, Cmp::AtMost, 1.0, "").met);
-        assert!(!Row::all("x", 0, 0).met);
+        let met = |row: Row| row.met.expect("a figure with a target");
+        assert!(!met(Row::bound("x", f64::NAN, Cmp::AtMost, 1.0, "")));
+        assert!(!met(Row::all("x", 0, 0)));
         assert!(median(&[]).is_nan());
         assert!(median(&[1.0, f64::NAN, 3.0]).is_nan());
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert!(Row::bound("x", 1.1, Cmp::AtMost, 1.1, "").met);
-        assert!(!Row::bound("x", 64.0, Cmp::Below, 64.0, "").met);
+        assert!(met(Row::bound("x", 1.1, Cmp::AtMost, 1.1, "")));
+        assert!(!met(Row::bound("x", 64.0, Cmp::Below, 64.0, "")));
+        assert_eq!(Row::info("x", "1".to_owned()).met, None);
     }
 
     #[test]
