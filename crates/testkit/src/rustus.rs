@@ -21,8 +21,10 @@
 //! `/files`, with its default extensions (creation, creation with upload,
 //! creation-defer-length, termination, concatenation, checksum, getting).
 //! rustus reads a request's whole body into memory and refuses one over
-//! `--max-body-size` (256 KiB by default) with 413, so [`Rustus::start`]
-//! takes the largest body to accept. It logs each request at `INFO` (its
+//! `--max-body-size` (256 KiB by default) with 413, so
+//! [`RustusConfig::max_body`] says the largest body to accept. By default
+//! it does not `fsync` what it writes; [`RustusConfig::force_fsync`] makes
+//! it `fsync` after each write (`--force-fsync`). It logs each request at `INFO` (its
 //! only way to say it has started); the output is drained by this crate.
 //!
 //! [`Rustus`] runs under the wrapper of `process.rs`: killed when dropped
@@ -55,6 +57,25 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// How many ports are tried before giving up.
 const ATTEMPTS: usize = 5;
+
+/// How [`Rustus::start`] configures rustus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RustusConfig {
+    /// The largest request body it accepts (`--max-body-size`).
+    pub max_body: u64,
+    /// Whether it `fsync`s after each write (`--force-fsync`).
+    pub force_fsync: bool,
+}
+
+impl Default for RustusConfig {
+    /// rustus's own defaults: bodies up to 256 KiB, no `fsync`.
+    fn default() -> Self {
+        Self {
+            max_body: 256 * 1024,
+            force_fsync: false,
+        }
+    }
+}
 
 /// A running rustus on 127.0.0.1, storing into a directory of the caller's.
 #[derive(Debug)]
@@ -91,14 +112,13 @@ impl Rustus {
     }
 
     /// Installs rustus if needed and starts it on a free port, storing
-    /// into `dir` (created if need be), accepting request bodies of up to
-    /// `max_body` bytes.
+    /// into `dir` (created if need be), as `config` says.
     ///
     /// # Errors
     ///
     /// As [`Rustus::install`], or if rustus exits before it answers on
     /// every port tried, or does not answer within 30 s.
-    pub fn start(dir: &Path, max_body: u64) -> Result<Self> {
+    pub fn start(dir: &Path, config: &RustusConfig) -> Result<Self> {
         let binary = Self::install()?;
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             context: format!("cannot create {}", dir.display()),
@@ -112,11 +132,14 @@ impl Rustus {
                     command
                         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                         .args(["--url", PATH, "--log-level", "INFO"])
-                        .args(["--max-body-size", &max_body.to_string()])
+                        .args(["--max-body-size", &config.max_body.to_string()])
                         .arg("--data-dir")
                         .arg(dir)
                         .arg("--info-dir")
                         .arg(dir);
+                    if config.force_fsync {
+                        command.arg("--force-fsync");
+                    }
                 },
                 // Any line: the probe then says whether it answers.
                 move |_line| Some(port),

@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_testkit::front::Stats;
 use corral_testkit::node::{self, TusClient, TusFile, TusNodeServer, TusReport, TusRun};
-use corral_testkit::rustus::Rustus;
+use corral_testkit::rustus::{Rustus, RustusConfig};
 use futures::StreamExt as _;
 use object_store::ObjectStoreExt as _;
 use sha2::{Digest, Sha256};
@@ -61,6 +61,9 @@ pub(crate) enum Rival {
     TusNode,
     /// rustus 0.5.10, installed with `cargo install` on first use.
     Rustus,
+    /// The same rustus with `--force-fsync`: durable as corral on the
+    /// local disk, which `fsync`s each file and its directory.
+    RustusFsync,
 }
 
 impl Rival {
@@ -68,14 +71,17 @@ impl Rival {
         match self {
             Self::TusNode => "@tus/server",
             Self::Rustus => "rustus",
+            Self::RustusFsync => "rustus --force-fsync",
         }
     }
 
-    /// The least corral's MiB/s must be, as a multiple of this server's.
-    fn target(self) -> f64 {
+    /// The least corral's MiB/s must be, as a multiple of this server's;
+    /// `None`: shown for reference.
+    fn target(self) -> Option<f64> {
         match self {
-            Self::TusNode => 1.5,
-            Self::Rustus => 0.8,
+            Self::TusNode => Some(1.5),
+            Self::Rustus => Some(0.8),
+            Self::RustusFsync => None,
         }
     }
 }
@@ -105,7 +111,11 @@ pub(crate) struct TusArgs {
     #[arg(long, default_value_t = 3)]
     pub(crate) rounds: usize,
     /// Throughput: the servers to compare corral with.
-    #[arg(long, value_delimiter = ',', default_value = "tus-node,rustus")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tus-node,rustus,rustus-fsync"
+    )]
     pub(crate) against: Vec<Rival>,
 
     /// Resume: files, each cut once and resumed.
@@ -503,7 +513,7 @@ impl Bench<'_> {
         let size = args.size.0;
         let files = generated(args.files, size);
         let mib = args.files as f64 * size as f64 / f64::from(1 << 20);
-        if args.against.contains(&Rival::Rustus) {
+        if (args.against.iter()).any(|r| matches!(r, Rival::Rustus | Rival::RustusFsync)) {
             eprintln!("installing rustus (cargo install, first use only: several minutes)");
             let started = std::time::Instant::now();
             let binary = Rustus::install().context("installing rustus")?;
@@ -541,8 +551,12 @@ impl Bench<'_> {
                             let checked = Self::check_dir(&report, size, |url| node.stored(url));
                             (report, checked)
                         }
-                        Rival::Rustus => {
-                            let rustus = Rustus::start(&dir, size.max(1 << 20))?;
+                        rival @ (Rival::Rustus | Rival::RustusFsync) => {
+                            let config = RustusConfig {
+                                max_body: size.max(1 << 20),
+                                force_fsync: rival == Rival::RustusFsync,
+                            };
+                            let rustus = Rustus::start(&dir, &config)?;
                             let run =
                                 self.run_config(rustus.endpoint(), files.clone(), args.concurrency);
                             let report = self.client.run(&run).await?;
@@ -585,17 +599,15 @@ impl Bench<'_> {
                 .map(|(corral, other)| corral / other)
                 .collect();
             let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-            rows.push(Row::bound(
-                format!(
-                    "corral / {} MiB/s, median of rounds ({})",
-                    rival.name(),
-                    shown.join(" ")
-                ),
-                median(&ratios),
-                Cmp::AtLeast,
-                rival.target(),
-                "x",
-            ));
+            let what = format!(
+                "corral / {} MiB/s, median of rounds ({})",
+                rival.name(),
+                shown.join(" ")
+            );
+            rows.push(match rival.target() {
+                Some(target) => Row::bound(what, median(&ratios), Cmp::AtLeast, target, "x"),
+                None => Row::info(what, format!("{}x", trim(median(&ratios)))),
+            });
         }
         let title = format!(
             "throughput: {} x {} from tus-js-client, {} at once, local disk, {} rounds",
