@@ -24,7 +24,7 @@
 //! `--max-body-size` (256 KiB by default) with 413, so
 //! [`RustusConfig::max_body`] says the largest body to accept. By default
 //! it does not `fsync` what it writes; [`RustusConfig::force_fsync`] makes
-//! it `fsync` after each write (`--force-fsync`). It logs each request at `INFO` (its
+//! it `fsync` after each write (`--force-fsync true`). It logs each request at `INFO` (its
 //! only way to say it has started); the output is drained by this crate.
 //!
 //! [`Rustus`] runs under the wrapper of `process.rs`: killed when dropped
@@ -63,7 +63,7 @@ const ATTEMPTS: usize = 5;
 pub struct RustusConfig {
     /// The largest request body it accepts (`--max-body-size`).
     pub max_body: u64,
-    /// Whether it `fsync`s after each write (`--force-fsync`).
+    /// Whether it `fsync`s after each write (`--force-fsync true`).
     pub force_fsync: bool,
 }
 
@@ -138,7 +138,9 @@ impl Rustus {
                         .arg("--info-dir")
                         .arg(dir);
                     if config.force_fsync {
-                        command.arg("--force-fsync");
+                        // A flag that takes a value, as its environment
+                        // variable does.
+                        command.args(["--force-fsync", "true"]);
                     }
                 },
                 // Any line: the probe then says whether it answers.

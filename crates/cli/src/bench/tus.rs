@@ -508,6 +508,39 @@ impl Bench<'_> {
         checked
     }
 
+    /// How many answers corral gave on `/api/uploads` routes, by status,
+    /// from its `/metrics`; empty if they cannot be read.
+    async fn upload_answers(&self, url: &str) -> BTreeMap<u16, u64> {
+        let mut answers = BTreeMap::new();
+        let metrics = self.http.get(format!("{url}/metrics")).send().await;
+        let Ok(text) = async { metrics?.text().await }.await else {
+            return answers;
+        };
+        for line in text.lines() {
+            let Some(labels) = line.strip_prefix("corral_http_requests_total{") else {
+                continue;
+            };
+            let Some((labels, count)) = labels.rsplit_once("} ") else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels.split(',').find_map(|pair| {
+                    let value = pair.strip_prefix(name)?.strip_prefix("=\"")?;
+                    Some(value.trim_end_matches('"').to_owned())
+                })
+            };
+            let route = label("route").unwrap_or_default();
+            let status = label("status").and_then(|s| s.parse().ok());
+            let count = count.trim().parse::<f64>().ok();
+            if let (true, Some(status), Some(count)) =
+                (route.starts_with("/api/uploads"), status, count)
+            {
+                *answers.entry(status).or_default() += count as u64;
+            }
+        }
+        answers
+    }
+
     async fn throughput(&self) -> anyhow::Result<(String, Vec<Row>)> {
         let args = self.args;
         let size = args.size.0;
@@ -732,6 +765,7 @@ impl Bench<'_> {
             let before = front.stats();
             let report = self.client.run(&run).await?;
             let after = front.stats();
+            let answers = self.upload_answers(&corral.url).await;
             drop(corral);
             front.shutdown().await;
             let elapsed = report.totals.elapsed.as_secs_f64();
@@ -786,6 +820,13 @@ impl Bench<'_> {
                     format!("{:.3}", *count as f64 / checked.identical as f64),
                 ));
             }
+            let answers: Vec<String> = (answers.iter())
+                .map(|(status, count)| format!("{status}: {count}"))
+                .collect();
+            rows.push(Row::info(
+                format!("{label}: corral's answers on /api/uploads, by status"),
+                answers.join(", "),
+            ));
             rows.push(Row::info(
                 format!("{label}: files/s (over {elapsed:.1} s)"),
                 format!("{:.1}", checked.identical as f64 / elapsed),
