@@ -160,9 +160,15 @@ pub(crate) struct TusArgs {
     /// --keep).
     #[arg(long, default_value = "bench-out/tus")]
     pub(crate) out: PathBuf,
-    /// Keep the servers' data in --out.
+    /// Keep the servers' logs and data.
     #[arg(long)]
     pub(crate) keep: bool,
+    /// Where the servers store on the "local disk" (throughput, resume,
+    /// idle), in a fresh directory [default: in --out]. A directory on
+    /// tmpfs (`/dev/shm`) takes the disk, and its `fsync`s, out of the
+    /// measurement.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 /// What tus-js-client is told to retry besides its own choice, and after
@@ -303,6 +309,14 @@ pub(crate) fn run(args: &TusArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("tus-")
         .tempdir_in(&args.out)?;
+    let data = match &args.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            Some(tempfile::Builder::new().prefix("tus-").tempdir_in(dir)?)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -317,6 +331,10 @@ pub(crate) fn run(args: &TusArgs) -> anyhow::Result<()> {
         args,
         client,
         dir: scratch.path().to_path_buf(),
+        data: data
+            .as_ref()
+            .map_or(scratch.path(), |d| d.path())
+            .to_path_buf(),
         http: reqwest::Client::new(),
     };
     let (mut met, mut total) = (0, 0);
@@ -335,8 +353,10 @@ pub(crate) fn run(args: &TusArgs) -> anyhow::Result<()> {
     }
     println!("\n{met} of {total} figures met their target.");
     if args.keep {
-        let kept = scratch.keep();
-        println!("data and logs kept in {}", kept.display());
+        println!("logs kept in {}", scratch.keep().display());
+        if let Some(data) = data {
+            println!("data kept in {}", data.keep().display());
+        }
     }
     Ok(())
 }
@@ -345,8 +365,10 @@ pub(crate) fn run(args: &TusArgs) -> anyhow::Result<()> {
 struct Bench<'a> {
     args: &'a TusArgs,
     client: TusClient,
-    /// A fresh directory for this run's servers.
+    /// A fresh directory for this run's logs.
     dir: PathBuf,
+    /// A fresh directory for what the servers store on the local disk.
+    data: PathBuf,
     http: reqwest::Client,
 }
 
@@ -559,7 +581,7 @@ impl Bench<'_> {
         let mut identical = vec![0; names.len()];
         for round in 0..args.rounds {
             for (server, name) in names.iter().enumerate() {
-                let dir = self.dir.join(format!("throughput-{round}-{server}"));
+                let dir = self.data.join(format!("throughput-{round}-{server}"));
                 eprintln!("== throughput round {}: {name}", round + 1);
                 let (report, checked) = match server {
                     0 => {
@@ -658,7 +680,7 @@ impl Bench<'_> {
             let store = if backend == "S3" {
                 s3.store(s3.new_bucket()?, s3.endpoint())
             } else {
-                Store::Dir(self.dir.join("resume"))
+                Store::Dir(self.data.join("resume"))
             };
             let corral = self
                 .start_corral(&format!("resume-{backend}"), &store)
@@ -853,7 +875,7 @@ impl Bench<'_> {
             args.idle_uploads
         );
         let corral = self
-            .start_corral("idle", &Store::Dir(self.dir.join("idle")))
+            .start_corral("idle", &Store::Dir(self.data.join("idle")))
             .await?;
         let pid = corral.pid();
         tokio::time::sleep(Duration::from_secs(1)).await;
