@@ -665,8 +665,12 @@ impl Bench<'_> {
             });
         }
         let title = format!(
-            "throughput: {} x {} from tus-js-client, {} at once, local disk, {} rounds",
-            args.files, args.size, args.concurrency, args.rounds
+            "throughput: {} x {} from tus-js-client, {} at once, stored in {}, {} rounds",
+            args.files,
+            args.size,
+            args.concurrency,
+            args.data_dir.as_deref().unwrap_or(&args.out).display(),
+            args.rounds
         );
         Ok((title, rows))
     }
