@@ -1025,10 +1025,10 @@ async fn read_back_s3(s3: &S3, bucket: &str, files: usize) -> anyhow::Result<InB
         let path = object.location.as_ref();
         if path.contains(".corral/uploads/") {
             found.states += 1;
-        } else if let Some(i) = path.rsplit('/').next().and_then(index_of) {
-            if i < files {
-                keys.push((i, object.location.clone()));
-            }
+        } else if let Some(i) = path.rsplit('/').next().and_then(index_of)
+            && i < files
+        {
+            keys.push((i, object.location.clone()));
         }
     }
     let hashes: Vec<(usize, Option<String>)> = futures::stream::iter(keys)
