@@ -220,6 +220,10 @@ function validate(config) {
   if (retryDelays != null && !(Array.isArray(retryDelays) && retryDelays.every(isCount))) {
     fail('`retryDelays` is not a list of milliseconds')
   }
+  const retryStatuses = config.retryStatuses ?? []
+  if (!(Array.isArray(retryStatuses) && retryStatuses.every(isCount))) {
+    fail('`retryStatuses` is not a list of statuses')
+  }
   return {
     endpoint: config.endpoint,
     headers: config.headers ?? {},
@@ -232,8 +236,20 @@ function validate(config) {
     cutAt,
     // Absent: tus-js-client's default; null: no retries.
     retryDelays,
+    retryStatuses,
     metadata: config.metadata ?? {},
     timeoutMs,
+  }
+}
+
+// tus-js-client's own rule (lib/upload.ts `defaultOnShouldRetry`: anything
+// but a 4xx, or a 409 or 423), and these statuses too: by default it gives
+// up on a 429 at once.
+function retryAlso(statuses) {
+  return (err) => {
+    const status = err.originalResponse ? err.originalResponse.getStatus() : 0
+    const client = status >= 400 && status < 500
+    return statuses.includes(status) || !client || status === 409 || status === 423
   }
 }
 
@@ -298,6 +314,7 @@ async function uploadFile(config, i, cancels) {
       fingerprint: () => Promise.resolve(fingerprint),
     }
     if (config.retryDelays !== undefined) options.retryDelays = config.retryDelays
+    if (config.retryStatuses.length > 0) options.onShouldRetry = retryAlso(config.retryStatuses)
 
     // An empty file has no progress to cut.
     let finished = false

@@ -107,6 +107,7 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
@@ -380,6 +381,9 @@ pub struct Stats {
     pub received: u64,
     /// Requests sent upstream.
     pub forwarded: u64,
+    /// Requests sent upstream, by S3 operation ([`operation`]): what the
+    /// calls a server makes are for.
+    pub forwarded_by_operation: BTreeMap<&'static str, u64>,
     /// Requests answered `503 SlowDown` for want of a slot or a token
     /// (injected 503s are counted in `faults`).
     pub throttled: u64,
@@ -566,6 +570,34 @@ struct Counters {
     denied: AtomicU64,
     delete_503: AtomicU64,
     upstream_errors: AtomicU64,
+    operations: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// The S3 operation of a request, from its method and query (path-style:
+/// a bucket's path has one segment, an object's more).
+pub fn operation(method: &Method, path: &str, query: &str) -> &'static str {
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|p| p == name || p.starts_with(&format!("{name}=")))
+    };
+    let object = path.trim_matches('/').contains('/');
+    match *method {
+        Method::PUT if has("partNumber") => "UploadPart",
+        Method::PUT if object => "PutObject",
+        Method::PUT => "CreateBucket",
+        Method::POST if has("delete") => "DeleteObjects",
+        Method::POST if has("uploads") => "CreateMultipartUpload",
+        Method::POST if has("uploadId") => "CompleteMultipartUpload",
+        Method::DELETE if has("uploadId") => "AbortMultipartUpload",
+        Method::DELETE => "DeleteObject",
+        Method::GET if has("uploads") => "ListMultipartUploads",
+        Method::GET if object => "GetObject",
+        Method::GET => "ListObjects",
+        Method::HEAD if object => "HeadObject",
+        Method::HEAD => "HeadBucket",
+        _ => "other",
+    }
 }
 
 /// Whether `request` deletes: `DELETE` (an object, a multipart upload), or
@@ -625,6 +657,7 @@ impl Shared {
         Stats {
             received: get(&c.received),
             forwarded: get(&c.forwarded),
+            forwarded_by_operation: lock(&c.operations).clone(),
             throttled: get(&c.throttled),
             faults: FaultStats {
                 error_500: get(&c.error_500),
@@ -719,6 +752,12 @@ impl Shared {
             client_failed: Arc::clone(&client_failed),
         };
         bump(&self.counters.forwarded);
+        let op = operation(
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query().unwrap_or(""),
+        );
+        *lock(&self.counters.operations).entry(op).or_default() += 1;
         let response = match self.client.request(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             // The client's own body broke off: nobody is left to answer.
@@ -1200,6 +1239,28 @@ mod tests {
 
     fn config() -> FrontConfig {
         FrontConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 9)))
+    }
+
+    #[test]
+    fn names_the_s3_operation_of_a_request() {
+        let op = |method: Method, path, query| operation(&method, path, query);
+        assert_eq!(op(Method::PUT, "/b/k/x.bin", ""), "PutObject");
+        assert_eq!(
+            op(Method::PUT, "/b/k", "partNumber=2&uploadId=u"),
+            "UploadPart"
+        );
+        assert_eq!(op(Method::POST, "/b", "delete"), "DeleteObjects");
+        assert_eq!(op(Method::POST, "/b/k", "uploads"), "CreateMultipartUpload");
+        assert_eq!(
+            op(Method::POST, "/b/k", "uploadId=u"),
+            "CompleteMultipartUpload"
+        );
+        assert_eq!(
+            op(Method::DELETE, "/b/k", "uploadId=u"),
+            "AbortMultipartUpload"
+        );
+        assert_eq!(op(Method::GET, "/b", "list-type=2&prefix=p"), "ListObjects");
+        assert_eq!(op(Method::HEAD, "/b/k", ""), "HeadObject");
     }
 
     #[test]

@@ -15,9 +15,11 @@
 //! Storage (Azurite) for backend tests, as [`s3`] does moto. [`node`] runs
 //! the real tus client (tus-js-client) and Node's reference tus server
 //! (@tus/server), installed from npm, for the tus endpoint's tests and
-//! benchmarks. [`browser`] installs Debian's Chromium and drives it
-//! headless from Node scripts (playwright-core), and runs Uppy in a page
-//! uploading to a tus endpoint of another origin, for end-to-end tests.
+//! benchmarks; [`rustus`] installs and runs rustus, a tus server in Rust,
+//! for the same benchmarks. [`browser`] installs Debian's Chromium and
+//! drives it headless from Node scripts (playwright-core), and runs Uppy in
+//! a page uploading to a tus endpoint of another origin, for end-to-end
+//! tests.
 
 pub mod azure;
 pub mod browser;
@@ -31,6 +33,7 @@ mod install;
 pub mod layers;
 pub mod node;
 mod process;
+pub mod rustus;
 pub mod s3;
 pub mod s3s;
 pub mod scenario;

@@ -233,6 +233,12 @@ pub struct TusRun {
         serialize_with = "millis_list"
     )]
     pub retry_delays: Option<Vec<Duration>>,
+    /// Statuses retried besides those tus-js-client retries by itself
+    /// (anything but a 4xx, or a 409 or 423), through its `onShouldRetry`:
+    /// by default it gives up on a `429` at once, whatever `Retry-After`
+    /// says, so a deployment behind an admission limit adds `429` here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retry_statuses: Vec<u16>,
     /// Upload metadata of every file, over the defaults `filename` =
     /// `file-<index>.bin` and `filetype` = `application/octet-stream`.
     pub metadata: BTreeMap<String, String>,
@@ -268,6 +274,7 @@ impl Default for TusRun {
             protocol: TusProtocol::default(),
             cut_at: None,
             retry_delays: None,
+            retry_statuses: Vec::new(),
             metadata: BTreeMap::new(),
             timeout: Duration::from_secs(120),
         }

@@ -241,6 +241,7 @@ async fn requests_beyond_the_slots_get_slow_down_at_once_and_the_rest_round_trip
         Stats {
             received: 12,
             forwarded: 4,
+            forwarded_by_operation: [("GetObject", 2), ("PutObject", 2)].into(),
             throttled: 8,
             peak_concurrency: 2,
             in_flight: 0,

@@ -480,6 +480,11 @@ impl Corral {
         })
     }
 
+    /// The child's process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(super) async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let started = Instant::now();
@@ -819,7 +824,7 @@ pub(crate) fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
 }
 
 /// The bucket on `s3`, reached straight, without corral.
-fn s3_direct(s3: &S3, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+pub(super) fn s3_direct(s3: &S3, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let (key, secret) = s3.credentials();
     let direct = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(s3.endpoint())

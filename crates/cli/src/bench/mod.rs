@@ -6,6 +6,7 @@ pub(crate) mod herd;
 mod plot;
 pub(crate) mod reads;
 mod sim;
+pub(crate) mod tus;
 
 use std::path::PathBuf;
 
@@ -62,6 +63,12 @@ pub(crate) enum BenchCommand {
     /// the backend calls each herd cost (counted by the front) and its
     /// latency against an unloaded `GET` of the same run.
     Reads(Box<reads::ReadsArgs>),
+
+    /// Resumable uploads (`/api/uploads`) with the real tus-js-client:
+    /// throughput against @tus/server and rustus, cut and resume, a herd
+    /// of tus clients through the throttling front, and the memory of
+    /// idle uploads. Prints a table per figure, each with its target.
+    Tus(Box<tus::TusArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,5 +164,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sweep(args) => compare::sweep(&args),
         BenchCommand::Ingest(args) => compare::ingest(&args),
         BenchCommand::Reads(args) => reads::run(&args),
+        BenchCommand::Tus(args) => tus::run(&args),
     }
 }
