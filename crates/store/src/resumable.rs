@@ -53,9 +53,10 @@ use bytes::Bytes;
 use corral_sched::Group;
 use futures::{StreamExt, TryFutureExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::local::NotDurable;
 use crate::error::{BackendError, Error, Result};
 use crate::key::Key;
 use crate::upload::{Paused, StoredObject, Upload, Writer};
@@ -511,9 +512,15 @@ impl Resuming<'_> {
         let backend = client.backend();
         let cost = json.content_length() as u64;
         let key = state_path.as_ref();
+        // An upload that has received nothing loses nothing in a crash: its
+        // state need not be synced to disk (see `NotDurable`).
+        let mut options = PutOptions::default();
+        if state.paused.size == 0 {
+            options.extensions.insert(NotDurable);
+        }
         client
             .call(self.group, key, cost, || {
-                backend.put(state_path, json.clone())
+                backend.put_opts(state_path, json.clone(), options.clone())
             })
             .await?;
         let offset = state.paused.size;

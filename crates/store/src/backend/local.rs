@@ -40,6 +40,14 @@ use object_store::{
 };
 use rustix::fs::XattrFlags;
 
+/// Asks a put (in [`PutOptions::extensions`]) to skip the `fsync`s: the
+/// file is still written whole and renamed into place, so a reader sees
+/// all of it or none, but a crash may lose it. For what costs nothing to
+/// lose: the state of a resumable upload that has received no byte (its
+/// client, finding no upload, starts again). Other backends ignore it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotDurable;
+
 /// Where corral's attributes live among a file's extended attributes.
 const PREFIX: &str = "user.corral.";
 const CONTENT_TYPE: &str = "user.corral.content-type";
@@ -124,12 +132,13 @@ fn read_xattrs(path: &FsPath) -> std::io::Result<Attributes> {
     Ok(attributes)
 }
 
-/// Writes `payload` with `xattrs` to `path`, durably, through a staging
-/// file: see the [module docs](self).
-fn write_durably(
+/// Writes `payload` with `xattrs` to `path` through a staging file,
+/// durably unless told (see the [module docs](self) and [`NotDurable`]).
+fn write_file(
     path: &FsPath,
     payload: &PutPayload,
     xattrs: &[(String, Vec<u8>)],
+    durable: bool,
 ) -> std::io::Result<()> {
     let parent = path.parent().ok_or(ErrorKind::InvalidInput)?;
     let created = create_dirs(parent)?;
@@ -141,12 +150,17 @@ fn write_durably(
         for (name, value) in xattrs {
             rustix::fs::fsetxattr(&file, name.as_str(), value, XattrFlags::empty())?;
         }
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&staging, path)
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&staging);
         return Err(e);
+    }
+    if !durable {
+        return Ok(());
     }
     sync_dir(parent)?;
     // A directory created for this file is durable once its own parent is.
@@ -257,13 +271,14 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if opts.attributes.is_empty() || opts.mode != PutMode::Overwrite {
+        let durable = opts.extensions.get::<NotDurable>().is_none();
+        if (opts.attributes.is_empty() && durable) || opts.mode != PutMode::Overwrite {
             return self.inner.put_opts(location, payload, opts).await;
         }
         let xattrs = to_xattrs(&opts.attributes)?;
         let path = self.inner.path_to_filesystem(location)?;
         blocking(move || {
-            write_durably(&path, &payload, &xattrs).map_err(|e| io_error(&path, e))?;
+            write_file(&path, &payload, &xattrs, durable).map_err(|e| io_error(&path, e))?;
             Ok(PutResult {
                 e_tag: None,
                 version: None,

@@ -18,7 +18,7 @@ use object_store::{ObjectStore, RetryConfig};
 use crate::error::{Error, Result};
 
 mod aws_profile;
-mod local;
+pub(crate) mod local;
 pub(crate) mod local_parts;
 pub(crate) mod s3_uploads;
 
