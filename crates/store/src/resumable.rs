@@ -11,8 +11,8 @@
 //!
 //! - `.corral/uploads/{owner}/{id}`: its state, a JSON document (the
 //!   [`UploadRecord`] the client asked for, its offset, the paused upload);
-//! - `.corral/uploads/{owner}/{id}.tail`: the bytes received after its last
-//!   part. Parts must be at least 5 MiB on S3, and a request cut off after
+//! - `.corral/uploads/{owner}/{id}.tail.{start}`: the bytes received after
+//!   its last part, which ends at byte `start`. Parts must be at least 5 MiB on S3, and a request cut off after
 //!   3 MiB must not lose them, so they wait here until the next request
 //!   reads them back in front of its own bytes.
 //!
@@ -114,8 +114,13 @@ struct State {
     record: UploadRecord,
     /// The upload as it was last paused (bytes received, parts, hash).
     paused: Paused,
-    /// Whether a tail object was ever written, so must be removed.
-    tail: bool,
+    /// Where the tails ever written start (one per last part they
+    /// followed), so that they are removed with the state. A tail is named
+    /// by its start: the one a saved state names is never overwritten by a
+    /// later request that stored more parts, only by one whose tail starts
+    /// at the same byte, and so begins with the same bytes.
+    #[serde(default)]
+    tails: Vec<u64>,
 }
 
 /// The resumable uploads of a store.
@@ -135,11 +140,20 @@ pub(crate) fn partial_key(owner: &Key, id: &str) -> Key {
     Key::reserved(&key)
 }
 
-/// Where the state of `owner`'s upload `id` and its tail live.
-fn paths(owner: &Key, id: &str) -> (Path, Path) {
-    let state = format!("{UPLOADS}/{owner}/{id}");
-    let tail = format!("{state}.tail");
-    (Path::from(state), Path::from(tail))
+/// Where the state of `owner`'s upload `id` lives.
+fn state_path(owner: &Key, id: &str) -> Path {
+    Path::from(format!("{UPLOADS}/{owner}/{id}"))
+}
+
+/// Where the tail of the upload whose state is at `state`, starting at
+/// byte `start`, lives.
+fn tail_path(state: &Path, start: u64) -> Path {
+    Path::from(format!("{state}.tail.{start}"))
+}
+
+/// Where the tail of `paused` lives.
+fn paused_tail(state: &Path, paused: &Paused) -> Path {
+    tail_path(state, paused.size - paused.tail_len)
 }
 
 impl Resumables {
@@ -247,7 +261,7 @@ impl Resumables {
         if record.partial {
             record.key = partial_key(owner, &id);
         }
-        let (state, tail) = paths(owner, &id);
+        let state = state_path(owner, &id);
         let upload = Upload::new(
             self.writer.clone(),
             group,
@@ -263,7 +277,7 @@ impl Resumables {
             upload,
             record,
             id,
-            paths: (state, tail),
+            state,
             saved: None,
         }
     }
@@ -283,14 +297,15 @@ impl Resumables {
         id: &str,
         offset: u64,
     ) -> Result<Resuming<'g>> {
-        let (state_path, tail) = paths(owner, id);
-        let state = self.live_state(group, id, &state_path).await?;
+        let path = state_path(owner, id);
+        let state = self.live_state(group, id, &path).await?;
         if state.paused.size != offset {
             return Err(Error::OffsetMismatch {
                 offset: state.paused.size,
             });
         }
         let writer = self.writer.clone();
+        let tail = paused_tail(&path, &state.paused);
         let upload = Upload::resume(writer, group, state.paused.clone(), &tail).await?;
         Ok(Resuming {
             resumables: self,
@@ -298,7 +313,7 @@ impl Resumables {
             upload,
             record: state.record.clone(),
             id: id.to_owned(),
-            paths: (state_path, tail),
+            state: path,
             saved: Some(state),
         })
     }
@@ -315,7 +330,7 @@ impl Resumables {
         owner: &Key,
         id: &str,
     ) -> Result<UploadStatus> {
-        let state = self.live_state(group, id, &paths(owner, id).0).await?;
+        let state = self.live_state(group, id, &state_path(owner, id)).await?;
         Ok(UploadStatus {
             record: state.record,
             offset: state.paused.size,
@@ -347,23 +362,21 @@ impl Resumables {
     /// [`Error::NotFound`] if there is no such upload; [`Error::Backend`]
     /// if the backend fails.
     pub(crate) async fn terminate(&self, group: &Group, owner: &Key, id: &str) -> Result<()> {
-        let (state_path, tail) = paths(owner, id);
-        let state = self.state(group, &state_path).await?;
+        let path = state_path(owner, id);
+        let state = self.state(group, &path).await?;
         match state.paused.abort(&self.writer.client).await {
             // Aborted already, by a terminate cut off before its delete.
             Ok(()) | Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        self.forget(group, &state_path, &tail, state.tail).await
+        self.forget(group, &path, &state.tails).await
     }
 
-    /// Removes the state (and the tail, if one was written).
-    async fn forget(&self, group: &Group, state: &Path, tail: &Path, has_tail: bool) -> Result<()> {
+    /// Removes the state and the tails that start at `tails`.
+    async fn forget(&self, group: &Group, state: &Path, tails: &[u64]) -> Result<()> {
         self.remember(state, None);
         let mut paths = vec![state.clone()];
-        if has_tail {
-            paths.push(tail.clone());
-        }
+        paths.extend(tails.iter().map(|&start| tail_path(state, start)));
         let client = &self.writer.client;
         group
             .run(0, || client.delete_call(&paths).map_err(BackendError))
@@ -393,7 +406,7 @@ impl Resumables {
             else {
                 continue;
             };
-            if id.ends_with(".tail") || !self.expired(id, now) {
+            if id.contains(".tail.") || !self.expired(id, now) {
                 continue;
             }
             if let Ok(owner) = Key::parse(owner) {
@@ -444,8 +457,8 @@ pub struct Resuming<'g> {
     upload: Upload<'g>,
     record: UploadRecord,
     id: String,
-    /// Its state and tail.
-    paths: (Path, Path),
+    /// Where its state lives.
+    state: Path,
     /// The state as saved, if it was.
     saved: Option<State>,
 }
@@ -498,12 +511,16 @@ impl Resuming<'_> {
     /// [`Error::Backend`] if the backend fails: the upload is then at the
     /// offset it was last saved at.
     pub async fn pause(self) -> Result<u64> {
-        let (state_path, tail) = &self.paths;
-        let had_tail = self.saved.as_ref().is_some_and(|saved| saved.tail);
-        let paused = self.upload.pause(tail).await?;
+        let state_path = &self.state;
+        let start = self.upload.size() - self.upload.buffered() as u64;
+        let paused = self.upload.pause(&tail_path(state_path, start)).await?;
+        let mut tails = self.saved.map(|saved| saved.tails).unwrap_or_default();
+        if paused.tail_len > 0 && !tails.contains(&start) {
+            tails.push(start);
+        }
         let state = State {
             record: self.record,
-            tail: had_tail || paused.tail_len > 0,
+            tails,
             paused,
         };
         let json = serde_json::to_vec(&state).expect("a state always serializes");
@@ -556,11 +573,12 @@ impl Resuming<'_> {
     pub async fn finish(self) -> Result<StoredObject> {
         let stored = self.upload.finish().await;
         if let Some(saved) = self.saved {
-            let (state, tail) = &self.paths;
-            let forgotten = self.resumables.forget(self.group, state, tail, saved.tail);
+            let forgotten = self
+                .resumables
+                .forget(self.group, &self.state, &saved.tails);
             if let Err(e) = forgotten.await {
                 // Litter for the sweep: it names nothing that exists.
-                tracing::warn!(state = %state, error = %crate::error_chain(&e), "removing a finished upload's state failed");
+                tracing::warn!(state = %self.state, error = %crate::error_chain(&e), "removing a finished upload's state failed");
             }
         }
         stored

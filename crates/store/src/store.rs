@@ -1667,7 +1667,9 @@ mod tests {
             let part = store.config().part_size;
             let content = pattern(2 * part + 1234, 7);
             let cuts = [part / 3, part + part / 2, content.len()];
-            let length = Some(content.len() as u64);
+            // No length (deferred): parts of the configured size, which a
+            // known length would grow to 1 MiB (see `part_size_for`).
+            let length = None;
             let first = group(&store);
             let begun = store.begin_upload(&first, &key("t"), record("video.mp4", length));
             let u1 = begun.id().to_owned();
@@ -1732,7 +1734,9 @@ mod tests {
                 .unwrap();
             assert!(left.is_empty(), "{url}: {left:?}");
         }
+        // The parts were files of their own, and went with the upload.
         let parts = dir.path().join(crate::backend::local_parts::PARTS_DIR);
+        assert!(parts.is_dir());
         assert_eq!(walk(&parts), Vec::<std::path::PathBuf>::new());
     }
 
@@ -1952,5 +1956,59 @@ mod tests {
             let gone = store.partial_sizes(&writer, &key("t"), &ids[..1]).await;
             assert!(matches!(gone, Err(Error::NotFound { .. })), "{url}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_tail_is_named_by_where_it_starts_so_a_saved_state_never_loses_its_own() {
+        let (store, _dir) = local().await;
+        let writer = group(&store);
+        let content = pattern(3000, 9);
+        // No length: parts of the configured 600 bytes (a known length of
+        // 3,000 would take parts of 1 MiB, see `part_size_for`).
+        let begun = store.begin_upload(&writer, &key("t"), record("tails.bin", None));
+        let id = begun.id().to_owned();
+        begun.pause().await.unwrap();
+        // 500 bytes: no part yet, a tail from byte 0.
+        assert_eq!(send_and_pause(&store, &id, 0, &content[..500]).await, 500);
+        // 900 more: two parts of 600 stored, a tail from byte 1200. Had this
+        // request's state been lost after its tail was written, the saved
+        // state's tail (from byte 0) would still be there, unchanged.
+        assert_eq!(
+            send_and_pause(&store, &id, 500, &content[500..1400]).await,
+            1400
+        );
+        let uploads = |store: &Store| {
+            let backend = store.client().backend().clone();
+            async move {
+                let listed: Vec<_> = backend
+                    .list(Some(&Path::from(".corral/uploads")))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                let mut names: Vec<String> = (listed.iter())
+                    .map(|meta| meta.location.filename().unwrap().to_owned())
+                    .collect();
+                names.sort();
+                names
+            }
+        };
+        let tails = [format!("{id}.tail.0"), format!("{id}.tail.1200")];
+        assert_eq!(
+            uploads(&store).await,
+            [id.clone(), tails[0].clone(), tails[1].clone()]
+        );
+        let mut upload = store
+            .resume_upload(&writer, &key("t"), &id, 1400)
+            .await
+            .unwrap();
+        upload
+            .write(Bytes::copy_from_slice(&content[1400..]))
+            .await
+            .unwrap();
+        let stored = upload.finish().await.unwrap();
+        assert_eq!(stored.sha256, sha256_hex(&content));
+        assert_eq!(read_whole(&store, "t/tus/tails.bin").await, content);
+        // Every tail goes with the state.
+        assert_eq!(uploads(&store).await, Vec::<String>::new());
     }
 }

@@ -360,6 +360,9 @@ impl<'g> Upload<'g> {
     /// is then as it was when last paused.
     pub(crate) async fn pause(mut self, tail: &Path) -> Result<Paused> {
         assert!(self.resumable, "only a resumable upload is paused");
+        // Out of the upload first: dropped on a failure below, it would be
+        // aborted, and with it the parts the last saved state names.
+        let multipart = self.multipart.take();
         let rest = self.buffer.take(self.buffer.len);
         let tail_len = rest.len as u64;
         if tail_len > 0 {
@@ -371,7 +374,7 @@ impl<'g> Upload<'g> {
                 })
                 .await?;
         }
-        let multipart = self.multipart.take().map(|multipart| {
+        let multipart = multipart.map(|multipart| {
             multipart
                 .pause()
                 .expect("a resumable upload's parts are numbered")
