@@ -97,16 +97,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::install::{InstallError, Step};
+use crate::install::{self, InstallError, Step};
+use crate::script::{self, ScriptError};
 
 /// A result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -144,9 +144,6 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Chromium, loading the page, closing.
 const UPPY_GRACE: Duration = Duration::from_secs(60);
 
-/// Output of a script kept for error messages.
-const TAIL_BYTES: usize = 8 * 1024;
-
 /// Why the browser could not be installed, or a script could not run or
 /// report.
 #[derive(Debug, thiserror::Error)]
@@ -157,57 +154,19 @@ pub enum Error {
     /// long.
     #[error(transparent)]
     Setup(#[from] crate::emulator::Error),
-    /// `node` could not be started.
-    #[error("cannot run `node` for {script} (Node.js 20.19 or later is needed on PATH)")]
-    NodeMissing {
-        /// The script it was to run.
-        script: String,
-        /// Why it could not.
-        source: io::Error,
-    },
-    /// The script exited unsuccessfully.
-    #[error("{script} exited ({status}); stderr:\n{stderr}")]
-    Script {
-        /// The script.
-        script: String,
-        /// How it exited.
-        status: ExitStatus,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// The script was still running after its timeout, and was killed.
-    #[error("{script} was still running after {waited:?} and was killed; stderr:\n{stderr}")]
-    Timeout {
-        /// The script.
-        script: String,
-        /// How long it ran.
-        waited: Duration,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// The script exited successfully but printed nothing that parses as
-    /// what was expected.
-    #[error(
-        "{script} printed no output that parses ({source}); stdout:\n{stdout}\nstderr:\n{stderr}"
-    )]
-    Output {
-        /// The script.
-        script: String,
-        /// Why it does not parse.
-        source: serde_json::Error,
-        /// The tail of its stdout.
-        stdout: String,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// Any other I/O failure.
-    #[error("{context}")]
-    Io {
-        /// What was being done.
-        context: String,
+    /// A script could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// Where.
+        path: PathBuf,
         /// What went wrong.
         source: io::Error,
     },
+    /// A script could not run, or printed no output: `node` missing, an
+    /// unsuccessful exit (with its stderr), still running after its time,
+    /// or output that is not what was expected.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
 }
 
 /// What a script printed: its JSON output, and the tail of its stderr.
@@ -257,22 +216,29 @@ impl Browser {
                     .is_file()
             })
         };
-        crate::install::ensure(&dir, &installed(), LOCK_TIMEOUT, complete, |lock| {
-            let io = |context: String| move |source| InstallError::Io { context, source };
-            fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-            for (name, text) in FILES {
-                let path = dir.join(name);
-                fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
-            }
-            let mut npm = Command::new("npm");
-            npm.args(["ci", "--prefix"]).arg(&dir).args([
-                "--no-audit",
-                "--no-fund",
-                "--ignore-scripts",
-                "--loglevel=error",
-            ]);
-            lock.run(Step::Npm, &mut npm)
-        })
+        crate::install::ensure(
+            &dir,
+            &install::marker("browser-node", &FILES),
+            LOCK_TIMEOUT,
+            complete,
+            |lock| {
+                let io = |context: String| move |source| InstallError::Io { context, source };
+                fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+                for (name, text) in FILES {
+                    let path = dir.join(name);
+                    fs::write(&path, text)
+                        .map_err(io(format!("cannot write {}", path.display())))?;
+                }
+                let mut npm = Command::new("npm");
+                npm.args(["ci", "--prefix"]).arg(&dir).args([
+                    "--no-audit",
+                    "--no-fund",
+                    "--ignore-scripts",
+                    "--loglevel=error",
+                ]);
+                lock.run(Step::Npm, &mut npm)
+            },
+        )
         .map_err(crate::emulator::Error::installing(NPM_NAME))?;
         Ok(Self { dir, chromium })
     }
@@ -313,10 +279,9 @@ impl Browser {
     ///
     /// # Errors
     ///
-    /// If the script cannot be written or node started, the script exits
-    /// unsuccessfully ([`Error::Script`], with its stderr), is still
-    /// running after `timeout` ([`Error::Timeout`]), or prints no `T`
-    /// ([`Error::Output`]).
+    /// [`Error::Write`] if the script cannot be written; [`Error::Script`]
+    /// if node cannot start, the script exits unsuccessfully (with its
+    /// stderr), is still running after `timeout`, or prints no `T`.
     ///
     /// # Cancel safety
     ///
@@ -336,8 +301,8 @@ impl Browser {
             .join(format!("{name}.{}.partial", std::process::id()));
         fs::write(&partial, source)
             .and_then(|()| fs::rename(&partial, &path))
-            .map_err(|source| Error::Io {
-                context: format!("cannot write {}", path.display()),
+            .map_err(|source| Error::Write {
+                path: path.clone(),
                 source,
             })?;
         self.run_file(&name, input, timeout).await
@@ -367,97 +332,22 @@ impl Browser {
     /// Runs `<dir>/<script>`, as [`Browser::run_script`] does.
     async fn run_file<T: DeserializeOwned>(
         &self,
-        script: &str,
+        name: &str,
         input: &impl Serialize,
         timeout: Duration,
     ) -> Result<ScriptOutput<T>> {
-        let input = serde_json::to_vec(input).map_err(|source| Error::Io {
-            context: format!("cannot write the input of {script} as JSON"),
-            source: io::Error::other(source),
-        })?;
-        let mut child = tokio::process::Command::new("node")
-            .arg(self.dir.join(script))
+        let input = serde_json::to_vec(input).expect("a script's input serializes");
+        let mut command = tokio::process::Command::new("node");
+        command
+            .arg(self.dir.join(name))
             .current_dir(&self.dir)
-            .env("CORRAL_CHROMIUM", &self.chromium)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| Error::NodeMissing {
-                script: script.to_owned(),
-                source,
-            })?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let finished = tokio::time::timeout(timeout, async {
-            let write = async {
-                // A script that exits early closes its stdin; its status
-                // and stderr then say why.
-                let _ = stdin.write_all(&input).await;
-                drop(stdin);
-            };
-            let (_, read_out, read_err) = tokio::join!(
-                write,
-                stdout.read_to_end(&mut out),
-                stderr.read_to_end(&mut err)
-            );
-            read_out.and(read_err)?;
-            child.wait().await
+            .env("CORRAL_CHROMIUM", &self.chromium);
+        let output = script::run(command, name, &input, timeout).await?;
+        Ok(ScriptOutput {
+            value: output.value,
+            stderr: output.stderr,
         })
-        .await;
-        let stderr = tail(&err);
-        let status = match finished {
-            Ok(status) => status.map_err(|source| Error::Io {
-                context: format!("cannot read from {script}"),
-                source,
-            })?,
-            Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(Error::Timeout {
-                    script: script.to_owned(),
-                    waited: timeout,
-                    stderr,
-                });
-            }
-        };
-        if !status.success() {
-            return Err(Error::Script {
-                script: script.to_owned(),
-                status,
-                stderr,
-            });
-        }
-        let value = serde_json::from_slice(&out).map_err(|source| Error::Output {
-            script: script.to_owned(),
-            source,
-            stdout: tail(&out),
-            stderr: stderr.clone(),
-        })?;
-        Ok(ScriptOutput { value, stderr })
     }
-}
-
-/// What the marker of a complete install says: the SHA-256 of the files
-/// installed.
-fn installed() -> String {
-    let mut hash = Sha256::new();
-    for (name, text) in FILES {
-        hash.update((name.len() as u64).to_le_bytes());
-        hash.update(name);
-        hash.update((text.len() as u64).to_le_bytes());
-        hash.update(text);
-    }
-    format!("browser-node sha256:{}", hex::encode(hash.finalize()))
-}
-
-/// The last [`TAIL_BYTES`] of a child's output, lossily decoded.
-fn tail(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(TAIL_BYTES);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 /// What [`Browser::uppy`] uploads, and how: the page's config, as JSON

@@ -336,3 +336,18 @@ fn is_root() -> bool {
         .and_then(|uids| uids.split_whitespace().nth(1))
         .is_some_and(|effective| effective == "0")
 }
+
+/// What the marker of a complete install of `files` (name and text, as the
+/// crate carries them) says: `label` and their SHA-256, so that a changed
+/// file installs again.
+pub(crate) fn marker(label: &str, files: &[(&str, &str)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (name, text) in files {
+        hash.update((name.len() as u64).to_le_bytes());
+        hash.update(name);
+        hash.update((text.len() as u64).to_le_bytes());
+        hash.update(text);
+    }
+    format!("{label} sha256:{}", hex::encode(hash.finalize()))
+}

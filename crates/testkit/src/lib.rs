@@ -37,4 +37,7 @@ pub mod rustus;
 pub mod s3;
 pub mod s3s;
 pub mod scenario;
+mod script;
 pub mod sim;
+
+pub use script::ScriptError;

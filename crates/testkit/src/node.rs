@@ -94,16 +94,16 @@ use std::fs;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::install::{InstallError, Step};
+use crate::install::{self, InstallError, Step};
 use crate::process::Process;
+use crate::script::{self, ScriptError};
 
 /// A result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -140,9 +140,6 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the runner may take past its own timeout to report.
 const REPORT_GRACE: Duration = Duration::from_secs(30);
 
-/// Output of the runner kept for error messages.
-const TAIL_BYTES: usize = 8 * 1024;
-
 /// Why the tus clients or server could not be installed, started or run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -151,50 +148,11 @@ pub enum Error {
     /// held too long, or @tus/server exiting or not answering.
     #[error(transparent)]
     Setup(#[from] crate::emulator::Error),
-    /// `node` could not be started.
-    #[error("cannot run `node` for {script} (Node.js 20.19 or later is needed on PATH)")]
-    NodeMissing {
-        /// The script it was to run.
-        script: &'static str,
-        /// Why it could not.
-        source: io::Error,
-    },
-    /// The runner exited without printing a report: it could not read its
-    /// config, or crashed.
-    #[error("{RUNNER} exited ({status}) without a report; stderr:\n{stderr}")]
-    Runner {
-        /// How it exited.
-        status: ExitStatus,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// The runner was still running after its timeout and the grace, and
-    /// was killed.
-    #[error("{RUNNER} was still running after {waited:?} and was killed; stderr:\n{stderr}")]
-    RunnerTimeout {
-        /// How long it ran.
-        waited: Duration,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// The runner exited successfully but printed no report that parses.
-    #[error("{RUNNER} printed no report ({source}); stdout:\n{stdout}\nstderr:\n{stderr}")]
-    Report {
-        /// Why it does not parse.
-        source: serde_json::Error,
-        /// The tail of its stdout.
-        stdout: String,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// Any other I/O failure.
-    #[error("{context}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// What went wrong.
-        source: io::Error,
-    },
+    /// The runner could not run, or printed no report: `node` missing, a
+    /// config it refused (it exits 2, saying why on stderr), a crash, or
+    /// still running [`TusRun::timeout`] plus 30 s after it started.
+    #[error(transparent)]
+    Runner(#[from] ScriptError),
 }
 
 /// What [`TusClient::run`] uploads, and how: the runner's config, as JSON
@@ -433,22 +391,29 @@ impl TusClient {
                         .is_file()
                 })
         };
-        crate::install::ensure(&dir, &installed(), LOCK_TIMEOUT, complete, |lock| {
-            let io = |context: String| move |source| InstallError::Io { context, source };
-            fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-            for (name, text) in FILES {
-                let path = dir.join(name);
-                fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
-            }
-            let mut npm = Command::new("npm");
-            npm.args(["ci", "--prefix"]).arg(&dir).args([
-                "--no-audit",
-                "--no-fund",
-                "--ignore-scripts",
-                "--loglevel=error",
-            ]);
-            lock.run(Step::Npm, &mut npm)
-        })
+        crate::install::ensure(
+            &dir,
+            &install::marker("tus-node", &FILES),
+            LOCK_TIMEOUT,
+            complete,
+            |lock| {
+                let io = |context: String| move |source| InstallError::Io { context, source };
+                fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+                for (name, text) in FILES {
+                    let path = dir.join(name);
+                    fs::write(&path, text)
+                        .map_err(io(format!("cannot write {}", path.display())))?;
+                }
+                let mut npm = Command::new("npm");
+                npm.args(["ci", "--prefix"]).arg(&dir).args([
+                    "--no-audit",
+                    "--no-fund",
+                    "--ignore-scripts",
+                    "--loglevel=error",
+                ]);
+                lock.run(Step::Npm, &mut npm)
+            },
+        )
         .map_err(crate::emulator::Error::installing(NAME))?;
         Ok(Self { dir })
     }
@@ -492,85 +457,15 @@ impl TusClient {
     /// Dropping the future kills the runner, and with it its uploads.
     pub async fn run(&self, run: &TusRun) -> Result<TusReport> {
         let config = serde_json::to_vec(run).expect("a TusRun serializes");
-        let mut child = tokio::process::Command::new("node")
-            .arg(self.dir.join(RUNNER))
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| Error::NodeMissing {
-                script: RUNNER,
-                source,
-            })?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut command = tokio::process::Command::new("node");
+        command.arg(self.dir.join(RUNNER)).arg("-");
         let limit = run.timeout.saturating_add(REPORT_GRACE);
-        let finished = tokio::time::timeout(limit, async {
-            let write = async {
-                // A runner that exits early closes its stdin; its status
-                // and stderr then say why.
-                let _ = stdin.write_all(&config).await;
-                drop(stdin);
-            };
-            let (_, read_out, read_err) = tokio::join!(
-                write,
-                stdout.read_to_end(&mut out),
-                stderr.read_to_end(&mut err)
-            );
-            read_out.and(read_err)?;
-            child.wait().await
+        let output = script::run::<TusReport>(command, RUNNER, &config, limit).await?;
+        Ok(TusReport {
+            stderr: output.stderr,
+            ..output.value
         })
-        .await;
-        let stderr = tail(&err);
-        let status = match finished {
-            Ok(status) => status.map_err(|source| Error::Io {
-                context: format!("cannot read from {RUNNER}"),
-                source,
-            })?,
-            Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(Error::RunnerTimeout {
-                    waited: limit,
-                    stderr,
-                });
-            }
-        };
-        if !status.success() {
-            return Err(Error::Runner { status, stderr });
-        }
-        let mut report: TusReport =
-            serde_json::from_slice(&out).map_err(|source| Error::Report {
-                source,
-                stdout: tail(&out),
-                stderr: stderr.clone(),
-            })?;
-        report.stderr = stderr;
-        Ok(report)
     }
-}
-
-/// What the marker of a complete install says: the SHA-256 of the files
-/// installed.
-fn installed() -> String {
-    let mut hash = Sha256::new();
-    for (name, text) in FILES {
-        hash.update((name.len() as u64).to_le_bytes());
-        hash.update(name);
-        hash.update((text.len() as u64).to_le_bytes());
-        hash.update(text);
-    }
-    format!("tus-node sha256:{}", hex::encode(hash.finalize()))
-}
-
-/// The last [`TAIL_BYTES`] of a child's output, lossily decoded.
-fn tail(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(TAIL_BYTES);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 /// @tus/server with @tus/file-store on 127.0.0.1, storing into a

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use corral_testkit::ScriptError;
 use corral_testkit::browser::{Browser, Error};
 use serde_json::{Value, json};
 
@@ -77,7 +78,7 @@ async fn a_script_that_throws_is_an_error_with_its_stderr() {
         .await
         .unwrap_err();
     match error {
-        Error::Script { status, stderr, .. } => {
+        Error::Script(ScriptError::Failed { status, stderr, .. }) => {
             assert_eq!(status.code(), Some(1));
             assert!(stderr.contains("no such page"), "{stderr}");
         }

@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use corral_testkit::ScriptError;
 use corral_testkit::node::{
     self, TusClient, TusFile, TusNodeServer, TusProtocol, TusReport, TusRun,
 };
@@ -267,7 +268,7 @@ async fn a_config_the_runner_refuses_is_an_error_with_its_reason() {
         ..TusRun::new(refusing_endpoint(), generated([1]))
     };
     match TusClient::require().run(&run).await {
-        Err(node::Error::Runner { status, stderr }) => {
+        Err(node::Error::Runner(ScriptError::Failed { status, stderr, .. })) => {
             assert_eq!(status.code(), Some(2));
             assert!(stderr.contains("`cutAt` is not a fraction"), "{stderr}");
         }
