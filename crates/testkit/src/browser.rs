@@ -97,7 +97,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -105,7 +104,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, InstallError, Step};
+use crate::install;
 use crate::script::{self, ScriptError};
 
 /// A result with this module's [`Error`].
@@ -209,37 +208,9 @@ impl Browser {
             }
         };
         let dir = crate::install::dir("CORRAL_BROWSER_DIR", "browser-node");
-        let complete = || {
-            ["playwright-core", "uppy"].iter().all(|package| {
-                (dir.join("node_modules").join(package))
-                    .join("package.json")
-                    .is_file()
-            })
-        };
-        crate::install::ensure(
-            &dir,
-            &install::marker("browser-node", &FILES),
-            LOCK_TIMEOUT,
-            complete,
-            |lock| {
-                let io = |context: String| move |source| InstallError::Io { context, source };
-                fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-                for (name, text) in FILES {
-                    let path = dir.join(name);
-                    fs::write(&path, text)
-                        .map_err(io(format!("cannot write {}", path.display())))?;
-                }
-                let mut npm = Command::new("npm");
-                npm.args(["ci", "--prefix"]).arg(&dir).args([
-                    "--no-audit",
-                    "--no-fund",
-                    "--ignore-scripts",
-                    "--loglevel=error",
-                ]);
-                lock.run(Step::Npm, &mut npm)
-            },
-        )
-        .map_err(crate::emulator::Error::installing(NPM_NAME))?;
+        let packages = ["playwright-core", "uppy"];
+        install::npm_ci(&dir, "browser-node", &FILES, &packages, LOCK_TIMEOUT)
+            .map_err(crate::emulator::Error::installing(NPM_NAME))?;
         Ok(Self { dir, chromium })
     }
 

@@ -340,7 +340,7 @@ fn is_root() -> bool {
 /// What the marker of a complete install of `files` (name and text, as the
 /// crate carries them) says: `label` and their SHA-256, so that a changed
 /// file installs again.
-pub(crate) fn marker(label: &str, files: &[(&str, &str)]) -> String {
+fn marker(label: &str, files: &[(&str, &str)]) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     for (name, text) in files {
@@ -350,4 +350,41 @@ pub(crate) fn marker(label: &str, files: &[(&str, &str)]) -> String {
         hash.update(text);
     }
     format!("{label} sha256:{}", hex::encode(hash.finalize()))
+}
+
+/// Installs into `dir` the npm packages that `files` (a `package.json`,
+/// its `package-lock.json`, and scripts, as the crate carries them) lock,
+/// with `npm ci`, once for their content (see [`marker`]): done when each
+/// of `packages` is in `node_modules`.
+pub(crate) fn npm_ci(
+    dir: &Path,
+    label: &str,
+    files: &[(&str, &str)],
+    packages: &[&str],
+    timeout: Duration,
+) -> Result<(), InstallError> {
+    let complete = || {
+        packages.iter().all(|package| {
+            (dir.join("node_modules").join(package))
+                .join("package.json")
+                .is_file()
+        })
+    };
+    ensure(dir, &marker(label, files), timeout, complete, |lock| {
+        fs::create_dir_all(dir)
+            .map_err(InstallError::io(format!("cannot create {}", dir.display())))?;
+        for (name, text) in files {
+            let path = dir.join(name);
+            fs::write(&path, text)
+                .map_err(InstallError::io(format!("cannot write {}", path.display())))?;
+        }
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--prefix"]).arg(dir).args([
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ]);
+        lock.run(Step::Npm, &mut npm)
+    })
 }

@@ -90,18 +90,16 @@
 //! [@tus/server]: https://github.com/tus/tus-node-server
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, InstallError, Step};
+use crate::install;
 use crate::process::Process;
 use crate::script::{self, ScriptError};
 
@@ -382,39 +380,9 @@ impl TusClient {
     /// minutes.
     pub fn install() -> Result<Self> {
         let dir = crate::install::dir("CORRAL_TUS_NODE_DIR", "tus-node");
-        let complete = || {
-            ["tus-js-client", "@tus/server", "@tus/file-store"]
-                .iter()
-                .all(|package| {
-                    (dir.join("node_modules").join(package))
-                        .join("package.json")
-                        .is_file()
-                })
-        };
-        crate::install::ensure(
-            &dir,
-            &install::marker("tus-node", &FILES),
-            LOCK_TIMEOUT,
-            complete,
-            |lock| {
-                let io = |context: String| move |source| InstallError::Io { context, source };
-                fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-                for (name, text) in FILES {
-                    let path = dir.join(name);
-                    fs::write(&path, text)
-                        .map_err(io(format!("cannot write {}", path.display())))?;
-                }
-                let mut npm = Command::new("npm");
-                npm.args(["ci", "--prefix"]).arg(&dir).args([
-                    "--no-audit",
-                    "--no-fund",
-                    "--ignore-scripts",
-                    "--loglevel=error",
-                ]);
-                lock.run(Step::Npm, &mut npm)
-            },
-        )
-        .map_err(crate::emulator::Error::installing(NAME))?;
+        let packages = ["tus-js-client", "@tus/server", "@tus/file-store"];
+        install::npm_ci(&dir, "tus-node", &FILES, &packages, LOCK_TIMEOUT)
+            .map_err(crate::emulator::Error::installing(NAME))?;
         Ok(Self { dir })
     }
 
