@@ -9,6 +9,7 @@ use corral_store::error_chain;
 use serde::Serialize;
 
 use crate::admission::refusal::{BACKEND_RETRY_AFTER, Refusal};
+use crate::body::BodyError;
 
 /// Why a request failed. A 4xx says exactly what was wrong with the request;
 /// a 5xx logs its cause and tells the client only that the server failed.
@@ -259,6 +260,18 @@ impl ApiError {
             Self::Cancelled => "shutting_down",
             Self::Storage(_) => "storage_error",
             Self::Panic => "internal_error",
+        }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::Idle(timeout) => Self::SlowClient { timeout },
+            BodyError::Transport(_) => Self::ClientGone,
+            error @ (BodyError::Malformed(_) | BodyError::Incomplete(_)) => {
+                Self::BadRequest(error.to_string())
+            }
         }
     }
 }

@@ -567,13 +567,7 @@ fn parse_error(error: multer::Error, limit: u64) -> ApiError {
     {
         match error {
             multer::Error::StreamReadFailed(source) => match source.downcast::<BodyError>() {
-                Ok(body) => match *body {
-                    BodyError::Idle(timeout) => ApiError::SlowClient { timeout },
-                    BodyError::Transport(_) => ApiError::ClientGone,
-                    error @ (BodyError::Malformed(_) | BodyError::Incomplete(_)) => {
-                        ApiError::BadRequest(error.to_string())
-                    }
-                },
+                Ok(body) => ApiError::from(*body),
                 Err(other) => ApiError::BadRequest(format!("reading the body failed: {other}")),
             },
             multer::Error::StreamSizeExceeded { .. } => ApiError::BatchTooLarge { limit },

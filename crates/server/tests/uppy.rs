@@ -17,32 +17,6 @@ const MIB: u64 = 1 << 20;
 
 const ACME: &str = "corral_acme-token";
 
-/// The files the server holds for the holder of `token`: name (the key's
-/// last segment) and SHA-256 of what a GET returns, sorted.
-async fn stored(server: &Server, token: Option<&str>) -> Vec<(String, String)> {
-    let authorized = |request: reqwest::RequestBuilder| match token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
-    };
-    let listing = authorized(server.client.get(server.url("/api/files?limit=1000")));
-    let (status, listing) = json(listing.send().await.unwrap()).await;
-    assert_eq!(status, 200, "{listing}");
-    let mut files = Vec::new();
-    for file in listing["files"].as_array().unwrap() {
-        let key = file["key"].as_str().unwrap();
-        let response = authorized(server.client.get(server.file_url(key)))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{key}");
-        let body = response.bytes().await.unwrap();
-        let name = key.rsplit('/').next().unwrap().to_owned();
-        files.push((name, sha256(&body)));
-    }
-    files.sort();
-    files
-}
-
 /// What `files` should become: each under its name, with its bytes.
 fn expected(files: &[UppyFile]) -> Vec<(String, String)> {
     let mut expected: Vec<_> = files
@@ -123,7 +97,7 @@ async fn uppy_uploads_files_of_every_size_from_another_origin_byte_identical() {
     let report = upload(&server, &files, |_| {}).await;
     assert_all_uploaded(&report, &files);
     assert_cross_origin(&report, &server);
-    assert_eq!(stored(&server, None).await, expected(&files));
+    assert_eq!(server.stored_files(None).await, expected(&files));
     // Each file is one upload, created once.
     assert_eq!(report.requests_by("POST").count(), files.len());
 }
@@ -142,7 +116,7 @@ async fn uppy_s_parallel_uploads_are_concatenated_into_whole_files() {
         report.requests
     );
     // The parts are no files of the tenant's: only the wholes are.
-    assert_eq!(stored(&server, None).await, expected(&files));
+    assert_eq!(server.stored_files(None).await, expected(&files));
 }
 
 #[tokio::test]
@@ -166,7 +140,7 @@ async fn uppy_with_a_tenant_s_token_uploads_and_with_a_wrong_one_reports_401() {
         let error = file.error.as_deref().unwrap();
         assert!(error.contains("response code: 401"), "{error}");
     }
-    assert_eq!(stored(&server, Some(ACME)).await, []);
+    assert_eq!(server.stored_files(Some(ACME)).await, []);
 
     let right = upload(&server, &files, |run| {
         run.headers
@@ -175,7 +149,7 @@ async fn uppy_with_a_tenant_s_token_uploads_and_with_a_wrong_one_reports_401() {
     .await;
     assert_all_uploaded(&right, &files);
     assert_cross_origin(&right, &server);
-    assert_eq!(stored(&server, Some(ACME)).await, expected(&files));
+    assert_eq!(server.stored_files(Some(ACME)).await, expected(&files));
 }
 
 #[tokio::test]
@@ -216,5 +190,5 @@ async fn an_upload_paused_mid_way_in_uppy_resumes_from_what_corral_kept() {
     for offset in offsets {
         assert!(0 < offset && offset < file.size, "{offset} of {file:?}");
     }
-    assert_eq!(stored(&server, None).await, expected(&files));
+    assert_eq!(server.stored_files(None).await, expected(&files));
 }

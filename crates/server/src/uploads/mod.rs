@@ -106,16 +106,6 @@ impl Failure {
         }
     }
 
-    fn of_body(error: BodyError) -> Self {
-        Self::Api(match error {
-            BodyError::Idle(timeout) => ApiError::SlowClient { timeout },
-            BodyError::Transport(_) => ApiError::ClientGone,
-            error @ (BodyError::Malformed(_) | BodyError::Incomplete(_)) => {
-                ApiError::BadRequest(corral_store::error_chain(&error))
-            }
-        })
-    }
-
     /// The answer, in the protocol the request spoke.
     fn respond(self, reply: &Reply<'_>) -> Response {
         match self {
@@ -719,9 +709,11 @@ impl Work {
                 frame = tokio::time::timeout(timeout, body.frame()) => frame,
             };
             let frame = match frame {
-                Err(_) => return Ok(Ending::Cut(Failure::of_body(BodyError::Idle(timeout)))),
+                Err(_) => return Ok(Ending::Cut(Failure::Api(BodyError::Idle(timeout).into()))),
                 Ok(None) => return Ok(Ending::Complete(None)),
-                Ok(Some(Err(e))) => return Ok(Ending::Cut(Failure::of_body(BodyError::read(e)))),
+                Ok(Some(Err(e))) => {
+                    return Ok(Ending::Cut(Failure::Api(BodyError::read(e).into())));
+                }
                 Ok(Some(Ok(frame))) => frame,
             };
             let data: Bytes = match frame.into_data() {

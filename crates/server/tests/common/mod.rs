@@ -258,6 +258,33 @@ impl Server {
         json(response).await
     }
 
+    /// The files the holder of `token` (none: the anonymous tenant) has:
+    /// each one's name (its key's last segment) and the SHA-256 of what a
+    /// `GET` returns, sorted.
+    pub async fn stored_files(&self, token: Option<&str>) -> Vec<(String, String)> {
+        let authorized = |request: reqwest::RequestBuilder| match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let listing = authorized(self.client.get(self.url("/api/files?limit=1000")));
+        let (status, listing) = json(listing.send().await.unwrap()).await;
+        assert_eq!(status, 200, "{listing}");
+        let mut files = Vec::new();
+        for file in listing["files"].as_array().unwrap() {
+            let key = file["key"].as_str().unwrap();
+            let response = authorized(self.client.get(self.file_url(key)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{key}");
+            let body = response.bytes().await.unwrap();
+            let name = key.rsplit('/').next().unwrap().to_owned();
+            files.push((name, sha256(&body)));
+        }
+        files.sort();
+        files
+    }
+
     pub async fn get(&self, key: &str) -> reqwest::Response {
         self.client.get(self.file_url(key)).send().await.unwrap()
     }
