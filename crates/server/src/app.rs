@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on, post};
@@ -253,8 +253,7 @@ async fn method_not_allowed(method: Method, uri: Uri, route: Option<MatchedPath>
     };
     let mut response = error.into_response();
     if matches!(route, Some(UPLOADS | UPLOAD)) {
-        let tus = HeaderValue::from_static(tus::TUS_VERSION);
-        response.headers_mut().insert(tus::TUS_RESUMABLE, tus);
+        tus::stamp(tus::Protocol::Tus, response.headers_mut());
     }
     response
 }

@@ -39,7 +39,7 @@ use axum::http::{HeaderMap, HeaderName, Method};
 pub(crate) use checksum::{ExpectedChecksum, Verifier, trailer_checksum};
 pub(crate) use error::TusError;
 pub(crate) use metadata::Metadata;
-pub(crate) use reply::Reply;
+pub(crate) use reply::{Reply, stamp};
 pub(crate) use request::{Append, Concat, Creation, UploadInfo, final_length};
 
 /// The tus version this server speaks, and the only one it takes.

@@ -179,18 +179,7 @@ impl Reply<'_> {
     fn answer(&self, status: StatusCode) -> Response {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = status;
-        let headers = response.headers_mut();
-        match self.protocol {
-            Protocol::Tus => {
-                headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
-            }
-            Protocol::Draft(version) => {
-                headers.insert(
-                    UPLOAD_DRAFT_INTEROP_VERSION,
-                    number(version.number().into()),
-                );
-            }
-        }
+        stamp(self.protocol, response.headers_mut());
         response
     }
 
@@ -219,6 +208,22 @@ impl Reply<'_> {
             limit.push_str(&format!(", max-age={}", left.as_secs()));
         }
         limit
+    }
+}
+
+/// Adds `protocol`'s header (`Tus-Resumable`, or the draft's
+/// `Upload-Draft-Interop-Version`) to an answer, made here or elsewhere.
+pub(crate) fn stamp(protocol: Protocol, headers: &mut HeaderMap) {
+    match protocol {
+        Protocol::Tus => {
+            headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+        }
+        Protocol::Draft(version) => {
+            headers.insert(
+                UPLOAD_DRAFT_INTEROP_VERSION,
+                number(version.number().into()),
+            );
+        }
     }
 }
 

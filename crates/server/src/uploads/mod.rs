@@ -112,7 +112,7 @@ impl Failure {
             Self::Tus(error) => reply.refused(&error),
             Self::Api(error) => {
                 let mut response = error.into_response();
-                stamp(reply.protocol, response.headers_mut());
+                tus::stamp(reply.protocol, response.headers_mut());
                 response
             }
             Self::Saved {
@@ -129,24 +129,6 @@ impl Failure {
                 headers.insert("upload-offset", HeaderValue::from(offset));
                 response
             }
-        }
-    }
-}
-
-/// Adds the protocol's header to an answer made elsewhere.
-fn stamp(protocol: Protocol, headers: &mut HeaderMap) {
-    match protocol {
-        Protocol::Tus => {
-            headers.insert(
-                tus::TUS_RESUMABLE,
-                HeaderValue::from_static(tus::TUS_VERSION),
-            );
-        }
-        Protocol::Draft(version) => {
-            headers.insert(
-                tus::UPLOAD_DRAFT_INTEROP_VERSION,
-                HeaderValue::from(u16::from(version.number())),
-            );
         }
     }
 }
