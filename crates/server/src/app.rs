@@ -24,7 +24,8 @@ use crate::memory::MemoryGate;
 use crate::metrics::{self, Metrics};
 use crate::tus::TusConfig;
 use crate::uploads::shared::Uploads;
-use crate::{files, jobs, tus, upload, uploads};
+use crate::stats::{self, History};
+use crate::{files, jobs, page, tus, upload, uploads};
 
 /// What every handler shares. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct AppState {
     pub(crate) spool: Option<Spool>,
     /// Resumable uploads: their protocol settings and requests in progress.
     pub(crate) uploads: Arc<Uploads>,
+    /// The last minutes of the scheduler, for `/api/stats`; filled by
+    /// [`stats::sample_every`], which [`crate::run`] runs.
+    pub(crate) stats: Arc<History>,
 }
 
 impl AppState {
@@ -76,6 +80,7 @@ impl AppState {
             )),
             uploads,
             upload_memory,
+            stats: Arc::new(History::new()),
             store,
             scheduler,
             config: Arc::new(config),
@@ -115,6 +120,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
+        .route("/api/stats", get(stats::get))
+        .route("/", get(page::index))
+        .route("/live", get(page::live))
+        .route("/assets/{name}", get(page::asset))
         .merge(upload_routes());
     // The path is rewritten before routing, so outside the router.
     let app = layered(routes, state).map_request(trim_trailing_slash);
@@ -305,6 +314,10 @@ mod tests {
             (Method::POST, "/healthz"),
             (Method::DELETE, "/readyz"),
             (Method::PUT, "/metrics"),
+            (Method::POST, "/"),
+            (Method::POST, "/live"),
+            (Method::DELETE, "/assets/upload.js"),
+            (Method::POST, "/api/stats"),
             (Method::GET, "/api/uploads"),
             (Method::PUT, "/api/uploads/x"),
         ] {
@@ -337,7 +350,9 @@ mod tests {
         }
         let (status, _, body) = call(&app, Method::PUT, "/api/files/").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
-        let (status, _, body) = call(&app, Method::GET, "/").await;
+        let (status, _, _) = call(&app, Method::GET, "/live/").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, body) = call(&app, Method::GET, "/nowhere/").await;
         assert_eq!(
             (status, &body["error"]["code"]),
             (StatusCode::NOT_FOUND, &"no_route".into())

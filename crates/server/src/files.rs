@@ -120,7 +120,7 @@ fn etag(info: &ObjectInfo) -> HeaderValue {
 
 /// Whether `If-None-Match` names `etag` (or `*`), compared weakly as RFC
 /// 9110 section 13.1.2 requires.
-fn none_match(request: &HeaderMap, etag: &HeaderValue) -> bool {
+pub(crate) fn none_match(request: &HeaderMap, etag: &HeaderValue) -> bool {
     let etag = etag.to_str().unwrap_or_default();
     request
         .get_all(header::IF_NONE_MATCH)

@@ -149,6 +149,19 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts one refusal of new work.
+    pub(crate) fn count_refusal(&self, refusal: &Refusal) {
+        let reason = refusal.reason();
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Refusals of new work counted so far, of every reason.
+    pub(crate) fn refusals_total(&self) -> u64 {
+        (Refusal::REASONS.iter())
+            .map(|&reason| self.refusals.get_or_create(&RefusalLabels { reason }).get())
+            .sum()
+    }
+
     /// The exposition, in Prometheus text 0.0.4.
     fn render(&self) -> String {
         let mut openmetrics = String::new();
@@ -198,11 +211,7 @@ pub(crate) async fn track(
     };
     metrics.record(&labels, start.elapsed());
     if let Some(refusal) = response.extensions().get::<Refusal>() {
-        let reason = refusal.reason();
-        metrics
-            .refusals
-            .get_or_create(&RefusalLabels { reason })
-            .inc();
+        metrics.count_refusal(refusal);
     }
     response
 }

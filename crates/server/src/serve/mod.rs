@@ -19,10 +19,11 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt as _;
 
 use crate::app::{AppState, router};
+use crate::stats;
 
 mod socket;
 
@@ -111,6 +112,8 @@ pub async fn run(
         .max_header_size(MAX_HEAD)
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.body_timeout);
+    // Sampled until this function returns, the drain included.
+    let _sampler = AbortOnDropHandle::new(tokio::spawn(stats::sample_every(state.clone())));
     let app = router(state);
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
