@@ -22,9 +22,9 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::memory::MemoryGate;
 use crate::metrics::{self, Metrics};
+use crate::stats::{self, History};
 use crate::tus::TusConfig;
 use crate::uploads::shared::Uploads;
-use crate::stats::{self, History};
 use crate::{files, jobs, page, tus, upload, uploads};
 
 /// What every handler shares. Cloning is cheap.

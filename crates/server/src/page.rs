@@ -116,7 +116,10 @@ fn etag(asset: &Asset) -> HeaderValue {
         (PAGES.iter().chain(&ASSETS))
             .map(|asset| {
                 let tag = format!("\"{}\"", hex::encode(Sha256::digest(asset.body)));
-                (asset.name, HeaderValue::try_from(tag).expect("hex is a header value"))
+                (
+                    asset.name,
+                    HeaderValue::try_from(tag).expect("hex is a header value"),
+                )
             })
             .collect()
     });

@@ -199,7 +199,10 @@ pub(crate) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Respo
         samples: state.stats.samples(),
     };
     let no_store = [(axum::http::header::CACHE_CONTROL, "no-store")];
-    Ok(axum::response::IntoResponse::into_response((no_store, Json(body))))
+    Ok(axum::response::IntoResponse::into_response((
+        no_store,
+        Json(body),
+    )))
 }
 
 type Response = axum::response::Response;
