@@ -39,7 +39,10 @@ function build() {
     figure.className = 'chart'
     figure.dataset.points = '0'
     const caption = document.createElement('figcaption')
-    caption.append(chart.title)
+    const title = document.createElement('span')
+    title.className = 'title'
+    title.textContent = chart.title
+    caption.append(title)
     chart.outputs = chart.series.map((series, i) => {
       const label = document.createElement('span')
       label.className = 'legend'

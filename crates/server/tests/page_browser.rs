@@ -1,0 +1,148 @@
+//! The upload page and the live view in headless Chromium (installed by
+//! the testkit): the page at `/` uploads files picked in its file input,
+//! with tus, and shows each one's key; the live view draws `/api/stats`.
+//! Set `CORRAL_SCREENSHOTS` to a directory to get PNGs of both pages
+//! (`docs/screenshots/` holds the ones the README shows).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use corral_testkit::browser::Browser;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Opens `{origin}{path}`, and with `files` ({name, base64}) sets them on
+/// `#files` and waits for every upload to show its key; then waits for
+/// `waitFor` (a page expression) and reports the keys, the chart points and
+/// the live view's outputs.
+const SCRIPT: &str = r#"
+import { launch, readInput, writeOutput } from './browser.mjs'
+const input = await readInput()
+const browser = await launch()
+const page = await browser.newPage({ viewport: { width: 900, height: 900 } })
+const console_ = []
+page.on('console', (m) => console_.push(`${m.type()}: ${m.text()}`))
+page.on('pageerror', (e) => console_.push(`pageerror: ${e.message}`))
+await page.goto(`${input.origin}${input.path}`)
+let keys = []
+if (input.files.length > 0) {
+  await page.setInputFiles('#files', input.files.map((f) => ({
+    name: f.name, mimeType: 'application/octet-stream', buffer: Buffer.from(f.base64, 'base64'),
+  })))
+  await page.waitForFunction((n) => document.querySelectorAll('li.upload[data-state=stored]').length === n,
+    input.files.length, { timeout: 60000 }).catch(() => {})
+  keys = await page.$$eval('li.upload', (items) => items.map((li) => ({
+    name: li.querySelector('.name').textContent, key: li.dataset.key ?? null, state: li.dataset.state,
+    status: li.querySelector('.status').textContent })))
+  await page.waitForFunction(() => document.querySelectorAll('#listing tbody tr').length > 0,
+    null, { timeout: 10000 }).catch(() => {})
+}
+if (input.waitFor) await page.waitForFunction(input.waitFor, null, { timeout: 30000 }).catch(() => {})
+const points = await page.$$eval('figure.chart', (fs) => fs.map((f) => Number(f.dataset.points)))
+const outputs = await page.$$eval('output[data-key]', (os) => Object.fromEntries(os.map((o) => [o.dataset.key, o.textContent])))
+const listed = await page.$$eval('#listing tbody tr', (rows) => rows.length)
+if (input.screenshot) await page.screenshot({ path: input.screenshot, fullPage: true })
+await browser.close()
+writeOutput({ keys, points, outputs, listed, console: console_ })
+"#;
+
+#[derive(Debug, Deserialize)]
+struct Report {
+    keys: Vec<Shown>,
+    points: Vec<u64>,
+    outputs: std::collections::BTreeMap<String, String>,
+    listed: usize,
+    console: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Shown {
+    name: String,
+    key: Option<String>,
+    state: String,
+    status: String,
+}
+
+/// Where to write the screenshot `name`, if `CORRAL_SCREENSHOTS` asks for
+/// them (an absolute path: the script runs elsewhere).
+fn screenshot(name: &str) -> Option<String> {
+    let dir = std::fs::canonicalize(std::env::var_os("CORRAL_SCREENSHOTS")?).unwrap();
+    Some(dir.join(name).display().to_string())
+}
+
+async fn run(input: serde_json::Value) -> Report {
+    let output = Browser::require()
+        .run_script::<Report>(SCRIPT, &input, Duration::from_secs(120))
+        .await
+        .unwrap();
+    output.value
+}
+
+#[tokio::test]
+async fn the_page_uploads_the_files_picked_and_shows_where_each_is_stored() {
+    use base64::Engine as _;
+    let server = Server::start().await;
+    let contents = [data(0, 1), data(300 << 10, 2), data(6 << 20, 3)];
+    let names = ["empty.bin", "small.bin", "six mib.bin"];
+    let files: Vec<_> = (names.iter().zip(&contents))
+        .map(|(name, bytes)| {
+            let base64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            json!({ "name": name, "base64": base64 })
+        })
+        .collect();
+    let input = json!({
+        "origin": server.url(""), "path": "/", "files": files, "waitFor": null,
+        "screenshot": screenshot("upload.png"),
+    });
+    let report = run(input).await;
+    assert_eq!(report.keys.len(), 3, "{report:#?}");
+    for (shown, (name, bytes)) in report.keys.iter().zip(names.iter().zip(&contents)) {
+        assert_eq!(
+            (&shown.name[..], &shown.state[..]),
+            (*name, "stored"),
+            "{report:#?}"
+        );
+        let key = shown.key.as_deref().unwrap();
+        assert!(key.ends_with(&format!("/{name}")), "{key}");
+        assert!(shown.status.contains(key), "{shown:?}");
+        // What the page names is what the store holds.
+        let response = server.get(key).await;
+        assert_eq!(response.status(), 200, "{key}");
+        assert_eq!(
+            sha256(&response.bytes().await.unwrap()),
+            sha256(bytes),
+            "{key}"
+        );
+    }
+    assert_eq!(report.listed, 3, "{report:#?}");
+    let errors: Vec<_> = report
+        .console
+        .iter()
+        .filter(|l| l.starts_with("pageerror"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[tokio::test]
+async fn the_live_view_draws_the_samples_of_api_stats() {
+    let server = Server::start().await;
+    // A few seconds of samples, and a call to count.
+    let form = reqwest::multipart::Form::new().part("f", file("a.txt", b"hello".to_vec()));
+    assert_eq!(server.upload(form).await.0, 201);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let input = json!({
+        "origin": server.url(""), "path": "/live", "files": [],
+        "waitFor": "[...document.querySelectorAll('figure.chart')].every((f) => Number(f.dataset.points) >= 2 || f.querySelector('output').textContent === '–')",
+        "screenshot": screenshot("live.png"),
+    });
+    let report = run(input).await;
+    assert_eq!(report.points.len(), 7, "{report:#?}");
+    // The limit and in-flight chart has a point per sample and series.
+    assert!(report.points[0] >= 4, "{report:#?}");
+    let limit: u64 = report.outputs["limit"].parse().unwrap();
+    assert!(limit >= 1, "{report:#?}");
+    let in_flight: u64 = report.outputs["in_flight"].parse().unwrap();
+    assert!(in_flight <= limit, "{report:#?}");
+}
