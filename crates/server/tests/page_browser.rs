@@ -1,6 +1,7 @@
 //! The upload page and the live view in headless Chromium (installed by
 //! the testkit): the page at `/` uploads files picked in its file input,
-//! with tus, and shows each one's key; the live view draws `/api/stats`.
+//! with tus, and shows each one's key; the live view draws `/api/stats`;
+//! `examples/uppy` uploads with Uppy from npm's bundle (never a CDN).
 //! Set `CORRAL_SCREENSHOTS` to a directory to get PNGs of both pages
 //! (`docs/screenshots/` holds the ones the README shows).
 
@@ -145,4 +146,71 @@ async fn the_live_view_draws_the_samples_of_api_stats() {
     assert!(limit >= 1, "{report:#?}");
     let in_flight: u64 = report.outputs["in_flight"].parse().unwrap();
     assert!(in_flight <= limit, "{report:#?}");
+}
+
+/// Serves `examples/uppy/index.html` and Uppy's `dist/` from npm (no
+/// CDN), opens the page with `?endpoint=&uppy=`, drops one file into the
+/// Dashboard, presses its upload button, and reports what the page lists.
+const UPPY_EXAMPLE: &str = r#"
+import { join } from 'node:path'
+import { launch, readInput, serve, writeOutput } from './browser.mjs'
+const input = await readInput()
+const dist = join(process.cwd(), 'node_modules', 'uppy', 'dist')
+const site = await serve({
+  '/': { path: input.page, type: 'text/html; charset=utf-8' },
+  '/uppy/uppy.min.mjs': { path: join(dist, 'uppy.min.mjs'), type: 'text/javascript' },
+  '/uppy/uppy.min.css': { path: join(dist, 'uppy.min.css'), type: 'text/css' },
+})
+const browser = await launch()
+const page = await browser.newPage()
+const console_ = []
+page.on('pageerror', (e) => console_.push(`pageerror: ${e.message}`))
+const query = new URLSearchParams({ endpoint: input.endpoint, uppy: `${site.origin}/uppy` })
+await page.goto(`${site.origin}/?${query}`)
+await page.waitForFunction(() => window.uppy !== undefined, null, { timeout: 30000 })
+await page.setInputFiles('.uppy-Dashboard-input >> nth=0', {
+  name: input.name, mimeType: 'application/octet-stream', buffer: Buffer.from(input.base64, 'base64'),
+})
+await page.click('.uppy-StatusBar-actionBtn--upload')
+await page.waitForFunction(() => document.querySelectorAll('#stored li').length > 0, null, { timeout: 60000 }).catch(() => {})
+const stored = await page.$$eval('#stored li', (items) => items.map((li) => li.textContent))
+await browser.close()
+site.close()
+writeOutput({ stored, console: console_ })
+"#;
+
+#[derive(Debug, Deserialize)]
+struct UppyExample {
+    stored: Vec<String>,
+    console: Vec<String>,
+}
+
+#[tokio::test]
+async fn the_uppy_example_uploads_a_file() {
+    use base64::Engine as _;
+    let server = Server::start().await;
+    let bytes = data(700 << 10, 9);
+    let page = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/uppy/index.html"
+    );
+    let input = json!({
+        "page": std::fs::canonicalize(page).unwrap(),
+        "endpoint": server.url("/api/uploads"),
+        "name": "from-uppy.bin",
+        "base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
+    });
+    let report = Browser::require()
+        .run_script::<UppyExample>(UPPY_EXAMPLE, &input, Duration::from_secs(120))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(report.stored.len(), 1, "{report:#?}");
+    assert!(report.console.is_empty(), "{report:#?}");
+    assert!(
+        report.stored[0].starts_with("from-uppy.bin: "),
+        "{report:#?}"
+    );
+    let expected = vec![("from-uppy.bin".to_owned(), sha256(&bytes))];
+    assert_eq!(server.stored_files(None).await, expected);
 }
