@@ -1,6 +1,8 @@
 //! The upload page and the live view in headless Chromium (installed by
 //! the testkit): the page at `/` uploads files picked in its file input,
-//! with tus, and shows each one's key; the live view draws `/api/stats`;
+//! with tus, and shows each one's key; the live view draws `/api/stats`,
+//! and shows calls in flight while a herd uploads through a backend with
+//! a round trip of 100 ms (the testkit's front before moto);
 //! `examples/uppy` uploads with Uppy from npm's bundle (never a CDN).
 //! Set `CORRAL_SCREENSHOTS` to a directory to get PNGs of both pages
 //! (`docs/screenshots/` holds the ones the README shows).
@@ -10,6 +12,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use corral_server::ServerConfig;
+use corral_store::StoreConfig;
 use corral_testkit::browser::Browser;
 use serde::Deserialize;
 use serde_json::json;
@@ -213,4 +217,87 @@ async fn the_uppy_example_uploads_a_file() {
     );
     let expected = vec![("from-uppy.bin".to_owned(), sha256(&bytes))];
     assert_eq!(server.stored_files(None).await, expected);
+}
+
+/// Opens `/live` and reads what it shows every 100 ms for `ms`: the
+/// largest in-flight count and the limits shown, and the points drawn.
+const LIVE_WATCH: &str = r#"
+import { launch, readInput, writeOutput } from './browser.mjs'
+const input = await readInput()
+const browser = await launch()
+const page = await browser.newPage()
+await page.goto(input.url)
+const seen = { inFlight: [], limits: [] }
+const until = Date.now() + input.ms
+while (Date.now() < until) {
+  const now = await page.$$eval('output[data-key]', (os) => Object.fromEntries(os.map((o) => [o.dataset.key, o.textContent])))
+  if (now.in_flight !== '–') seen.inFlight.push(Number(now.in_flight))
+  if (now.limit !== '–') seen.limits.push(now.limit)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+}
+const points = await page.$$eval('figure.chart', (fs) => fs.map((f) => Number(f.dataset.points)))
+await browser.close()
+writeOutput({ inFlight: seen.inFlight, limits: [...new Set(seen.limits)], points })
+"#;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LiveWatch {
+    in_flight: Vec<u64>,
+    limits: Vec<String>,
+    points: Vec<u64>,
+}
+
+#[tokio::test]
+async fn the_live_view_shows_calls_in_flight_while_a_herd_uploads() {
+    use corral_testkit::front::{Front, FrontConfig};
+    let s3 = corral_testkit::s3::S3Server::require();
+    // A backend with a round trip of 100 ms, so calls stay in flight.
+    let front = Front::start(FrontConfig {
+        latency: Duration::from_millis(100),
+        slots: Some(16),
+        ..FrontConfig::new(s3.addr())
+    })
+    .await
+    .unwrap();
+    let server = Server::on_s3_at(
+        &front.endpoint(),
+        ServerConfig::default(),
+        StoreConfig::default(),
+    )
+    .await;
+    let server = &server;
+    let herd = async {
+        let uploads = (0..32).map(|i| async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+            while tokio::time::Instant::now() < deadline {
+                let form = reqwest::multipart::Form::new()
+                    .part("f", file(&format!("{i}.bin"), data(64 << 10, i)));
+                server.upload(form).await;
+            }
+        });
+        futures::future::join_all(uploads).await;
+    };
+    let input = json!({ "url": server.url("/live"), "ms": 6000 });
+    let watch =
+        Browser::require().run_script::<LiveWatch>(LIVE_WATCH, &input, Duration::from_secs(60));
+    let (watch, ()) = tokio::join!(watch, herd);
+    let watch = watch.unwrap().value;
+    assert!(watch.in_flight.iter().any(|&n| n > 0), "{watch:#?}");
+    assert!(!watch.limits.is_empty(), "{watch:#?}");
+    assert!(watch.points[0] > 0, "{watch:#?}");
+    // What the page drew came from samples that saw the load too.
+    let (_, stats) = json(server.call(reqwest::Method::GET, "/api/stats").await).await;
+    let samples = stats["samples"].as_array().unwrap();
+    assert!(
+        samples.iter().any(|s| s["in_flight"].as_u64().unwrap() > 0),
+        "{stats}"
+    );
+    assert!(
+        samples
+            .iter()
+            .map(|s| s["calls"].as_u64().unwrap())
+            .sum::<u64>()
+            > 0
+    );
 }
