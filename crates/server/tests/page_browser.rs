@@ -140,7 +140,7 @@ async fn the_live_view_draws_the_samples_of_api_stats() {
     let input = json!({
         "origin": server.url(""), "path": "/live", "files": [],
         "waitFor": "[...document.querySelectorAll('figure.chart')].every((f) => Number(f.dataset.points) >= 2 || f.querySelector('output').textContent === '–')",
-        "screenshot": screenshot("live.png"),
+        "screenshot": null,
     });
     let report = run(input).await;
     assert_eq!(report.points.len(), 7, "{report:#?}");
@@ -220,7 +220,8 @@ async fn the_uppy_example_uploads_a_file() {
 }
 
 /// Opens `/live` and reads what it shows every 100 ms for `ms`: the
-/// largest in-flight count and the limits shown, and the points drawn.
+/// in-flight counts and the limits shown, and the points drawn; then a
+/// screenshot if asked.
 const LIVE_WATCH: &str = r#"
 import { launch, readInput, writeOutput } from './browser.mjs'
 const input = await readInput()
@@ -236,6 +237,7 @@ while (Date.now() < until) {
   await new Promise((resolve) => setTimeout(resolve, 100))
 }
 const points = await page.$$eval('figure.chart', (fs) => fs.map((f) => Number(f.dataset.points)))
+if (input.screenshot) await page.screenshot({ path: input.screenshot, fullPage: true })
 await browser.close()
 writeOutput({ inFlight: seen.inFlight, limits: [...new Set(seen.limits)], points })
 "#;
@@ -278,7 +280,9 @@ async fn the_live_view_shows_calls_in_flight_while_a_herd_uploads() {
         });
         futures::future::join_all(uploads).await;
     };
-    let input = json!({ "url": server.url("/live"), "ms": 6000 });
+    let input = json!({
+        "url": server.url("/live"), "ms": 6000, "screenshot": screenshot("live.png"),
+    });
     let watch =
         Browser::require().run_script::<LiveWatch>(LIVE_WATCH, &input, Duration::from_secs(60));
     let (watch, ()) = tokio::join!(watch, herd);
