@@ -63,12 +63,12 @@ impl Refused {
         #[derive(Deserialize)]
         struct Body {
             error: Detail,
-            file: Option<String>,
         }
         #[derive(Deserialize)]
         struct Detail {
             code: String,
             message: String,
+            file: Option<String>,
         }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
@@ -77,7 +77,7 @@ impl Refused {
                 status,
                 code: body.error.code,
                 message: body.error.message,
-                file: body.file,
+                file: body.error.file,
             },
             Err(_) => Self {
                 status,
