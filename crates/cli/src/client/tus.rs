@@ -133,15 +133,7 @@ impl Upload<'_> {
     async fn resume(&self, url: &str) -> anyhow::Result<Option<At>> {
         let url =
             Url::parse(url).with_context(|| format!("bad upload URL in the journal {url:?}"))?;
-        let response = self
-            .server
-            .send(|| {
-                Ok(self
-                    .server
-                    .request(Method::HEAD, url.clone())
-                    .header(TUS_RESUMABLE, "1.0.0"))
-            })
-            .await?;
+        let response = self.send_head(&url).await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Ok(None),
             status if status.is_success() => {
@@ -234,16 +226,23 @@ impl Upload<'_> {
 
     /// The server's offset of the upload at `url`.
     async fn head(&self, url: &Url) -> anyhow::Result<u64> {
-        let response = self
-            .server
-            .send_ok(|| {
+        let response = self.send_head(url).await?;
+        if !response.status().is_success() {
+            return Err(Refused::read(response).await.into());
+        }
+        offset(response.headers())
+    }
+
+    /// The tus `HEAD` of the upload at `url`, answered as it is.
+    async fn send_head(&self, url: &Url) -> anyhow::Result<reqwest::Response> {
+        self.server
+            .send(|| {
                 Ok(self
                     .server
                     .request(Method::HEAD, url.clone())
                     .header(TUS_RESUMABLE, "1.0.0"))
             })
-            .await?;
-        offset(response.headers())
+            .await
     }
 
     /// Checks the file the upload became (`location`, `/api/files/{key}`)

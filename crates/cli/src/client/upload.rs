@@ -46,9 +46,10 @@ pub(crate) struct UploadArgs {
     #[arg(long, default_value = "16MiB", value_name = "SIZE")]
     pub(crate) large: ByteSize,
 
-    /// Bytes per request of a resumable upload: a request cut off loses
-    /// nothing (the server keeps what arrived), so this only sets how
-    /// often the client reports progress to the journal.
+    /// Bytes per request of a resumable upload. The first chunk goes with
+    /// the creation, so a run cut off before its answer starts that file
+    /// over; after it, a request cut off loses nothing (the server keeps
+    /// what arrived).
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub(crate) chunk_size: ByteSize,
 
