@@ -197,6 +197,13 @@ mod tests {
         let again = Journal::open(dir.path(), "http://a/", Some("t"), "").unwrap();
         assert_eq!(again.get(&big), Some(&stored));
         assert_eq!(again.get(&source("/x/big", 101)), None);
+        // A line written after the torn one reads back whole.
+        let mut again = again;
+        let small = source("/x/small", 1);
+        again.record(&small, stored.clone()).unwrap();
+        let third = Journal::open(dir.path(), "http://a/", Some("t"), "").unwrap();
+        assert_eq!(third.get(&small), Some(&stored));
+        assert_eq!(third.get(&big), Some(&stored));
         let other = Journal::open(dir.path(), "http://a/", Some("u"), "").unwrap();
         assert_ne!(other.path(), again.path());
         assert_eq!(other.get(&big), None);
