@@ -54,6 +54,10 @@ pub(crate) struct UploadArgs {
     /// Memory: size of each of those files.
     #[arg(long, default_value = "4KiB")]
     pub(crate) many_size: ByteSize,
+    /// Extra arguments for every `corral upload` run, such as
+    /// `--client-arg=--parallel=8`.
+    #[arg(long = "client-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) client_args: Vec<String>,
     /// Where the files, logs and data go (removed at the end).
     #[arg(long, default_value = "bench-out/upload")]
     pub(crate) out: PathBuf,
@@ -113,7 +117,7 @@ pub(crate) fn run(args: &UploadArgs) -> anyhow::Result<()> {
                 runtime.block_on(corral.wait_ready())?;
                 let state = scratch.path().join(format!("state-{round}"));
                 let started = Instant::now();
-                let output = client(&corral.url, &state, &dir).output()?;
+                let output = client(&corral.url, &state, &dir, args).output()?;
                 corral_s = started.elapsed().as_secs_f64();
                 anyhow::ensure!(
                     output.status.success(),
@@ -149,7 +153,7 @@ pub(crate) fn run(args: &UploadArgs) -> anyhow::Result<()> {
     let relay = runtime.block_on(Relay::start(&corral.url))?;
     let state = scratch.path().join("state-resume");
     let half = args.resume_size.0 / 2;
-    let mut child = client(&relay.url, &state, &big_dir)
+    let mut child = client(&relay.url, &state, &big_dir, args)
         .stdout(Stdio::null())
         .spawn()?;
     let started = Instant::now();
@@ -164,7 +168,7 @@ pub(crate) fn run(args: &UploadArgs) -> anyhow::Result<()> {
     child.kill()?;
     child.wait()?;
     let at_cut = relay.sent();
-    let output = client(&relay.url, &state, &big_dir).output()?;
+    let output = client(&relay.url, &state, &big_dir, args).output()?;
     anyhow::ensure!(
         output.status.success(),
         "the resumed corral upload failed: {}",
@@ -194,7 +198,7 @@ pub(crate) fn run(args: &UploadArgs) -> anyhow::Result<()> {
     let mut corral = Corral::start(&s3.store(bucket.clone(), s3.endpoint()), &[], &log)?;
     runtime.block_on(corral.wait_ready())?;
     let state = scratch.path().join("state-many");
-    let mut child = client(&corral.url, &state, &many_dir)
+    let mut child = client(&corral.url, &state, &many_dir, args)
         .stdout(Stdio::piped())
         .spawn()?;
     let pid = child.id();
@@ -251,13 +255,14 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// `corral upload DIR` (this binary) to `url`, with its journal in
-/// `state`: JSON lines, no bars.
-fn client(url: &str, state: &Path, dir: &Path) -> Command {
+/// `state` and the bench's --client-arg: JSON lines, no bars.
+fn client(url: &str, state: &Path, dir: &Path, args: &UploadArgs) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the running binary"));
     command
         .args(["upload", "--json", "--quiet", "--server", url, "--state"])
         .arg(state)
         .arg(dir)
+        .args(&args.client_args)
         .env_remove("CORRAL_TOKEN")
         .env_remove("CORRAL_URL");
     command
