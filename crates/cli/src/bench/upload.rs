@@ -31,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::compare::{Corral, S3, S3Kind, s3_direct};
+use super::tus::{median, memory};
 use crate::units::ByteSize;
 
 /// `corral bench upload`.
@@ -134,7 +135,7 @@ pub(crate) fn run(args: &UploadArgs) -> anyhow::Result<()> {
             round + 1
         );
     }
-    let ratio = median(&mut ratios);
+    let ratio = median(&ratios);
     println!(
         "throughput: corral upload / s5cmd cp time, median of {}: {ratio:.2} (target at most {RATIO_TARGET}) {}",
         ratios.len(),
@@ -209,7 +210,7 @@ pub(crate) fn run(args: &UploadArgs) -> anyhow::Result<()> {
     });
     let mut peak_kib = 0u64;
     while child.try_wait()?.is_none() {
-        peak_kib = peak_kib.max(vm_hwm_kib(pid).unwrap_or(0));
+        peak_kib = peak_kib.max(memory(pid).map_or(0, |m| m.peak / 1024));
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = child.wait()?;
@@ -243,15 +244,6 @@ pub(crate) fn run(args: &UploadArgs) -> anyhow::Result<()> {
 
 fn met(ok: bool) -> &'static str {
     if ok { "yes" } else { "no" }
-}
-
-/// The median of `values`, NaN for none (or any NaN).
-fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() || values.iter().any(|v| v.is_nan()) {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// `corral upload DIR` (this binary) to `url`, with its journal in
@@ -347,13 +339,6 @@ async fn sizes(s3: &S3, bucket: &str, prefix: &str) -> anyhow::Result<BTreeMap<S
         listed.insert(meta.location.to_string(), meta.size);
     }
     Ok(listed)
-}
-
-/// The peak resident memory of process `pid`, from `/proc`.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A TCP relay before corral that counts every byte the client sends.
