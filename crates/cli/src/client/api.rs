@@ -274,6 +274,22 @@ mod tests {
         assert_eq!(retry.wait(30, None), Duration::from_secs(10));
     }
 
+    #[tokio::test]
+    async fn a_refusal_names_the_file_corral_puts_inside_the_error() {
+        let body = r#"{"error":{"code":"file_too_large","message":"file \"a.bin\": too large","file":"a.bin"}}"#;
+        let response = http::Response::builder().status(413).body(body).unwrap();
+        let refused = Refused::read(response.into()).await;
+        assert_eq!(refused.code, "file_too_large");
+        assert_eq!(refused.file.as_deref(), Some("a.bin"));
+        assert_eq!(
+            refused.to_string(),
+            "413 Payload Too Large: file \"a.bin\": too large"
+        );
+        let response = http::Response::builder().status(502).body("").unwrap();
+        let refused = Refused::read(response.into()).await;
+        assert_eq!(refused.to_string(), "502 Bad Gateway: Bad Gateway");
+    }
+
     #[test]
     fn a_server_url_must_be_http_with_a_host() {
         let retry = RetryConfig {
