@@ -33,12 +33,49 @@ pub(crate) enum Command {
     /// to the auth file (--auth). The file keeps only the token's SHA-256.
     Token(TokenArgs),
 
+    /// Upload files and directory trees to a corral server.
+    ///
+    /// Small files go in batches (multipart POST /api/files, up to
+    /// --batch-files files and --batch-size bytes a request); files of
+    /// --large or more go resumably over tus 1.0 (/api/uploads, in chunks
+    /// of --chunk-size). At most --parallel requests are in flight; 429
+    /// and 503 are retried after Retry-After, up to --retries times. Every
+    /// stored file's SHA-256, as the server computed it, is checked
+    /// against the client's own.
+    ///
+    /// A journal (see --state) records each file stored and each
+    /// resumable upload started, by path, size and modification time: run
+    /// the same command again after an interruption or a failure, and it
+    /// sends only what is not stored yet, resuming cut-off uploads from
+    /// the server's offset.
+    ///
+    /// Prints one line per stored file on stdout (key, size, SHA-256,
+    /// path, tab-separated; with --json, one JSON object per line and a
+    /// last {"summary":…}), progress bars on stderr when it is a terminal,
+    /// and a summary; exits non-zero if any file failed, listing them.
+    #[command(after_long_help = CLIENT_EXAMPLES)]
+    Upload(Box<crate::client::UploadArgs>),
+
+    /// List the tenant's files: key, size and time, tab-separated (or
+    /// JSON lines with --json), every page of the listing.
+    Ls(crate::client::LsArgs),
+
+    /// Download files by key, with progress; each file's length and
+    /// SHA-256 are checked against the server's before it is kept.
+    Get(crate::client::GetArgs),
+
     /// Measure corral: scenarios and load generators. Only in a build
     /// with the `bench` feature (`--features bench`).
     #[cfg(feature = "bench")]
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
 }
+
+/// The examples under `corral upload --help`.
+const CLIENT_EXAMPLES: &str = "Examples:
+  corral upload photos/ notes.txt --server http://127.0.0.1:8080
+  CORRAL_URL=http://corral:8080 CORRAL_TOKEN=... corral upload --prefix scans/2026 scans/
+  corral upload big.iso --json | jq -r .key";
 
 /// Where `corral serve --help` says how to choose the log level.
 const LOG_LEVEL: &str = "Logs: CORRAL_LOG (or RUST_LOG) sets their level: error, warn, info, \

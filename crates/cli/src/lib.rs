@@ -10,6 +10,7 @@ mod auth;
 #[cfg(feature = "bench")]
 mod bench;
 mod cli;
+mod client;
 mod config;
 mod serve;
 mod units;
@@ -23,6 +24,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Token(args) => auth::token(&args.tenant),
+        cli::Command::Upload(args) => client::upload(&args),
+        cli::Command::Ls(args) => client::ls(&args),
+        cli::Command::Get(args) => client::get(&args),
         #[cfg(feature = "bench")]
         cli::Command::Bench(command) => bench::run(command),
     };

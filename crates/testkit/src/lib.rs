@@ -16,7 +16,8 @@
 //! the real tus client (tus-js-client) and Node's reference tus server
 //! (@tus/server), installed from npm, for the tus endpoint's tests and
 //! benchmarks; [`rustus`] installs and runs rustus, a tus server in Rust,
-//! for the same benchmarks. [`browser`] installs Debian's Chromium and
+//! for the same benchmarks. [`s5cmd`] installs s5cmd, the S3 client that
+//! `corral bench upload` compares corral's client with. [`browser`] installs Debian's Chromium and
 //! drives it headless from Node scripts (playwright-core), and runs Uppy in
 //! a page uploading to a tus endpoint of another origin, for end-to-end
 //! tests.
@@ -36,6 +37,7 @@ mod process;
 pub mod rustus;
 pub mod s3;
 pub mod s3s;
+pub mod s5cmd;
 pub mod scenario;
 mod script;
 pub mod sim;

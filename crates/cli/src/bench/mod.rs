@@ -7,6 +7,7 @@ mod plot;
 pub(crate) mod reads;
 mod sim;
 pub(crate) mod tus;
+pub(crate) mod upload;
 
 use std::path::PathBuf;
 
@@ -69,6 +70,14 @@ pub(crate) enum BenchCommand {
     /// of tus clients through the throttling front, and the memory of
     /// idle uploads. Prints a table per figure, each with its target.
     Tus(Box<tus::TusArgs>),
+
+    /// The command-line client, `corral upload`, on S3 (s3s-fs): its time
+    /// for many 1 MiB files against `s5cmd cp` writing them straight to
+    /// the same s3s-fs (median of alternating rounds), the bytes it sends
+    /// in all for a large file cut at half way and resumed, and its peak
+    /// memory for 10,000 small files. Every stored object is read back
+    /// from S3 and hashed. Build with --release.
+    Upload(Box<upload::UploadArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,5 +174,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => compare::ingest(&args),
         BenchCommand::Reads(args) => reads::run(&args),
         BenchCommand::Tus(args) => tus::run(&args),
+        BenchCommand::Upload(args) => upload::run(&args),
     }
 }

@@ -959,7 +959,7 @@ impl Bench<'_> {
 
 /// The median of `values`; NaN if empty or if any is NaN (a round that
 /// failed is not a fast round).
-fn median(values: &[f64]) -> f64 {
+pub(super) fn median(values: &[f64]) -> f64 {
     if values.is_empty() || values.iter().any(|v| v.is_nan()) {
         return f64::NAN;
     }
@@ -1098,14 +1098,14 @@ fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
 }
 
 /// A process's resident memory, from `/proc/PID/status`.
-struct Memory {
+pub(super) struct Memory {
     /// `VmRSS`, in bytes.
-    rss: u64,
+    pub(super) rss: u64,
     /// `VmHWM`, the peak of `VmRSS`, in bytes.
-    peak: u64,
+    pub(super) peak: u64,
 }
 
-fn memory(pid: u32) -> anyhow::Result<Memory> {
+pub(super) fn memory(pid: u32) -> anyhow::Result<Memory> {
     let path = Path::new("/proc").join(pid.to_string()).join("status");
     let status = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
