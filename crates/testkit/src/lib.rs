@@ -20,7 +20,8 @@
 //! `corral bench upload` compares corral's client with. [`browser`] installs Debian's Chromium and
 //! drives it headless from Node scripts (playwright-core), and runs Uppy in
 //! a page uploading to a tus endpoint of another origin, for end-to-end
-//! tests.
+//! tests. [`haproxy`] installs Debian's HAProxy and runs it before several
+//! corral instances, for `corral bench fleet`.
 
 pub mod azure;
 pub mod browser;
@@ -28,6 +29,7 @@ mod chain;
 pub mod emulator;
 pub mod front;
 pub mod gcs;
+pub mod haproxy;
 pub mod herd;
 pub mod http;
 mod install;

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::sim::{
-    Backend, BackendConfig, Change, Observer, Record, Scenario, Throttled, ratio, run,
+    Backend, BackendConfig, Change, Observer, Record, Scenario, Throttled, ratio, run, work,
 };
 
 /// The backend's mean latency in every scenario.
@@ -492,6 +492,93 @@ pub fn cold_burst(seed: u64) -> Outcome {
     })
 }
 
+/// **fleet**: three processes, each with its own scheduler and nothing
+/// shared but the backend of [`hard_cap`] (16 slots of 100 ms, 503
+/// beyond), each kept busy by its own clients. None may starve while they
+/// share it, and when two go quiet at 60 s the third must take their room
+/// at once, not sit at its share.
+pub fn fleet(seed: u64) -> Outcome {
+    const INSTANCES: usize = 3;
+    const WORKERS: usize = 60;
+    const SHARED_UNTIL: f64 = 60.0;
+    const END: f64 = 90.0;
+    let capacity = 16.0 / 0.1;
+    paused_runtime().block_on(async {
+        let backend = Backend::new(
+            BackendConfig {
+                reject_when_busy: true,
+                ..BackendConfig::slots(16, Duration::from_millis(100))
+            },
+            seed,
+        );
+        let start = Instant::now();
+        let mut observers = Vec::new();
+        let mut workers = JoinSet::new();
+        for instance in 0..INSTANCES {
+            let mut config = SchedConfig::default();
+            config.retry.seed = Some(seed.wrapping_add(instance as u64));
+            config.queue.max_jobs = WORKERS * 2;
+            let scheduler = Scheduler::new(config);
+            let observer = Observer::new(scheduler.clone());
+            observers.push(Arc::clone(&observer));
+            let until =
+                start + Duration::from_secs_f64(if instance == 0 { END } else { SHARED_UNTIL });
+            for _ in 0..WORKERS {
+                let (scheduler, backend, observer) = (
+                    scheduler.clone(),
+                    Arc::clone(&backend),
+                    Arc::clone(&observer),
+                );
+                workers.spawn(work(scheduler, backend, observer, COST, until));
+            }
+        }
+        while let Some(worker) = workers.join_next().await {
+            worker.expect("workers do not panic");
+        }
+        let calls: Vec<_> = observers.iter().map(|o| o.calls()).collect();
+        let served = |calls: &[crate::sim::Call], from: f64, to: f64| {
+            calls
+                .iter()
+                .filter(|c| c.ok && c.start >= from && c.start < to)
+                .count() as f64
+        };
+        let (from, to) = (20.0, SHARED_UNTIL);
+        let shares: Vec<f64> = calls.iter().map(|c| served(c, from, to)).collect();
+        let total: f64 = shares.iter().sum();
+        let spread = shares
+            .iter()
+            .map(|&s| (s / total * INSTANCES as f64 - 1.0).abs())
+            .fold(f64::NAN, f64::max);
+        let throttled = calls.iter().flatten().filter(|c| !c.ok).count();
+        let all = calls.iter().map(Vec::len).sum::<usize>();
+        let after = served(&calls[0], SHARED_UNTIL + 2.0, END) / (END - SHARED_UNTIL - 2.0);
+        let breached = observers.iter().map(|o| o.breaches()).sum();
+        Outcome {
+            scenario: "fleet, 3 schedulers on one hard cap of 16".into(),
+            seed,
+            figures: vec![
+                Figure::new(
+                    "shared goodput / capacity",
+                    total / (to - from) / capacity,
+                    Target::AtLeast(0.9),
+                ),
+                Figure::new(
+                    "largest |share x 3 - 1| while shared",
+                    spread,
+                    Target::AtMost(0.25),
+                ),
+                Figure::new("503s / calls", ratio(throttled, all), Target::AtMost(0.02)),
+                Figure::new(
+                    "goodput of the one left, from 2 s after / capacity",
+                    after / capacity,
+                    Target::AtLeast(0.9),
+                ),
+                breaches(breached, all),
+            ],
+        }
+    })
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -644,6 +731,7 @@ pub fn all(seeds: &[u64]) -> Vec<Outcome> {
         outcomes.push(throttle(seed));
         outcomes.push(hard_cap(seed));
         outcomes.push(cold_burst(seed));
+        outcomes.push(fleet(seed));
         outcomes.push(fairness(seed));
         outcomes.push(cancellation(seed));
     }

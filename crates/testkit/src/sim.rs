@@ -446,24 +446,7 @@ async fn simulate(scenario: &Scenario) -> Record {
                 Arc::clone(&backend),
                 Arc::clone(&observer),
             );
-            let cost = scenario.cost;
-            tokio::spawn(async move {
-                let (mut jobs, mut lost) = (0, Lost::default());
-                while Instant::now() < end {
-                    let group = scheduler
-                        .group("sim")
-                        .expect("the queue holds every worker");
-                    let mut attempts = 0;
-                    let job = || {
-                        attempts += 1;
-                        observer.call(&backend, attempts > 1)
-                    };
-                    let result = group.run(cost, job).await;
-                    jobs += 1;
-                    lost.count(&result, attempts);
-                }
-                (jobs, lost)
-            })
+            tokio::spawn(work(scheduler, backend, observer, scenario.cost, end))
         })
         .collect();
     let (mut jobs, mut lost) = (0, Lost::default());
@@ -483,6 +466,32 @@ async fn simulate(scenario: &Scenario) -> Record {
         lost,
         scheduler: SchedulerCounts::read(&scheduler),
     }
+}
+
+/// A client: one job of `cost` after another on `scheduler` against
+/// `backend` until `end`; the jobs it ran and those it lost.
+pub(crate) async fn work(
+    scheduler: Scheduler,
+    backend: Arc<Backend>,
+    observer: Arc<Observer>,
+    cost: u64,
+    end: Instant,
+) -> (u64, Lost) {
+    let (mut jobs, mut lost) = (0, Lost::default());
+    while Instant::now() < end {
+        let group = scheduler
+            .group("sim")
+            .expect("the queue holds every worker");
+        let mut attempts = 0;
+        let job = || {
+            attempts += 1;
+            observer.call(&backend, attempts > 1)
+        };
+        let result = group.run(cost, job).await;
+        jobs += 1;
+        lost.count(&result, attempts);
+    }
+    (jobs, lost)
 }
 
 impl Record {

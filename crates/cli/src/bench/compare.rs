@@ -126,7 +126,7 @@ impl Backend {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct HerdShape {
     /// Simulated users, each sending one batch at once [default: 500 for
-    /// compare, 100 for sweep].
+    /// compare, 100 for sweep, 600 for fleet].
     #[arg(long)]
     pub(crate) users: Option<usize>,
     /// Files per user's batch.
@@ -138,7 +138,7 @@ pub(crate) struct HerdShape {
     #[command(flatten)]
     pub(crate) backend: Backend,
     /// Longest a strategy's run may take; what is unfinished then is
-    /// reported as such [default: 5m for compare, 60s for sweep, where
+    /// reported as such [default: 5m for compare and fleet, 60s for sweep, where
     /// `fixed:1` would take 200 s].
     #[arg(long)]
     pub(crate) deadline: Option<Span>,
@@ -209,13 +209,30 @@ struct Run {
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct Sample {
-    t_s: f64,
-    limit: f64,
+pub(super) struct Sample {
+    pub(super) t_s: f64,
+    pub(super) limit: f64,
     in_flight: f64,
     queued_jobs: f64,
+    /// Storage calls made so far, retries included.
+    pub(super) calls: f64,
     /// Backend call p99 over the last interval, in ms.
     backend_p99_ms: Option<f64>,
+}
+
+impl Sample {
+    /// A sample with only a time and a count of calls, for tests.
+    #[cfg(test)]
+    pub(super) fn at(t_s: f64, calls: f64) -> Self {
+        Self {
+            t_s,
+            limit: f64::NAN,
+            in_flight: f64::NAN,
+            queued_jobs: f64::NAN,
+            calls,
+            backend_p99_ms: None,
+        }
+    }
 }
 
 impl Run {
@@ -296,7 +313,7 @@ fn write_outputs(shape: &HerdShape, name: &str, runs: &[Run], table: &str) -> an
 
 impl HerdShape {
     /// This shape, with `users` and `deadline` where it leaves them unset.
-    fn or(&self, users: usize, deadline: Duration) -> Shape {
+    pub(super) fn or(&self, users: usize, deadline: Duration) -> Shape {
         Shape {
             users: self.users.unwrap_or(users),
             deadline: self.deadline.map_or(deadline, |span| span.0),
@@ -306,10 +323,45 @@ impl HerdShape {
 }
 
 /// A [`HerdShape`] with every default filled in.
-struct Shape {
-    users: usize,
-    deadline: Duration,
+pub(super) struct Shape {
+    pub(super) users: usize,
+    pub(super) deadline: Duration,
     shape: HerdShape,
+}
+
+impl Shape {
+    /// The herd this shape describes, sent to `url`, storing through
+    /// `front` into `bucket` of `s3`, with `sample` objects read back.
+    pub(super) fn herd(
+        &self,
+        url: String,
+        s3: &S3,
+        bucket: String,
+        front: &Front,
+        sample: usize,
+    ) -> HerdConfig {
+        let (key, secret) = s3.credentials();
+        HerdConfig {
+            url,
+            users: self.users,
+            files: self.files,
+            size: self.size.0,
+            deadline: self.deadline,
+            verify: Some(Verify {
+                endpoint: s3.endpoint(),
+                bucket,
+                prefix: "corral".to_owned(),
+                tenant: "anonymous".to_owned(),
+                region: corral_testkit::s3::REGION.to_owned(),
+                access_key_id: key.to_owned(),
+                secret_access_key: secret.to_owned(),
+                sample,
+            }),
+            front: Some(front.endpoint()),
+            progress: !self.quiet,
+            ..HerdConfig::default()
+        }
+    }
 }
 
 impl std::ops::Deref for Shape {
@@ -357,7 +409,6 @@ fn run_all(strategies: &[String], shape: &Shape) -> anyhow::Result<Vec<Run>> {
 async fn run_one(s3: &S3, strategy: &str, shape: &Shape) -> anyhow::Result<Run> {
     let bucket = s3.new_bucket()?;
     let front = shape.backend.front(s3).await?;
-    let (key, secret) = s3.credentials();
     let log = shape
         .out
         .join(format!("corral-{}.log", strategy.replace(':', "-")));
@@ -373,27 +424,7 @@ async fn run_one(s3: &S3, strategy: &str, shape: &Shape) -> anyhow::Result<Run> 
 
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let sampler = tokio::spawn(sample_metrics(url.clone(), stopped));
-    let report = herd::run(&HerdConfig {
-        url: url.clone(),
-        users: shape.users,
-        files: shape.files,
-        size: shape.size.0,
-        deadline: shape.deadline,
-        verify: Some(Verify {
-            endpoint: s3.endpoint(),
-            bucket,
-            prefix: "corral".to_owned(),
-            tenant: "anonymous".to_owned(),
-            region: corral_testkit::s3::REGION.to_owned(),
-            access_key_id: key.to_owned(),
-            secret_access_key: secret.to_owned(),
-            sample: 100,
-        }),
-        front: Some(front.endpoint()),
-        progress: !shape.quiet,
-        ..HerdConfig::default()
-    })
-    .await?;
+    let report = herd::run(&shape.herd(url.clone(), s3, bucket, &front, 100)).await?;
     let _ = stop.send(());
     let timeline = sampler.await.unwrap_or_default();
     drop(corral);
@@ -513,7 +544,10 @@ impl Drop for Corral {
 }
 
 /// Samples `/metrics` at once, every 250 ms, and once more at `stop`.
-async fn sample_metrics(url: String, mut stop: tokio::sync::oneshot::Receiver<()>) -> Vec<Sample> {
+pub(super) async fn sample_metrics(
+    url: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<Sample> {
     let mut sampler = Sampler {
         client: reqwest::Client::new(),
         url,
@@ -562,6 +596,7 @@ impl Sampler {
             limit: metrics.value("corral_sched_limit"),
             in_flight: metrics.value("corral_sched_in_flight"),
             queued_jobs: metrics.value("corral_sched_queued_jobs"),
+            calls: metrics.value("corral_sched_calls_total"),
             backend_p99_ms: p99,
         });
     }

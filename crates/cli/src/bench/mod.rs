@@ -1,6 +1,8 @@
 //! `corral bench`: measurements of corral itself.
 
 pub(crate) mod compare;
+mod figures;
+pub(crate) mod fleet;
 pub(crate) mod front;
 pub(crate) mod herd;
 mod plot;
@@ -78,6 +80,14 @@ pub(crate) enum BenchCommand {
     /// memory for 10,000 small files. Every stored object is read back
     /// from S3 and hashed. Build with --release.
     Upload(Box<upload::UploadArgs>),
+
+    /// A fleet: several `corral serve` instances on one bucket behind the
+    /// throttling front, and HAProxy (Debian's, installed when missing)
+    /// before them. The herd goes through the load balancer, once spread
+    /// evenly and once with most users sent to two instances: files
+    /// stored per second against the front's capacity, its 503s, and each
+    /// instance's share of the backend calls. Build with --release.
+    Fleet(Box<fleet::FleetArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,5 +185,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Reads(args) => reads::run(&args),
         BenchCommand::Tus(args) => tus::run(&args),
         BenchCommand::Upload(args) => upload::run(&args),
+        BenchCommand::Fleet(args) => fleet::run(&args),
     }
 }

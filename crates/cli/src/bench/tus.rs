@@ -39,6 +39,7 @@ use object_store::ObjectStoreExt as _;
 use sha2::{Digest, Sha256};
 
 use super::compare::{Backend, Corral, S3, Store};
+use super::figures::{Cmp, Row, median, print_table, trim};
 use crate::units::{ByteSize, Span};
 
 /// What `corral bench tus` measures.
@@ -180,120 +181,6 @@ const HERD_RETRY_DELAYS_S: [u64; 10] = [0, 1, 3, 5, 10, 10, 20, 20, 30, 30];
 
 /// Files read back at once.
 const READ_BACK: usize = 16;
-
-/// One figure against its target.
-struct Row {
-    what: String,
-    measured: String,
-    target: String,
-    /// `None` for a figure shown for reference, without a target.
-    met: Option<bool>,
-}
-
-impl Row {
-    /// `value` against `at_least` (or at most), NaN missing.
-    fn bound(what: impl Into<String>, value: f64, cmp: Cmp, bound: f64, unit: &str) -> Self {
-        let met = value.is_finite()
-            && match cmp {
-                Cmp::AtLeast => value >= bound,
-                Cmp::AtMost => value <= bound,
-                Cmp::Below => value < bound,
-            };
-        let sign = match cmp {
-            Cmp::AtLeast => ">=",
-            Cmp::AtMost => "<=",
-            Cmp::Below => "<",
-        };
-        Self {
-            what: what.into(),
-            measured: if value.is_finite() {
-                format!("{}{unit}", trim(value))
-            } else {
-                "no data".to_owned()
-            },
-            target: format!("{sign} {}{unit}", trim(bound)),
-            met: Some(met),
-        }
-    }
-
-    /// `count` of `total`, all of them.
-    fn all(what: impl Into<String>, count: usize, total: usize) -> Self {
-        Self {
-            what: what.into(),
-            measured: format!("{count} / {total}"),
-            target: format!("{total} / {total}"),
-            met: Some(total > 0 && count == total),
-        }
-    }
-
-    /// A figure without a target.
-    fn info(what: impl Into<String>, measured: String) -> Self {
-        Self {
-            what: what.into(),
-            measured,
-            target: "-".to_owned(),
-            met: None,
-        }
-    }
-
-    /// Exactly `want`.
-    fn exactly(what: impl Into<String>, count: usize, want: usize) -> Self {
-        Self {
-            what: what.into(),
-            measured: count.to_string(),
-            target: want.to_string(),
-            met: Some(count == want),
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Cmp {
-    AtLeast,
-    AtMost,
-    Below,
-}
-
-/// A number with at most three decimals, without trailing zeros.
-fn trim(value: f64) -> String {
-    let text = format!("{value:.3}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    text.to_owned()
-}
-
-/// Prints a figure's table; how many of its rows met their target.
-fn print_table(title: &str, rows: &[Row]) -> (usize, usize) {
-    println!("\n== {title}");
-    let width = |f: fn(&Row) -> &str, head: &str| {
-        rows.iter()
-            .map(|r| f(r).len())
-            .chain([head.len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let (w, m, t) = (
-        width(|r| &r.what, "figure"),
-        width(|r| &r.measured, "measured"),
-        width(|r| &r.target, "target"),
-    );
-    println!(
-        "{:<w$}  {:>m$}  {:>t$}  met",
-        "figure", "measured", "target"
-    );
-    for row in rows {
-        let met = match row.met {
-            Some(true) => "yes",
-            Some(false) => "MISSED",
-            None => "-",
-        };
-        println!(
-            "{:<w$}  {:>m$}  {:>t$}  {met}",
-            row.what, row.measured, row.target
-        );
-    }
-    let judged = rows.iter().filter_map(|r| r.met);
-    (judged.clone().filter(|&met| met).count(), judged.count())
-}
 
 pub(crate) fn run(args: &TusArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -957,22 +844,6 @@ impl Bench<'_> {
     }
 }
 
-/// The median of `values`; NaN if empty or if any is NaN (a round that
-/// failed is not a fast round).
-pub(super) fn median(values: &[f64]) -> f64 {
-    if values.is_empty() || values.iter().any(|v| v.is_nan()) {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        f64::midpoint(sorted[mid - 1], sorted[mid])
-    }
-}
-
 /// What the front saw between two of its stats.
 struct Delta {
     received: u64,
@@ -1127,19 +998,6 @@ pub(super) fn memory(pid: u32) -> anyhow::Result<Memory> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_figure_over_nothing_misses_its_target() {
-        let met = |row: Row| row.met.expect("a figure with a target");
-        assert!(!met(Row::bound("x", f64::NAN, Cmp::AtMost, 1.0, "")));
-        assert!(!met(Row::all("x", 0, 0)));
-        assert!(median(&[]).is_nan());
-        assert!(median(&[1.0, f64::NAN, 3.0]).is_nan());
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert!(met(Row::bound("x", 1.1, Cmp::AtMost, 1.1, "")));
-        assert!(!met(Row::bound("x", 64.0, Cmp::Below, 64.0, "")));
-        assert_eq!(Row::info("x", "1".to_owned()).met, None);
-    }
 
     #[test]
     fn a_runner_file_name_gives_its_index() {

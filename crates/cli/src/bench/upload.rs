@@ -31,7 +31,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::compare::{Corral, S3, S3Kind, s3_direct};
-use super::tus::{median, memory};
+use super::figures::median;
+use super::tus::memory;
 use crate::units::ByteSize;
 
 /// `corral bench upload`.
