@@ -31,6 +31,7 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
     assert_eq!(defaults["listen"].as_str(), Some("127.0.0.1:8080"));
     assert_eq!(defaults["store"].as_str(), Some("./corral-data"));
     assert_eq!(defaults["max_file_size"].as_str(), Some("5GiB"));
+    assert_eq!(defaults["max_connections"].as_integer(), Some(16384));
 
     let config = printed_config(
         corral()
@@ -38,6 +39,7 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
             .arg(&file)
             .env("CORRAL_STORE", "from-env")
             .env("CORRAL_MAX_FILES", "9")
+            .env("CORRAL_MAX_CONNECTIONS", "64")
             .args(["--max-files", "11"]),
     );
     assert_eq!(
@@ -48,6 +50,7 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
     assert_eq!(config["store"].as_str(), Some("from-env"), "env over file");
     assert_eq!(config["max_files"].as_integer(), Some(11), "flag over env");
     assert_eq!(config["part_size"].as_str(), Some("8MiB"), "default");
+    assert_eq!(config["max_connections"].as_integer(), Some(64), "env");
 
     // The config file can come from the environment too.
     let config = printed_config(corral().arg("serve").env("CORRAL_CONFIG", &file));
@@ -91,6 +94,7 @@ fn help_documents_every_option() {
         "--max-file-size",
         "--max-batch-size",
         "--max-files",
+        "--max-connections",
         "--body-timeout",
         "--shutdown-grace",
         "--upload-memory",
