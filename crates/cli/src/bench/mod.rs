@@ -1,6 +1,7 @@
 //! `corral bench`: measurements of corral itself.
 
 pub(crate) mod compare;
+pub(crate) mod connections;
 pub(crate) mod front;
 pub(crate) mod herd;
 mod plot;
@@ -78,6 +79,14 @@ pub(crate) enum BenchCommand {
     /// memory for 10,000 small files. Every stored object is read back
     /// from S3 and hashed. Build with --release.
     Upload(Box<upload::UploadArgs>),
+
+    /// Many connections held open at once on one `corral serve` (local
+    /// disk): idle keep-alive connections and slow uploads, 10,000 in all
+    /// by default. Checks that every one is still served and counts
+    /// errors, and prints corral's resident memory before, with the idle
+    /// connections and with all of them, and its rise per idle
+    /// connection. Takes under a minute; build with --release.
+    Connections(Box<connections::ConnectionsArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,5 +184,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Reads(args) => reads::run(&args),
         BenchCommand::Tus(args) => tus::run(&args),
         BenchCommand::Upload(args) => upload::run(&args),
+        BenchCommand::Connections(args) => connections::run(&args),
     }
 }

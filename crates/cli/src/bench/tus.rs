@@ -182,7 +182,7 @@ const HERD_RETRY_DELAYS_S: [u64; 10] = [0, 1, 3, 5, 10, 10, 20, 20, 30, 30];
 const READ_BACK: usize = 16;
 
 /// One figure against its target.
-struct Row {
+pub(super) struct Row {
     what: String,
     measured: String,
     target: String,
@@ -192,7 +192,13 @@ struct Row {
 
 impl Row {
     /// `value` against `at_least` (or at most), NaN missing.
-    fn bound(what: impl Into<String>, value: f64, cmp: Cmp, bound: f64, unit: &str) -> Self {
+    pub(super) fn bound(
+        what: impl Into<String>,
+        value: f64,
+        cmp: Cmp,
+        bound: f64,
+        unit: &str,
+    ) -> Self {
         let met = value.is_finite()
             && match cmp {
                 Cmp::AtLeast => value >= bound,
@@ -217,7 +223,7 @@ impl Row {
     }
 
     /// `count` of `total`, all of them.
-    fn all(what: impl Into<String>, count: usize, total: usize) -> Self {
+    pub(super) fn all(what: impl Into<String>, count: usize, total: usize) -> Self {
         Self {
             what: what.into(),
             measured: format!("{count} / {total}"),
@@ -227,7 +233,7 @@ impl Row {
     }
 
     /// A figure without a target.
-    fn info(what: impl Into<String>, measured: String) -> Self {
+    pub(super) fn info(what: impl Into<String>, measured: String) -> Self {
         Self {
             what: what.into(),
             measured,
@@ -237,7 +243,7 @@ impl Row {
     }
 
     /// Exactly `want`.
-    fn exactly(what: impl Into<String>, count: usize, want: usize) -> Self {
+    pub(super) fn exactly(what: impl Into<String>, count: usize, want: usize) -> Self {
         Self {
             what: what.into(),
             measured: count.to_string(),
@@ -248,7 +254,7 @@ impl Row {
 }
 
 #[derive(Clone, Copy)]
-enum Cmp {
+pub(super) enum Cmp {
     AtLeast,
     AtMost,
     Below,
@@ -262,7 +268,7 @@ fn trim(value: f64) -> String {
 }
 
 /// Prints a figure's table; how many of its rows met their target.
-fn print_table(title: &str, rows: &[Row]) -> (usize, usize) {
+pub(super) fn print_table(title: &str, rows: &[Row]) -> (usize, usize) {
     println!("\n== {title}");
     let width = |f: fn(&Row) -> &str, head: &str| {
         rows.iter()
