@@ -42,10 +42,10 @@ pub struct ServerConfig {
 
 /// The default of [`ServerConfig::max_connections`]: 10,000 connections
 /// held at once (the figure corral is measured against) fit with room to
-/// spare, and at about 15 KiB each an idle connection costs at most
-/// 240 MiB; well below the open-files limits servers run with (systemd
-/// gives services 524,288), which `corral serve` raises its own soft limit
-/// to.
+/// spare, and at about 13 KiB each (measured by `corral bench
+/// connections`) idle connections cost at most about 210 MiB. It is well
+/// below the hard open-files limit services get (524,288 under systemd),
+/// to which `corral serve` raises its own soft limit.
 const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 impl Default for ServerConfig {

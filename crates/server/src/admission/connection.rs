@@ -2,7 +2,7 @@
 //! client meets.
 //!
 //! Every connection holds resources whatever it does: a descriptor, a
-//! task, hyper's buffers (about 16 KiB when idle). Thousands of idle
+//! task, hyper's buffers (about 13 KiB in all when idle). Thousands of idle
 //! keep-alive connections are normal behind a load balancer or with
 //! browsers, but with no bound a flood of them ends in `EMFILE` at
 //! `accept`, where the server can only drop connections silently. The
