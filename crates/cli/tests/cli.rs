@@ -270,3 +270,74 @@ fn a_token_from_corral_token_opens_a_server_started_with_its_entry() {
         "{stderr}"
     );
 }
+
+/// `GET /healthz` on a new connection: whether it was answered `200`
+/// within 2 s.
+fn healthy(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut socket) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let request = "GET /healthz HTTP/1.1\r\nHost: corral\r\nConnection: close\r\n\r\n";
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = socket
+        .write_all(request.as_bytes())
+        .and_then(|()| socket.read_to_end(&mut answer));
+    answer.starts_with(b"HTTP/1.1 200 ")
+}
+
+#[test]
+fn out_of_file_descriptors_the_server_says_so_waits_and_serves_again() {
+    use rustix::process::{Pid, Resource, Rlimit, prlimit};
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().to_str().unwrap();
+    // More connections than descriptors: the limit warns at start.
+    let args = ["--store", store, "--orphan-sweep", "0s"];
+    let corral = common::Corral::start(
+        &[&args[..], &["--max-connections", "1000000"]].concat(),
+        &[],
+    );
+    let logs = corral.logs_with("open-files limit leaves room for fewer connections");
+    assert!(
+        logs.contains("open-files limit leaves room for fewer connections"),
+        "{logs}"
+    );
+    let address = corral.url.trim_start_matches("http://").to_owned();
+    assert!(healthy(&address));
+
+    // Room for a few more descriptors only.
+    let pid = corral.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = Some(open + 4);
+    let pid = Pid::from_raw(pid as i32).unwrap();
+    let new = Rlimit {
+        current: limit,
+        maximum: limit,
+    };
+    prlimit(Some(pid), Resource::Nofile, new).unwrap();
+    let held: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    let logs = corral.logs_with("out of file descriptors");
+    assert!(logs.contains("out of file descriptors"), "{logs}");
+    assert!(logs.contains("ulimit -n"), "{logs}");
+
+    // The connections close: the server accepts and serves again.
+    drop(held);
+    let mut served = false;
+    for _ in 0..50 {
+        if healthy(&address) {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served, "not served again:\n{}", corral.logs());
+    let mut corral = corral;
+    assert!(corral.child.try_wait().unwrap().is_none(), "corral exited");
+}
