@@ -54,6 +54,14 @@ pub(crate) struct Overrides {
     #[serde(default, deserialize_with = "parsed_with_listen_address")]
     pub(crate) listen: Option<SocketAddr>,
 
+    /// Most connections served at once, idle keep-alive connections
+    /// included; one beyond is answered 503 too_many_connections with
+    /// Retry-After and closed. Each takes a file descriptor: corral raises
+    /// its open-files limit to the hard limit at start, and warns if that
+    /// is below this [default: 16384].
+    #[arg(long, env = "CORRAL_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+
     /// Where files are stored: a directory (`./corral-data`,
     /// `file:///srv/corral`), an S3 bucket (`s3://bucket/prefix`, credentials
     /// from the AWS environment variables), a GCS bucket (`gs://bucket/prefix`,
@@ -308,6 +316,7 @@ where
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
+    pub(crate) max_connections: usize,
     pub(crate) store: String,
     pub(crate) s3_endpoint: Option<String>,
     pub(crate) s3_region: Option<String>,
@@ -352,6 +361,7 @@ impl Default for Settings {
         let sched = SchedConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: server.max_connections,
             store: "./corral-data".to_owned(),
             s3_endpoint: None,
             s3_region: None,
@@ -394,6 +404,7 @@ impl Settings {
     fn apply(&mut self, overrides: Overrides) {
         let Overrides {
             listen,
+            max_connections,
             store,
             s3_endpoint,
             s3_region,
@@ -429,6 +440,7 @@ impl Settings {
             insecure_no_auth,
         } = overrides;
         set(&mut self.listen, listen);
+        set(&mut self.max_connections, max_connections);
         set(&mut self.store, store);
         // Optional settings: a source that names one sets it.
         set(&mut self.s3_endpoint, s3_endpoint.map(Some));
@@ -469,6 +481,9 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         if self.part_size.0 == 0 {
             anyhow::bail!("part-size must be at least 1 byte");
+        }
+        if self.max_connections == 0 {
+            anyhow::bail!("max-connections must be at least 1");
         }
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
@@ -545,6 +560,7 @@ impl Settings {
             upload_memory: self.upload_memory.0,
             upload_queue: self.upload_queue,
             upload_wait: self.upload_wait.0,
+            max_connections: self.max_connections,
         }
     }
 
@@ -638,6 +654,7 @@ impl fmt::Display for Settings {
     /// The settings as a config file.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "listen = \"{}\"", self.listen)?;
+        writeln!(f, "max_connections = {}", self.max_connections)?;
         writeln!(f, "store = {:?}", self.store)?;
         if let Some(endpoint) = &self.s3_endpoint {
             writeln!(f, "s3_endpoint = {endpoint:?}")?;
@@ -809,6 +826,25 @@ mod tests {
         assert_eq!(settings.body_timeout.to_string(), "10s");
         assert_eq!(settings.concurrency.to_string(), "fixed:4");
         assert_eq!(settings.max_files, 1000, "the default stays");
+        assert_eq!(settings.max_connections, 16384, "the default stays");
+    }
+
+    #[test]
+    fn max_connections_is_a_flag_and_a_key_and_at_least_one() {
+        let settings = resolve(args(&["corral", "serve", "--max-connections", "64"])).unwrap();
+        assert_eq!(settings.max_connections, 64);
+        assert_eq!(settings.server_config().max_connections, 64);
+        assert!(settings.to_string().contains("\nmax_connections = 64\n"));
+        let file: Overrides = toml::from_str("max_connections = 32").unwrap();
+        let mut settings = Settings::default();
+        settings.apply(file);
+        assert_eq!(settings.max_connections, 32);
+        let zero = resolve(args(&["corral", "serve", "--max-connections", "0"]));
+        let error = format!("{:#}", zero.unwrap_err());
+        assert!(
+            error.contains("max-connections must be at least 1"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod bench;
 mod cli;
 mod client;
 mod config;
+mod nofile;
 mod serve;
 mod units;
 

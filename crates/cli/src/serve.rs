@@ -26,8 +26,34 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
     }
     init_tracing(settings.log_format)?;
+    raise_open_files_limit(settings.max_connections);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(settings))
+}
+
+/// Descriptors corral needs besides its connections: the listener, the
+/// spool's and the journal's files, files being written to the local
+/// disk, connections to the storage backend (up to the scheduler's
+/// limit).
+const OTHER_DESCRIPTORS: u64 = 1024;
+
+/// Raises the open-files limit to the hard limit, and warns if it leaves
+/// no room for `max_connections`: beyond, `accept` fails with `EMFILE` and
+/// connections wait unanswered.
+fn raise_open_files_limit(max_connections: usize) {
+    match crate::nofile::raise() {
+        Ok(Some(limit)) if limit < max_connections as u64 + OTHER_DESCRIPTORS => {
+            tracing::warn!(
+                open_files_limit = limit,
+                max_connections,
+                "the open-files limit leaves room for fewer connections than \
+                 --max-connections: raise the hard limit (LimitNOFILE= in systemd, \
+                 ulimit -Hn) or lower --max-connections"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
 }
 
 fn init_tracing(format: LogFormat) -> anyhow::Result<()> {

@@ -31,6 +31,7 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
     assert_eq!(defaults["listen"].as_str(), Some("127.0.0.1:8080"));
     assert_eq!(defaults["store"].as_str(), Some("./corral-data"));
     assert_eq!(defaults["max_file_size"].as_str(), Some("5GiB"));
+    assert_eq!(defaults["max_connections"].as_integer(), Some(16384));
 
     let config = printed_config(
         corral()
@@ -38,6 +39,7 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
             .arg(&file)
             .env("CORRAL_STORE", "from-env")
             .env("CORRAL_MAX_FILES", "9")
+            .env("CORRAL_MAX_CONNECTIONS", "64")
             .args(["--max-files", "11"]),
     );
     assert_eq!(
@@ -48,6 +50,7 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
     assert_eq!(config["store"].as_str(), Some("from-env"), "env over file");
     assert_eq!(config["max_files"].as_integer(), Some(11), "flag over env");
     assert_eq!(config["part_size"].as_str(), Some("8MiB"), "default");
+    assert_eq!(config["max_connections"].as_integer(), Some(64), "env");
 
     // The config file can come from the environment too.
     let config = printed_config(corral().arg("serve").env("CORRAL_CONFIG", &file));
@@ -91,6 +94,7 @@ fn help_documents_every_option() {
         "--max-file-size",
         "--max-batch-size",
         "--max-files",
+        "--max-connections",
         "--body-timeout",
         "--shutdown-grace",
         "--upload-memory",
@@ -265,4 +269,75 @@ fn a_token_from_corral_token_opens_a_server_started_with_its_entry() {
         stderr.contains("bad.toml") && stderr.contains("token_sha256"),
         "{stderr}"
     );
+}
+
+/// `GET /healthz` on a new connection: whether it was answered `200`
+/// within 2 s.
+fn healthy(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut socket) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let request = "GET /healthz HTTP/1.1\r\nHost: corral\r\nConnection: close\r\n\r\n";
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = socket
+        .write_all(request.as_bytes())
+        .and_then(|()| socket.read_to_end(&mut answer));
+    answer.starts_with(b"HTTP/1.1 200 ")
+}
+
+#[test]
+fn out_of_file_descriptors_the_server_says_so_waits_and_serves_again() {
+    use rustix::process::{Pid, Resource, Rlimit, prlimit};
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().to_str().unwrap();
+    // More connections than descriptors: the limit warns at start.
+    let args = ["--store", store, "--orphan-sweep", "0s"];
+    let corral = common::Corral::start(
+        &[&args[..], &["--max-connections", "1000000"]].concat(),
+        &[],
+    );
+    let logs = corral.logs_with("open-files limit leaves room for fewer connections");
+    assert!(
+        logs.contains("open-files limit leaves room for fewer connections"),
+        "{logs}"
+    );
+    let address = corral.url.trim_start_matches("http://").to_owned();
+    assert!(healthy(&address));
+
+    // Room for a few more descriptors only.
+    let pid = corral.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = Some(open + 4);
+    let pid = Pid::from_raw(pid as i32).unwrap();
+    let new = Rlimit {
+        current: limit,
+        maximum: limit,
+    };
+    prlimit(Some(pid), Resource::Nofile, new).unwrap();
+    let held: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    let logs = corral.logs_with("out of file descriptors");
+    assert!(logs.contains("out of file descriptors"), "{logs}");
+    assert!(logs.contains("ulimit -n"), "{logs}");
+
+    // The connections close: the server accepts and serves again.
+    drop(held);
+    let mut served = false;
+    for _ in 0..50 {
+        if healthy(&address) {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served, "not served again:\n{}", corral.logs());
+    let mut corral = corral;
+    assert!(corral.child.try_wait().unwrap().is_none(), "corral exited");
 }

@@ -16,6 +16,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 
+use crate::admission::Connections;
 use crate::admission::refusal::Refusal;
 use crate::auth::{Auth, TenantPolicy};
 use crate::config::ServerConfig;
@@ -43,6 +44,10 @@ pub struct AppState {
     /// it ends, so the sum of upload buffers never exceeds
     /// `config.upload_memory`.
     pub(crate) upload_memory: Arc<MemoryGate>,
+    /// The connections served at once, at most `config.max_connections`:
+    /// [`crate::run`] gives each connection's task a place, held until
+    /// the connection ends.
+    pub(crate) connections: Connections,
     /// The tenants and their tokens; `None` serves one anonymous tenant.
     pub(crate) auth: Option<Arc<Auth>>,
     /// The tenant of every request when there is no auth.
@@ -71,13 +76,16 @@ impl AppState {
             expiry: store.config().upload_expiry,
         };
         let uploads = Arc::new(Uploads::new(tus, config.max_open_uploads));
+        let connections = Connections::new(config.max_connections);
         Self {
             metrics: Arc::new(Metrics::new(
                 store.clone(),
                 scheduler.clone(),
                 Arc::clone(&upload_memory),
                 uploads.open_count(),
+                connections.clone(),
             )),
+            connections,
             uploads,
             upload_memory,
             stats: Arc::new(History::new()),

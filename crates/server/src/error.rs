@@ -390,6 +390,31 @@ pub(crate) fn body(error: &ApiError, file: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&body).expect("the error body serializes")
 }
 
+/// `error`'s whole answer as written on a socket, for the answers made
+/// without hyper (see [`crate::serve`]): its status, `lines` (header lines,
+/// each ending in CRLF), `Retry-After` for a refusal, and the JSON body; it
+/// closes the connection.
+pub(crate) fn raw_answer(error: &ApiError, lines: &str) -> Vec<u8> {
+    let body = body(error, None);
+    let status = error.status();
+    let retry_after = match error {
+        ApiError::Refused(refusal) => {
+            format!("retry-after: {}\r\n", refusal.retry_after_seconds())
+        }
+        _ => String::new(),
+    };
+    let mut answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n{retry_after}{lines}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or_default(),
+        body.len(),
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer
+}
+
 fn respond(error: &ApiError, file: Option<&str>) -> Response {
     let status = error.status();
     match error {

@@ -50,6 +50,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::admission::Connections;
 use crate::admission::refusal::Refusal;
 use crate::app::AppState;
 use crate::memory::MemoryGate;
@@ -102,6 +103,7 @@ impl Metrics {
         scheduler: Scheduler,
         upload_memory: Arc<MemoryGate>,
         open_uploads: Arc<AtomicUsize>,
+        connections: Connections,
     ) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: DurationFamily = Family::new_with_constructor(request_histogram);
@@ -133,6 +135,7 @@ impl Metrics {
         }));
         registry.register_collector(Box::new(ProcessCollector));
         registry.register_collector(Box::new(UploadsCollector(open_uploads)));
+        registry.register_collector(Box::new(ConnectionsCollector(connections)));
         Self {
             registry,
             requests,
@@ -412,6 +415,27 @@ impl Collector for UploadsCollector {
             "corral_resumable_uploads_open",
             "Resumable uploads this instance created that have not finished, been terminated or expired.",
             &ConstGauge::new(self.0.load(Ordering::Relaxed) as u64),
+        )
+    }
+}
+
+/// Connections open and their limit, read at each scrape.
+#[derive(Debug)]
+struct ConnectionsCollector(Connections);
+
+impl Collector for ConnectionsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        encode(
+            &mut encoder,
+            "corral_http_connections",
+            "HTTP connections open now, idle keep-alive connections and the one scraping included.",
+            &ConstGauge::new(self.0.open() as u64),
+        )?;
+        encode(
+            &mut encoder,
+            "corral_http_connections_limit",
+            "Most HTTP connections served at once (--max-connections); beyond, 503 too_many_connections.",
+            &ConstGauge::new(self.0.limit() as u64),
         )
     }
 }

@@ -307,6 +307,13 @@ async fn provoke(status: u16, code: Option<&str>) -> Answer {
             server.store.scheduler().close();
             post(&server, upload_form(10)).await
         }
+        Some("too_many_connections") => {
+            let server = server_with(|config| config.max_connections = 1).await;
+            // Accepted first, it holds the one place.
+            let _held = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let head = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            raw(&server, head, b"").await
+        }
         Some("backend_unavailable") => {
             let s3 = corral_testkit::s3::S3Server::require();
             let front = Front::start(FrontConfig::new(s3.addr())).await.unwrap();
@@ -367,6 +374,9 @@ async fn every_row_of_the_readme_error_table_is_what_the_server_answers() {
         match code.as_deref() {
             Some("spool_full") if retry_after != Some("10") => {
                 problems.push(format!("Retry-After {retry_after:?}, not 10"));
+            }
+            Some("too_many_connections") if retry_after != Some("5") => {
+                problems.push(format!("Retry-After {retry_after:?}, not 5"));
             }
             Some("shutting_down") if retry_after != Some("1") => {
                 problems.push(format!("Retry-After {retry_after:?}, not 1"));

@@ -1,6 +1,7 @@
 //! `corral bench`: measurements of corral itself.
 
 pub(crate) mod compare;
+pub(crate) mod connections;
 mod figures;
 pub(crate) mod fleet;
 pub(crate) mod front;
@@ -88,6 +89,13 @@ pub(crate) enum BenchCommand {
     /// stored per second against the front's capacity, its 503s, and each
     /// instance's share of the backend calls. Build with --release.
     Fleet(Box<fleet::FleetArgs>),
+    /// Many connections held open at once on one `corral serve` (local
+    /// disk): idle keep-alive connections and slow uploads, 10,000 in all
+    /// by default. Checks that every one is still served and counts
+    /// errors, and prints corral's resident memory before, with the idle
+    /// connections and with all of them, and its rise per idle
+    /// connection. Takes under a minute; build with --release.
+    Connections(Box<connections::ConnectionsArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,5 +194,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Tus(args) => tus::run(&args),
         BenchCommand::Upload(args) => upload::run(&args),
         BenchCommand::Fleet(args) => fleet::run(&args),
+        BenchCommand::Connections(args) => connections::run(&args),
     }
 }

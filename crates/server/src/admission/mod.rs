@@ -1,7 +1,10 @@
 //! Admission: every refusal of new work comes from here.
 //!
-//! A request meets up to four gates before its body is read, in this
-//! order, and each may refuse it:
+//! A connection meets one gate before any of its requests is read: the
+//! most connections served at once ([`Connections`], `too_many_connections`,
+//! answered by [`crate::run`] straight on the socket). Then a request meets
+//! up to four gates before its body is read, in this order, and each may
+//! refuse it:
 //!
 //! 1. the scheduler ([`Admitted`]): its queue of backend calls is full
 //!    (`overloaded`), the backend is down (`backend_unavailable`), or the
@@ -14,7 +17,7 @@
 //!
 //! Every refusal is a [`Refusal`], answered in one shape: `429` when the
 //! server is busy and `503` when it cannot work (the backend is down, the
-//! server is stopping), a JSON body `{"error": {"code", "message"}}`, and
+//! server is stopping) or holds all the connections it may, a JSON body `{"error": {"code", "message"}}`, and
 //! `Retry-After`. It is counted once, by reason, in
 //! `corral_refusals_total{reason}` (counted where the answer is made, see [`crate::metrics`]).
 //!
@@ -29,10 +32,12 @@
 //! a gate cannot foresee it, the wait is fixed: the spool empties as fast
 //! as the backend takes its files (10 s), a backend that is down is probed
 //! again at a known time (the time to the probe), a call that failed
-//! transiently until its retries ran out may pass (5 s), and a stopping
+//! transiently until its retries ran out may pass (5 s), so may a place
+//! among the connections, which frees when a client closes one (5 s), and a stopping
 //! server is worth asking again at once, of another instance (1 s). The
 //! header carries whole seconds, rounded up, at least 1.
 
+pub(crate) mod connection;
 pub(crate) mod refusal;
 
 use axum::extract::FromRequestParts;
@@ -41,6 +46,7 @@ use axum::http::request::Parts;
 use corral_sched::Group;
 use corral_store::JobWriter;
 
+pub(crate) use connection::Connections;
 pub use refusal::Refusal;
 
 use crate::app::AppState;

@@ -15,6 +15,11 @@ const SPOOL_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// them finishing is a matter of its client, which corral cannot foresee.
 const UPLOADS_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// How long a connection refused at the limit of connections waits: one
+/// frees when a client closes one, which corral cannot foresee, and an
+/// idle one is closed after the body timeout at the latest.
+const CONNECTIONS_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// The wait suggested to a client whose request met transient backend
 /// failures until its retries ran out: long enough for a blip to pass.
 pub(crate) const BACKEND_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -82,6 +87,13 @@ pub enum Refusal {
     },
     /// The server is shutting down and takes no new work.
     ShuttingDown,
+    /// The server holds as many connections as it may
+    /// (`--max-connections`): a new one is answered and closed before any
+    /// request is read.
+    TooManyConnections {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Refusal {
@@ -107,7 +119,9 @@ impl Refusal {
     /// cannot work.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BackendUnavailable { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BackendUnavailable { .. }
+            | Self::ShuttingDown
+            | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -122,6 +136,7 @@ impl Refusal {
             Self::SpoolFull { .. } => "spool_full",
             Self::BackendUnavailable { .. } => "backend_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::TooManyConnections { .. } => "too_many_connections",
         }
     }
 
@@ -136,11 +151,12 @@ impl Refusal {
             Self::SpoolFull { .. } => "spool_full",
             Self::BackendUnavailable { .. } => "backend_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::TooManyConnections { .. } => "too_many_connections",
         }
     }
 
     /// Every reason, for the metric's families to start at zero.
-    pub(crate) const REASONS: [&'static str; 8] = [
+    pub(crate) const REASONS: [&'static str; 9] = [
         "queue_full",
         "memory_spent",
         "tenant_memory",
@@ -149,6 +165,7 @@ impl Refusal {
         "spool_full",
         "backend_unavailable",
         "shutting_down",
+        "too_many_connections",
     ];
 
     /// When to come back (see the [module docs](self)).
@@ -161,6 +178,7 @@ impl Refusal {
             Self::TenantSpool { .. } | Self::SpoolFull { .. } => SPOOL_RETRY_AFTER,
             Self::TenantUploads { .. } => UPLOADS_RETRY_AFTER,
             Self::ShuttingDown => Duration::from_secs(1),
+            Self::TooManyConnections { .. } => CONNECTIONS_RETRY_AFTER,
         }
     }
 
@@ -202,6 +220,11 @@ impl fmt::Display for Refusal {
                 "the storage backend is unavailable: retry after {seconds} s"
             ),
             Self::ShuttingDown => f.write_str("the server is shutting down"),
+            Self::TooManyConnections { limit } => write!(
+                f,
+                "the server holds as many connections as it may ({limit}): close an idle \
+                 connection of yours, or retry after {seconds} s"
+            ),
         }
     }
 }
@@ -245,6 +268,7 @@ mod tests {
             Refusal::SpoolFull { used: 1, max: 1 },
             Refusal::BackendUnavailable { retry_after: wait },
             Refusal::ShuttingDown,
+            Refusal::TooManyConnections { limit: 1 },
         ];
         let reasons: Vec<_> = refusals.iter().map(Refusal::reason).collect();
         assert_eq!(reasons, Refusal::REASONS);

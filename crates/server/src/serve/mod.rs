@@ -1,5 +1,6 @@
-//! [`run`]: serving the API until shutdown; [`socket`]: what hyper's
-//! connections are given to read and write.
+//! [`run`]: serving the API until shutdown; [`door`]: where connections
+//! come in, admitted or refused; [`socket`]: what hyper's connections are
+//! given to read and write.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt as _;
@@ -25,8 +27,10 @@ use tower::ServiceExt as _;
 use crate::app::{AppState, router};
 use crate::stats;
 
+mod door;
 mod socket;
 
+use door::Door;
 use socket::Socket;
 
 /// How long cancelled requests get to answer before their connections are
@@ -89,6 +93,11 @@ pub(crate) const MAX_HEAD: usize = 32 << 10;
 ///    spool's workers stop what they are doing (what they did not store
 ///    stays spooled), and background cleanups of the store finish.
 ///
+/// At most `max_connections` connections are served at once, idle ones
+/// included, each holding its place until it ends; one beyond is answered
+/// `503 too_many_connections` and closed, during the drain as well (see
+/// [`door`]).
+///
 /// Connections are served by hyper directly (not `axum::serve`) to bound
 /// their read buffers (64 KiB) and the time a client may take to send its
 /// request head (`body_timeout`, against slowloris), and over a [`Socket`]
@@ -114,29 +123,25 @@ pub async fn run(
         .header_read_timeout(state.config.body_timeout);
     // Sampled until this function returns, the drain included.
     let _sampler = AbortOnDropHandle::new(tokio::spawn(stats::sample_every(state.clone())));
+    let mut door = Door::new(state.connections.clone(), Arc::clone(&state.metrics));
     let app = router(state);
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let socket = tokio::select! {
-            accepted = accept(&listener) => match accepted {
-                Ok(socket) => socket,
-                Err(error) => {
-                    // Out of file descriptors, a connection reset before
-                    // it was accepted: the next accept may succeed.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (socket, place) = tokio::select! {
+            admitted = door.next(&listener) => admitted,
             () = &mut shutdown => break,
         };
         let requests = Arc::new(Requests::default());
         let service = service(&app, &requests, &stopping);
         let socket = TokioIo::new(Socket::new(socket, Arc::clone(&requests)));
         let connection = http.serve_connection(socket, service);
-        connections.spawn(drain_connection(connection, requests, stopping.clone()));
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            drain_connection(connection, requests, stopping).await;
+            drop(place);
+        });
     }
     scheduler.close();
     stopping.cancel();
@@ -168,25 +173,20 @@ pub async fn run(
     // where herd clients that connected just after the signal were cut).
     let late = TaskTracker::new();
     http.keep_alive(false);
-    let serve_late = |socket, within| {
+    let serve_late = |(socket, place): (TcpStream, OwnedSemaphorePermit), within| {
         let requests = Arc::new(Requests::default());
         let service = service(&app, &requests, &stopping);
         let socket = TokioIo::new(Socket::new(socket, requests));
         let connection = http.serve_connection(socket, service);
         late.spawn(async move {
             let _ = tokio::time::timeout(within, connection).await;
+            drop(place);
         });
     };
     loop {
         tokio::select! {
             () = &mut drain => break,
-            accepted = accept(&listener) => {
-                let Ok(socket) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                serve_late(socket, LAST_CALL);
-            }
+            admitted = door.next(&listener) => serve_late(admitted, LAST_CALL),
         }
     }
     // Connections the kernel completed but that were not accepted yet
@@ -195,10 +195,13 @@ pub async fn run(
     // connected, or it is not coming). Only those already waiting: a
     // client connecting from now on finds the port closed.
     for socket in backlog(listener) {
-        serve_late(socket, BACKLOG_COURTESY);
+        if let Some(admitted) = door.admit(socket) {
+            serve_late(admitted, BACKLOG_COURTESY);
+        }
     }
     late.close();
     late.wait().await;
+    door.close().await;
     // Spooled jobs not done yet resume when the spool is opened again.
     if let Some(spool) = spool {
         spool.close().await;
@@ -253,18 +256,6 @@ fn service(
             }))
         }
     })
-}
-
-/// The next connection, with `TCP_NODELAY` set: an answer is written as a
-/// head and a body, and without it Nagle's algorithm holds the second
-/// write back until the client's delayed ACK, about 40 ms later, on every
-/// request of a kept-alive connection.
-async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
-    let (socket, _) = listener.accept().await?;
-    if let Err(error) = socket.set_nodelay(true) {
-        tracing::debug!(%error, "setting TCP_NODELAY failed");
-    }
-    Ok(socket)
 }
 
 /// The connections waiting in `listener`'s backlog (at most
@@ -402,17 +393,5 @@ mod tests {
         assert!(taken.iter().all(|socket| socket.nodelay().unwrap()));
         // The listener is closed.
         assert!(std::net::TcpStream::connect(address).is_err());
-    }
-
-    /// Regression: a kept-alive GET of 10 bytes took 27 ms against 0.6 ms
-    /// on a fresh connection, Nagle's algorithm holding each answer's body
-    /// back until the client's delayed ACK.
-    #[tokio::test]
-    async fn accepted_connections_have_nodelay_set() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, accept(&listener));
-        let (_client, accepted) = (client.unwrap(), accepted.unwrap());
-        assert!(accepted.nodelay().unwrap());
     }
 }

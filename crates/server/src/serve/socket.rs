@@ -103,23 +103,12 @@ fn hyper_error(head: &[u8]) -> Option<ApiError> {
 /// corral's answer for `error`, in place of hyper's `head`, whose `Date`
 /// line it keeps.
 fn answer(error: &ApiError, head: &[u8]) -> Vec<u8> {
-    let body = error::body(error, None);
-    let status = error.status();
     let date = String::from_utf8_lossy(head)
         .split("\r\n")
         .find(|line| line.to_ascii_lowercase().starts_with("date:"))
         .map(|line| format!("{line}\r\n"))
         .unwrap_or_default();
-    let mut answer = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         connection: close\r\n{date}\r\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or_default(),
-        body.len(),
-    )
-    .into_bytes();
-    answer.extend_from_slice(&body);
-    answer
+    error::raw_answer(error, &date)
 }
 
 impl<T: AsyncWrite + Unpin> Socket<T> {

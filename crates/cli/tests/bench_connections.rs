@@ -1,0 +1,46 @@
+//! `corral bench connections`, run small: every connection held at once is
+//! still served at the end, without an error. No size figure is asserted.
+
+use std::process::Command;
+
+#[test]
+fn bench_connections_holds_every_connection_without_an_error() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["bench", "connections", "--connections", "200"])
+        .args([
+            "--uploads",
+            "50",
+            "--upload-size",
+            "1KiB",
+            "--trickle",
+            "2s",
+        ])
+        .args(["--deadline", "60s", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let row = |what: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(what))
+            .unwrap_or_else(|| panic!("no row {what:?} in\n{stdout}\n{stderr}"))
+    };
+    for what in [
+        "connections open at once",
+        "errors",
+        "idle connections answering 200",
+        "slow uploads stored (201)",
+    ] {
+        assert!(row(what).ends_with("  yes"), "{}\n{stdout}", row(what));
+    }
+    // The memory figure was measured (a NaN would print as "no data").
+    let per_idle = row("VmRSS rise per idle connection");
+    assert!(!per_idle.contains("no data"), "{per_idle}");
+    // Everything it made is gone.
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
