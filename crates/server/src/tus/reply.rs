@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use axum::body::Body;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -158,6 +158,12 @@ impl Reply<'_> {
             }
             TusError::OffsetMismatch { expected, .. } => {
                 headers.insert(UPLOAD_OFFSET, number(*expected));
+            }
+            TusError::Locked {
+                retry_after: Some(seconds),
+                ..
+            } => {
+                headers.insert(RETRY_AFTER, number(*seconds));
             }
             TusError::TooLarge { .. } | TusError::ExceedsLength { .. } => {
                 if matches!(self.protocol, Protocol::Draft(version) if version.has_limits()) {
