@@ -650,6 +650,8 @@ impl Settings {
             read_cache: size(self.read_cache, "read-cache")?,
             // Beside the spool: both are this instance's local state.
             batch_journal: Some(self.spool_dir.join("batches.redb")),
+            // Beside the journal, whose lock makes it this process's.
+            instance_file: Some(self.spool_dir.join("instance.id")),
         })
     }
 }

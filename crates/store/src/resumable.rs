@@ -55,8 +55,10 @@
 //!
 //! A request that goes on with an upload ([`Resumables::resume`]) first
 //! takes its *lease*: it writes the state back, unchanged but for the
-//! lease, naming this instance (`holder`, an id drawn when the store
-//! opens) and an expiry (`until`, now plus the store's `upload_lease`).
+//! lease, naming this instance (`holder`: an id drawn when the store
+//! opens, or kept beside the journal of batches so that a restarted
+//! corral is the same instance, see `StoreConfig::instance_file`) and an
+//! expiry (`until`, now plus the store's `upload_lease`).
 //! That write is conditional too, so of two instances racing for an
 //! upload exactly one gets it; the other, and any request that finds a
 //! live lease of another instance's, is refused with [`Error::Leased`]
@@ -239,12 +241,12 @@ fn paused_tail(state: &Path, paused: &Paused) -> Path {
 }
 
 impl Resumables {
-    pub(crate) fn new(writer: Writer, expiry: Duration, lease: Duration) -> Self {
+    pub(crate) fn new(writer: Writer, expiry: Duration, lease: Duration, instance: String) -> Self {
         Self {
             writer,
             expiry,
             lease,
-            instance: uuid::Uuid::now_v7().to_string(),
+            instance,
             cache: Mutex::default(),
         }
     }

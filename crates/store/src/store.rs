@@ -71,6 +71,13 @@ pub struct StoreConfig {
     /// It must outlast a body's idle timeout, or a request waiting for its
     /// client's bytes loses it.
     pub upload_lease: Duration,
+    /// Where this instance keeps the id its leases name, read or made
+    /// when the store opens, once the journal of batches is locked: a
+    /// corral restarted on the same journal is the same instance, and
+    /// takes back at once the uploads its predecessor held (that one is
+    /// dead: the lock says so). `None`: a new id at each opening, and a
+    /// restarted instance waits for its old leases to expire.
+    pub instance_file: Option<PathBuf>,
     /// Bytes of small objects that reads of hot keys may hold, to share
     /// one backend call among concurrent readers of a key and serve
     /// readers that come within a moment after (see [`crate::hot`]); 0
@@ -111,9 +118,29 @@ impl Default for StoreConfig {
             batch_journal: None,
             upload_expiry: Duration::from_secs(24 * 3600),
             upload_lease: Duration::from_secs(90),
+            instance_file: None,
             read_cache: 64 << 20,
         }
     }
+}
+
+/// The instance id kept in `path`, made (a UUID) if there is none.
+async fn instance_id(path: &std::path::Path) -> std::io::Result<String> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(id) if uuid::Uuid::parse_str(id.trim()).is_ok() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    // Whole or not at all: a torn id would be a new instance anyway.
+    let staging = path.with_extension("new");
+    tokio::fs::write(&staging, &id).await?;
+    tokio::fs::rename(&staging, path).await?;
+    Ok(id)
 }
 
 /// One storage backend, shared by every request. Cloning is cheap.
@@ -236,10 +263,19 @@ impl Store {
             buffers: BufferGauge::default(),
             multipart_threshold: config.multipart_threshold,
         };
+        let instance = match &config.instance_file {
+            Some(path) => instance_id(path).await.map_err(|e| Error::Open {
+                url: url.to_owned(),
+                reason: format!("cannot keep the instance id in {}", path.display()),
+                source: Some(Arc::new(e)),
+            })?,
+            None => uuid::Uuid::now_v7().to_string(),
+        };
         let resumables = Arc::new(Resumables::new(
             writer.clone(),
             config.upload_expiry,
             config.upload_lease,
+            instance,
         ));
         if let Some(every) = config.orphan_sweep {
             resumables.start_sweeper(every);
@@ -1890,6 +1926,47 @@ mod tests {
             assert_eq!(stored.sha256, sha256_hex(&content), "{url}");
             assert_eq!(read_whole(&a, "t/tus/race.bin").await, content, "{url}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_instance_restarted_with_its_instance_file_takes_its_own_leases_back_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let url = dir.path().to_str().unwrap().to_owned();
+        let config = StoreConfig {
+            instance_file: Some(spool.path().join("instance.id")),
+            ..small_parts()
+        };
+        let before = Store::open(&url, config.clone(), scheduler())
+            .await
+            .unwrap();
+        let writer = group(&before);
+        let begun = before.begin_upload(&writer, &key("t"), record("r.bin", Some(10)));
+        let id = begun.id().to_owned();
+        begun.pause().await.unwrap();
+        let mut held = before
+            .resume_upload(&writer, &key("t"), &id, 0)
+            .await
+            .unwrap();
+        held.write(Bytes::from_static(b"abc")).await.unwrap();
+        // Dies holding the lease (90 s): neither paused nor released.
+        std::mem::forget(held);
+        let other = Store::open(&url, small_parts(), scheduler()).await.unwrap();
+        let stranger = group(&other);
+        let refused = other.resume_upload(&stranger, &key("t"), &id, 0).await;
+        assert!(matches!(refused.map(|_| ()), Err(Error::Leased { .. })));
+        let after = Store::open(&url, config, scheduler()).await.unwrap();
+        let writer = group(&after);
+        let mut again = after
+            .resume_upload(&writer, &key("t"), &id, 0)
+            .await
+            .unwrap();
+        again
+            .write(Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        again.finish().await.unwrap();
+        assert_eq!(read_whole(&after, "t/tus/r.bin").await, b"0123456789");
     }
 
     #[tokio::test]
