@@ -53,7 +53,7 @@
 //! write refused because the state changed meanwhile is
 //! [`Error::LeaseLost`], never an overwrite.
 //!
-//! A request that goes on with an upload ([`Resumables::resume`]) first
+//! A request that goes on with an upload ([`Store::resume_upload`](crate::Store::resume_upload)) first
 //! takes its *lease*: it writes the state back, unchanged but for the
 //! lease, naming this instance (`holder`: an id drawn when the store
 //! opens, or kept beside the journal of batches so that a restarted
@@ -82,7 +82,7 @@
 //! version. Another instance may have written it since: a conditional
 //! write on a stale version is refused, and the state is read again (one
 //! call) before the request goes on or is refused. A status
-//! ([`Resumables::status`]) asks the store whether the cached version is
+//! ([`Store::upload_status`](crate::Store::upload_status)) asks the store whether the cached version is
 //! still the latest (a conditional read, one call, no body when it is).
 
 use std::collections::HashMap;

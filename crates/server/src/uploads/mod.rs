@@ -32,6 +32,15 @@
 //! are dropped. A newer request on the same upload stops the one in
 //! progress, which saves what it has ([`inflight`]).
 //!
+//! # Many instances
+//!
+//! A `PATCH` holds the upload's lease in the store while it runs (see
+//! [`corral_store::resumable`]): on another instance sharing the store, a
+//! request on the upload is answered `423 locked`, with `Retry-After` when
+//! the lease's expiry says how long a dead holder keeps it. A `HEAD` asks
+//! the store for the upload's state (one conditional read), so it never
+//! answers an offset older than one another instance saved.
+//!
 //! # Admission
 //!
 //! As for a batch: the scheduler admits the request (`429`/`503` before
