@@ -410,14 +410,23 @@ impl Resumables {
     /// this instance, from the cached state or, if it is stale, the one
     /// stored (one call, two if stale). The state as leased.
     async fn take(&self, group: &Group, id: &str, path: &Path) -> Result<Versioned> {
-        let mut current = self.state(group, path).await?;
-        let mut stale = false;
+        // Whether `current` is as stored now, not as this process last saw it.
+        let (mut current, mut fresh) = match self.cached(path) {
+            Some(cached) => (cached, false),
+            None => (self.read(group, path, None).await?, true),
+        };
         loop {
             let now = SystemTime::now();
             if let Some(lease) = &current.state.lease
                 && lease.holder != self.instance
                 && lease.until() > now
             {
+                if !fresh {
+                    // Released since, perhaps: ask (a conditional read).
+                    current = self.read(group, path, Some(current)).await?;
+                    fresh = true;
+                    continue;
+                }
                 return Err(Error::Leased {
                     upload: id.to_owned(),
                     until: lease.until(),
@@ -438,16 +447,11 @@ impl Resumables {
                     return Ok(leased);
                 }
                 // Written since by another instance: as it is now.
-                Err(Changed) if !stale => {
-                    stale = true;
+                Err(Changed) if !fresh => {
                     current = self.read(group, path, None).await?;
+                    fresh = true;
                 }
-                Err(Changed) => {
-                    self.remember(path, None);
-                    return Err(Error::LeaseLost {
-                        upload: id.to_owned(),
-                    });
-                }
+                Err(Changed) => return Err(self.lost(path, id)),
             }
         }
     }

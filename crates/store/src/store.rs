@@ -1902,27 +1902,37 @@ mod tests {
             let refused = a.resume_upload(&on_a, &key("t"), &id, at).await;
             assert!(matches!(refused, Err(Error::Leased { .. })), "{url}");
 
-            // B stalls holding the lease, as if dead; once it expires, A
-            // takes the upload over from the last saved state.
-            let stalled = 2 * cut;
+            // B saves and releases it: A, whose cache still shows B's lease,
+            // asks the store again and goes on at once.
+            let saved = 2 * cut;
             second
-                .write(Bytes::copy_from_slice(&content[cut..stalled]))
+                .write(Bytes::copy_from_slice(&content[cut..saved]))
+                .await
+                .unwrap();
+            assert_eq!(second.pause().await.unwrap(), saved as u64, "{url}");
+            let at = saved as u64;
+            let mut third = a.resume_upload(&on_a, &key("t"), &id, at).await.unwrap();
+            // A stalls holding the lease, as if dead; once it expires, B
+            // takes the upload over from the last saved state.
+            let stalled = 3 * cut;
+            third
+                .write(Bytes::copy_from_slice(&content[saved..stalled]))
                 .await
                 .unwrap();
             tokio::time::sleep(lease + Duration::from_millis(200)).await;
-            let mut third = a.resume_upload(&on_a, &key("t"), &id, at).await.unwrap();
-            // B wakes up: its write, on the version it leased, is refused
+            let mut fourth = b.resume_upload(&on_b, &key("t"), &id, at).await.unwrap();
+            // A wakes up: its write, on the version it leased, is refused
             // and overwrites nothing.
-            let late = second.pause().await;
+            let late = third.pause().await;
             assert!(
                 matches!(late, Err(Error::LeaseLost { .. })),
                 "{url}: {late:?}"
             );
-            third
-                .write(Bytes::copy_from_slice(&content[cut..]))
+            fourth
+                .write(Bytes::copy_from_slice(&content[saved..]))
                 .await
                 .unwrap();
-            let stored = third.finish().await.unwrap();
+            let stored = fourth.finish().await.unwrap();
             assert_eq!(stored.sha256, sha256_hex(&content), "{url}");
             assert_eq!(read_whole(&a, "t/tus/race.bin").await, content, "{url}");
         }
