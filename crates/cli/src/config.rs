@@ -835,6 +835,25 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_lease_must_outlast_the_body_timeout() {
+        let settings = resolve(args(&["corral", "serve", "--upload-lease", "40s"])).unwrap();
+        assert_eq!(settings.store_config().unwrap().upload_lease.as_secs(), 40);
+        let error = resolve(args(&[
+            "corral",
+            "serve",
+            "--upload-lease",
+            "30s",
+            "--body-timeout",
+            "30s",
+        ]))
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("must be more than body-timeout"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
     fn printed_settings_read_back_as_a_config_file() {
         let printed = Settings::default().to_string();
         let overrides: Overrides = toml::from_str(&printed).unwrap();

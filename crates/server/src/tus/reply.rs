@@ -540,6 +540,21 @@ mod tests {
     }
 
     #[test]
+    fn a_423_locked_says_when_the_lease_expires_when_it_is_known() {
+        let config = config();
+        let locked = |retry_after| TusError::Locked {
+            id: "u".into(),
+            retry_after,
+        };
+        let response = reply(Protocol::Tus, &config).refused(&locked(Some(7)));
+        assert_eq!(response.status(), StatusCode::LOCKED);
+        assert_eq!(header(&response, "retry-after"), Some("7"));
+        let response = reply(Protocol::Tus, &config).refused(&locked(None));
+        assert_eq!(response.status(), StatusCode::LOCKED);
+        assert_eq!(header(&response, "retry-after"), None);
+    }
+
+    #[test]
     fn a_460_keeps_its_status_and_code() {
         let config = config();
         let error = TusError::ChecksumMismatch {
