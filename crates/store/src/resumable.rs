@@ -53,22 +53,24 @@
 //! write refused because the state changed meanwhile is
 //! [`Error::LeaseLost`], never an overwrite.
 //!
-//! A request that goes on with an upload ([`Store::resume_upload`](crate::Store::resume_upload)) first
-//! takes its *lease*: it writes the state back, unchanged but for the
-//! lease, naming this instance (`holder`: an id drawn when the store
-//! opens, or kept beside the journal of batches so that a restarted
-//! corral is the same instance, see `StoreConfig::instance_file`) and an
-//! expiry (`until`, now plus the store's `upload_lease`).
-//! That write is conditional too, so of two instances racing for an
-//! upload exactly one gets it; the other, and any request that finds a
-//! live lease of another instance's, is refused with [`Error::Leased`]
-//! until the holder releases it (the state saved when the request ends
-//! names no holder) or it expires. The holder renews it while the
-//! request runs (a write each third of the lease, only for requests that
-//! long). An instance that dies holding a lease holds it until `until`;
-//! then another takes the upload over from the last state saved, as after
-//! a restart. Expiry is read against this machine's clock: the instances'
-//! clocks must agree to well within a lease.
+//! A request that goes on with an upload
+//! ([`Store::resume_upload`](crate::Store::resume_upload)) first takes
+//! its *lease*: it writes the state back, unchanged but for the lease,
+//! naming this instance (`holder`: an id drawn when the store opens, or
+//! kept beside the journal of batches so that a restarted corral is the
+//! same instance, see `StoreConfig::instance_file`) and an expiry
+//! (`until`, now plus the store's `upload_lease`). That write is
+//! conditional too, so of two instances racing for an upload exactly one
+//! gets it; the other, and any request that finds a live lease of another
+//! instance's, is refused with [`Error::Leased`] until the holder
+//! releases it (the state saved when the request ends names no holder)
+//! or it expires. The holder renews it while the request runs (a write
+//! each third of the lease, before its next write of the upload's
+//! objects, so only requests that long pay for it). An instance that dies
+//! holding a lease holds it until `until`; then another takes the upload
+//! over from the last state saved, as after a restart. Expiry is read
+//! against this machine's clock: the instances' clocks must agree to well
+//! within a lease.
 //!
 //! Taking the lease is the one call a lease costs: a request that stops
 //! short costs three (lease, tail, state), one that ends the upload its
@@ -82,8 +84,9 @@
 //! version. Another instance may have written it since: a conditional
 //! write on a stale version is refused, and the state is read again (one
 //! call) before the request goes on or is refused. A status
-//! ([`Store::upload_status`](crate::Store::upload_status)) asks the store whether the cached version is
-//! still the latest (a conditional read, one call, no body when it is).
+//! ([`Store::upload_status`](crate::Store::upload_status)) asks the
+//! store whether the cached version is still the latest (a conditional
+//! read, one call, no body when it is).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
