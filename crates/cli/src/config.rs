@@ -167,6 +167,13 @@ pub(crate) struct Overrides {
     #[arg(long, env = "CORRAL_UPLOAD_EXPIRY", value_name = "DURATION")]
     pub(crate) upload_expiry: Option<Span>,
 
+    /// How long an instance holds a resumable upload it is writing unless
+    /// it renews the hold: other instances sharing the store refuse the
+    /// upload (423) meanwhile, and take it over once an instance that died
+    /// lets it expire; more than --body-timeout [default: 90s].
+    #[arg(long, env = "CORRAL_UPLOAD_LEASE", value_name = "DURATION")]
+    pub(crate) upload_lease: Option<Span>,
+
     /// How long an upload may send nothing before it gets 408 [default: 30s].
     #[arg(long, env = "CORRAL_BODY_TIMEOUT", value_name = "DURATION")]
     pub(crate) body_timeout: Option<Span>,
@@ -338,6 +345,7 @@ pub(crate) struct Settings {
     pub(crate) tus_max_size: ByteSize,
     pub(crate) max_open_uploads: usize,
     pub(crate) upload_expiry: Span,
+    pub(crate) upload_lease: Span,
     pub(crate) body_timeout: Span,
     pub(crate) shutdown_grace: Span,
     pub(crate) upload_memory: ByteSize,
@@ -381,6 +389,7 @@ impl Default for Settings {
             tus_max_size: ByteSize(server.tus_max_size),
             max_open_uploads: server.max_open_uploads,
             upload_expiry: Span(store.upload_expiry),
+            upload_lease: Span(store.upload_lease),
             body_timeout: Span(server.body_timeout),
             shutdown_grace: Span(server.shutdown_grace),
             upload_memory: ByteSize(server.upload_memory),
@@ -424,6 +433,7 @@ impl Settings {
             tus_max_size,
             max_open_uploads,
             upload_expiry,
+            upload_lease,
             body_timeout,
             shutdown_grace,
             upload_memory,
@@ -461,6 +471,7 @@ impl Settings {
         set(&mut self.tus_max_size, tus_max_size);
         set(&mut self.max_open_uploads, max_open_uploads);
         set(&mut self.upload_expiry, upload_expiry);
+        set(&mut self.upload_lease, upload_lease);
         set(&mut self.body_timeout, body_timeout);
         set(&mut self.shutdown_grace, shutdown_grace);
         set(&mut self.upload_memory, upload_memory);
@@ -487,6 +498,14 @@ impl Settings {
         }
         if self.max_files == 0 {
             anyhow::bail!("max-files must be at least 1");
+        }
+        if self.upload_lease.0 <= self.body_timeout.0 {
+            anyhow::bail!(
+                "upload-lease ({}) must be more than body-timeout ({}): a request waiting for \
+                 its client's next bytes would lose its upload to another instance",
+                self.upload_lease,
+                self.body_timeout
+            );
         }
         if self.upload_expiry.0 > self.orphan_age.0 {
             anyhow::bail!(
@@ -641,11 +660,14 @@ impl Settings {
             orphan_sweep: Some(self.orphan_sweep.0).filter(|every| !every.is_zero()),
             orphan_age: self.orphan_age.0,
             upload_expiry: self.upload_expiry.0,
+            upload_lease: self.upload_lease.0,
             multipart_threshold: size(self.multipart_threshold, "multipart-threshold")?,
             part_size: size(self.part_size, "part-size")?,
             read_cache: size(self.read_cache, "read-cache")?,
             // Beside the spool: both are this instance's local state.
             batch_journal: Some(self.spool_dir.join("batches.redb")),
+            // Beside the journal, whose lock makes it this process's.
+            instance_file: Some(self.spool_dir.join("instance.id")),
         })
     }
 }
@@ -698,6 +720,7 @@ impl fmt::Display for Settings {
         writeln!(f, "tus_max_size = \"{}\"", self.tus_max_size)?;
         writeln!(f, "max_open_uploads = {}", self.max_open_uploads)?;
         writeln!(f, "upload_expiry = \"{}\"", self.upload_expiry)?;
+        writeln!(f, "upload_lease = \"{}\"", self.upload_lease)?;
         writeln!(f, "body_timeout = \"{}\"", self.body_timeout)?;
         writeln!(f, "shutdown_grace = \"{}\"", self.shutdown_grace)?;
         writeln!(f, "upload_memory = \"{}\"", self.upload_memory)?;
@@ -844,6 +867,25 @@ mod tests {
         assert!(
             error.contains("max-connections must be at least 1"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn an_upload_lease_must_outlast_the_body_timeout() {
+        let settings = resolve(args(&["corral", "serve", "--upload-lease", "40s"])).unwrap();
+        assert_eq!(settings.store_config().unwrap().upload_lease.as_secs(), 40);
+        let error = resolve(args(&[
+            "corral",
+            "serve",
+            "--upload-lease",
+            "30s",
+            "--body-timeout",
+            "30s",
+        ]))
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("must be more than body-timeout"),
+            "{error:#}"
         );
     }
 

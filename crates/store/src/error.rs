@@ -145,6 +145,28 @@ pub enum Error {
         /// The offset the upload is at.
         offset: u64,
     },
+
+    /// Another instance holds the resumable upload's lease: a request of
+    /// its is writing the upload (see [`crate::resumable`]). Try again once
+    /// it is released, or at `until` when it expires.
+    #[error("upload {upload:?} is being written by another instance")]
+    Leased {
+        /// The upload's id.
+        upload: String,
+        /// When the lease expires if its holder neither renews nor
+        /// releases it (the holder died).
+        until: std::time::SystemTime,
+    },
+
+    /// The resumable upload's state changed under this request: another
+    /// instance took the upload over (this one's lease had expired), or
+    /// ended it. A conditional write of the state was refused, so nothing
+    /// was overwritten; this request's bytes are not part of the upload.
+    #[error("upload {upload:?} was taken over by another request; ask for its offset")]
+    LeaseLost {
+        /// The upload's id.
+        upload: String,
+    },
 }
 
 impl Error {

@@ -28,9 +28,11 @@
 //! request that stops before the end costs one for its tail (if any bytes
 //! are past the last part) and one for the state; the request that ends an
 //! upload costs what its object costs plus one bulk delete of the state
-//! and tail. The state of an upload this process has touched is cached, so
-//! a request on it reads nothing back: a small file sent in a request after
-//! an empty creation costs three calls in all (state, object, delete).
+//! and tail; a request on an upload made before takes its lease first (one
+//! call, see below). The state of an upload this process has touched is
+//! cached, so a request on it reads nothing back: a small file sent in a
+//! request after an empty creation costs four calls in all (state, lease,
+//! object, delete).
 //!
 //! # Integrity
 //!
@@ -41,9 +43,50 @@
 //! next request's parts of the same numbers. The SHA-256 of the object is
 //! carried across requests in the state, so it is never read back.
 //!
-//! The cache assumes that one process serves an upload at a time (the
-//! server sees to it within a process); two processes sending bytes of one
-//! upload at once can overwrite each other's state.
+//! # Many instances: the lease
+//!
+//! Several processes (a fleet behind a load balancer) may serve one
+//! upload, one request at a time: the store keeps them apart, with no
+//! coordinator but its own conditional writes. Every write of a state is
+//! conditional: the first [`PutMode::Create`], each later one
+//! [`PutMode::Update`] on the version the writer read or last wrote. A
+//! write refused because the state changed meanwhile is
+//! [`Error::LeaseLost`], never an overwrite.
+//!
+//! A request that goes on with an upload
+//! ([`Store::resume_upload`](crate::Store::resume_upload)) first takes
+//! its *lease*: it writes the state back, unchanged but for the lease,
+//! naming this instance (`holder`: an id drawn when the store opens, or
+//! kept beside the journal of batches so that a restarted corral is the
+//! same instance, see `StoreConfig::instance_file`) and an expiry
+//! (`until`, now plus the store's `upload_lease`). That write is
+//! conditional too, so of two instances racing for an upload exactly one
+//! gets it; the other, and any request that finds a live lease of another
+//! instance's, is refused with [`Error::Leased`] until the holder
+//! releases it (the state saved when the request ends names no holder)
+//! or it expires. The holder renews it while the request runs (a write
+//! each third of the lease, before its next write of the upload's
+//! objects, so only requests that long pay for it). An instance that dies
+//! holding a lease holds it until `until`; then another takes the upload
+//! over from the last state saved, as after a restart. Expiry is read
+//! against this machine's clock: the instances' clocks must agree to well
+//! within a lease.
+//!
+//! Taking the lease is the one call a lease costs: a request that stops
+//! short costs three (lease, tail, state), one that ends the upload its
+//! object's calls plus two (lease, delete). Within a process the server
+//! runs one request per upload at a time, so a lease this instance holds
+//! is taken over by its next request on the upload.
+//!
+//! # The cache
+//!
+//! The state of an upload this process has touched is cached with its
+//! version. Another instance may have written it since: a conditional
+//! write on a stale version is refused, and the state is read again (one
+//! call) before the request goes on or is refused. A status
+//! ([`Store::upload_status`](crate::Store::upload_status)) asks the
+//! store whether the cached version is still the latest (a conditional
+//! read, one call, no body when it is).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -53,7 +96,7 @@ use bytes::Bytes;
 use corral_sched::Group;
 use futures::{StreamExt, TryFutureExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::local::NotDurable;
@@ -121,7 +164,47 @@ struct State {
     /// at the same byte, and so begins with the same bytes.
     #[serde(default)]
     tails: Vec<u64>,
+    /// Who is writing the upload, and until when at most; `None` when no
+    /// request is (see the [module docs](self)).
+    #[serde(default)]
+    lease: Option<Lease>,
 }
+
+/// The lease of an upload: the instance writing it, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    /// The holder's instance id.
+    holder: String,
+    /// When the lease expires, in milliseconds since the Unix epoch.
+    until_ms: u64,
+}
+
+impl Lease {
+    fn until(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.until_ms)
+    }
+}
+
+/// A state as stored: the state, and the version it was read or written
+/// as, on which the next write of it is conditional.
+#[derive(Debug, Clone)]
+struct Versioned {
+    state: State,
+    version: UpdateVersion,
+}
+
+/// Milliseconds since the Unix epoch of `time`.
+fn epoch_ms(time: SystemTime) -> u64 {
+    let since = time.duration_since(SystemTime::UNIX_EPOCH);
+    since.map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// A conditional write of a state refused: it changed since the version
+/// the write was based on (or exists, for a first write).
+#[derive(Debug)]
+struct Changed;
 
 /// The resumable uploads of a store.
 #[derive(Debug)]
@@ -129,8 +212,12 @@ pub(crate) struct Resumables {
     writer: Writer,
     /// How long after its creation an upload is removed, finished or not.
     expiry: Duration,
+    /// How long a lease lasts unless renewed (see the [module docs](self)).
+    lease: Duration,
+    /// This instance's id, as the holder of the leases it takes.
+    instance: String,
     /// States of uploads this process has touched, by state path.
-    cache: Mutex<HashMap<String, State>>,
+    cache: Mutex<HashMap<String, Versioned>>,
 }
 
 /// Where the completed partial upload `id` of `owner` waits for its
@@ -157,10 +244,12 @@ fn paused_tail(state: &Path, paused: &Paused) -> Path {
 }
 
 impl Resumables {
-    pub(crate) fn new(writer: Writer, expiry: Duration) -> Self {
+    pub(crate) fn new(writer: Writer, expiry: Duration, lease: Duration, instance: String) -> Self {
         Self {
             writer,
             expiry,
+            lease,
+            instance,
             cache: Mutex::default(),
         }
     }
@@ -197,12 +286,12 @@ impl Resumables {
         expires(id, self.expiry).is_none_or(|expires| expires <= now)
     }
 
-    fn cached(&self, path: &Path) -> Option<State> {
+    fn cached(&self, path: &Path) -> Option<Versioned> {
         let cache = self.cache.lock().expect("never poisoned");
         cache.get(path.as_ref()).cloned()
     }
 
-    fn remember(&self, path: &Path, state: Option<State>) {
+    fn remember(&self, path: &Path, state: Option<Versioned>) {
         let mut cache = self.cache.lock().expect("never poisoned");
         match state {
             Some(state) => {
@@ -220,32 +309,154 @@ impl Resumables {
     }
 
     /// The state at `path`: cached, or read (one call).
-    async fn state(&self, group: &Group, path: &Path) -> Result<State> {
-        if let Some(state) = self.cached(path) {
-            return Ok(state);
+    async fn state(&self, group: &Group, path: &Path) -> Result<Versioned> {
+        match self.cached(path) {
+            Some(cached) => Ok(cached),
+            None => self.read(group, path, None).await,
         }
+    }
+
+    /// The state at `path` as stored now (one call). With `cached`, a
+    /// conditional read: the store sends the state only if it changed.
+    async fn read(
+        &self,
+        group: &Group,
+        path: &Path,
+        cached: Option<Versioned>,
+    ) -> Result<Versioned> {
         let client = &self.writer.client;
         let backend = client.backend();
+        let options = GetOptions {
+            if_none_match: cached.as_ref().and_then(|c| c.version.e_tag.clone()),
+            ..GetOptions::default()
+        };
         // A missing state is an answer, not a failure of the request's
-        // group (which would cancel its other calls).
-        let bytes = client
+        // group (which would cancel its other calls); so is an unchanged
+        // one.
+        let got = client
             .call(group, path.as_ref(), 0, || async {
-                match backend.get(path).await {
-                    Ok(got) => got.bytes().await.map(Some),
+                match backend.get_opts(path, options.clone()).await {
+                    Ok(got) => {
+                        let version = UpdateVersion {
+                            e_tag: got.meta.e_tag.clone(),
+                            version: got.meta.version.clone(),
+                        };
+                        got.bytes().await.map(|bytes| Some(Some((bytes, version))))
+                    }
+                    Err(object_store::Error::NotModified { .. }) => Ok(Some(None)),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
                 }
             })
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                key: path.to_string(),
-            })?;
+            .await?;
+        let (bytes, version) = match (got, cached) {
+            (Some(Some(read)), _) => read,
+            (Some(None), Some(cached)) => return Ok(cached),
+            _ => {
+                self.remember(path, None);
+                return Err(Error::NotFound {
+                    key: path.to_string(),
+                });
+            }
+        };
         let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState {
             key: path.to_string(),
             reason: e.to_string(),
         })?;
-        self.remember(path, Some(state.clone()));
-        Ok(state)
+        let read = Versioned { state, version };
+        self.remember(path, Some(read.clone()));
+        Ok(read)
+    }
+
+    /// Writes `state` to `path` (one call): on the version `on`, or as a
+    /// new object without one. The version written, or [`Changed`].
+    async fn write(
+        &self,
+        group: &Group,
+        path: &Path,
+        state: &State,
+        on: Option<&UpdateVersion>,
+    ) -> Result<Result<UpdateVersion, Changed>> {
+        let json = serde_json::to_vec(state).expect("a state always serializes");
+        let json = PutPayload::from(json);
+        let mut options = PutOptions::from(match on {
+            Some(version) => PutMode::Update(version.clone()),
+            None => PutMode::Create,
+        });
+        // An upload that has received nothing loses nothing in a crash: its
+        // state need not be synced to disk (see `NotDurable`).
+        if state.paused.size == 0 {
+            options.extensions.insert(NotDurable);
+        }
+        let client = &self.writer.client;
+        let backend = client.backend();
+        let cost = json.content_length() as u64;
+        // A refusal is an answer, not a failure of the request's group.
+        client
+            .call(group, path.as_ref(), cost, || async {
+                match backend.put_opts(path, json.clone(), options.clone()).await {
+                    Ok(put) => Ok(Ok(UpdateVersion {
+                        e_tag: put.e_tag,
+                        version: put.version,
+                    })),
+                    Err(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. },
+                    ) => Ok(Err(Changed)),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+
+    /// Takes the lease of the upload `id`, whose state is at `path`, for
+    /// this instance, from the cached state or, if it is stale, the one
+    /// stored (one call, two if stale). The state as leased.
+    async fn take(&self, group: &Group, id: &str, path: &Path) -> Result<Versioned> {
+        // Whether `current` is as stored now, not as this process last saw it.
+        let (mut current, mut fresh) = match self.cached(path) {
+            Some(cached) => (cached, false),
+            None => (self.read(group, path, None).await?, true),
+        };
+        loop {
+            let now = SystemTime::now();
+            if let Some(lease) = &current.state.lease
+                && lease.holder != self.instance
+                && lease.until() > now
+            {
+                if !fresh {
+                    // Released since, perhaps: ask (a conditional read).
+                    current = self.read(group, path, Some(current)).await?;
+                    fresh = true;
+                    continue;
+                }
+                return Err(Error::Leased {
+                    upload: id.to_owned(),
+                    until: lease.until(),
+                });
+            }
+            let mut state = current.state.clone();
+            state.lease = Some(Lease {
+                holder: self.instance.clone(),
+                until_ms: epoch_ms(now + self.lease),
+            });
+            match self
+                .write(group, path, &state, Some(&current.version))
+                .await?
+            {
+                Ok(version) => {
+                    let leased = Versioned { state, version };
+                    self.remember(path, Some(leased.clone()));
+                    return Ok(leased);
+                }
+                // Written since by another instance: as it is now.
+                Err(Changed) if !fresh => {
+                    current = self.read(group, path, None).await?;
+                    fresh = true;
+                }
+                Err(Changed) => return Err(self.lost(path, id)),
+            }
+        }
     }
 
     /// Starts a new upload of `owner`: nothing is stored until bytes
@@ -279,6 +490,7 @@ impl Resumables {
             id,
             state,
             saved: None,
+            leased_at: None,
         }
     }
 
@@ -298,27 +510,42 @@ impl Resumables {
         offset: u64,
     ) -> Result<Resuming<'g>> {
         let path = state_path(owner, id);
-        let state = self.live_state(group, id, &path).await?;
-        if state.paused.size != offset {
+        self.live(id, &path)?;
+        let leased = self.take(group, id, &path).await?;
+        let paused = leased.state.paused.clone();
+        if paused.size != offset {
+            // The caller checked the offset against the state it knew,
+            // which another instance has moved on since.
+            self.release(group, &path, leased).await;
             return Err(Error::OffsetMismatch {
-                offset: state.paused.size,
+                offset: paused.size,
             });
         }
         let writer = self.writer.clone();
-        let tail = paused_tail(&path, &state.paused);
-        let upload = Upload::resume(writer, group, state.paused.clone(), &tail).await?;
+        let tail = paused_tail(&path, &paused);
+        let upload = match Upload::resume(writer, group, paused, &tail).await {
+            Ok(upload) => upload,
+            Err(e) => {
+                self.release(group, &path, leased).await;
+                return Err(e);
+            }
+        };
         Ok(Resuming {
             resumables: self,
             group,
             upload,
-            record: state.record.clone(),
+            record: leased.state.record.clone(),
             id: id.to_owned(),
             state: path,
-            saved: Some(state),
+            saved: Some(leased),
+            leased_at: Some(tokio::time::Instant::now()),
         })
     }
 
-    /// The upload `id` of `owner` as it stands.
+    /// The upload `id` of `owner` as it stands: as stored (one call, a
+    /// conditional read if it is cached) when `fresh`, else as this
+    /// process last saw it (no call if it is cached), which another
+    /// instance may have moved on from since.
     ///
     /// # Errors
     ///
@@ -329,8 +556,15 @@ impl Resumables {
         group: &Group,
         owner: &Key,
         id: &str,
+        fresh: bool,
     ) -> Result<UploadStatus> {
-        let state = self.live_state(group, id, &state_path(owner, id)).await?;
+        let path = state_path(owner, id);
+        self.live(id, &path)?;
+        let state = match fresh {
+            true => self.read(group, &path, self.cached(&path)).await?,
+            false => self.state(group, &path).await?,
+        }
+        .state;
         Ok(UploadStatus {
             record: state.record,
             offset: state.paused.size,
@@ -338,8 +572,33 @@ impl Resumables {
         })
     }
 
-    /// The state of the upload `id` at `path`, unless it has expired.
-    async fn live_state(&self, group: &Group, id: &str, path: &Path) -> Result<State> {
+    /// The lease of the upload `id`, at `path`, is lost: what this process
+    /// knows of it is stale.
+    fn lost(&self, path: &Path, id: &str) -> Error {
+        self.remember(path, None);
+        Error::LeaseLost {
+            upload: id.to_owned(),
+        }
+    }
+
+    /// Writes the state `leased` back with no lease (one call), so that
+    /// another instance may go on at once; on failure, it expires.
+    async fn release(&self, group: &Group, path: &Path, leased: Versioned) {
+        let mut state = leased.state;
+        state.lease = None;
+        match self.write(group, path, &state, Some(&leased.version)).await {
+            Ok(Ok(version)) => self.remember(path, Some(Versioned { state, version })),
+            Ok(Err(Changed)) => self.remember(path, None),
+            Err(e) => {
+                self.remember(path, None);
+                tracing::warn!(%path, error = %crate::error_chain(&e), "releasing an upload's lease failed; it will expire");
+            }
+        }
+    }
+
+    /// Refuses the upload `id` at `path` if it is no id of this store's or
+    /// has expired.
+    fn live(&self, id: &str, path: &Path) -> Result<()> {
         if expires(id, self.expiry).is_none() {
             // No id this store made.
             return Err(Error::NotFound {
@@ -351,7 +610,7 @@ impl Resumables {
                 upload: id.to_owned(),
             });
         }
-        self.state(group, path).await
+        Ok(())
     }
 
     /// Ends the upload `id` of `owner` without an object: its multipart
@@ -363,13 +622,28 @@ impl Resumables {
     /// if the backend fails.
     pub(crate) async fn terminate(&self, group: &Group, owner: &Key, id: &str) -> Result<()> {
         let path = state_path(owner, id);
-        let state = self.state(group, &path).await?;
+        let state = self.state(group, &path).await?.state;
+        if let Some(lease) = &state.lease
+            && lease.holder != self.instance
+            && lease.until() > SystemTime::now()
+        {
+            return Err(Error::Leased {
+                upload: id.to_owned(),
+                until: lease.until(),
+            });
+        }
+        self.remove(group, &path, state).await
+    }
+
+    /// Aborts the upload whose state, at `path`, is `state`, and removes
+    /// it.
+    async fn remove(&self, group: &Group, path: &Path, state: State) -> Result<()> {
         match state.paused.abort(&self.writer.client).await {
             // Aborted already, by a terminate cut off before its delete.
             Ok(()) | Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        self.forget(group, &path, &state.tails).await
+        self.forget(group, path, &state.tails).await
     }
 
     /// Removes the state and the tails that start at `tails`.
@@ -432,7 +706,13 @@ impl Resumables {
         swept += partials.len();
         self.writer.delete_all(partials).await;
         for (owner, id) in found {
-            match self.terminate(system, &owner, &id).await {
+            // Expired: whoever holds it, its time is over.
+            let path = state_path(&owner, &id);
+            let removed = async {
+                let state = self.state(system, &path).await?.state;
+                self.remove(system, &path, state).await
+            };
+            match removed.await {
                 Ok(()) => swept += 1,
                 Err(e) => {
                     tracing::warn!(%owner, %id, error = %crate::error_chain(&e), "removing an expired upload failed")
@@ -459,8 +739,12 @@ pub struct Resuming<'g> {
     id: String,
     /// Where its state lives.
     state: Path,
-    /// The state as saved, if it was.
-    saved: Option<State>,
+    /// The state as stored, with the lease this request holds, if it was
+    /// ever saved: the next write of the state is on its version.
+    saved: Option<Versioned>,
+    /// When the lease was taken or last renewed; `None` for a new upload,
+    /// which needs none (no other request knows of it).
+    leased_at: Option<tokio::time::Instant>,
 }
 
 impl Resuming<'_> {
@@ -490,31 +774,78 @@ impl Resuming<'_> {
         self.record.length = Some(length);
     }
 
-    /// Adds `chunk`, storing parts as they fill up.
+    /// Adds `chunk`, storing parts as they fill up, and renews the
+    /// upload's lease when a third of it has passed (one call).
     ///
     /// Not cancel safe: if this future is dropped, pause or discard.
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] if a part is refused: [`discard`](Self::discard)
+    /// [`Error::Backend`] if a part is refused, [`Error::LeaseLost`] if
+    /// another instance took the upload over: [`discard`](Self::discard)
     /// the upload then.
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.renew_if_due().await?;
         self.upload.write(chunk).await
     }
 
-    /// Stores what is not stored yet and saves the state (two calls at
-    /// most: the tail, the state), so that the upload can go on from
-    /// [`offset`](Self::offset) in any process. Returns that offset.
+    /// Renews the lease if a third of it has passed: before every write
+    /// of the upload's objects, so that an instance whose lease expired
+    /// while it stalled (and another took the upload over) finds out
+    /// before it writes, not after.
+    async fn renew_if_due(&mut self) -> Result<()> {
+        match self.leased_at {
+            Some(leased_at) if leased_at.elapsed() >= self.resumables.lease / 3 => {
+                self.renew().await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the saved state back with the lease extended (one call).
+    async fn renew(&mut self) -> Result<()> {
+        let resumables = self.resumables;
+        let saved = self.saved.as_ref().expect("a leased upload was saved");
+        let mut state = saved.state.clone();
+        let until = SystemTime::now() + resumables.lease;
+        state.lease = Some(Lease {
+            holder: resumables.instance.clone(),
+            until_ms: epoch_ms(until),
+        });
+        let on = Some(&saved.version);
+        match resumables
+            .write(self.group, &self.state, &state, on)
+            .await?
+        {
+            Ok(version) => {
+                let renewed = Versioned { state, version };
+                resumables.remember(&self.state, Some(renewed.clone()));
+                self.saved = Some(renewed);
+                self.leased_at = Some(tokio::time::Instant::now());
+                Ok(())
+            }
+            Err(Changed) => Err(self.resumables.lost(&self.state, &self.id)),
+        }
+    }
+
+    /// Stores what is not stored yet and saves the state, releasing the
+    /// lease (two calls at most: the tail, the state), so that the upload
+    /// can go on from [`offset`](Self::offset) in any process. Returns
+    /// that offset.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if the backend fails: the upload is then at the
-    /// offset it was last saved at.
-    pub async fn pause(self) -> Result<u64> {
+    /// offset it was last saved at (its lease expires).
+    /// [`Error::LeaseLost`] if another instance took the upload over: its
+    /// state is left as that one saved it.
+    pub async fn pause(mut self) -> Result<u64> {
+        self.renew_if_due().await?;
         let state_path = &self.state;
         let start = self.upload.size() - self.upload.buffered() as u64;
         let paused = self.upload.pause(&tail_path(state_path, start)).await?;
-        let mut tails = self.saved.map(|saved| saved.tails).unwrap_or_default();
+        let saved = self.saved.as_ref();
+        let mut tails = saved.map_or_else(Vec::new, |saved| saved.state.tails.clone());
         if paused.tail_len > 0 && !tails.contains(&start) {
             tails.push(start);
         }
@@ -522,27 +853,18 @@ impl Resuming<'_> {
             record: self.record,
             tails,
             paused,
+            lease: None,
         };
-        let json = serde_json::to_vec(&state).expect("a state always serializes");
-        let json = PutPayload::from(json);
-        let client = &self.resumables.writer.client;
-        let backend = client.backend();
-        let cost = json.content_length() as u64;
-        let key = state_path.as_ref();
-        // An upload that has received nothing loses nothing in a crash: its
-        // state need not be synced to disk (see `NotDurable`).
-        let mut options = PutOptions::default();
-        if state.paused.size == 0 {
-            options.extensions.insert(NotDurable);
+        let resumables = self.resumables;
+        let on = saved.map(|saved| &saved.version);
+        match resumables.write(self.group, state_path, &state, on).await? {
+            Ok(version) => {
+                let offset = state.paused.size;
+                resumables.remember(state_path, Some(Versioned { state, version }));
+                Ok(offset)
+            }
+            Err(Changed) => Err(resumables.lost(state_path, &self.id)),
         }
-        client
-            .call(self.group, key, cost, || {
-                backend.put_opts(state_path, json.clone(), options.clone())
-            })
-            .await?;
-        let offset = state.paused.size;
-        self.resumables.remember(state_path, Some(state));
-        Ok(offset)
     }
 
     /// Whether the upload was ever saved ([`pause`](Self::pause)d): a
@@ -552,11 +874,16 @@ impl Resuming<'_> {
     }
 
     /// Forgets the bytes this request sent: the upload stays as it was
-    /// last saved, no call. One never saved is gone, its parts aborted in
-    /// the background.
-    pub fn discard(self) {
+    /// last saved, and its lease is released (one call). One never saved
+    /// is gone, its parts aborted in the background.
+    pub async fn discard(self) {
         match self.saved {
-            Some(_) => self.upload.abandon(),
+            Some(saved) => {
+                self.upload.abandon();
+                (self.resumables)
+                    .release(self.group, &self.state, saved)
+                    .await;
+            }
             None => drop(self.upload),
         }
     }
@@ -569,13 +896,18 @@ impl Resuming<'_> {
     /// [`Error::Backend`] if the backend fails. The object is then rolled
     /// back with its multipart upload, so the upload is gone: its state is
     /// removed too, and the client starts again, as with a batch file
-    /// whose commit failed.
-    pub async fn finish(self) -> Result<StoredObject> {
+    /// whose commit failed. [`Error::LeaseLost`] if another instance took
+    /// the upload over: nothing is written.
+    pub async fn finish(mut self) -> Result<StoredObject> {
+        if let Err(e) = self.renew_if_due().await {
+            self.upload.abandon();
+            return Err(e);
+        }
         let stored = self.upload.finish().await;
         if let Some(saved) = self.saved {
             let forgotten = self
                 .resumables
-                .forget(self.group, &self.state, &saved.tails);
+                .forget(self.group, &self.state, &saved.state.tails);
             if let Err(e) = forgotten.await {
                 // Litter for the sweep: it names nothing that exists.
                 tracing::warn!(state = %self.state, error = %crate::error_chain(&e), "removing a finished upload's state failed");

@@ -65,6 +65,19 @@ pub struct StoreConfig {
     /// finished or not (see [`crate::resumable`]). At most `orphan_age`,
     /// or the orphan sweep aborts the parts of uploads still open.
     pub upload_expiry: Duration,
+    /// How long the lease of a request on a resumable upload lasts unless
+    /// renewed (see [`crate::resumable`]): what a request on another
+    /// instance waits, at most, when the instance serving the upload dies.
+    /// It must outlast a body's idle timeout, or a request waiting for its
+    /// client's bytes loses it.
+    pub upload_lease: Duration,
+    /// Where this instance keeps the id its leases name, read or made
+    /// when the store opens, once the journal of batches is locked: a
+    /// corral restarted on the same journal is the same instance, and
+    /// takes back at once the uploads its predecessor held (that one is
+    /// dead: the lock says so). `None`: a new id at each opening, and a
+    /// restarted instance waits for its old leases to expire.
+    pub instance_file: Option<PathBuf>,
     /// Bytes of small objects that reads of hot keys may hold, to share
     /// one backend call among concurrent readers of a key and serve
     /// readers that come within a moment after (see [`crate::hot`]); 0
@@ -104,9 +117,30 @@ impl Default for StoreConfig {
             orphan_age: Duration::from_secs(24 * 3600),
             batch_journal: None,
             upload_expiry: Duration::from_secs(24 * 3600),
+            upload_lease: Duration::from_secs(90),
+            instance_file: None,
             read_cache: 64 << 20,
         }
     }
+}
+
+/// The instance id kept in `path`, made (a UUID) if there is none.
+async fn instance_id(path: &std::path::Path) -> std::io::Result<String> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(id) if uuid::Uuid::parse_str(id.trim()).is_ok() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    // Whole or not at all: a torn id would be a new instance anyway.
+    let staging = path.with_extension("new");
+    tokio::fs::write(&staging, &id).await?;
+    tokio::fs::rename(&staging, path).await?;
+    Ok(id)
 }
 
 /// One storage backend, shared by every request. Cloning is cheap.
@@ -229,7 +263,20 @@ impl Store {
             buffers: BufferGauge::default(),
             multipart_threshold: config.multipart_threshold,
         };
-        let resumables = Arc::new(Resumables::new(writer.clone(), config.upload_expiry));
+        let instance = match &config.instance_file {
+            Some(path) => instance_id(path).await.map_err(|e| Error::Open {
+                url: url.to_owned(),
+                reason: format!("cannot keep the instance id in {}", path.display()),
+                source: Some(Arc::new(e)),
+            })?,
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let resumables = Arc::new(Resumables::new(
+            writer.clone(),
+            config.upload_expiry,
+            config.upload_lease,
+            instance,
+        ));
         if let Some(every) = config.orphan_sweep {
             resumables.start_sweeper(every);
         }
@@ -308,12 +355,15 @@ impl Store {
         (self.inner.resumables).begin(group, owner, record, part_size)
     }
 
-    /// Goes on with the resumable upload `id` of `owner` at byte `offset`.
+    /// Goes on with the resumable upload `id` of `owner` at byte `offset`,
+    /// taking its lease (one call; see [`crate::resumable`]).
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`] if there is no such upload,
     /// [`Error::OffsetMismatch`] if it is at another offset,
+    /// [`Error::Leased`] if another instance is writing it,
+    /// [`Error::LeaseLost`] if another instance took it as this one did,
     /// [`Error::CorruptState`] or [`Error::Backend`] if what it saved
     /// cannot be read.
     pub async fn resume_upload<'g>(
@@ -326,8 +376,9 @@ impl Store {
         self.inner.resumables.resume(group, owner, id, offset).await
     }
 
-    /// The resumable upload `id` of `owner` as it stands: no call if this
-    /// process has touched it, else one.
+    /// The resumable upload `id` of `owner` as it stands: one call, a
+    /// conditional read (no body when unchanged) if this process has
+    /// touched it, since another instance may have moved it on.
     ///
     /// # Errors
     ///
@@ -340,14 +391,31 @@ impl Store {
         owner: &Key,
         id: &str,
     ) -> Result<UploadStatus> {
-        self.inner.resumables.status(group, owner, id).await
+        self.inner.resumables.status(group, owner, id, true).await
+    }
+
+    /// The resumable upload `id` of `owner` as this process last saw it:
+    /// no call if it has touched it, else one. Another instance may have
+    /// moved it on since; [`Store::resume_upload`] finds out.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::upload_status`].
+    pub async fn known_upload_status(
+        &self,
+        group: &Group,
+        owner: &Key,
+        id: &str,
+    ) -> Result<UploadStatus> {
+        self.inner.resumables.status(group, owner, id, false).await
     }
 
     /// Ends the resumable upload `id` of `owner` without an object.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if there is no such upload; [`Error::Backend`]
+    /// [`Error::NotFound`] if there is no such upload; [`Error::Leased`]
+    /// if another instance is writing it, as far as this one knows; [`Error::Backend`]
     /// if the backend fails.
     pub async fn terminate_upload(&self, group: &Group, owner: &Key, id: &str) -> Result<()> {
         self.inner.resumables.terminate(group, owner, id).await
@@ -1741,7 +1809,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_resumable_upload_costs_a_call_when_sent_whole_and_three_after_an_empty_creation() {
+    async fn a_resumable_upload_costs_a_call_when_sent_whole_and_four_after_an_empty_creation() {
         let store = s3().await;
         let content = b"a small file".to_vec();
         let length = Some(content.len() as u64);
@@ -1771,11 +1839,144 @@ mod tests {
             upload.pause().await.unwrap()
         };
         let (offset, cut) = calls(&store, cut).await;
-        assert_eq!((whole, created, patched, cut), (1, 1, 2, 2));
+        // The patch: its lease, the object, the delete.
+        assert_eq!((whole, created, patched, cut), (1, 1, 3, 2));
         assert_eq!(offset, content.len() as u64);
         for name in ["t/tus/w.txt", "t/tus/e.txt"] {
             assert_eq!(read_whole(&store, name).await, content);
         }
+    }
+
+    /// Two instances of a store sharing a directory or a bucket, with a
+    /// short lease. (`memory://` is one store per process, so there is no
+    /// second instance to race: its conditional writes are
+    /// `object_store`'s own.)
+    #[tokio::test]
+    async fn a_resumable_upload_is_leased_to_one_instance_and_a_stale_write_is_refused() {
+        let lease = Duration::from_millis(900);
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = S3Server::require().new_bucket("lease").unwrap();
+        let backends = [
+            (dir.path().to_str().unwrap().to_owned(), small_parts()),
+            (format!("s3://{bucket}/corral"), s3_config()),
+        ];
+        for (url, config) in backends {
+            let config = StoreConfig {
+                upload_lease: lease,
+                ..config
+            };
+            let a = Store::open(&url, config.clone(), scheduler())
+                .await
+                .unwrap();
+            let b = Store::open(&url, config, scheduler()).await.unwrap();
+            let (on_a, on_b) = (group(&a), group(&b));
+            let content = pattern(a.config().part_size + 100, 3);
+            let length = Some(content.len() as u64);
+            let begun = a.begin_upload(&on_a, &key("t"), record("race.bin", length));
+            let id = begun.id().to_owned();
+            begun.pause().await.unwrap();
+
+            // A takes the upload; B is refused until A releases it.
+            let mut first = a.resume_upload(&on_a, &key("t"), &id, 0).await.unwrap();
+            let refused = b.resume_upload(&on_b, &key("t"), &id, 0).await;
+            assert!(
+                matches!(&refused, Err(Error::Leased { until, .. }) if *until > SystemTime::now()),
+                "{url}: {refused:?}"
+            );
+            let refused = b.terminate_upload(&on_b, &key("t"), &id).await;
+            assert!(matches!(refused, Err(Error::Leased { .. })), "{url}");
+            let cut = content.len() / 4;
+            first
+                .write(Bytes::copy_from_slice(&content[..cut]))
+                .await
+                .unwrap();
+            assert_eq!(first.pause().await.unwrap(), cut as u64, "{url}");
+
+            // Released: B goes on from where A left it.
+            let status = b.upload_status(&on_b, &key("t"), &id).await.unwrap();
+            assert_eq!(status.offset, cut as u64, "{url}");
+            let at = cut as u64;
+            let mut second = b.resume_upload(&on_b, &key("t"), &id, at).await.unwrap();
+            // A's cached state is stale: its lease write is refused, and
+            // the state read again names B.
+            let refused = a.resume_upload(&on_a, &key("t"), &id, at).await;
+            assert!(matches!(refused, Err(Error::Leased { .. })), "{url}");
+
+            // B saves and releases it: A, whose cache still shows B's lease,
+            // asks the store again and goes on at once.
+            let saved = 2 * cut;
+            second
+                .write(Bytes::copy_from_slice(&content[cut..saved]))
+                .await
+                .unwrap();
+            assert_eq!(second.pause().await.unwrap(), saved as u64, "{url}");
+            let at = saved as u64;
+            let mut third = a.resume_upload(&on_a, &key("t"), &id, at).await.unwrap();
+            // A stalls holding the lease, as if dead; once it expires, B
+            // takes the upload over from the last saved state.
+            let stalled = 3 * cut;
+            third
+                .write(Bytes::copy_from_slice(&content[saved..stalled]))
+                .await
+                .unwrap();
+            tokio::time::sleep(lease + Duration::from_millis(200)).await;
+            let mut fourth = b.resume_upload(&on_b, &key("t"), &id, at).await.unwrap();
+            // A wakes up: its write, on the version it leased, is refused
+            // and overwrites nothing.
+            let late = third.pause().await;
+            assert!(
+                matches!(late, Err(Error::LeaseLost { .. })),
+                "{url}: {late:?}"
+            );
+            fourth
+                .write(Bytes::copy_from_slice(&content[saved..]))
+                .await
+                .unwrap();
+            let stored = fourth.finish().await.unwrap();
+            assert_eq!(stored.sha256, sha256_hex(&content), "{url}");
+            assert_eq!(read_whole(&a, "t/tus/race.bin").await, content, "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_restarted_with_its_instance_file_takes_its_own_leases_back_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let url = dir.path().to_str().unwrap().to_owned();
+        let config = StoreConfig {
+            instance_file: Some(spool.path().join("instance.id")),
+            ..small_parts()
+        };
+        let before = Store::open(&url, config.clone(), scheduler())
+            .await
+            .unwrap();
+        let writer = group(&before);
+        let begun = before.begin_upload(&writer, &key("t"), record("r.bin", Some(10)));
+        let id = begun.id().to_owned();
+        begun.pause().await.unwrap();
+        let mut held = before
+            .resume_upload(&writer, &key("t"), &id, 0)
+            .await
+            .unwrap();
+        held.write(Bytes::from_static(b"abc")).await.unwrap();
+        // Dies holding the lease (90 s): neither paused nor released.
+        std::mem::forget(held);
+        let other = Store::open(&url, small_parts(), scheduler()).await.unwrap();
+        let stranger = group(&other);
+        let refused = other.resume_upload(&stranger, &key("t"), &id, 0).await;
+        assert!(matches!(refused.map(|_| ()), Err(Error::Leased { .. })));
+        let after = Store::open(&url, config, scheduler()).await.unwrap();
+        let writer = group(&after);
+        let mut again = after
+            .resume_upload(&writer, &key("t"), &id, 0)
+            .await
+            .unwrap();
+        again
+            .write(Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        again.finish().await.unwrap();
+        assert_eq!(read_whole(&after, "t/tus/r.bin").await, b"0123456789");
     }
 
     #[tokio::test]
@@ -1800,7 +2001,7 @@ mod tests {
                 .await
                 .unwrap();
             upload.write(Bytes::from(pattern(part, 99))).await.unwrap();
-            upload.discard();
+            upload.discard().await;
             let status = store.upload_status(&writer, &key("t"), d).await.unwrap();
             assert_eq!(status.offset, offset, "{url}");
             // The right bytes replace the part.

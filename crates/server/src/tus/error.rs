@@ -233,6 +233,22 @@ pub(crate) enum TusError {
         /// The upload's id.
         id: String,
     },
+
+    /// Another corral instance is writing the upload, or took it over as
+    /// this request began (`423`, as tusd answers a locked upload; tus
+    /// clients retry it). With `Retry-After` when the lease's expiry is
+    /// known: the most to wait if its holder died.
+    #[error(
+        "upload {id:?} is being written by another request; send HEAD for its offset and \
+         resume from there{}",
+        retry_after.map(|s| format!(" (it is free in {s} s at the latest)")).unwrap_or_default()
+    )]
+    Locked {
+        /// The upload's id.
+        id: String,
+        /// Seconds until the lease expires, if known.
+        retry_after: Option<u64>,
+    },
 }
 
 impl TusError {
@@ -268,7 +284,7 @@ impl TusError {
             Self::ModifyFinal => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Gone { .. } => StatusCode::GONE,
-            Self::Superseded { .. } => StatusCode::LOCKED,
+            Self::Superseded { .. } | Self::Locked { .. } => StatusCode::LOCKED,
         }
     }
 
@@ -301,6 +317,7 @@ impl TusError {
             Self::NotFound { .. } => "not_found",
             Self::Gone { .. } => "gone",
             Self::Superseded { .. } => "superseded",
+            Self::Locked { .. } => "locked",
         }
     }
 }
@@ -393,6 +410,14 @@ mod tests {
             (TusError::NotFound { id: "a".into() }, 404, "not_found"),
             (TusError::Gone { id: "a".into() }, 410, "gone"),
             (TusError::Superseded { id: "a".into() }, 423, "superseded"),
+            (
+                TusError::Locked {
+                    id: "a".into(),
+                    retry_after: Some(3),
+                },
+                423,
+                "locked",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");

@@ -77,6 +77,7 @@ pub(crate) const CORS_ALLOW_HEADERS: &[&str] = &[
 /// (`Access-Control-Expose-Headers` of every other answer).
 pub(crate) const CORS_EXPOSE_HEADERS: &[&str] = &[
     "location",
+    "retry-after",
     "tus-checksum-algorithm",
     "tus-extension",
     "tus-max-size",

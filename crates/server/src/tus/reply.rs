@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use axum::body::Body;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -158,6 +158,12 @@ impl Reply<'_> {
             }
             TusError::OffsetMismatch { expected, .. } => {
                 headers.insert(UPLOAD_OFFSET, number(*expected));
+            }
+            TusError::Locked {
+                retry_after: Some(seconds),
+                ..
+            } => {
+                headers.insert(RETRY_AFTER, number(*seconds));
             }
             TusError::TooLarge { .. } | TusError::ExceedsLength { .. } => {
                 if matches!(self.protocol, Protocol::Draft(version) if version.has_limits()) {
@@ -531,6 +537,21 @@ mod tests {
         let response = reply(Protocol::Tus, &config).refused(&error);
         assert_eq!(header(&response, "upload-offset"), Some("25"));
         assert_eq!(header(&response, "upload-complete"), None);
+    }
+
+    #[test]
+    fn a_423_locked_says_when_the_lease_expires_when_it_is_known() {
+        let config = config();
+        let locked = |retry_after| TusError::Locked {
+            id: "u".into(),
+            retry_after,
+        };
+        let response = reply(Protocol::Tus, &config).refused(&locked(Some(7)));
+        assert_eq!(response.status(), StatusCode::LOCKED);
+        assert_eq!(header(&response, "retry-after"), Some("7"));
+        let response = reply(Protocol::Tus, &config).refused(&locked(None));
+        assert_eq!(response.status(), StatusCode::LOCKED);
+        assert_eq!(header(&response, "retry-after"), None);
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! second is waiting, the second gives up ([`Superseded`], answered `423`)
 //! and the third goes next: only the newest request is ever served.
 //!
-//! Within one process. Two instances serving one upload at once are not
-//! kept apart (see [`corral_store::resumable`]).
+//! Within one process. Across instances sharing a store, the upload's
+//! lease keeps requests apart (see [`corral_store::resumable`]): a
+//! request on another instance is refused (`423 locked`) rather than
+//! stopping this one, which it cannot reach.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -32,6 +32,15 @@
 //! are dropped. A newer request on the same upload stops the one in
 //! progress, which saves what it has ([`inflight`]).
 //!
+//! # Many instances
+//!
+//! A `PATCH` holds the upload's lease in the store while it runs (see
+//! [`corral_store::resumable`]): on another instance sharing the store, a
+//! request on the upload is answered `423 locked`, with `Retry-After` when
+//! the lease's expiry says how long a dead holder keeps it. A `HEAD` asks
+//! the store for the upload's state (one conditional read), so it never
+//! answers an offset older than one another instance saved.
+//!
 //! # Admission
 //!
 //! As for a batch: the scheduler admits the request (`429`/`503` before
@@ -102,6 +111,17 @@ impl Failure {
         match error {
             E::NotFound { .. } => Self::Tus(TusError::NotFound { id: id.to_owned() }),
             E::Expired { .. } => Self::Tus(TusError::Gone { id: id.to_owned() }),
+            E::Leased { until, .. } => {
+                let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                Self::Tus(TusError::Locked {
+                    id: id.to_owned(),
+                    retry_after: Some(left.as_secs() + 1),
+                })
+            }
+            E::LeaseLost { .. } => Self::Tus(TusError::Locked {
+                id: id.to_owned(),
+                retry_after: None,
+            }),
             error => Self::Api(error.into()),
         }
     }
@@ -360,12 +380,15 @@ impl Work {
         self.tenant.root()
     }
 
-    async fn status(&self, id: &str) -> Result<UploadInfo, Failure> {
-        let status = self
-            .store()
-            .upload_status(&self.group, self.owner(), id)
-            .await
-            .map_err(|e| Failure::of_store(id, e))?;
+    /// The upload's status: as stored when `fresh` (one call), else as
+    /// this instance last saw it (see [`Store::known_upload_status`]).
+    async fn status(&self, id: &str, fresh: bool) -> Result<UploadInfo, Failure> {
+        let (store, group, owner) = (self.store(), &self.group, self.owner());
+        let status = match fresh {
+            true => store.upload_status(group, owner, id).await,
+            false => store.known_upload_status(group, owner, id).await,
+        };
+        let status = status.map_err(|e| Failure::of_store(id, e))?;
         let metadata = match &status.record.metadata {
             Some(metadata) => Metadata::parse(metadata).unwrap_or_default(),
             None => Metadata::default(),
@@ -386,7 +409,7 @@ impl Work {
     /// (tusd's lock does the same).
     async fn head(&self, id: &str) -> Result<UploadInfo, Failure> {
         let _turn = self.enter(id).await?;
-        self.status(id).await
+        self.status(id, true).await
     }
 
     async fn terminate(&self, id: &str) -> Result<(), Failure> {
@@ -476,7 +499,9 @@ impl Work {
         let sizes = match store.partial_sizes(&self.group, self.owner(), parts).await {
             Ok(sizes) => sizes,
             Err(corral_store::Error::NotFound { key: id }) => {
-                let status = store.upload_status(&self.group, self.owner(), &id).await;
+                let status = store
+                    .known_upload_status(&self.group, self.owner(), &id)
+                    .await;
                 return Err(Failure::Tus(match status {
                     Ok(status) if status.record.partial => TusError::PartialIncomplete { id },
                     _ => TusError::NotPartial { id },
@@ -504,7 +529,11 @@ impl Work {
 
     async fn append(self, id: String, append: Append, body: Body) -> Result<Progress, Failure> {
         let turn = self.enter(&id).await?;
-        let info = self.status(&id).await?;
+        let mut info = self.status(&id, false).await?;
+        if info.offset != append.offset {
+            // Another instance may have moved it on since.
+            info = self.status(&id, true).await?;
+        }
         let plan = append.check(&info, &self.state.uploads.tus)?;
         let length = info.length.or(plan.declare_length);
         let _memory = self.reserve(length).await?;
@@ -553,7 +582,9 @@ impl Work {
     /// concatenation).
     async fn finish(&self, upload: Resuming<'_>) -> Result<Progress, Failure> {
         let partial = upload.record().partial;
-        let stored = upload.finish().await?;
+        let id = upload.id().to_owned();
+        let stored = upload.finish().await;
+        let stored = stored.map_err(|e| Failure::of_store(&id, e))?;
         Ok(Progress {
             offset: stored.size,
             expires: None,
@@ -588,7 +619,7 @@ impl Work {
                     Failure::Api(ApiError::ClientGone | ApiError::BadRequest(_))
                 );
                 if checksum.is_some() || (gone && !upload.is_saved()) {
-                    upload.discard();
+                    upload.discard().await;
                     return Err(failure);
                 }
                 let id = upload.id().to_owned();
@@ -605,7 +636,7 @@ impl Work {
                 };
             }
             Err(failure) => {
-                upload.discard();
+                upload.discard().await;
                 return Err(failure);
             }
         };
@@ -615,7 +646,7 @@ impl Work {
                 ExpectedChecksum::Trailer => tus::trailer_checksum(trailers.as_ref()),
             };
             if let Err(error) = expected.and_then(|expected| verifier.verify(&expected)) {
-                upload.discard();
+                upload.discard().await;
                 return Err(Failure::Tus(error));
             }
         }
@@ -627,7 +658,9 @@ impl Work {
             return self.finish(upload).await;
         }
         let expires = Some(upload.expires());
-        let offset = upload.pause().await?;
+        let id = upload.id().to_owned();
+        let offset = upload.pause().await;
+        let offset = offset.map_err(|e| Failure::of_store(&id, e))?;
         Ok(Progress {
             offset,
             expires,
@@ -652,6 +685,8 @@ impl Work {
         let timeout = self.state.config.body_timeout;
         let scheduler = &self.state.scheduler;
         let mut received: u64 = 0;
+        let id = upload.id().to_owned();
+        let refused = |e| Failure::of_store(&id, e);
         let stopped = async {
             match turn {
                 Some(turn) => turn.stopped().await,
@@ -675,7 +710,7 @@ impl Work {
                             if let Some(verifier) = verifier.as_deref_mut() {
                                 verifier.update(&data);
                             }
-                            upload.write(data).await?;
+                            upload.write(data).await.map_err(refused)?;
                         }
                         Ok::<_, Failure>(())
                     };
@@ -722,7 +757,7 @@ impl Work {
             if let Some(verifier) = verifier.as_deref_mut() {
                 verifier.update(&data);
             }
-            upload.write(data).await?;
+            upload.write(data).await.map_err(refused)?;
         }
     }
 }

@@ -35,8 +35,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, CopyOptions, GetOptions, GetResult, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult, RenameOptions,
+    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, RenameOptions,
 };
 use rustix::fs::XattrFlags;
 
@@ -61,6 +61,16 @@ pub(crate) struct LocalStore {
     inner: Arc<LocalFileSystem>,
 }
 
+/// Held by a conditional put ([`PutMode::Create`], [`PutMode::Update`])
+/// from its check of the file's version to its write, one lock for the
+/// files of each stripe, for every local store of the process. Within
+/// this process only: a local directory is one machine's, served by one
+/// corral; two processes sharing one are not kept apart (the states of
+/// resumable uploads, the one user of conditional puts, are then safe
+/// only if one process writes an upload at a time).
+static CONDITIONAL: [tokio::sync::Mutex<()>; 16] =
+    [const { tokio::sync::Mutex::const_new(()) }; 16];
+
 impl std::fmt::Display for LocalStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} with extended attributes", self.inner)
@@ -73,6 +83,67 @@ impl LocalStore {
             inner: Arc::new(inner),
         }
     }
+
+    /// A put in [`PutMode::Create`] or [`PutMode::Update`], which
+    /// `LocalFileSystem` serves only in part (no `Update`): the file's
+    /// current version is compared with the one expected and the file
+    /// written, one conditional write of a file at a time in this process
+    /// (see [`CONDITIONAL`]). Returns the version written.
+    async fn put_conditionally(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        mut opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let file = self.inner.path_to_filesystem(location)?;
+        let stripe = stripe_of(&file, CONDITIONAL.len());
+        let _held = CONDITIONAL[stripe].lock().await;
+        let current = match self.inner.head(location).await {
+            Ok(meta) => Some(meta),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let refused = |why: &str| -> Box<dyn std::error::Error + Send + Sync> {
+            format!("{location}: {why}").into()
+        };
+        match (&opts.mode, current) {
+            (PutMode::Create, Some(_)) => {
+                return Err(object_store::Error::AlreadyExists {
+                    path: location.to_string(),
+                    source: refused("exists"),
+                });
+            }
+            (PutMode::Update(expected), current) => {
+                let matches = current
+                    .is_some_and(|meta| expected.e_tag.is_some() && meta.e_tag == expected.e_tag);
+                if !matches {
+                    return Err(object_store::Error::Precondition {
+                        path: location.to_string(),
+                        source: refused("changed since the version expected"),
+                    });
+                }
+            }
+            _ => {}
+        }
+        opts.mode = PutMode::Overwrite;
+        self.put_opts(location, payload, opts).await?;
+        // The version as a read sees it (`LocalFileSystem`'s e-tag: inode,
+        // time, size): a stat, no read.
+        let meta = self.inner.head(location).await?;
+        Ok(PutResult {
+            e_tag: meta.e_tag,
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+}
+
+/// The lock of `path` among `stripes`.
+fn stripe_of(path: &FsPath, stripes: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hash =
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(path);
+    (hash % stripes as u64) as usize
 }
 
 /// Whether the file system of `dir` keeps `user.*` extended attributes.
@@ -282,8 +353,11 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if opts.mode != PutMode::Overwrite {
+            return self.put_conditionally(location, payload, opts).await;
+        }
         let durable = opts.extensions.get::<NotDurable>().is_none();
-        if (opts.attributes.is_empty() && durable) || opts.mode != PutMode::Overwrite {
+        if opts.attributes.is_empty() && durable {
             return self.inner.put_opts(location, payload, opts).await;
         }
         let xattrs = to_xattrs(&opts.attributes)?;

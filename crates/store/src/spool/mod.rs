@@ -175,9 +175,10 @@ fn open_dir(dir: &Path) -> Result<(Journal, Usage), SpoolError> {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        // This journal, and the instance's other journals kept beside it
-        // (the batches', see `crate::batch`).
-        if name.ends_with(".redb") {
+        // This journal, the instance's other journals kept beside it
+        // (the batches', see `crate::batch`), and its id (see
+        // `StoreConfig::instance_file`).
+        if name.ends_with(".redb") || name.starts_with("instance.") {
             continue;
         }
         let path = entry.path();

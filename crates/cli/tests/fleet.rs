@@ -1,0 +1,209 @@
+//! Two `corral serve` processes sharing one bucket of a real S3 server
+//! (moto), with no coordinator: a resumable upload is written by one
+//! instance at a time (its lease, taken by a conditional write), and one
+//! killed with `kill -9` mid-upload leaves it to the other once the lease
+//! expires.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Corral;
+use corral_testkit::s3::S3Server;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+const SIZE: usize = 12 << 20;
+/// Short, so that the test waits little for a dead instance's lease; more
+/// than the body timeout, as `corral serve` requires.
+const LEASE: Duration = Duration::from_secs(3);
+const ARGS: [&str; 8] = [
+    "--multipart-threshold",
+    "5MiB",
+    "--part-size",
+    "5MiB",
+    "--upload-lease",
+    "3s",
+    "--body-timeout",
+    "2s",
+];
+
+fn content(seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0; SIZE];
+    fastrand::Rng::with_seed(seed).fill(&mut bytes);
+    bytes
+}
+
+fn tus(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.header("tus-resumable", "1.0.0")
+}
+
+/// Two instances on one new bucket.
+fn fleet(bucket: &str) -> (Corral, Corral) {
+    let bucket = S3Server::require().new_bucket(bucket).unwrap();
+    (
+        Corral::on_moto(&bucket, &ARGS),
+        Corral::on_moto(&bucket, &ARGS),
+    )
+}
+
+/// Creates an upload of `SIZE` bytes through `corral`; its path.
+async fn create(client: &reqwest::Client, corral: &Corral) -> String {
+    let created = tus(client.post(format!("{}/api/uploads", corral.url)))
+        .header("upload-length", SIZE.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// The upload's offset, as `HEAD` through `corral` answers it.
+async fn offset(client: &reqwest::Client, corral: &Corral, upload: &str) -> u64 {
+    let head = tus(client.head(format!("{}{upload}", corral.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200, "HEAD {upload}: {:?}", head.headers());
+    number(&head, "upload-offset")
+}
+
+fn number(response: &reqwest::Response, header: &str) -> u64 {
+    response.headers()[header]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Sends `bytes` from `offset` through `corral` at about 2 MiB/s; the
+/// answer, or `None` if the connection broke.
+async fn send(
+    client: reqwest::Client,
+    url: String,
+    offset: u64,
+    bytes: Vec<u8>,
+) -> Option<reqwest::Response> {
+    let chunks: Vec<Vec<u8>> = bytes.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+    let body = futures::stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let request = tus(client.patch(url))
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset.to_string())
+        .body(reqwest::Body::wrap_stream(body));
+    request.send().await.ok()
+}
+
+/// Sends the rest of `content` through `corral` from where it says the
+/// upload is, retrying while another instance holds it (as tus clients
+/// do on `423`), and checks the file it became.
+async fn finish(client: &reqwest::Client, corral: &Corral, upload: &str, content: &[u8]) {
+    let deadline = Instant::now() + 4 * LEASE;
+    let answer = loop {
+        let at = offset(client, corral, upload).await;
+        let rest = content[at as usize..].to_vec();
+        let url = format!("{}{upload}", corral.url);
+        let answer = send(client.clone(), url, at, rest).await.unwrap();
+        if answer.status() != 423 || Instant::now() > deadline {
+            break answer;
+        }
+        let wait = number(&answer, "retry-after");
+        assert!(wait <= LEASE.as_secs() + 1, "Retry-After {wait}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(answer.status(), 204, "{}", answer.text().await.unwrap());
+    let file = answer.headers()["content-location"].to_str().unwrap();
+    let stored = client
+        .get(format!("{}{file}", corral.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+    let bytes = stored.bytes().await.unwrap();
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(content));
+}
+
+#[test]
+fn two_instances_racing_for_one_upload_one_writes_it_and_the_other_is_refused() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = fleet("fleet-race");
+    let client = reqwest::Client::new();
+    let content = content(1);
+    runtime.block_on(async {
+        let upload = create(&client, &a).await;
+        // The same bytes at the same offset, through both at once.
+        let half = content[..SIZE / 2].to_vec();
+        let (through_a, through_b) = tokio::join!(
+            send(
+                client.clone(),
+                format!("{}{upload}", a.url),
+                0,
+                half.clone()
+            ),
+            send(client.clone(), format!("{}{upload}", b.url), 0, half),
+        );
+        let (through_a, through_b) = (through_a.unwrap(), through_b.unwrap());
+        let mut statuses = [through_a.status().as_u16(), through_b.status().as_u16()];
+        statuses.sort_unstable();
+        assert!(
+            statuses == [204, 409] || statuses == [204, 423],
+            "{statuses:?}: {through_a:?} {through_b:?}"
+        );
+        let winner = match through_a.status() == 204 {
+            true => &through_a,
+            false => &through_b,
+        };
+        assert_eq!(number(winner, "upload-offset"), (SIZE / 2) as u64);
+        // Either instance says so now, and the client finishes through
+        // the one that refused it.
+        assert_eq!(offset(&client, &a, &upload).await, (SIZE / 2) as u64);
+        assert_eq!(offset(&client, &b, &upload).await, (SIZE / 2) as u64);
+        let loser = match through_a.status() == 204 {
+            true => &b,
+            false => &a,
+        };
+        finish(&client, loser, &upload, &content).await;
+    });
+}
+
+#[test]
+fn an_upload_whose_instance_is_killed_goes_on_through_another_once_its_lease_expires() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mut a, b) = fleet("fleet-kill");
+    let client = reqwest::Client::new();
+    let content = content(2);
+    runtime.block_on(async {
+        let upload = create(&client, &a).await;
+        let url = format!("{}{upload}", a.url);
+        // The client gives up on a first request, and asks where to resume.
+        let sending = tokio::spawn(send(client.clone(), url.clone(), 0, content.clone()));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sending.abort();
+        let seen = offset(&client, &a, &upload).await;
+        assert!(seen > 0, "nothing was kept");
+        // It resumes through the same instance, which dies mid-request,
+        // holding the upload.
+        let rest = content[seen as usize..].to_vec();
+        let sending = tokio::spawn(send(client.clone(), url, seen, rest));
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        let _ = sending.await;
+        // The other instance refuses it while the lease lives, says when
+        // to come back, and then takes it over from the last saved state.
+        let now = offset(&client, &b, &upload).await;
+        assert!(now >= seen, "went back from {seen} to {now}");
+        let at = format!("{}{upload}", b.url);
+        let refused = send(client.clone(), at, now, content[now as usize..].to_vec()).await;
+        let refused = refused.unwrap();
+        assert_eq!(refused.status(), 423, "{:?}", refused.headers());
+        let wait = number(&refused, "retry-after");
+        assert!(
+            (1..=LEASE.as_secs() + 1).contains(&wait),
+            "Retry-After {wait}"
+        );
+        finish(&client, &b, &upload, &content).await;
+    });
+}
