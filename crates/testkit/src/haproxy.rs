@@ -244,4 +244,18 @@ mod tests {
         assert!(text.contains("server corral2 127.0.0.1:9002 weight 1\n"));
         assert!(text.contains("option httpchk GET /readyz\n"));
     }
+
+    #[test]
+    fn the_deployment_guide_shows_the_configuration_the_bench_uses() {
+        let guide = include_str!("../../../docs/DEPLOY.md");
+        let servers = ["10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080"].map(|addr| Server {
+            addr: addr.parse().unwrap(),
+            weight: 1,
+        });
+        let text = config("0.0.0.0:80".parse().unwrap(), &servers);
+        assert!(
+            guide.contains(&format!("```haproxy\n{text}```")),
+            "docs/DEPLOY.md should show:\n{text}"
+        );
+    }
 }
