@@ -22,7 +22,8 @@
 //! to one host. corral closes a connection that sends nothing for
 //! `--body-timeout` (30 s by default, idle keep-alive connections
 //! included); the connections here are held longer, so it serves with
-//! `--body-timeout 2m`. Everything stops by `--deadline`.
+//! `--body-timeout 2m` (and `--upload-lease 3m`, which must be longer).
+//! Everything stops by `--deadline`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,7 +123,7 @@ pub(crate) fn run(args: &ConnectionsArgs) -> anyhow::Result<()> {
 
 async fn measure(args: &ConnectionsArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let idle_count = args.connections - args.uploads;
-    let extra = ["--body-timeout", "2m"].map(str::to_owned);
+    let extra = ["--body-timeout", "2m", "--upload-lease", "3m"].map(str::to_owned);
     let mut corral = Corral::start(
         &Store::Dir(dir.join("data")),
         &extra,
