@@ -48,15 +48,10 @@ fn a_hard_cap_that_rejects_beyond_its_slots() {
     check(SEEDS.map(scenario::hard_cap));
 }
 
-/// Issue 14's fleet in virtual time. It fails today: the shares drift
-/// apart (a loss cuts in proportion, and growth near the last loss is in
-/// proportion too, so nothing pulls them together), and the one left
-/// alone creeps for 50 rounds before it grows. Growth by a fixed step per
-/// RTT, faster the longer no loss comes, passes it but throttles the
-/// token bucket of `throttle_by_a_token_bucket` above its 2%: see
-/// docs/BENCHMARKS.md, "Fleet".
+/// Issue 14's fleet in virtual time: instances that share a backend
+/// without talking converge on equal shares, and the one left alone takes
+/// the room the others leave within seconds.
 #[test]
-#[ignore = "known to fail until the adaptive limit shares a backend (issue 14)"]
 fn a_fleet_of_schedulers_shares_one_backend_and_takes_the_room_it_leaves() {
     check(SEEDS.map(scenario::fleet));
 }

@@ -45,14 +45,36 @@
 //!   slot over the backend's rate becomes a stream of 503s. The first loss
 //!   sets the limit to 95% of what the rate actually served needs by
 //!   Little's law (served calls/s x latency), but no lower than 0.8 of
-//!   itself; every further loss within that RTT takes away the slot it
-//!   was dispatched into. Until 50 rounds pass without loss, the limit then
-//!   creeps up by 0.5% a round near the limit of the last loss, and by one
-//!   below it: below 90% of it, or one call under it if that is higher (a
-//!   backend with a hard cap of 16 that refused a 17th call is back at 16
-//!   in one round, not at 15.2 for seconds). The limit is fractional here: 4.75 uses its fifth
-//!   slot on 75% of dispatches, because at a few calls in flight a whole
-//!   step overshoots the backend's rate by a fifth.
+//!   itself and no higher than 0.88 of it; every further loss within that
+//!   RTT takes away the slot it was dispatched into. Until 50 rounds, or 30
+//!   RTTs, pass without loss, the limit then creeps up by 0.045 calls per
+//!   RTT near the limit of the last loss, and by one a round below it:
+//!   below 90% of it, or one call under it if that is higher (a backend
+//!   with a hard cap of 16 that refused a 17th call is back near 16 at
+//!   once, not at 14 for seconds). Latency says little then (a backend that
+//!   throttles need not queue), so the creep goes on unless queueing is
+//!   above 8%, which still cuts. The limit is fractional here: 4.75 uses its fifth slot on 75% of
+//!   dispatches, because at a few calls in flight a whole step overshoots
+//!   the backend's rate by a fifth.
+//!
+//! # Sharing a backend
+//!
+//! Several processes (a fleet of corral instances) may share one backend
+//! without talking to each other; each limit must find its share, and take
+//! the room the others leave. Under a backend that refuses beyond a cap,
+//! the call that gets the `503` is the one over the cap: the process that
+//! grew last pays, whatever its share, so a cut in proportion to the limit
+//! followed by growth in proportion to it (as this limit once crept, 0.5%
+//! a round) keeps every share where it happened to start, and at small
+//! limits, whose rounds last 8 calls and so several RTTs, the smallest
+//! share grows slowest and starves. Here the creep is the same number of
+//! calls per RTT whatever the limit, and a loss cuts at least 12% of the
+//! limit: the room a large share gives up is taken back by all alike, so
+//! the shares converge on equal ones (the `fleet` scenario: three
+//! schedulers on one cap of 16 stay within 25% of a third). A process left
+//! alone leaves the creep after 30 RTTs without loss and grows a call a
+//! round. A single process sees the same as before: the hard cap and
+//! token-bucket scenarios keep their figures.
 //!
 //! The limit stays within `[min, max]`.
 //!
@@ -112,11 +134,20 @@ const LOSS_BACKOFF: f64 = 0.8;
 /// The bins the served rate is counted in.
 const RATE_BIN: Duration = Duration::from_millis(250);
 /// Under throttling, a loss sets the limit to this share of what the
-/// served rate needs, and each round without loss adds this share of it.
+/// served rate needs.
 const THROTTLED_TARGET: f64 = 0.95;
-const THROTTLED_GROWTH: f64 = 0.005;
-/// Rounds without loss after which growth is no longer held back.
+/// A loss cuts the limit to at most this share of itself: a cut in
+/// proportion to the limit, which processes sharing a backend give up and
+/// take back alike (see the module docs).
+const THROTTLED_CUT: f64 = 0.88;
+/// Under throttling, near the limit of the last loss, the limit grows by
+/// this many calls per RTT, whatever the limit.
+const THROTTLED_STEP: f64 = 0.045;
+/// Rounds, or RTTs, without loss after which growth is no longer held
+/// back: rounds of 8 calls at a limit of 2 last 4 RTTs, and a process left
+/// alone on a backend should not creep for that long.
 const THROTTLED_ROUNDS: u32 = 50;
+const THROTTLED_RTTS: f64 = 30.0;
 /// Time between two steps up to a new ceiling, in smoothed RTTs; doubled
 /// after each step that finds queueing again, up to `CEILING_RTTS_MAX`.
 const CEILING_RTTS: u32 = 10;
@@ -490,6 +521,11 @@ impl Adaptive {
         self.srtt.unwrap_or(Duration::from_secs(1))
     }
 
+    /// How many RTTs `span` is.
+    fn rtts(&self, span: Duration) -> f64 {
+        span.as_secs_f64() / self.rtt_guess().as_secs_f64()
+    }
+
     pub(crate) fn on_sample(&mut self, sample: Sample, now: Instant) {
         let class = class(sample.cost);
         if sample.outcome == Outcome::Success {
@@ -550,9 +586,10 @@ impl Adaptive {
             }
             let queue = round.ratios / round.samples as f64 - 1.0;
             self.last_queue = queue;
+            let calm = self.loss_cut.map_or(0.0, |at| self.rtts(now - at));
             if let Some(rounds) = &mut self.throttled {
                 *rounds += 1;
-                if *rounds >= THROTTLED_ROUNDS {
+                if *rounds >= THROTTLED_ROUNDS || calm >= THROTTLED_RTTS {
                     self.throttled = None;
                 }
             }
@@ -566,12 +603,12 @@ impl Adaptive {
                 // Latency speaks in whole calls: a queue is a whole call
                 // too many, and dithering would keep a fraction of one.
                 self.cut((self.limit / (1.0 + queue)).round());
-            } else if round.limited && queue < QUEUE_LOW {
+            } else if round.limited && (queue < QUEUE_LOW || self.throttled.is_some()) {
                 if self.ceiling.is_some_and(|ceiling| self.limit >= ceiling) {
                     // The ceiling held no queueing this time: the knee moved.
                     self.ceiling = None;
                 }
-                self.grow(now);
+                self.grow(now, round.start);
             }
         }
         self.clamp();
@@ -617,6 +654,7 @@ impl Adaptive {
         } else {
             self.limit * LOSS_BACKOFF
         };
+        let to = to.min(self.limit * THROTTLED_CUT);
         self.cut(to);
         self.clamp();
         self.round = Round::new(now);
@@ -638,16 +676,19 @@ impl Adaptive {
         self.starting = false;
     }
 
-    fn grow(&mut self, now: Instant) {
+    /// Grows the limit after a round, begun at `round_start`, that showed
+    /// room.
+    fn grow(&mut self, now: Instant, round_start: Instant) {
         if self.throttled.is_some() {
             // Well below where the backend last throttled, step up; near
             // it, creep: a whole step would overshoot its rate by a fifth
-            // at five calls in flight.
+            // at five calls in flight. The creep is per RTT, not per round
+            // (see "Sharing a backend" in the module docs).
             let near = (0.9 * self.loss_limit).max(self.loss_limit - 1.0);
             self.limit = if self.limit < near {
                 (self.limit + 1.0).min(near)
             } else {
-                self.limit + (self.limit * THROTTLED_GROWTH).max(0.01)
+                self.limit + THROTTLED_STEP * self.rtts(now - round_start).clamp(0.1, 4.0)
             };
             return;
         }
