@@ -563,7 +563,7 @@ pub fn fleet(seed: u64) -> Outcome {
                     Target::AtLeast(0.9),
                 ),
                 Figure::new(
-                    "largest |share x 3 - 1| while shared",
+                    "largest gap between a share and a third, relative, while shared",
                     spread,
                     Target::AtMost(0.25),
                 ),
