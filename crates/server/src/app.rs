@@ -16,7 +16,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 
-use crate::admission::Connections;
+use crate::admission::connection::Connections;
 use crate::admission::refusal::Refusal;
 use crate::auth::{Auth, TenantPolicy};
 use crate::config::ServerConfig;

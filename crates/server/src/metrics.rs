@@ -50,7 +50,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::admission::Connections;
+use crate::admission::connection::Connections;
 use crate::admission::refusal::Refusal;
 use crate::app::AppState;
 use crate::memory::MemoryGate;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use super::Refusal;
+use super::refusal::Refusal;
 
 /// The connections served at once, at most `limit`. Cloning shares them.
 #[derive(Debug, Clone)]
