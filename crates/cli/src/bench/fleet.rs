@@ -22,6 +22,12 @@
 //!   the first two instances and the rest to the others: the busy
 //!   instances must take the idle one's room, so files per second must
 //!   hold.
+//! - **kill**: every instance the same weight, and the last one is killed
+//!   (`SIGKILL`) `--kill-after` (10 s) into the herd and left down. Its
+//!   requests in progress fail (HAProxy answers `502`, or the connection
+//!   breaks), the clients retry them through HAProxy, which stops sending
+//!   to it within two failed checks; every file acknowledged must be in
+//!   the bucket, and every user's batch stored in the end.
 //!
 //! The instances do not know of each other: each one's adaptive limit
 //! finds its share of the front from the latency and the `503`s it sees.
@@ -36,6 +42,7 @@ use corral_testkit::herd::{self, Report};
 
 use super::compare::{Corral, HerdShape, S3, Sample, Shape, Store, sample_metrics};
 use super::figures::{Cmp, Row, print_table};
+use crate::units::Span;
 
 /// How HAProxy spreads the users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +51,8 @@ pub(crate) enum Layout {
     Even,
     /// `--uneven-share` of the users to the first two instances.
     Uneven,
+    /// Every instance the same weight; the last one killed mid-run.
+    Kill,
 }
 
 /// `corral bench fleet`.
@@ -53,12 +62,16 @@ pub(crate) struct FleetArgs {
     #[arg(long, default_value_t = 3)]
     pub(crate) instances: usize,
     /// The layouts to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "even,uneven")]
+    #[arg(long, value_delimiter = ',', default_value = "even,uneven,kill")]
     pub(crate) layouts: Vec<Layout>,
     /// In the uneven layout, the share of new connections HAProxy sends to
     /// the first two instances together.
     #[arg(long, default_value_t = 0.8)]
     pub(crate) uneven_share: f64,
+    /// In the kill layout, how long into the herd the last instance is
+    /// killed.
+    #[arg(long, default_value = "10s")]
+    pub(crate) kill_after: Span,
     #[command(flatten)]
     pub(crate) shape: HerdShape,
 }
@@ -85,8 +98,12 @@ struct Run {
 pub(crate) fn run(args: &FleetArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.instances >= 1, "a fleet needs at least one instance");
     anyhow::ensure!(
-        args.layouts.iter().all(|&l| l == Layout::Even) || args.instances >= 3,
+        !args.layouts.contains(&Layout::Uneven) || args.instances >= 3,
         "the uneven layout needs at least three instances"
+    );
+    anyhow::ensure!(
+        !args.layouts.contains(&Layout::Kill) || args.instances >= 2,
+        "the kill layout needs at least two instances"
     );
     anyhow::ensure!(
         args.uneven_share > 0.0 && args.uneven_share < 1.0,
@@ -128,7 +145,7 @@ pub(crate) fn run(args: &FleetArgs) -> anyhow::Result<()> {
 /// rounded, at least 1.
 fn weights(layout: Layout, instances: usize, uneven_share: f64) -> Vec<u32> {
     let share = |i: usize| match layout {
-        Layout::Even => 1.0 / instances as f64,
+        Layout::Even | Layout::Kill => 1.0 / instances as f64,
         Layout::Uneven if i < 2 => uneven_share / 2.0,
         Layout::Uneven => (1.0 - uneven_share) / (instances - 2) as f64,
     };
@@ -169,9 +186,22 @@ async fn run_one(s3: &S3, layout: Layout, args: &FleetArgs, shape: &Shape) -> an
         stops.push(stop);
         samplers.push(tokio::spawn(sample_metrics(corral.url.clone(), stopped)));
     }
+    let killer = (layout == Layout::Kill).then(|| {
+        let (pid, after) = (fleet[fleet.len() - 1].pid(), args.kill_after.0);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let killed = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            eprintln!("   killed instance {pid} after {after:?}: {killed:?}");
+        })
+    });
     let sample = shape.users * shape.files;
     let herd = shape.herd(balancer.url(), s3, bucket, &front, sample);
     let report = herd::run(&herd).await?;
+    if let Some(killer) = killer {
+        killer.abort();
+    }
     for stop in stops {
         let _ = stop.send(());
     }
@@ -268,13 +298,20 @@ fn figures(run: &Run, args: &FleetArgs, shape: &Shape, capacity: f64) -> (String
             "files/s (front capacity in calls/s)",
             format!("{:.1} ({capacity:.0})", r.files_per_s),
         ),
-        Row::bound(
-            "files stored per second / front capacity",
-            goodput,
-            Cmp::AtLeast,
-            GOODPUT,
-            "",
-        ),
+        match run.layout {
+            // One instance's work is done twice: a figure, not a target.
+            Layout::Kill => Row::info(
+                "files stored per second / front capacity",
+                format!("{goodput:.3}"),
+            ),
+            Layout::Even | Layout::Uneven => Row::bound(
+                "files stored per second / front capacity",
+                goodput,
+                Cmp::AtLeast,
+                GOODPUT,
+                "",
+            ),
+        },
         Row::bound(
             format!(
                 "front 503s / calls it received ({} / {})",
@@ -284,6 +321,14 @@ fn figures(run: &Run, args: &FleetArgs, shape: &Shape, capacity: f64) -> (String
             Cmp::AtMost,
             THROTTLED,
             "",
+        ),
+        Row::info(
+            "users' attempts, by answer",
+            r.attempt_outcomes
+                .iter()
+                .map(|(outcome, count)| format!("{outcome}: {count}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
         Row::info(
             "backend calls / file stored",
@@ -308,7 +353,7 @@ fn figures(run: &Run, args: &FleetArgs, shape: &Shape, capacity: f64) -> (String
                 SPREAD,
                 "",
             ),
-            Layout::Uneven => Row::info(
+            Layout::Uneven | Layout::Kill => Row::info(
                 format!(
                     "instance {i}: share of steady calls (weight {weight}, mean limit {limit:.1})"
                 ),

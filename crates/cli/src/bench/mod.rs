@@ -84,8 +84,9 @@ pub(crate) enum BenchCommand {
 
     /// A fleet: several `corral serve` instances on one bucket behind the
     /// throttling front, and HAProxy (Debian's, installed when missing)
-    /// before them. The herd goes through the load balancer, once spread
-    /// evenly and once with most users sent to two instances: files
+    /// before them. The herd goes through the load balancer, spread
+    /// evenly, with most users sent to two instances, and with one
+    /// instance killed mid-run: files
     /// stored per second against the front's capacity, its 503s, and each
     /// instance's share of the backend calls. Build with --release.
     Fleet(Box<fleet::FleetArgs>),
