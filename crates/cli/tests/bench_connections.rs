@@ -3,32 +3,28 @@
 
 use std::process::Command;
 
+mod common;
+use common::Printed;
+
 #[test]
 fn bench_connections_holds_every_connection_without_an_error() {
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["bench", "connections", "--connections", "200"])
-        .args([
-            "--uploads",
-            "50",
-            "--upload-size",
-            "1KiB",
-            "--trickle",
-            "2s",
-        ])
-        .args(["--deadline", "60s", "--out"])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let row = |what: &str| {
-        stdout
-            .lines()
-            .find(|line| line.starts_with(what))
-            .unwrap_or_else(|| panic!("no row {what:?} in\n{stdout}\n{stderr}"))
-    };
+    let printed = Printed::run(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["bench", "connections", "--connections", "200"])
+            .args([
+                "--uploads",
+                "50",
+                "--upload-size",
+                "1KiB",
+                "--trickle",
+                "2s",
+            ])
+            .args(["--deadline", "60s", "--out"])
+            .arg(out.path()),
+    );
+    let row = |what: &str| printed.row(what);
+    let stdout = &printed.stdout;
     for what in [
         "connections open at once",
         "errors",

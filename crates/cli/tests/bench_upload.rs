@@ -4,25 +4,21 @@
 
 use std::process::Command;
 
+mod common;
+use common::Printed;
+
 #[test]
 fn bench_upload_runs_every_figure_and_every_file_checks_out() {
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["bench", "upload", "--files", "6", "--size", "64KiB"])
-        .args(["--rounds", "1", "--resume-size", "24MiB"])
-        .args(["--many-files", "40", "--many-size", "1KiB", "--out"])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let row = |what: &str| {
-        stdout
-            .lines()
-            .find(|line| line.starts_with(what))
-            .unwrap_or_else(|| panic!("no row {what:?} in\n{stdout}\n{stderr}"))
-    };
+    let printed = Printed::run(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["bench", "upload", "--files", "6", "--size", "64KiB"])
+            .args(["--rounds", "1", "--resume-size", "24MiB"])
+            .args(["--many-files", "40", "--many-size", "1KiB", "--out"])
+            .arg(out.path()),
+    );
+    let row = |what: &str| printed.row(what);
+    let stdout = &printed.stdout;
     for what in [
         "corral: files stored and byte-identical",
         "s5cmd: files stored",

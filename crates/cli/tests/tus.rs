@@ -5,28 +5,24 @@
 
 use std::process::Command;
 
+mod common;
+use common::Printed;
+
 #[test]
 fn bench_tus_runs_every_figure_and_every_file_checks_out() {
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["bench", "tus", "--against", "tus-node", "--rounds", "1"])
-        .args(["--files", "4", "--size", "64KiB", "--concurrency", "2"])
-        .args(["--resume-files", "2", "--resume-size", "1MiB"])
-        .args(["--herd-clients", "4", "--herd-files", "2"])
-        .args(["--herd-size", "32KiB", "--slots", "4", "--latency", "20ms"])
-        .args(["--idle-uploads", "10", "--timeout", "40s", "--out"])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let row = |what: &str| {
-        stdout
-            .lines()
-            .find(|line| line.starts_with(what))
-            .unwrap_or_else(|| panic!("no row {what:?} in\n{stdout}\n{stderr}"))
-    };
+    let printed = Printed::run(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["bench", "tus", "--against", "tus-node", "--rounds", "1"])
+            .args(["--files", "4", "--size", "64KiB", "--concurrency", "2"])
+            .args(["--resume-files", "2", "--resume-size", "1MiB"])
+            .args(["--herd-clients", "4", "--herd-files", "2"])
+            .args(["--herd-size", "32KiB", "--slots", "4", "--latency", "20ms"])
+            .args(["--idle-uploads", "10", "--timeout", "40s", "--out"])
+            .arg(out.path()),
+    );
+    let row = |what: &str| printed.row(what);
+    let stdout = &printed.stdout;
     for what in [
         "corral: files stored and byte-identical",
         "@tus/server: files stored and byte-identical",

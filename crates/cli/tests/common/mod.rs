@@ -139,3 +139,36 @@ pub(crate) fn corral() -> Command {
     }
     command
 }
+
+/// What a `corral bench` command printed, once it succeeded.
+pub(crate) struct Printed {
+    pub(crate) stdout: String,
+    stderr: String,
+}
+
+impl Printed {
+    /// Runs `command`, and panics with what it printed unless it succeeds.
+    pub(crate) fn run(command: &mut Command) -> Self {
+        let output = command.output().unwrap();
+        let printed = Self {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            printed.stdout,
+            printed.stderr
+        );
+        printed
+    }
+
+    /// The line of the figure whose name starts with `what`.
+    pub(crate) fn row(&self, what: &str) -> &str {
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        stdout
+            .lines()
+            .find(|line| line.starts_with(what))
+            .unwrap_or_else(|| panic!("no row {what:?} in\n{stdout}\n{stderr}"))
+    }
+}
