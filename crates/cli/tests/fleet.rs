@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Corral;
+use common::tus::{content, number, offset, send_slowly, tus};
 use corral_testkit::s3::S3Server;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 const SIZE: usize = 12 << 20;
@@ -27,16 +27,6 @@ const ARGS: [&str; 8] = [
     "--body-timeout",
     "2s",
 ];
-
-fn content(seed: u64) -> Vec<u8> {
-    let mut bytes = vec![0; SIZE];
-    fastrand::Rng::with_seed(seed).fill(&mut bytes);
-    bytes
-}
-
-fn tus(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    request.header("tus-resumable", "1.0.0")
-}
 
 /// Two instances on one new bucket.
 fn fleet(bucket: &str) -> (Corral, Corral) {
@@ -59,41 +49,8 @@ async fn create(client: &reqwest::Client, corral: &Corral) -> String {
 }
 
 /// The upload's offset, as `HEAD` through `corral` answers it.
-async fn offset(client: &reqwest::Client, corral: &Corral, upload: &str) -> u64 {
-    let head = tus(client.head(format!("{}{upload}", corral.url)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), 200, "HEAD {upload}: {:?}", head.headers());
-    number(&head, "upload-offset")
-}
-
-fn number(response: &reqwest::Response, header: &str) -> u64 {
-    response.headers()[header]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Sends `bytes` from `offset` through `corral` at about 2 MiB/s; the
-/// answer, or `None` if the connection broke.
-async fn send(
-    client: reqwest::Client,
-    url: String,
-    offset: u64,
-    bytes: Vec<u8>,
-) -> Option<reqwest::Response> {
-    let chunks: Vec<Vec<u8>> = bytes.chunks(64 << 10).map(<[u8]>::to_vec).collect();
-    let body = futures::stream::iter(chunks).then(|chunk| async move {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        Ok::<_, std::io::Error>(chunk)
-    });
-    let request = tus(client.patch(url))
-        .header("content-type", "application/offset+octet-stream")
-        .header("upload-offset", offset.to_string())
-        .body(reqwest::Body::wrap_stream(body));
-    request.send().await.ok()
+async fn offset_at(client: &reqwest::Client, corral: &Corral, upload: &str) -> u64 {
+    offset(client, &format!("{}{upload}", corral.url)).await
 }
 
 /// Sends the rest of `content` through `corral` from where it says the
@@ -102,10 +59,10 @@ async fn send(
 async fn finish(client: &reqwest::Client, corral: &Corral, upload: &str, content: &[u8]) {
     let deadline = Instant::now() + 4 * LEASE;
     let answer = loop {
-        let at = offset(client, corral, upload).await;
+        let at = offset_at(client, corral, upload).await;
         let rest = content[at as usize..].to_vec();
         let url = format!("{}{upload}", corral.url);
-        let answer = send(client.clone(), url, at, rest).await.unwrap();
+        let answer = send_slowly(client.clone(), url, at, rest).await.unwrap();
         if answer.status() != 423 || Instant::now() > deadline {
             break answer;
         }
@@ -130,19 +87,19 @@ fn two_instances_racing_for_one_upload_one_writes_it_and_the_other_is_refused() 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (a, b) = fleet("fleet-race");
     let client = reqwest::Client::new();
-    let content = content(1);
+    let content = content(SIZE, 1);
     runtime.block_on(async {
         let upload = create(&client, &a).await;
         // The same bytes at the same offset, through both at once.
         let half = content[..SIZE / 2].to_vec();
         let (through_a, through_b) = tokio::join!(
-            send(
+            send_slowly(
                 client.clone(),
                 format!("{}{upload}", a.url),
                 0,
                 half.clone()
             ),
-            send(client.clone(), format!("{}{upload}", b.url), 0, half),
+            send_slowly(client.clone(), format!("{}{upload}", b.url), 0, half),
         );
         let (through_a, through_b) = (through_a.unwrap(), through_b.unwrap());
         let mut statuses = [through_a.status().as_u16(), through_b.status().as_u16()];
@@ -158,8 +115,8 @@ fn two_instances_racing_for_one_upload_one_writes_it_and_the_other_is_refused() 
         assert_eq!(number(winner, "upload-offset"), (SIZE / 2) as u64);
         // Either instance says so now, and the client finishes through
         // the one that refused it.
-        assert_eq!(offset(&client, &a, &upload).await, (SIZE / 2) as u64);
-        assert_eq!(offset(&client, &b, &upload).await, (SIZE / 2) as u64);
+        assert_eq!(offset_at(&client, &a, &upload).await, (SIZE / 2) as u64);
+        assert_eq!(offset_at(&client, &b, &upload).await, (SIZE / 2) as u64);
         let loser = match through_a.status() == 204 {
             true => &b,
             false => &a,
@@ -173,30 +130,30 @@ fn an_upload_whose_instance_is_killed_goes_on_through_another_once_its_lease_exp
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (mut a, b) = fleet("fleet-kill");
     let client = reqwest::Client::new();
-    let content = content(2);
+    let content = content(SIZE, 2);
     runtime.block_on(async {
         let upload = create(&client, &a).await;
         let url = format!("{}{upload}", a.url);
         // The client gives up on a first request, and asks where to resume.
-        let sending = tokio::spawn(send(client.clone(), url.clone(), 0, content.clone()));
+        let sending = tokio::spawn(send_slowly(client.clone(), url.clone(), 0, content.clone()));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sending.abort();
-        let seen = offset(&client, &a, &upload).await;
+        let seen = offset_at(&client, &a, &upload).await;
         assert!(seen > 0, "nothing was kept");
         // It resumes through the same instance, which dies mid-request,
         // holding the upload.
         let rest = content[seen as usize..].to_vec();
-        let sending = tokio::spawn(send(client.clone(), url, seen, rest));
+        let sending = tokio::spawn(send_slowly(client.clone(), url, seen, rest));
         tokio::time::sleep(Duration::from_millis(1000)).await;
         a.child.kill().unwrap();
         a.child.wait().unwrap();
         let _ = sending.await;
         // The other instance refuses it while the lease lives, says when
         // to come back, and then takes it over from the last saved state.
-        let now = offset(&client, &b, &upload).await;
+        let now = offset_at(&client, &b, &upload).await;
         assert!(now >= seen, "went back from {seen} to {now}");
         let at = format!("{}{upload}", b.url);
-        let refused = send(client.clone(), at, now, content[now as usize..].to_vec()).await;
+        let refused = send_slowly(client.clone(), at, now, content[now as usize..].to_vec()).await;
         let refused = refused.unwrap();
         assert_eq!(refused.status(), 423, "{:?}", refused.headers());
         let wait = number(&refused, "retry-after");

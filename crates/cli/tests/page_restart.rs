@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::tus::content;
 use corral_testkit::browser::Browser;
 use sha2::{Digest, Sha256};
 
@@ -72,12 +73,6 @@ fn start(addr: &str, dir: &Path) -> Child {
         .unwrap();
     assert!(line.starts_with("corral listening on"), "{line:?}");
     child
-}
-
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut bytes = vec![0; size];
-    fastrand::Rng::with_seed(seed).fill(&mut bytes);
-    bytes
 }
 
 #[test]

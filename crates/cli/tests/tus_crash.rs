@@ -13,8 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::Corral;
+use common::tus::{content, offset, send_slowly, tus};
 use corral_testkit::s3::S3Server;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 const UPLOADS: usize = 6;
@@ -22,51 +22,12 @@ const SIZE: usize = 12 << 20;
 const CYCLES: usize = 3;
 const SIZES: [&str; 4] = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
 
-fn content(seed: u64) -> Vec<u8> {
-    let mut bytes = vec![0; SIZE];
-    fastrand::Rng::with_seed(seed).fill(&mut bytes);
-    bytes
-}
-
-fn tus(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    request.header("tus-resumable", "1.0.0")
-}
-
-/// The upload's offset, as `HEAD` answers it.
-async fn offset(client: &reqwest::Client, url: &str) -> u64 {
-    let head = tus(client.head(url)).send().await.unwrap();
-    assert_eq!(head.status(), 200, "HEAD {url}: {:?}", head.headers());
-    head.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Sends `bytes` from `offset` on, at about 2 MiB/s, until the server
-/// answers or the connection breaks; the answer, if any.
-async fn send_slowly(
-    client: reqwest::Client,
-    url: String,
-    offset: u64,
-    bytes: Vec<u8>,
-) -> Option<reqwest::Response> {
-    let chunks: Vec<Vec<u8>> = bytes.chunks(64 << 10).map(<[u8]>::to_vec).collect();
-    let body = futures::stream::iter(chunks).then(|chunk| async move {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        Ok::<_, std::io::Error>(chunk)
-    });
-    let request = tus(client.patch(&url))
-        .header("content-type", "application/offset+octet-stream")
-        .header("upload-offset", offset.to_string())
-        .body(reqwest::Body::wrap_stream(body));
-    request.send().await.ok()
-}
-
 fn uploads_survive_kill_9(start: impl Fn() -> Corral) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
-    let contents: Vec<Vec<u8>> = (0..UPLOADS as u64).map(content).collect();
+    let contents: Vec<Vec<u8>> = (0..UPLOADS as u64)
+        .map(|seed| content(SIZE, seed))
+        .collect();
     let mut corral = start();
     let urls: Vec<String> = runtime.block_on(async {
         let mut urls = Vec::new();

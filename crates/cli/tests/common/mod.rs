@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+pub(crate) mod tus;
+
 /// A `corral serve` on a port of its own, killed on drop.
 pub(crate) struct Corral {
     pub(crate) child: Child,

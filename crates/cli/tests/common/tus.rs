@@ -1,0 +1,54 @@
+//! Raw tus requests for the tests that cut uploads off: the protocol's
+//! header, an upload's offset, a slow `PATCH`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+/// `size` bytes drawn from `seed`.
+pub(crate) fn content(size: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0; size];
+    fastrand::Rng::with_seed(seed).fill(&mut bytes);
+    bytes
+}
+
+/// `request` with the tus protocol's version header.
+pub(crate) fn tus(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.header("tus-resumable", "1.0.0")
+}
+
+/// The upload at `url`'s offset, as `HEAD` answers it.
+pub(crate) async fn offset(client: &reqwest::Client, url: &str) -> u64 {
+    let head = tus(client.head(url)).send().await.unwrap();
+    assert_eq!(head.status(), 200, "HEAD {url}: {:?}", head.headers());
+    number(&head, "upload-offset")
+}
+
+/// The number in `response`'s `header`.
+pub(crate) fn number(response: &reqwest::Response, header: &str) -> u64 {
+    response.headers()[header]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Sends `bytes` from `offset` on, at about 2 MiB/s, until the server
+/// answers or the connection breaks; the answer, if any.
+pub(crate) async fn send_slowly(
+    client: reqwest::Client,
+    url: String,
+    offset: u64,
+    bytes: Vec<u8>,
+) -> Option<reqwest::Response> {
+    let chunks: Vec<Vec<u8>> = bytes.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+    let body = futures::stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let request = tus(client.patch(&url))
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset.to_string())
+        .body(reqwest::Body::wrap_stream(body));
+    request.send().await.ok()
+}
