@@ -53,9 +53,9 @@
 //!   with a hard cap of 16 that refused a 17th call is back near 16 at
 //!   once, not at 14 for seconds). Latency says little then (a backend that
 //!   throttles need not queue), so the creep goes on unless queueing is
-//!   above 8%, which still cuts. The limit is fractional here: 4.75 uses its fifth slot on 75% of
-//!   dispatches, because at a few calls in flight a whole step overshoots
-//!   the backend's rate by a fifth.
+//!   above 8%, which still cuts. The limit is fractional here: 4.75 uses
+//!   its fifth slot on 75% of dispatches, because at a few calls in flight
+//!   a whole step overshoots the backend's rate by a fifth.
 //!
 //! # Sharing a backend
 //!
@@ -73,8 +73,9 @@
 //! the shares converge on equal ones (the `fleet` scenario: three
 //! schedulers on one cap of 16 stay within 25% of a third). A process left
 //! alone leaves the creep after 30 RTTs without loss and grows a call a
-//! round. A single process sees the same as before: the hard cap and
-//! token-bucket scenarios keep their figures.
+//! round. A single process keeps the hard-cap and token-bucket scenarios'
+//! figures; under the token bucket its 503s rise from under 1% of calls to
+//! about 1.5%, within the 2% allowed.
 //!
 //! The limit stays within `[min, max]`.
 //!
