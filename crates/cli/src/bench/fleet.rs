@@ -29,9 +29,14 @@
 //!   to it within two failed checks; every file acknowledged must be in
 //!   the bucket, and every user's batch stored in the end.
 //!
+//! Last, unless `--skip-connections`, the figure of `corral bench
+//! connections` with its defaults: 10,000 connections, idle and slow
+//! uploads, held on one instance.
+//!
 //! The instances do not know of each other: each one's adaptive limit
 //! finds its share of the front from the latency and the `503`s it sees.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -41,6 +46,7 @@ use corral_testkit::haproxy::{self, Haproxy, Server};
 use corral_testkit::herd::{self, Report};
 
 use super::compare::{Corral, HerdShape, S3, Sample, Shape, Store, sample_metrics};
+use super::connections::{self, ConnectionsArgs};
 use super::figures::{Cmp, Row, print_table};
 use crate::units::Span;
 
@@ -72,6 +78,10 @@ pub(crate) struct FleetArgs {
     /// killed.
     #[arg(long, default_value = "10s")]
     pub(crate) kill_after: Span,
+    /// Leave out the last figure: 10,000 connections held on one instance,
+    /// as `corral bench connections` measures it with its defaults.
+    #[arg(long)]
+    pub(crate) skip_connections: bool,
     #[command(flatten)]
     pub(crate) shape: HerdShape,
 }
@@ -137,8 +147,25 @@ pub(crate) fn run(args: &FleetArgs) -> anyhow::Result<()> {
         let (m, j) = print_table(&title, &rows);
         (met, judged) = (met + m, judged + j);
     }
-    println!("\n{met} of {judged} figures met their target.");
+    println!("\n{met} of {judged} figures of the herds met their target.");
+    if !args.skip_connections {
+        eprintln!("== 10,000 connections on one instance");
+        connections::run(&connections_defaults(&shape.out)?)?;
+    }
     Ok(())
+}
+
+/// `corral bench connections`' defaults, its output under `out`.
+fn connections_defaults(out: &Path) -> anyhow::Result<ConnectionsArgs> {
+    use clap::{Args as _, FromArgMatches as _};
+    let command = ConnectionsArgs::augment_args(clap::Command::new("connections"));
+    let out = out.join("connections");
+    let matches = command.try_get_matches_from([
+        OsStr::new("connections"),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])?;
+    Ok(ConnectionsArgs::from_arg_matches(&matches)?)
 }
 
 /// HAProxy's weight for each instance in `layout`: out of 100 in all,
@@ -387,6 +414,13 @@ mod tests {
 
     fn sample(t_s: f64, calls: f64) -> Sample {
         Sample::at(t_s, calls)
+    }
+
+    #[test]
+    fn the_connections_figure_runs_with_corral_bench_connections_defaults() {
+        let args = connections_defaults(Path::new("bench-out")).unwrap();
+        assert_eq!((args.connections, args.uploads), (10_000, 2_000));
+        assert_eq!(args.out, Path::new("bench-out/connections"));
     }
 
     #[test]

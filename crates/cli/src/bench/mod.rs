@@ -86,9 +86,10 @@ pub(crate) enum BenchCommand {
     /// throttling front, and HAProxy (Debian's, installed when missing)
     /// before them. The herd goes through the load balancer, spread
     /// evenly, with most users sent to two instances, and with one
-    /// instance killed mid-run: files
-    /// stored per second against the front's capacity, its 503s, and each
-    /// instance's share of the backend calls. Build with --release.
+    /// instance killed mid-run: files stored per second against the
+    /// front's capacity, its 503s, and each instance's share of the
+    /// backend calls. Then 10,000 connections on one instance, as `bench
+    /// connections`. Build with --release.
     Fleet(Box<fleet::FleetArgs>),
     /// Many connections held open at once on one `corral serve` (local
     /// disk): idle keep-alive connections and slow uploads, 10,000 in all
