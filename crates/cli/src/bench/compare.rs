@@ -9,8 +9,9 @@
 //! it runs, corral's `/metrics` are sampled for the timeline plot. Then the
 //! child is killed and the next strategy starts from scratch.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -453,6 +454,8 @@ pub(super) enum Store {
 pub(super) struct Corral {
     child: Child,
     pub(super) url: String,
+    /// Held open so the server never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
 }
 
 impl Corral {
@@ -465,16 +468,15 @@ impl Corral {
     ) -> anyhow::Result<Self> {
         // Beside the log, not in the working directory.
         let spool = log.with_extension("spool");
+        let log_path = log;
         let log = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let listen = format!("127.0.0.1:{port}");
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
         command
-            .args(["serve", "--listen", &listen])
+            // A port of its own, bound by corral itself: one found free
+            // here first could be taken before corral binds it.
+            .args(["serve", "--listen", "127.0.0.1:0"])
             // Uploads here never outlive the run; moto also dates every
             // multipart upload in 2010.
             .args(["--orphan-sweep", "0s", "--shutdown-grace", "1s"])
@@ -498,16 +500,32 @@ impl Corral {
                     .env("AWS_SECRET_ACCESS_KEY", secret);
             }
         }
-        let child = command
+        let mut child = command
             .args(args)
             .env("CORRAL_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .context("starting corral serve")?;
+        // Its first line: `corral listening on http://ADDRESS, storing in …`.
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let Some(url) = line
+            .strip_prefix("corral listening on ")
+            .and_then(|rest| rest.split(',').next())
+        else {
+            let _ = child.kill();
+            let status = child.wait()?;
+            anyhow::bail!(
+                "corral serve exited at startup ({status}): see {}",
+                log_path.display()
+            );
+        };
         Ok(Self {
             child,
-            url: format!("http://{listen}"),
+            url: url.to_owned(),
+            _stdout: stdout,
         })
     }
 

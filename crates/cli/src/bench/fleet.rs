@@ -45,7 +45,7 @@ use anyhow::Context;
 use corral_testkit::haproxy::{self, Haproxy, Server};
 use corral_testkit::herd::{self, Report};
 
-use super::compare::{Corral, HerdShape, S3, Sample, Shape, Store, sample_metrics};
+use super::compare::{Corral, HerdShape, S3, Sample, Shape, sample_metrics};
 use super::connections::{self, ConnectionsArgs};
 use super::figures::{Cmp, Row, print_table};
 use crate::units::Span;
@@ -189,7 +189,9 @@ async fn run_one(s3: &S3, layout: Layout, args: &FleetArgs, shape: &Shape) -> an
     let mut fleet = Vec::new();
     for i in 1..=args.instances {
         let log = shape.out.join(format!("fleet-{name}-{i}.log"));
-        fleet.push(start(&store, &shape.serve_args, &log).await?);
+        let mut corral = Corral::start(&store, &shape.serve_args, &log)?;
+        corral.wait_ready().await?;
+        fleet.push(corral);
     }
     let weights = weights(layout, args.instances, args.uneven_share);
     let servers: Vec<Server> = fleet
@@ -251,23 +253,6 @@ async fn run_one(s3: &S3, layout: Layout, args: &FleetArgs, shape: &Shape) -> an
         front: stats,
         timelines,
     })
-}
-
-/// Starts a `corral serve` and waits until it answers. Its port was free
-/// a moment before it was started, but the other instances' connections
-/// take ports from the same range, so one taken meanwhile is tried again.
-async fn start(store: &Store, args: &[String], log: &Path) -> anyhow::Result<Corral> {
-    const ATTEMPTS: usize = 3;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut corral = Corral::start(store, args, log)?;
-        match corral.wait_ready().await {
-            Ok(()) => return Ok(corral),
-            Err(error) if attempt < ATTEMPTS => eprintln!("   {error}; again"),
-            Err(error) => return Err(error),
-        }
-    }
 }
 
 /// Each instance's calls over the steady part of a run of `duration_s`.
