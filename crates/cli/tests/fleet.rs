@@ -9,9 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Corral;
-use common::tus::{content, number, offset, send_slowly, tus};
+use common::tus::{assert_stored, content, number, offset, send_slowly, tus};
 use corral_testkit::s3::S3Server;
-use sha2::{Digest, Sha256};
 
 const SIZE: usize = 12 << 20;
 /// Short, so that the test waits little for a dead instance's lease; more
@@ -70,16 +69,7 @@ async fn finish(client: &reqwest::Client, corral: &Corral, upload: &str, content
         assert!(wait <= LEASE.as_secs() + 1, "Retry-After {wait}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(answer.status(), 204, "{}", answer.text().await.unwrap());
-    let file = answer.headers()["content-location"].to_str().unwrap();
-    let stored = client
-        .get(format!("{}{file}", corral.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stored.status(), 200);
-    let bytes = stored.bytes().await.unwrap();
-    assert_eq!(Sha256::digest(&bytes), Sha256::digest(content));
+    assert_stored(client, &corral.url, answer, content, upload).await;
 }
 
 #[test]

@@ -13,9 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::Corral;
-use common::tus::{content, offset, send_slowly, tus};
+use common::tus::{assert_stored, content, offset, send_slowly, tus};
 use corral_testkit::s3::S3Server;
-use sha2::{Digest, Sha256};
 
 const UPLOADS: usize = 6;
 const SIZE: usize = 12 << 20;
@@ -103,23 +102,8 @@ fn uploads_survive_kill_9(start: impl Fn() -> Corral) {
         let answers = futures::future::join_all(finishing).await;
         for (i, answer) in answers.into_iter().enumerate() {
             let answer = answer.unwrap().unwrap();
-            assert_eq!(answer.status(), 204, "{}", answer.text().await.unwrap());
-            let file = answer.headers()["content-location"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let stored = client
-                .get(format!("{}{file}", corral.url))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(stored.status(), 200);
-            let bytes = stored.bytes().await.unwrap();
-            assert_eq!(
-                Sha256::digest(&bytes),
-                Sha256::digest(&contents[i]),
-                "upload {i}"
-            );
+            let what = format!("upload {i}");
+            assert_stored(&client, &corral.url, answer, &contents[i], &what).await;
         }
     });
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
 /// `size` bytes drawn from `seed`.
 pub(crate) fn content(size: usize, seed: u64) -> Vec<u8> {
@@ -51,4 +52,27 @@ pub(crate) async fn send_slowly(
         .header("upload-offset", offset.to_string())
         .body(reqwest::Body::wrap_stream(body));
     request.send().await.ok()
+}
+
+/// Checks that `finished`, the answer of the request that completed an
+/// upload through the corral at `base`, is a `204` naming a file that
+/// holds `content`; `what` names the upload in a failure.
+pub(crate) async fn assert_stored(
+    client: &reqwest::Client,
+    base: &str,
+    finished: reqwest::Response,
+    content: &[u8],
+    what: &str,
+) {
+    let status = finished.status();
+    let file = finished
+        .headers()
+        .get("content-location")
+        .map(|file| file.to_str().unwrap().to_owned());
+    assert_eq!(status, 204, "{what}: {}", finished.text().await.unwrap());
+    let file = file.unwrap_or_else(|| panic!("{what}: no Content-Location"));
+    let stored = client.get(format!("{base}{file}")).send().await.unwrap();
+    assert_eq!(stored.status(), 200, "{what}: GET {file}");
+    let bytes = stored.bytes().await.unwrap();
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(content), "{what}");
 }
