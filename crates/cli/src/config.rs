@@ -202,8 +202,9 @@ pub(crate) struct Overrides {
     pub(crate) upload_queue: Option<usize>,
 
     /// Longest an upload waits for upload memory before it gets 429 with
-    /// Retry-After; keep it below the 30 s after which common clients give
-    /// up on an upload that makes no progress [default: 20s].
+    /// Retry-After (which never asks for longer than this); keep it below
+    /// the 30 s after which common clients give up on an upload that makes
+    /// no progress [default: 20s].
     #[arg(long, env = "CORRAL_UPLOAD_WAIT", value_name = "DURATION")]
     pub(crate) upload_wait: Option<Span>,
 

@@ -25,6 +25,16 @@
 //! herd's refused users all came back at once after the others had
 //! finished, leaving the backend idle for 6 s of a 75 s run).
 //!
+//! It is never longer than an upload may wait in line (`--upload-wait`):
+//! a client back by then waits in line again, at the cost of a
+//! connection. A longer estimate is the one most likely wrong: uploads
+//! share the backend fairly, so those holding the memory end together and
+//! free it in waves, and a rate measured between two waves is near zero.
+//! Measured (`corral bench fleet`, uneven layout): a busy instance that
+//! had freed two batches' memory in 21 s refused its last users with
+//! 60 s; they came back 30 s later (the herd's clients wait at most 30 s),
+//! 11 s after the fleet had stored everything else.
+//!
 //! `tokio::sync::Semaphore` is the budget (its waiters are served in FIFO
 //! order, and a large reservation at the head is not overtaken by small
 //! ones, so none starves); this module adds the bounds and the estimate.
@@ -157,7 +167,8 @@ impl MemoryGate {
     /// freed: the time to free them at the recent rate (see
     /// [`crate::admission`]), spread.
     pub(crate) fn estimate(&self, ahead: u64) -> Duration {
-        spread(wait(ahead as f64, self.release_rate()), fastrand::f64())
+        let estimate = wait(ahead as f64, self.release_rate());
+        spread(estimate.min(self.max_wait), fastrand::f64())
     }
 
     /// Bytes released per second, smoothed over about ten seconds.
@@ -282,6 +293,24 @@ mod tests {
         // 1 MiB; not the 4 MiB reserved, which the waiting room takes as it
         // is freed. 2 MiB at 0.4 MiB/s: 5 s, spread.
         assert!((3..=5).contains(&retry_after.as_secs()), "{retry_after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_upload_is_sent_away_for_longer_than_it_may_wait_in_line() {
+        let gate = MemoryGate::new(4 * MIB, 0, Duration::from_secs(10));
+        // 64 KiB freed in 10 s: 1 MiB ahead would take 160 s at that rate.
+        drop(gate.reserve(UNIT).await.unwrap());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(gate.release_rate(), UNIT as f64 / 10.0);
+        let _held = gate.reserve(4 * MIB).await.unwrap();
+        for _ in 0..20 {
+            let error = gate.reserve(MIB - UNIT).await.unwrap_err();
+            let Refusal::MemorySpent { retry_after } = error else {
+                panic!("{error:?}")
+            };
+            // At most the 10 s of the line, spread over its second half.
+            assert!((5..=10).contains(&retry_after.as_secs()), "{retry_after:?}");
+        }
     }
 
     #[test]

@@ -28,7 +28,8 @@
 //! lately (the scheduler's queue, the upload memory), the wait is the time
 //! to serve it at that rate ([`wait`]), 1 to 60 s, and 5 s while nothing
 //! has been served yet; the upload memory also spreads it over its second
-//! half, so that uploads refused together do not come back together. Where
+//! half, so that uploads refused together do not come back together, and
+//! asks for no longer than an upload may wait in line (`--upload-wait`). Where
 //! a gate cannot foresee it, the wait is fixed: the spool empties as fast
 //! as the backend takes its files (10 s), a backend that is down is probed
 //! again at a known time (the time to the probe), a call that failed
