@@ -167,6 +167,14 @@ pub enum Error {
         /// The upload's id.
         upload: String,
     },
+
+    /// An object written only if its key was free found another object
+    /// there (see [`crate::resumable`]): nothing was written.
+    #[error("object {key:?} exists already")]
+    Exists {
+        /// The object's key.
+        key: String,
+    },
 }
 
 impl Error {

@@ -29,10 +29,11 @@
 //! are past the last part) and one for the state; the request that ends an
 //! upload costs what its object costs plus one bulk delete of the state
 //! and tail; a request on an upload made before takes its lease first (one
-//! call, see below). The state of an upload this process has touched is
-//! cached, so a request on it reads nothing back: a small file sent in a
-//! request after an empty creation costs four calls in all (state, lease,
-//! object, delete).
+//! call, see below), but for the first request after an empty creation on
+//! the instance that made it, which puts its lease off. The state of an
+//! upload this process has touched is cached, so a request on it reads
+//! nothing back: a small file sent in a request after an empty creation
+//! costs three calls in all (state, object, delete).
 //!
 //! # Integrity
 //!
@@ -77,6 +78,27 @@
 //! object's calls plus two (lease, delete). Within a process the server
 //! runs one request per upload at a time, so a lease this instance holds
 //! is taken over by its next request on the upload.
+//!
+//! # The first request after an empty creation
+//!
+//! tus clients create an upload empty and send its bytes in a `PATCH`
+//! right after, most often to the same instance. When that instance
+//! wrote the state last, nothing of the upload is stored but its state,
+//! no lease is held, and the object is one call (its length is at most
+//! the multipart threshold), the request *puts its lease off*
+//! (`Resumables::deferrable`): it takes it only before it writes
+//! anything but the object (a part, a tail, the state: a request cut
+//! short, or one sending more than it said), and writes the object only
+//! if its key is free (`Upload::exclusive`, `PutMode::Create`). What it
+//! writes is still kept apart from another instance's request on the
+//! upload, which may have taken the lease meanwhile (the cache cannot
+//! know): of two objects, one is stored and the other request gets
+//! [`Error::LeaseLost`] with nothing written; a late lease is refused
+//! ([`Error::Leased`]) before anything is written; and the holder, once
+//! the object is stored and the state gone, cannot save
+//! ([`Error::LeaseLost`]; a tail it wrote first is litter that names an
+//! upload, removed by the sweep once the upload has expired). So the
+//! `PATCH` costs the object and the delete, and no lease.
 //!
 //! # The cache
 //!
@@ -399,9 +421,12 @@ impl Resumables {
                         e_tag: put.e_tag,
                         version: put.version,
                     })),
+                    // Removed (the upload was finished or terminated
+                    // elsewhere) is changed too.
                     Err(
                         object_store::Error::Precondition { .. }
-                        | object_store::Error::AlreadyExists { .. },
+                        | object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::NotFound { .. },
                     ) => Ok(Err(Changed)),
                     Err(e) => Err(e),
                 }
@@ -491,6 +516,7 @@ impl Resumables {
             state,
             saved: None,
             leased_at: None,
+            deferred: false,
         }
     }
 
@@ -511,6 +537,24 @@ impl Resumables {
     ) -> Result<Resuming<'g>> {
         let path = state_path(owner, id);
         self.live(id, &path)?;
+        if let Some(untouched) = self.cached(&path).filter(|c| self.deferrable(c, offset)) {
+            let writer = self.writer.clone();
+            let paused = untouched.state.paused.clone();
+            let tail = paused_tail(&path, &paused);
+            // No tail to read: no call.
+            let upload = Upload::resume(writer, group, paused, &tail).await?;
+            return Ok(Resuming {
+                resumables: self,
+                group,
+                upload: upload.exclusive(),
+                record: untouched.state.record.clone(),
+                id: id.to_owned(),
+                state: path,
+                saved: Some(untouched),
+                leased_at: None,
+                deferred: true,
+            });
+        }
         let leased = self.take(group, id, &path).await?;
         let paused = leased.state.paused.clone();
         if paused.size != offset {
@@ -539,7 +583,25 @@ impl Resumables {
             state: path,
             saved: Some(leased),
             leased_at: Some(tokio::time::Instant::now()),
+            deferred: false,
         })
+    }
+
+    /// Whether a request at `offset` on the upload whose state this
+    /// process last wrote as `cached` may put off taking its lease (see
+    /// "The first request after an empty creation" in the module docs):
+    /// nothing of it is stored but its state, no lease is held, and its
+    /// object is one call.
+    fn deferrable(&self, cached: &Versioned, offset: u64) -> bool {
+        let state = &cached.state;
+        let small = (state.record.length)
+            .is_some_and(|length| length <= self.writer.multipart_threshold as u64);
+        offset == 0
+            && state.paused.size == 0
+            && state.paused.tail_len == 0
+            && state.tails.is_empty()
+            && state.lease.is_none()
+            && small
     }
 
     /// The upload `id` of `owner` as it stands: as stored (one call, a
@@ -671,7 +733,7 @@ impl Resumables {
         let system = client.system();
         let prefix = Path::from(UPLOADS);
         let mut listing = client.backend().list(Some(&prefix));
-        let mut found = Vec::new();
+        let (mut found, mut tails) = (Vec::new(), Vec::new());
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(|e| Error::backend(UPLOADS, e, 1))?;
             let path = meta.location.as_ref();
@@ -680,7 +742,16 @@ impl Resumables {
             else {
                 continue;
             };
-            if id.contains(".tail.") || !self.expired(id, now) {
+            // A tail of an expired upload goes with it, and so does one
+            // that no state names (written by a request that lost the
+            // upload to another, see the module docs).
+            if let Some((upload, _)) = id.split_once(".tail.") {
+                if self.expired(upload, now) {
+                    tails.push(meta.location.clone());
+                }
+                continue;
+            }
+            if !self.expired(id, now) {
                 continue;
             }
             if let Ok(owner) = Key::parse(owner) {
@@ -719,6 +790,15 @@ impl Resumables {
                 }
             }
         }
+        if !tails.is_empty() {
+            let removed = system
+                .run(0, || client.delete_call(&tails).map_err(BackendError))
+                .await
+                .map_err(|e| Error::job(UPLOADS, e));
+            if let Err(e) = removed {
+                tracing::warn!(error = %crate::error_chain(&e), "removing the tails of expired uploads failed");
+            }
+        }
         Ok(swept)
     }
 }
@@ -743,8 +823,12 @@ pub struct Resuming<'g> {
     /// ever saved: the next write of the state is on its version.
     saved: Option<Versioned>,
     /// When the lease was taken or last renewed; `None` for a new upload,
-    /// which needs none (no other request knows of it).
+    /// which needs none (no other request knows of it), and for one whose
+    /// lease is `deferred`.
     leased_at: Option<tokio::time::Instant>,
+    /// Whether the lease is not taken yet: taken before the upload writes
+    /// anything but its object, which is written only if its key is free.
+    deferred: bool,
 }
 
 impl Resuming<'_> {
@@ -785,8 +869,34 @@ impl Resuming<'_> {
     /// another instance took the upload over: [`discard`](Self::discard)
     /// the upload then.
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let threshold = self.resumables.writer.multipart_threshold;
+        if self.deferred && self.upload.buffered() + chunk.len() > threshold {
+            // More than its length said: a part is to be stored.
+            self.take_deferred().await?;
+        }
         self.renew_if_due().await?;
         self.upload.write(chunk).await
+    }
+
+    /// Takes the lease put off by [`Resumables::resume`] (one call, two if
+    /// another instance wrote the state since), before the first write of
+    /// anything but the object. [`Error::Leased`] if another instance
+    /// holds it; [`Error::OffsetMismatch`] if it went on with the upload
+    /// meanwhile, so that this request's bytes no longer follow what is
+    /// stored.
+    async fn take_deferred(&mut self) -> Result<()> {
+        let resumables = self.resumables;
+        let leased = resumables.take(self.group, &self.id, &self.state).await?;
+        let seen = self.saved.as_ref().map(|saved| &saved.state.paused);
+        if seen != Some(&leased.state.paused) {
+            let offset = leased.state.paused.size;
+            resumables.release(self.group, &self.state, leased).await;
+            return Err(Error::OffsetMismatch { offset });
+        }
+        self.saved = Some(leased);
+        self.leased_at = Some(tokio::time::Instant::now());
+        self.deferred = false;
+        Ok(())
     }
 
     /// Renews the lease if a third of it has passed: before every write
@@ -840,6 +950,9 @@ impl Resuming<'_> {
     /// [`Error::LeaseLost`] if another instance took the upload over: its
     /// state is left as that one saved it.
     pub async fn pause(mut self) -> Result<u64> {
+        if self.deferred {
+            self.take_deferred().await?;
+        }
         self.renew_if_due().await?;
         let state_path = &self.state;
         let start = self.upload.size() - self.upload.buffered() as u64;
@@ -878,6 +991,8 @@ impl Resuming<'_> {
     /// is gone, its parts aborted in the background.
     pub async fn discard(self) {
         match self.saved {
+            // Nothing stored, no lease taken.
+            Some(_) if self.deferred => drop(self.upload),
             Some(saved) => {
                 self.upload.abandon();
                 (self.resumables)
@@ -903,7 +1018,16 @@ impl Resuming<'_> {
             self.upload.abandon();
             return Err(e);
         }
-        let stored = self.upload.finish().await;
+        let stored = match self.upload.finish().await {
+            // Another request of the upload stored it first, through
+            // another instance: this one's bytes are not what is stored.
+            Err(Error::Exists { .. }) => Err(self.resumables.lost(&self.state, &self.id)),
+            stored => stored,
+        };
+        if stored.is_err() && self.deferred {
+            // Its state stays for the client to ask again.
+            return stored;
+        }
         if let Some(saved) = self.saved {
             let forgotten = self
                 .resumables

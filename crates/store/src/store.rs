@@ -1794,12 +1794,7 @@ mod tests {
             // Nothing of the upload is left but the object.
             let gone = other.upload_status(&group(&other), &key("t"), u1).await;
             assert!(matches!(gone, Err(Error::NotFound { .. })), "{url}");
-            let backend = other.client().backend();
-            let left: Vec<_> = backend
-                .list(Some(&Path::from(".corral/uploads")))
-                .try_collect()
-                .await
-                .unwrap();
+            let left = upload_objects(&other).await;
             assert!(left.is_empty(), "{url}: {left:?}");
         }
         // The parts were files of their own, and went with the upload.
@@ -1809,7 +1804,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_resumable_upload_costs_a_call_when_sent_whole_and_four_after_an_empty_creation() {
+    async fn a_resumable_upload_costs_a_call_when_sent_whole_and_three_after_an_empty_creation() {
         let store = s3().await;
         let content = b"a small file".to_vec();
         let length = Some(content.len() as u64);
@@ -1839,12 +1834,41 @@ mod tests {
             upload.pause().await.unwrap()
         };
         let (offset, cut) = calls(&store, cut).await;
-        // The patch: its lease, the object, the delete.
-        assert_eq!((whole, created, patched, cut), (1, 1, 3, 2));
+        // The patch: the object, the delete (its lease is put off, and
+        // never needed: see "The first request after an empty creation").
+        assert_eq!((whole, created, patched, cut), (1, 1, 2, 2));
         assert_eq!(offset, content.len() as u64);
         for name in ["t/tus/w.txt", "t/tus/e.txt"] {
             assert_eq!(read_whole(&store, name).await, content);
         }
+    }
+
+    /// Where two instances of a store share their uploads: a local
+    /// directory (which lives as long as the returned guard) and a new
+    /// bucket of moto named `bucket`, with their configs.
+    fn shared_backends(bucket: &str) -> (tempfile::TempDir, [(String, StoreConfig); 2]) {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = S3Server::require().new_bucket(bucket).unwrap();
+        let backends = [
+            (dir.path().to_str().unwrap().to_owned(), small_parts()),
+            (format!("s3://{bucket}/corral"), s3_config()),
+        ];
+        (dir, backends)
+    }
+
+    /// The names of what is stored of uploads in progress (states and
+    /// tails), sorted.
+    async fn upload_objects(store: &Store) -> Vec<String> {
+        let listed: Vec<_> = (store.client().backend())
+            .list(Some(&Path::from(".corral/uploads")))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = (listed.iter())
+            .map(|meta| meta.location.filename().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Two instances of a store sharing a directory or a bucket, with a
@@ -1854,12 +1878,7 @@ mod tests {
     #[tokio::test]
     async fn a_resumable_upload_is_leased_to_one_instance_and_a_stale_write_is_refused() {
         let lease = Duration::from_millis(900);
-        let dir = tempfile::tempdir().unwrap();
-        let bucket = S3Server::require().new_bucket("lease").unwrap();
-        let backends = [
-            (dir.path().to_str().unwrap().to_owned(), small_parts()),
-            (format!("s3://{bucket}/corral"), s3_config()),
-        ];
+        let (_dir, backends) = shared_backends("lease");
         for (url, config) in backends {
             let config = StoreConfig {
                 upload_lease: lease,
@@ -1870,7 +1889,9 @@ mod tests {
                 .unwrap();
             let b = Store::open(&url, config, scheduler()).await.unwrap();
             let (on_a, on_b) = (group(&a), group(&b));
-            let content = pattern(a.config().part_size + 100, 3);
+            // Larger than the multipart threshold: a request takes its lease
+            // when it begins.
+            let content = pattern(a.config().multipart_threshold + 100, 3);
             let length = Some(content.len() as u64);
             let begun = a.begin_upload(&on_a, &key("t"), record("race.bin", length));
             let id = begun.id().to_owned();
@@ -1938,6 +1959,91 @@ mod tests {
         }
     }
 
+    /// The first request after an empty creation, on the instance that
+    /// created the upload, puts its lease off: another instance may take
+    /// the upload meanwhile, and then only one of them stores the object,
+    /// and the other's request fails with nothing of it left behind.
+    #[tokio::test]
+    async fn a_small_upload_written_through_two_instances_at_once_is_stored_by_one() {
+        let (_dir, backends) = shared_backends("deferred");
+        for (url, config) in backends {
+            let a = Store::open(&url, config.clone(), scheduler())
+                .await
+                .unwrap();
+            let b = Store::open(&url, config, scheduler()).await.unwrap();
+            let (on_a, on_b) = (group(&a), group(&b));
+            let content = pattern(900, 5);
+            let length = Some(content.len() as u64);
+            let half = Bytes::copy_from_slice(&content[..450]);
+
+            // A finishes first: B, which holds the lease, cannot save.
+            let begun = a.begin_upload(&on_a, &key("t"), record("one.bin", length));
+            let id = begun.id().to_owned();
+            begun.pause().await.unwrap();
+            let mut through_a = a.resume_upload(&on_a, &key("t"), &id, 0).await.unwrap();
+            let mut through_b = b.resume_upload(&on_b, &key("t"), &id, 0).await.unwrap();
+            through_b.write(half.clone()).await.unwrap();
+            through_a.write(Bytes::from(content.clone())).await.unwrap();
+            let (stored, calls_a) = calls(&a, through_a.finish()).await;
+            assert_eq!(stored.unwrap().sha256, sha256_hex(&content), "{url}");
+            assert_eq!(calls_a, 2, "{url}: the object, the delete");
+            let late = through_b.pause().await;
+            assert!(
+                matches!(late, Err(Error::LeaseLost { .. })),
+                "{url}: {late:?}"
+            );
+            assert_eq!(read_whole(&a, "t/tus/one.bin").await, content, "{url}");
+
+            // B finishes first: A's object finds the key taken, and fails
+            // without removing B's.
+            let other = pattern(900, 6);
+            let begun = a.begin_upload(&on_a, &key("t"), record("two.bin", length));
+            let id = begun.id().to_owned();
+            begun.pause().await.unwrap();
+            let mut through_a = a.resume_upload(&on_a, &key("t"), &id, 0).await.unwrap();
+            let mut through_b = b.resume_upload(&on_b, &key("t"), &id, 0).await.unwrap();
+            through_b.write(Bytes::from(other.clone())).await.unwrap();
+            through_b.finish().await.unwrap();
+            through_a.write(Bytes::from(content.clone())).await.unwrap();
+            let refused = through_a.finish().await;
+            assert!(
+                matches!(refused, Err(Error::LeaseLost { .. })),
+                "{url}: {refused:?}"
+            );
+            assert_eq!(read_whole(&a, "t/tus/two.bin").await, other, "{url}");
+
+            // A pauses (a request cut short): it takes the lease then, and
+            // finds B's; nothing of A's is stored.
+            let begun = a.begin_upload(&on_a, &key("t"), record("three.bin", length));
+            let id = begun.id().to_owned();
+            begun.pause().await.unwrap();
+            let mut through_a = a.resume_upload(&on_a, &key("t"), &id, 0).await.unwrap();
+            let through_b = b.resume_upload(&on_b, &key("t"), &id, 0).await.unwrap();
+            through_a.write(half.clone()).await.unwrap();
+            let refused = through_a.pause().await;
+            assert!(
+                matches!(refused, Err(Error::Leased { .. })),
+                "{url}: {refused:?}"
+            );
+            through_b.discard().await;
+            let status = a.upload_status(&on_a, &key("t"), &id).await.unwrap();
+            assert_eq!(status.offset, 0, "{url}");
+
+            // Nothing is left of the uploads but their states' litter from
+            // B's late tail, swept with the upload once it expires.
+            a.terminate_upload(&on_a, &key("t"), &id).await.unwrap();
+            let left = upload_objects(&a).await;
+            assert!(
+                left.iter().all(|path| path.contains(".tail.")),
+                "{url}: {left:?}"
+            );
+            let later = SystemTime::now() + Duration::from_secs(30 * 24 * 3600);
+            a.sweep_uploads(later).await.unwrap();
+            let left = upload_objects(&a).await;
+            assert!(left.is_empty(), "{url}: {left:?}");
+        }
+    }
+
     #[tokio::test]
     async fn an_instance_restarted_with_its_instance_file_takes_its_own_leases_back_at_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1951,7 +2057,10 @@ mod tests {
             .await
             .unwrap();
         let writer = group(&before);
-        let begun = before.begin_upload(&writer, &key("t"), record("r.bin", Some(10)));
+        // Larger than the multipart threshold, so that a request takes its
+        // lease when it begins.
+        let content = pattern(2000, 4);
+        let begun = before.begin_upload(&writer, &key("t"), record("r.bin", Some(2000)));
         let id = begun.id().to_owned();
         begun.pause().await.unwrap();
         let mut held = before
@@ -1971,12 +2080,9 @@ mod tests {
             .resume_upload(&writer, &key("t"), &id, 0)
             .await
             .unwrap();
-        again
-            .write(Bytes::from_static(b"0123456789"))
-            .await
-            .unwrap();
+        again.write(Bytes::from(content.clone())).await.unwrap();
         again.finish().await.unwrap();
-        assert_eq!(read_whole(&after, "t/tus/r.bin").await, b"0123456789");
+        assert_eq!(read_whole(&after, "t/tus/r.bin").await, content);
     }
 
     #[tokio::test]
@@ -2178,24 +2284,9 @@ mod tests {
             send_and_pause(&store, &id, 500, &content[500..1400]).await,
             1400
         );
-        let uploads = |store: &Store| {
-            let backend = store.client().backend().clone();
-            async move {
-                let listed: Vec<_> = backend
-                    .list(Some(&Path::from(".corral/uploads")))
-                    .try_collect()
-                    .await
-                    .unwrap();
-                let mut names: Vec<String> = (listed.iter())
-                    .map(|meta| meta.location.filename().unwrap().to_owned())
-                    .collect();
-                names.sort();
-                names
-            }
-        };
         let tails = [format!("{id}.tail.0"), format!("{id}.tail.1200")];
         assert_eq!(
-            uploads(&store).await,
+            upload_objects(&store).await,
             [id.clone(), tails[0].clone(), tails[1].clone()]
         );
         let mut upload = store
@@ -2210,6 +2301,6 @@ mod tests {
         assert_eq!(stored.sha256, sha256_hex(&content));
         assert_eq!(read_whole(&store, "t/tus/tails.bin").await, content);
         // Every tail goes with the state.
-        assert_eq!(uploads(&store).await, Vec::<String>::new());
+        assert_eq!(upload_objects(&store).await, Vec::<String>::new());
     }
 }

@@ -30,7 +30,9 @@ use bytes::{Bytes, BytesMut};
 use corral_sched::Group;
 use futures::TryFutureExt;
 use object_store::path::Path;
-use object_store::{Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{
+    Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 use serde::{Deserialize, Serialize};
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest, Sha256};
@@ -314,6 +316,9 @@ pub struct Upload<'g> {
     intent: Option<Intent>,
     /// Whether the upload can be paused (see [`Upload::pause`]).
     resumable: bool,
+    /// Whether the object is written only if its key is free (see
+    /// [`Upload::exclusive`]).
+    exclusive: bool,
 }
 
 impl<'g> Upload<'g> {
@@ -339,6 +344,7 @@ impl<'g> Upload<'g> {
             multipart: None,
             intent: None,
             resumable: false,
+            exclusive: false,
         }
     }
 
@@ -346,6 +352,23 @@ impl<'g> Upload<'g> {
     /// resumed in another process (see [`pause`](Self::pause)).
     pub(crate) fn resumable(mut self) -> Self {
         self.resumable = true;
+        self
+    }
+
+    /// Makes the upload write its object only if nothing is stored at its
+    /// key yet: the call that stores it is a conditional create
+    /// ([`PutMode::Create`]), so of two requests writing one resumable
+    /// upload without its lease, one stores it and the other gets
+    /// [`Error::Exists`] (see [`crate::resumable`]). For an object of one
+    /// call only (at most the multipart threshold): completing a multipart
+    /// upload is not conditional.
+    ///
+    /// A create refused because the key is taken by an object of the same
+    /// size and SHA-256 is this upload's own (an earlier attempt of the
+    /// same call that landed, though its answer was lost): it counts as
+    /// stored, at the cost of one call to look.
+    pub(crate) fn exclusive(mut self) -> Self {
+        self.exclusive = true;
         self
     }
 
@@ -577,6 +600,7 @@ impl<'g> Upload<'g> {
             key: self.key.clone(),
             multipart: self.multipart.take(),
             rest,
+            exclusive: self.exclusive,
             doc: MetaDoc {
                 size: self.size,
                 sha256: sha256.clone(),
@@ -598,10 +622,12 @@ impl<'g> Upload<'g> {
             // Readers of an object this one replaced must not be served it.
             writer.hot.forget(key.as_str());
             let stored = result.is_ok();
+            // Another's object: nothing of this upload's to roll back.
+            let taken = matches!(result, Err(Error::Exists { .. }));
             // The answer first: rolling back may take long (the backend is
             // down) and is the store's own work from here on.
             let told = sender.send(result).is_ok();
-            if !stored {
+            if !stored && !taken {
                 commit.roll_back().await;
             } else if !told {
                 // Nobody heard of it: it must not stay.
@@ -677,7 +703,61 @@ struct Commit {
     /// The bytes of a single-call object (`None` once written as the last
     /// part of a multipart upload).
     rest: Option<Part>,
+    /// Whether a single-call object is written only if its key is free.
+    exclusive: bool,
     doc: MetaDoc,
+}
+
+/// Whether the object that took `key` (an exclusive commit's) is the one
+/// `doc` describes, stored by an earlier attempt of its call: the same size
+/// and the same SHA-256, from its attributes (one call) or its metadata
+/// document (one more). An object with no SHA-256 to read yet (its
+/// document not written) is judged by its size.
+async fn stored_already(client: &Client, group: &Group, key: &Key, doc: &MetaDoc) -> Result<bool> {
+    let (backend, name) = (client.backend(), key.as_str());
+    let path = Path::from(name);
+    let head = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    let got = client
+        .call(group, name, 0, || {
+            let got = backend.get_opts(&path, head.clone());
+            async {
+                match got.await {
+                    // Gone again already: not this object either.
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    got => got.map(Some),
+                }
+            }
+        })
+        .await?;
+    let Some(got) = got else {
+        return Ok(false);
+    };
+    if got.meta.size != doc.size {
+        return Ok(false);
+    }
+    let sha256 = match meta::from_attributes(&got.attributes) {
+        (_, Some(sha256)) => Some(sha256),
+        (_, None) => {
+            let path = meta_path(key);
+            let json = client
+                .call(group, name, 0, || {
+                    let got = backend.get(&path);
+                    async {
+                        match got.await {
+                            Err(object_store::Error::NotFound { .. }) => Ok(None),
+                            got => Ok(Some(got?.bytes().await?)),
+                        }
+                    }
+                })
+                .await?;
+            json.and_then(|json| serde_json::from_slice::<MetaDoc>(&json).ok())
+                .map(|stored| stored.sha256)
+        }
+    };
+    Ok(sha256.is_none_or(|sha256| sha256 == doc.sha256))
 }
 
 impl Commit {
@@ -719,13 +799,33 @@ impl Commit {
                     (false, true) => meta::attributes(doc.content_type.as_deref(), None),
                     (false, false) => Attributes::new(),
                 };
-                client
+                let mode = match self.exclusive {
+                    true => PutMode::Create,
+                    false => PutMode::Overwrite,
+                };
+                let began = &self.began;
+                let put = client
                     .call(group, key, cost, || {
-                        self.began.send_replace(true);
-                        let options = PutOptions::from(attributes.clone());
-                        backend.put_opts(&path, part.payload.clone(), options)
+                        began.send_replace(true);
+                        let options = PutOptions {
+                            mode: mode.clone(),
+                            attributes: attributes.clone(),
+                            ..PutOptions::default()
+                        };
+                        let put = backend.put_opts(&path, part.payload.clone(), options);
+                        async {
+                            match put.await {
+                                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                                put => put.map(|_| true),
+                            }
+                        }
                     })
                     .await?;
+                if !put && !stored_already(client, group, &self.key, doc).await? {
+                    return Err(Error::Exists {
+                        key: key.to_owned(),
+                    });
+                }
                 if inline {
                     return Ok(());
                 }
