@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Corral;
 use common::tus::{assert_stored, content, number, offset, send_slowly, tus};
+use common::{Corral, corral};
 use corral_testkit::s3::S3Server;
 
 const SIZE: usize = 12 << 20;
@@ -153,4 +153,90 @@ fn an_upload_whose_instance_is_killed_goes_on_through_another_once_its_lease_exp
         );
         finish(&client, &b, &upload, &content).await;
     });
+}
+
+/// `corral upload` resuming an upload whose instance died holding it: the
+/// other instance answers `423` with `Retry-After` until the lease
+/// expires, and the client waits that long instead of spending its
+/// retries at once.
+#[test]
+fn corral_upload_waits_out_the_lease_of_a_dead_instance() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mut a, b) = fleet("fleet-client");
+    let client = reqwest::Client::new();
+    let content = content(SIZE, 3);
+    let files = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let file = std::path::absolute(files.path().join("video.bin")).unwrap();
+    std::fs::write(&file, &content).unwrap();
+    let upload = runtime.block_on(async {
+        let upload = create(&client, &a).await;
+        // A request in progress through A, which dies holding the upload.
+        let url = format!("{}{upload}", a.url);
+        let sending = tokio::spawn(send_slowly(client.clone(), url, 0, content.clone()));
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        let _ = sending.await;
+        upload
+    });
+    let run = |paths: &[&std::path::Path]| {
+        corral()
+            .args(["upload", "--json", "--large", "1MiB", "--server", &b.url])
+            .arg("--state")
+            .arg(state.path())
+            .args(paths)
+            .output()
+            .unwrap()
+    };
+    // A first run makes the journal of B; the upload begun through A is
+    // then written in it, as a run through a load balancer would have.
+    let small = files.path().join("small.txt");
+    std::fs::write(&small, b"small").unwrap();
+    assert!(run(&[&small]).status.success());
+    let journals: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let journal = journals[0].as_ref().unwrap().path();
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mtime_ns = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let entry = serde_json::json!({
+        "path": file,
+        "size": SIZE,
+        "mtime_ns": mtime_ns as u64,
+        "upload": format!("{}{upload}", b.url),
+        "offset": 0,
+    });
+    let mut lines = std::fs::read_to_string(&journal).unwrap();
+    lines.push_str(&format!("{entry}\n"));
+    std::fs::write(&journal, lines).unwrap();
+
+    let started = Instant::now();
+    let output = run(&[&file]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let key = stdout
+        .lines()
+        .find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some(value.get("key")?.as_str()?.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no key in {stdout}"));
+    // It went on with the same upload (created with no file name, so named
+    // `file`; one of the client's own would be `video.bin`), once A's
+    // lease had run out.
+    assert!(key.ends_with("/file"), "{stdout}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let stored = runtime.block_on(async {
+        let url = format!("{}/api/files/{key}", b.url);
+        client.get(url).send().await.unwrap().bytes().await.unwrap()
+    });
+    assert!(stored == content, "the stored file differs");
 }

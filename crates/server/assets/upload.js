@@ -98,11 +98,13 @@ function setStatus(entry, text, state) {
 }
 
 // Retries what may pass: no answer (the network, a restart), 5xx, 409 and
-// 423 (tus-js-client's own rule), and 429, waiting its Retry-After.
+// 423 (tus-js-client's own rule), and 429, waiting the Retry-After of a
+// 429, a 503 or a 423 (an upload another instance holds: one that died
+// holding it holds it until then).
 function shouldRetry(error, attempt, options) {
   const response = error.originalResponse
   const status = response ? response.getStatus() : 0
-  if (status === 429 || status === 503) {
+  if (status === 429 || status === 503 || status === 423) {
     const after = Number(response.getHeader('Retry-After'))
     if (after > 0) options.retryDelays[attempt] = Math.max(options.retryDelays[attempt], after * 1000)
     return true

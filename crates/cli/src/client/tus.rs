@@ -109,13 +109,20 @@ impl Upload<'_> {
                 }
                 StatusCode::CONFLICT | StatusCode::LOCKED => {
                     // Another offset than ours (a request cut off that the
-                    // server kept part of), or a newer request on it.
+                    // server kept part of), or the upload held: by a newer
+                    // request, or by another instance (its lease, until
+                    // the time `Retry-After` gives: an instance that died
+                    // holding it holds it until then).
                     extra += 1;
+                    let wait = self.server.retry.wait(extra, Some(response.headers()));
                     anyhow::ensure!(
                         extra <= self.server.retry.retries,
                         "{}",
                         Refused::read(response).await
                     );
+                    if status == StatusCode::LOCKED {
+                        tokio::time::sleep(wait).await;
+                    }
                     let offset = self.head(&at.url).await?;
                     self.advance(&mut at, offset, None).await?;
                 }

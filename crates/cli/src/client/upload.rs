@@ -62,7 +62,9 @@ pub(crate) struct UploadArgs {
     pub(crate) batch_size: ByteSize,
 
     /// Retries of one request after 429 or 503 (waiting as Retry-After
-    /// says) or a broken connection; then the files it carried fail.
+    /// says), 423 (an upload held by a newer request or by another
+    /// instance, also waited out as Retry-After says) or a broken
+    /// connection; then the files it carried fail.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub(crate) retries: u32,
 
