@@ -121,7 +121,8 @@ pub(crate) struct Overrides {
     pub(crate) concurrency: Option<LimitConfig>,
 
     /// Lowest limit the adaptive strategy may set; also the MIN of
-    /// `--concurrency adaptive:MIN-MAX` [default: 1].
+    /// `--concurrency adaptive:MIN-MAX`; 1 only for a backend that takes
+    /// one call at a time [default: 2].
     #[arg(long, env = "CORRAL_CONCURRENCY_MIN", value_name = "N")]
     pub(crate) concurrency_min: Option<usize>,
 
@@ -935,7 +936,7 @@ mod tests {
             LimitConfig::Adaptive(adaptive) => (adaptive.min(), adaptive.max()),
             other => panic!("{other}"),
         };
-        assert_eq!(range(&["corral", "serve"]), (1, 256));
+        assert_eq!(range(&["corral", "serve"]), (2, 256));
         let spec = ["corral", "serve", "--concurrency", "adaptive:2-64"];
         assert_eq!(range(&spec), (2, 64));
         let flags = [&spec[..], &["--concurrency-max", "32"]].concat();

@@ -131,13 +131,15 @@ impl Outcome {
     }
 }
 
-/// The default adaptive limit, started at `initial`.
+/// The default adaptive limit, started at `initial`, with its floor
+/// lowered to `initial` if that is below it (a cold start at 1).
 ///
 /// # Panics
 ///
-/// If `initial` is outside the default range, 1 to 256.
+/// If `initial` is 0 or above the default range's top, 256.
 fn adaptive(initial: usize) -> LimitConfig {
-    let config = AdaptiveConfig::builder().initial(initial).build();
+    let min = initial.min(AdaptiveConfig::default().min());
+    let config = AdaptiveConfig::builder().min(min).initial(initial).build();
     LimitConfig::Adaptive(config.expect("the scenarios start within the default range"))
 }
 
