@@ -1011,8 +1011,10 @@ impl Resuming<'_> {
     /// [`Error::Backend`] if the backend fails. The object is then rolled
     /// back with its multipart upload, so the upload is gone: its state is
     /// removed too, and the client starts again, as with a batch file
-    /// whose commit failed. [`Error::LeaseLost`] if another instance took
-    /// the upload over: nothing is written.
+    /// whose commit failed; but an upload whose lease was put off (see the
+    /// [module docs](self)) had stored nothing, and keeps its state for the
+    /// client to send again. [`Error::LeaseLost`] if another instance took
+    /// the upload over, or stored its object first: nothing is written.
     pub async fn finish(mut self) -> Result<StoredObject> {
         if let Err(e) = self.renew_if_due().await {
             self.upload.abandon();

@@ -1959,6 +1959,23 @@ mod tests {
         }
     }
 
+    /// An upload of `length` bytes created empty through `a`, then resumed
+    /// at byte 0 through `a` (which puts its lease off) and through `b`
+    /// (which takes it): its id and the two requests.
+    async fn resumed_on_both<'g>(
+        (a, on_a): (&'g Store, &'g Group),
+        (b, on_b): (&'g Store, &'g Group),
+        name: &str,
+        length: Option<u64>,
+    ) -> (String, Resuming<'g>, Resuming<'g>) {
+        let begun = a.begin_upload(on_a, &key("t"), record(name, length));
+        let id = begun.id().to_owned();
+        begun.pause().await.unwrap();
+        let through_a = a.resume_upload(on_a, &key("t"), &id, 0).await.unwrap();
+        let through_b = b.resume_upload(on_b, &key("t"), &id, 0).await.unwrap();
+        (id, through_a, through_b)
+    }
+
     /// The first request after an empty creation, on the instance that
     /// created the upload, puts its lease off: another instance may take
     /// the upload meanwhile, and then only one of them stores the object,
@@ -1977,11 +1994,8 @@ mod tests {
             let half = Bytes::copy_from_slice(&content[..450]);
 
             // A finishes first: B, which holds the lease, cannot save.
-            let begun = a.begin_upload(&on_a, &key("t"), record("one.bin", length));
-            let id = begun.id().to_owned();
-            begun.pause().await.unwrap();
-            let mut through_a = a.resume_upload(&on_a, &key("t"), &id, 0).await.unwrap();
-            let mut through_b = b.resume_upload(&on_b, &key("t"), &id, 0).await.unwrap();
+            let (_, mut through_a, mut through_b) =
+                resumed_on_both((&a, &on_a), (&b, &on_b), "one.bin", length).await;
             through_b.write(half.clone()).await.unwrap();
             through_a.write(Bytes::from(content.clone())).await.unwrap();
             let (stored, calls_a) = calls(&a, through_a.finish()).await;
@@ -1997,11 +2011,8 @@ mod tests {
             // B finishes first: A's object finds the key taken, and fails
             // without removing B's.
             let other = pattern(900, 6);
-            let begun = a.begin_upload(&on_a, &key("t"), record("two.bin", length));
-            let id = begun.id().to_owned();
-            begun.pause().await.unwrap();
-            let mut through_a = a.resume_upload(&on_a, &key("t"), &id, 0).await.unwrap();
-            let mut through_b = b.resume_upload(&on_b, &key("t"), &id, 0).await.unwrap();
+            let (_, mut through_a, mut through_b) =
+                resumed_on_both((&a, &on_a), (&b, &on_b), "two.bin", length).await;
             through_b.write(Bytes::from(other.clone())).await.unwrap();
             through_b.finish().await.unwrap();
             through_a.write(Bytes::from(content.clone())).await.unwrap();
@@ -2012,13 +2023,21 @@ mod tests {
             );
             assert_eq!(read_whole(&a, "t/tus/two.bin").await, other, "{url}");
 
+            // The same bytes through both (a client that sent them twice):
+            // the object taken is A's own, and A's answer names it.
+            let (_, mut through_a, mut through_b) =
+                resumed_on_both((&a, &on_a), (&b, &on_b), "same.bin", length).await;
+            through_b.write(Bytes::from(content.clone())).await.unwrap();
+            through_b.finish().await.unwrap();
+            through_a.write(Bytes::from(content.clone())).await.unwrap();
+            let stored = through_a.finish().await.unwrap();
+            assert_eq!(stored.sha256, sha256_hex(&content), "{url}");
+            assert_eq!(read_whole(&a, "t/tus/same.bin").await, content, "{url}");
+
             // A pauses (a request cut short): it takes the lease then, and
             // finds B's; nothing of A's is stored.
-            let begun = a.begin_upload(&on_a, &key("t"), record("three.bin", length));
-            let id = begun.id().to_owned();
-            begun.pause().await.unwrap();
-            let mut through_a = a.resume_upload(&on_a, &key("t"), &id, 0).await.unwrap();
-            let through_b = b.resume_upload(&on_b, &key("t"), &id, 0).await.unwrap();
+            let (id, mut through_a, through_b) =
+                resumed_on_both((&a, &on_a), (&b, &on_b), "three.bin", length).await;
             through_a.write(half.clone()).await.unwrap();
             let refused = through_a.pause().await;
             assert!(

@@ -622,12 +622,14 @@ impl<'g> Upload<'g> {
             // Readers of an object this one replaced must not be served it.
             writer.hot.forget(key.as_str());
             let stored = result.is_ok();
-            // Another's object: nothing of this upload's to roll back.
             let taken = matches!(result, Err(Error::Exists { .. }));
             // The answer first: rolling back may take long (the backend is
             // down) and is the store's own work from here on.
             let told = sender.send(result).is_ok();
-            if !stored && !taken {
+            if taken {
+                // Another request's object: nothing of this one's to roll
+                // back or remove.
+            } else if !stored {
                 commit.roll_back().await;
             } else if !told {
                 // Nobody heard of it: it must not stay.
