@@ -9,6 +9,9 @@
 //
 // Files are `{size, seed}`, whose bytes `generate` makes (the Rust side has
 // the same generator, `corral_testkit::node::file_bytes`), or `{path}`.
+// Each file's bytes are made (or read) and hashed when its upload starts,
+// on the clock; with `prepare`, all of them before the clock starts, so
+// that the clock times the uploads alone (they are then all in memory).
 //
 // With `cutAt`, each file's upload is aborted (`abort(false)`: no DELETE)
 // once its progress passes that fraction, and a second tus.Upload of the
@@ -224,6 +227,8 @@ function validate(config) {
   if (!(Array.isArray(retryStatuses) && retryStatuses.every(isCount))) {
     fail('`retryStatuses` is not a list of statuses')
   }
+  const prepare = config.prepare ?? false
+  if (typeof prepare !== 'boolean') fail('`prepare` is not a boolean')
   return {
     endpoint: config.endpoint,
     headers: config.headers ?? {},
@@ -237,6 +242,7 @@ function validate(config) {
     // Absent: tus-js-client's default; null: no retries.
     retryDelays,
     retryStatuses,
+    prepare,
     metadata: config.metadata ?? {},
     timeoutMs,
   }
@@ -269,7 +275,13 @@ function attempt(data, options, track, { onProgress, before } = {}) {
   })
 }
 
-async function uploadFile(config, i, cancels) {
+// A file's bytes and their SHA-256.
+async function load(spec) {
+  const data = spec.path != null ? await readFile(spec.path) : generate(spec.size, spec.seed)
+  return { data, sha256: createHash('sha256').update(data).digest('hex') }
+}
+
+async function uploadFile(config, i, cancels, prepared) {
   const spec = config.files[i]
   const report = {
     url: null,
@@ -296,9 +308,9 @@ async function uploadFile(config, i, cancels) {
   }
   cancels.add(cancel)
   try {
-    const data = spec.path != null ? await readFile(spec.path) : generate(spec.size, spec.seed)
+    const { data, sha256 } = prepared ?? (await load(spec))
     report.size = data.length
-    report.sha256 = createHash('sha256').update(data).digest('hex')
+    report.sha256 = sha256
     if (cancelled) throw new Error(cancelled)
     const fingerprint =
       spec.path != null ? `path-${spec.path}-${data.length}` : `seed-${spec.seed}-${spec.size}`
@@ -389,6 +401,7 @@ async function main() {
     process.exitCode = 2
     return
   }
+  const prepared = config.prepare ? await Promise.all(config.files.map(load)) : null
   const started = performance.now()
   const files = new Array(config.files.length).fill(null)
   const cancels = new Set()
@@ -402,7 +415,7 @@ async function main() {
   const worker = async () => {
     while (!timedOut && next < files.length) {
       const i = next++
-      files[i] = await uploadFile(config, i, cancels)
+      files[i] = await uploadFile(config, i, cancels, prepared?.[i])
     }
   }
   const workers = Math.min(config.concurrency, files.length)

@@ -198,6 +198,11 @@ pub struct TusRun {
     /// Upload metadata of every file, over the defaults `filename` =
     /// `file-<index>.bin` and `filetype` = `application/octet-stream`.
     pub metadata: BTreeMap<String, String>,
+    /// Make (or read) every file's bytes and hash them before the clock
+    /// starts, all held in memory, so that the run's time is the uploads'
+    /// alone; otherwise each file's are made when its upload starts, and
+    /// count in the time (see `node/tus-run.mjs`).
+    pub prepare: bool,
     /// After this, the runner aborts the uploads still running and reports
     /// them failed, and those not started as not started.
     #[serde(rename = "timeoutMs", serialize_with = "millis")]
@@ -232,6 +237,7 @@ impl Default for TusRun {
             retry_delays: None,
             retry_statuses: Vec::new(),
             metadata: BTreeMap::new(),
+            prepare: false,
             timeout: Duration::from_secs(120),
         }
     }

@@ -90,6 +90,19 @@ async fn twenty_files_of_mixed_sizes_arrive_byte_identical() {
 }
 
 #[tokio::test]
+async fn prepared_files_are_made_before_the_clock_and_arrive_byte_identical() {
+    let (server, _dir) = server();
+    let sizes = [0, 1, 100 * KIB, 3 * MIB].into_iter().cycle().take(8);
+    let run = TusRun {
+        concurrency: 4,
+        prepare: true,
+        ..TusRun::new(server.endpoint(), generated(sizes))
+    };
+    let report = TusClient::require().run(&run).await.unwrap();
+    assert_stored(&server, &run, &report);
+}
+
+#[tokio::test]
 async fn uploads_cut_at_40_percent_resume_from_what_the_server_kept() {
     let (server, _dir) = server();
     let sizes = [1, 100 * KIB, 3 * MIB, 3 * MIB + 1, 100 * KIB + 3, 2];

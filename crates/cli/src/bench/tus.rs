@@ -5,8 +5,11 @@
 //! - **throughput**: files from tus-js-client to corral on the local disk,
 //!   to @tus/server (Node, @tus/file-store) and to rustus (Rust, file
 //!   storage), interleaved: each round runs the three, each on a fresh
-//!   directory. Every stored file is read back and hashed: corral's
-//!   through `GET /api/files/{key}`, the others' from their directories.
+//!   directory. The runner makes and hashes every file's bytes before its
+//!   clock starts (`TusRun::prepare`): the clock times the uploads, not
+//!   the client's generator. Every stored file is read back and hashed:
+//!   corral's through `GET /api/files/{key}`, the others' from their
+//!   directories.
 //! - **resume**: large files, each cut partway by the client and resumed
 //!   by a new `tus.Upload` through `findPreviousUploads()`, against corral
 //!   on the local disk and on S3 (moto): every upload completes
@@ -330,6 +333,21 @@ impl Checked {
 }
 
 impl Bench<'_> {
+    /// The throughput figure's run: the files' bytes made and hashed by
+    /// the runner before its clock starts, so that the time is the
+    /// uploads' (the same for every server).
+    fn throughput_config(
+        &self,
+        endpoint: String,
+        files: Vec<TusFile>,
+        concurrency: usize,
+    ) -> TusRun {
+        TusRun {
+            prepare: true,
+            ..self.run_config(endpoint, files, concurrency)
+        }
+    }
+
     fn run_config(&self, endpoint: String, files: Vec<TusFile>, concurrency: usize) -> TusRun {
         TusRun {
             concurrency,
@@ -475,7 +493,7 @@ impl Bench<'_> {
                         let corral = self
                             .start_corral(&format!("throughput-{round}"), &Store::Dir(dir.clone()))
                             .await?;
-                        let run = self.run_config(
+                        let run = self.throughput_config(
                             format!("{}/api/uploads", corral.url),
                             files.clone(),
                             args.concurrency,
@@ -487,8 +505,11 @@ impl Bench<'_> {
                     _ => match args.against[server - 1] {
                         Rival::TusNode => {
                             let node = TusNodeServer::start(&dir)?;
-                            let run =
-                                self.run_config(node.endpoint(), files.clone(), args.concurrency);
+                            let run = self.throughput_config(
+                                node.endpoint(),
+                                files.clone(),
+                                args.concurrency,
+                            );
                             let report = self.client.run(&run).await?;
                             let checked = Self::check_dir(&report, size, |url| node.stored(url));
                             (report, checked)
@@ -499,8 +520,11 @@ impl Bench<'_> {
                                 force_fsync: rival == Rival::RustusFsync,
                             };
                             let rustus = Rustus::start(&dir, &config)?;
-                            let run =
-                                self.run_config(rustus.endpoint(), files.clone(), args.concurrency);
+                            let run = self.throughput_config(
+                                rustus.endpoint(),
+                                files.clone(),
+                                args.concurrency,
+                            );
                             let report = self.client.run(&run).await?;
                             let checked = Self::check_dir(&report, size, |url| rustus.stored(url));
                             (report, checked)
