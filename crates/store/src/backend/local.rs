@@ -61,13 +61,14 @@ pub(crate) struct LocalStore {
     inner: Arc<LocalFileSystem>,
 }
 
-/// Held by a conditional put ([`PutMode::Create`], [`PutMode::Update`])
-/// from its check of the file's version to its write, one lock for the
-/// files of each stripe, for every local store of the process. Within
-/// this process only: a local directory is one machine's, served by one
-/// corral; two processes sharing one are not kept apart (the states of
-/// resumable uploads, the one user of conditional puts, are then safe
-/// only if one process writes an upload at a time).
+/// Held by a put in [`PutMode::Update`] from its check of the file's
+/// version to its write, one lock for the files of each stripe, for every
+/// local store of the process. Within this process only: a local directory
+/// is one machine's, served by one corral; two processes sharing one are
+/// not kept apart (the states of resumable uploads are then safe only if
+/// one process writes an upload at a time). A put in [`PutMode::Create`]
+/// needs no lock: its rename into place refuses an existing name
+/// ([`rename_new`]).
 static CONDITIONAL: [tokio::sync::Mutex<()>; 16] =
     [const { tokio::sync::Mutex::const_new(()) }; 16];
 
@@ -84,11 +85,42 @@ impl LocalStore {
         }
     }
 
-    /// A put in [`PutMode::Create`] or [`PutMode::Update`], which
-    /// `LocalFileSystem` serves only in part (no `Update`): the file's
-    /// current version is compared with the one expected and the file
-    /// written, one conditional write of a file at a time in this process
-    /// (see [`CONDITIONAL`]). Returns the version written.
+    /// A put in [`PutMode::Create`]: written as any put, but renamed into
+    /// place only if the name is free ([`rename_new`]), so of two puts of
+    /// one new file exactly one succeeds, without a lock, whatever the
+    /// processes. Returns the version written.
+    async fn put_new(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let durable = opts.extensions.get::<NotDurable>().is_none();
+        let xattrs = to_xattrs(&opts.attributes)?;
+        let path = self.inner.path_to_filesystem(location)?;
+        blocking(move || {
+            write_file(&path, &payload, &xattrs, durable, Replace::No)
+                .map_err(|e| io_error(&path, e))
+        })
+        .await?;
+        self.version_of(location).await
+    }
+
+    /// The version of the file at `location` as a read sees it
+    /// (`LocalFileSystem`'s e-tag: inode, time, size): a stat, no read.
+    async fn version_of(&self, location: &Path) -> object_store::Result<PutResult> {
+        let meta = self.inner.head(location).await?;
+        Ok(PutResult {
+            e_tag: meta.e_tag,
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+
+    /// A put in [`PutMode::Update`], which `LocalFileSystem` does not
+    /// serve: the file's current version is compared with the one expected
+    /// and the file written, one such write of a file at a time in this
+    /// process (see [`CONDITIONAL`]). Returns the version written.
     async fn put_conditionally(
         &self,
         location: &Path,
@@ -106,35 +138,19 @@ impl LocalStore {
         let refused = |why: &str| -> Box<dyn std::error::Error + Send + Sync> {
             format!("{location}: {why}").into()
         };
-        match (&opts.mode, current) {
-            (PutMode::Create, Some(_)) => {
-                return Err(object_store::Error::AlreadyExists {
+        if let PutMode::Update(expected) = &opts.mode {
+            let matches = current
+                .is_some_and(|meta| expected.e_tag.is_some() && meta.e_tag == expected.e_tag);
+            if !matches {
+                return Err(object_store::Error::Precondition {
                     path: location.to_string(),
-                    source: refused("exists"),
+                    source: refused("changed since the version expected"),
                 });
             }
-            (PutMode::Update(expected), current) => {
-                let matches = current
-                    .is_some_and(|meta| expected.e_tag.is_some() && meta.e_tag == expected.e_tag);
-                if !matches {
-                    return Err(object_store::Error::Precondition {
-                        path: location.to_string(),
-                        source: refused("changed since the version expected"),
-                    });
-                }
-            }
-            _ => {}
         }
         opts.mode = PutMode::Overwrite;
         self.put_opts(location, payload, opts).await?;
-        // The version as a read sees it (`LocalFileSystem`'s e-tag: inode,
-        // time, size): a stat, no read.
-        let meta = self.inner.head(location).await?;
-        Ok(PutResult {
-            e_tag: meta.e_tag,
-            version: None,
-            extensions: Default::default(),
-        })
+        self.version_of(location).await
     }
 }
 
@@ -203,6 +219,14 @@ fn read_xattrs(path: &FsPath) -> std::io::Result<Attributes> {
     Ok(attributes)
 }
 
+/// Whether a put replaces a file already at its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    Yes,
+    /// `ErrorKind::AlreadyExists` instead.
+    No,
+}
+
 /// Writes `payload` with `xattrs` to `path` through a staging file,
 /// durably unless told (see the [module docs](self) and [`NotDurable`]).
 fn write_file(
@@ -210,6 +234,7 @@ fn write_file(
     payload: &PutPayload,
     xattrs: &[(String, Vec<u8>)],
     durable: bool,
+    replace: Replace,
 ) -> std::io::Result<()> {
     let parent = path.parent().ok_or(ErrorKind::InvalidInput)?;
     let created = create_dirs(parent)?;
@@ -224,7 +249,10 @@ fn write_file(
         if durable {
             file.sync_all()?;
         }
-        std::fs::rename(&staging, path)
+        match replace {
+            Replace::Yes => std::fs::rename(&staging, path),
+            Replace::No => rename_new(&staging, path),
+        }
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&staging);
@@ -281,6 +309,21 @@ fn staging_file(path: &FsPath) -> std::io::Result<(File, PathBuf)> {
     unreachable!("some suffix is free")
 }
 
+/// Renames `from` to `to` if no file is at `to`, atomically
+/// (`renameat2(RENAME_NOREPLACE)`), else fails with
+/// `ErrorKind::AlreadyExists`. A file system without that rename gets a
+/// hard link, which refuses an existing name as atomically, and an unlink.
+fn rename_new(from: &FsPath, to: &FsPath) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        renamed => renamed.map_err(std::io::Error::from),
+    }
+}
+
 fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -288,6 +331,10 @@ fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
 fn io_error(path: &FsPath, source: std::io::Error) -> object_store::Error {
     match source.kind() {
         ErrorKind::NotFound => object_store::Error::NotFound {
+            path: path.display().to_string(),
+            source: source.into(),
+        },
+        ErrorKind::AlreadyExists => object_store::Error::AlreadyExists {
             path: path.display().to_string(),
             source: source.into(),
         },
@@ -353,8 +400,10 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if opts.mode != PutMode::Overwrite {
-            return self.put_conditionally(location, payload, opts).await;
+        match opts.mode {
+            PutMode::Overwrite => {}
+            PutMode::Create => return self.put_new(location, payload, opts).await,
+            PutMode::Update(_) => return self.put_conditionally(location, payload, opts).await,
         }
         let durable = opts.extensions.get::<NotDurable>().is_none();
         if opts.attributes.is_empty() && durable {
@@ -363,7 +412,8 @@ impl ObjectStore for LocalStore {
         let xattrs = to_xattrs(&opts.attributes)?;
         let path = self.inner.path_to_filesystem(location)?;
         blocking(move || {
-            write_file(&path, &payload, &xattrs, durable).map_err(|e| io_error(&path, e))?;
+            write_file(&path, &payload, &xattrs, durable, Replace::Yes)
+                .map_err(|e| io_error(&path, e))?;
             Ok(PutResult {
                 e_tag: None,
                 version: None,
@@ -455,5 +505,55 @@ impl ObjectStore for LocalStore {
         options: RenameOptions,
     ) -> object_store::Result<()> {
         self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_is_renamed_into_a_free_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second, name) = (
+            dir.path().join("a#1"),
+            dir.path().join("a#2"),
+            dir.path().join("a"),
+        );
+        std::fs::write(&first, b"first").unwrap();
+        std::fs::write(&second, b"second").unwrap();
+        rename_new(&first, &name).unwrap();
+        let taken = rename_new(&second, &name).unwrap_err();
+        assert_eq!(taken.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&name).unwrap(), b"first");
+        assert!(second.exists() && !first.exists());
+    }
+
+    #[tokio::test]
+    async fn of_two_creates_of_one_file_one_succeeds_and_a_create_returns_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let location = Path::from("x/y");
+        let create = |body: &'static [u8]| {
+            let options = PutOptions::from(PutMode::Create);
+            store.put_opts(&location, PutPayload::from_static(body), options)
+        };
+        let (one, two) = tokio::join!(create(b"one"), create(b"two"));
+        let (won, lost) = match one {
+            Ok(put) => (put, two.unwrap_err()),
+            Err(lost) => (two.unwrap(), lost),
+        };
+        assert!(
+            matches!(lost, object_store::Error::AlreadyExists { .. }),
+            "{lost}"
+        );
+        let meta = store.head(&location).await.unwrap();
+        assert_eq!(won.e_tag, meta.e_tag);
+        let staging: Vec<_> = std::fs::read_dir(dir.path().join("x")).unwrap().collect();
+        assert_eq!(
+            staging.len(),
+            1,
+            "the loser's staging file is gone: {staging:?}"
+        );
     }
 }
