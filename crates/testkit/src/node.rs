@@ -202,6 +202,7 @@ pub struct TusRun {
     /// starts, all held in memory, so that the run's time is the uploads'
     /// alone; otherwise each file's are made when its upload starts, and
     /// count in the time (see `node/tus-run.mjs`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub prepare: bool,
     /// After this, the runner aborts the uploads still running and reports
     /// them failed, and those not started as not started.
