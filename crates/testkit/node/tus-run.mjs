@@ -308,7 +308,9 @@ async function uploadFile(config, i, cancels, prepared) {
   }
   cancels.add(cancel)
   try {
-    const { data, sha256 } = prepared ?? (await load(spec))
+    const loaded = prepared ?? (await load(spec))
+    if (loaded.error) throw loaded.error
+    const { data, sha256 } = loaded
     report.size = data.length
     report.sha256 = sha256
     if (cancelled) throw new Error(cancelled)
@@ -401,7 +403,9 @@ async function main() {
     process.exitCode = 2
     return
   }
-  const prepared = config.prepare ? await Promise.all(config.files.map(load)) : null
+  // A file that cannot be read is that file's error, as without `prepare`.
+  const loadOrError = (spec) => load(spec).catch((error) => ({ error }))
+  const prepared = config.prepare ? await Promise.all(config.files.map(loadOrError)) : null
   const started = performance.now()
   const files = new Array(config.files.length).fill(null)
   const cancels = new Set()

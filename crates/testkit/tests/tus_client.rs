@@ -103,6 +103,24 @@ async fn prepared_files_are_made_before_the_clock_and_arrive_byte_identical() {
 }
 
 #[tokio::test]
+async fn a_prepared_file_that_cannot_be_read_is_its_own_error() {
+    let (server, dir) = server();
+    let missing = TusFile::Path {
+        path: dir.path().join("missing.bin"),
+    };
+    let files = vec![missing, TusFile::Generated { size: 10, seed: 1 }];
+    let run = TusRun {
+        prepare: true,
+        ..TusRun::new(server.endpoint(), files)
+    };
+    let report = TusClient::require().run(&run).await.unwrap();
+    let error = report.files[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("missing.bin"), "{report:#?}");
+    assert_eq!(report.files[1].error, None, "{report:#?}");
+    assert_eq!(report.totals.failed, 1);
+}
+
+#[tokio::test]
 async fn uploads_cut_at_40_percent_resume_from_what_the_server_kept() {
     let (server, _dir) = server();
     let sizes = [1, 100 * KIB, 3 * MIB, 3 * MIB + 1, 100 * KIB + 3, 2];
