@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::tus::{assert_stored, content, number, offset, send_slowly, tus};
+use common::tus::{assert_stored, content, create, number, offset, send_slowly};
 use common::{Corral, corral};
 use corral_testkit::s3::S3Server;
 
@@ -34,17 +34,6 @@ fn fleet(bucket: &str) -> (Corral, Corral) {
         Corral::on_moto(&bucket, &ARGS),
         Corral::on_moto(&bucket, &ARGS),
     )
-}
-
-/// Creates an upload of `SIZE` bytes through `corral`; its path.
-async fn create(client: &reqwest::Client, corral: &Corral) -> String {
-    let created = tus(client.post(format!("{}/api/uploads", corral.url)))
-        .header("upload-length", SIZE.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    created.headers()["location"].to_str().unwrap().to_owned()
 }
 
 /// The upload's offset, as `HEAD` through `corral` answers it.
@@ -79,7 +68,7 @@ fn two_instances_racing_for_one_upload_one_writes_it_and_the_other_is_refused() 
     let client = reqwest::Client::new();
     let content = content(SIZE, 1);
     runtime.block_on(async {
-        let upload = create(&client, &a).await;
+        let upload = create(&client, &a.url, SIZE).await;
         // The same bytes at the same offset, through both at once.
         let half = content[..SIZE / 2].to_vec();
         let (through_a, through_b) = tokio::join!(
@@ -122,7 +111,7 @@ fn an_upload_whose_instance_is_killed_goes_on_through_another_once_its_lease_exp
     let client = reqwest::Client::new();
     let content = content(SIZE, 2);
     runtime.block_on(async {
-        let upload = create(&client, &a).await;
+        let upload = create(&client, &a.url, SIZE).await;
         let url = format!("{}{upload}", a.url);
         // The client gives up on a first request, and asks where to resume.
         let sending = tokio::spawn(send_slowly(client.clone(), url.clone(), 0, content.clone()));
@@ -170,7 +159,7 @@ fn corral_upload_waits_out_the_lease_of_a_dead_instance() {
     let file = std::path::absolute(files.path().join("video.bin")).unwrap();
     std::fs::write(&file, &content).unwrap();
     let upload = runtime.block_on(async {
-        let upload = create(&client, &a).await;
+        let upload = create(&client, &a.url, SIZE).await;
         // A request in progress through A, which dies holding the upload.
         let url = format!("{}{upload}", a.url);
         let sending = tokio::spawn(send_slowly(client.clone(), url, 0, content.clone()));

@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::Corral;
-use common::tus::{assert_stored, content, offset, send_slowly, tus};
+use common::tus::{assert_stored, content, create, offset, send_slowly};
 use corral_testkit::s3::S3Server;
 
 const UPLOADS: usize = 6;
@@ -31,13 +31,7 @@ fn uploads_survive_kill_9(start: impl Fn() -> Corral) {
     let urls: Vec<String> = runtime.block_on(async {
         let mut urls = Vec::new();
         for _ in 0..UPLOADS {
-            let created = tus(client.post(format!("{}/api/uploads", corral.url)))
-                .header("upload-length", SIZE.to_string())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(created.status(), 201);
-            urls.push(created.headers()["location"].to_str().unwrap().to_owned());
+            urls.push(create(&client, &corral.url, SIZE).await);
         }
         urls
     });

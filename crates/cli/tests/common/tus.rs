@@ -18,6 +18,18 @@ pub(crate) fn tus(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     request.header("tus-resumable", "1.0.0")
 }
 
+/// Creates an empty upload of `length` bytes at `server`; its path, as
+/// `Location` gives it.
+pub(crate) async fn create(client: &reqwest::Client, server: &str, length: usize) -> String {
+    let created = tus(client.post(format!("{server}/api/uploads")))
+        .header("upload-length", length.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created.headers()["location"].to_str().unwrap().to_owned()
+}
+
 /// The upload at `url`'s offset, as `HEAD` answers it.
 pub(crate) async fn offset(client: &reqwest::Client, url: &str) -> u64 {
     let head = tus(client.head(url)).send().await.unwrap();
