@@ -214,6 +214,14 @@ pub(crate) fn launch(
     started.map_err(Error::launching(emulator))
 }
 
+/// A probe for [`launch`]: ready once a TCP connection to `addr` is
+/// accepted (within `PROBE_TIMEOUT`), for a server with no endpoint to ask.
+pub(crate) fn accepts(addr: SocketAddr) -> Result<(), String> {
+    std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
+        .map(drop)
+        .map_err(|error| format!("connect: {error}"))
+}
+
 /// A probe for [`launch`]: ready once `GET path` with `headers` answers
 /// 200.
 pub(crate) fn answers_ok(

@@ -29,7 +29,7 @@
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -168,11 +168,7 @@ impl Haproxy {
                     command.args(["-db", "-V", "-f"]).arg(&path);
                 },
                 move |line| line.contains(STARTED).then_some(port),
-                |addr| {
-                    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-                        .map(drop)
-                        .map_err(|error| format!("connect: {error}"))
-                },
+                crate::emulator::accepts,
             );
             match launched {
                 Ok((process, addr)) => Ok(Self {

@@ -69,7 +69,7 @@
 use std::env;
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -295,11 +295,7 @@ fn launch(binary: &Path, root: PathBuf, port: u16) -> Result<S3sFs> {
                 .env("RUST_LOG", "s3s_fs=info");
         },
         move |line| line.contains(RUNNING).then_some(port),
-        |addr| {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-                .map(drop)
-                .map_err(|error| format!("connect: {error}"))
-        },
+        crate::emulator::accepts,
     );
     match launched {
         Ok((process, addr)) => Ok(S3sFs {
