@@ -484,6 +484,8 @@ impl Bench<'_> {
         // speeds[server][round], NaN for a round that failed a check.
         let mut speeds = vec![Vec::new(); names.len()];
         let mut identical = vec![0; names.len()];
+        // What each run stored, kept until every run is over.
+        let mut stored = Vec::new();
         for round in 0..args.rounds {
             for (server, name) in names.iter().enumerate() {
                 let dir = self.data.join(format!("throughput-{round}-{server}"));
@@ -541,9 +543,16 @@ impl Bench<'_> {
                 );
                 speeds[server].push(speed);
                 identical[server] += checked.identical;
-                // Whatever it stored is not needed any more.
-                let _ = std::fs::remove_dir_all(&dir);
+                stored.push(dir);
             }
+        }
+        // Removed only now: on ext4 a file created soon after others were
+        // removed costs more, the more were (its inode allocator skips
+        // inodes freed within the last minute or more, one by one), so
+        // removing a server's files between runs would slow the server
+        // run next, whichever it is. See BENCHMARKS.md.
+        for dir in stored {
+            let _ = std::fs::remove_dir_all(&dir);
         }
         let mut rows = Vec::new();
         for (server, name) in names.iter().enumerate() {
