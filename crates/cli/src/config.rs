@@ -24,6 +24,18 @@ use crate::units::{ByteSize, Span};
 /// scheduler decides how many backend calls they make.
 const SPOOL_WORKERS: usize = 4;
 
+/// The adaptive limit's floor on a local directory. Its calls are this
+/// process's own system calls, on the CPUs that also serve the requests:
+/// each call more in flight adds latency as well as throughput, the model
+/// of a knee does not fit (see `corral_sched::limit::adaptive`, "the floor
+/// is 2"), and the limit sank to 2 or 3, where the disk idles between
+/// `fsync`s. Measured with tus-js-client sending 200 x 1 MiB, 8 at once,
+/// on two cores: 496 and 530 MiB/s with the floor at 2, 563 to 586 at any
+/// fixed limit from 4 to 64 (`docs/BENCHMARKS.md`). There is no remote
+/// capacity to protect; memory is bounded by `--upload-memory` whatever
+/// the limit.
+const LOCAL_CONCURRENCY_MIN: usize = 8;
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,7 +134,7 @@ pub(crate) struct Overrides {
 
     /// Lowest limit the adaptive strategy may set; also the MIN of
     /// `--concurrency adaptive:MIN-MAX`; 1 only for a backend that takes
-    /// one call at a time [default: 2].
+    /// one call at a time [default: 8 on a local directory, else 2].
     #[arg(long, env = "CORRAL_CONCURRENCY_MIN", value_name = "N")]
     pub(crate) concurrency_min: Option<usize>,
 
@@ -601,11 +613,9 @@ impl Settings {
     ///
     /// The range the flags make is empty or starts at 0.
     fn limit(&self) -> anyhow::Result<LimitConfig> {
-        let LimitConfig::Adaptive(adaptive) = self.concurrency else {
+        let Some((adaptive, (min, max))) = self.adaptive_range() else {
             return Ok(self.concurrency);
         };
-        let min = self.concurrency_min.unwrap_or(adaptive.min());
-        let max = self.concurrency_max.unwrap_or(adaptive.max());
         // Each bound by its name, and where it came from unless a flag set it.
         let named = |name, flag: Option<usize>, value| match flag {
             Some(_) => format!("{name} ({value})"),
@@ -629,6 +639,33 @@ impl Settings {
                 other => other.into(),
             })?;
         Ok(LimitConfig::Adaptive(config))
+    }
+
+    /// The adaptive strategy, if it is the one, and its range before
+    /// `--concurrency-min/-max`: the one `--concurrency` gives, but for
+    /// plain `adaptive` on a local directory, whose floor is
+    /// [`LOCAL_CONCURRENCY_MIN`] (or the maximum, if lower).
+    fn adaptive_default_range(&self) -> Option<(AdaptiveConfig, (usize, usize))> {
+        let LimitConfig::Adaptive(adaptive) = self.concurrency else {
+            return None;
+        };
+        let (min, max) = (adaptive.min(), adaptive.max());
+        let plain = adaptive == AdaptiveConfig::default();
+        let max_set = self.concurrency_max.unwrap_or(max);
+        let min = match plain && corral_store::is_local(&self.store) {
+            true => LOCAL_CONCURRENCY_MIN.min(max_set),
+            false => min,
+        };
+        Some((adaptive, (min, max)))
+    }
+
+    /// The adaptive strategy, if it is the one, and its range with
+    /// `--concurrency-min/-max` applied.
+    fn adaptive_range(&self) -> Option<(AdaptiveConfig, (usize, usize))> {
+        let (adaptive, (min, max)) = self.adaptive_default_range()?;
+        let min = self.concurrency_min.unwrap_or(min);
+        let max = self.concurrency_max.unwrap_or(max);
+        Some((adaptive, (min, max)))
     }
 
     /// How backend calls are scheduled: the limit and the queue.
@@ -694,10 +731,7 @@ impl fmt::Display for Settings {
         writeln!(f, "concurrency = \"{}\"", self.concurrency)?;
         // The adaptive range, as set or as the strategy gives it (then as
         // a comment, so that the file reads back to the same settings).
-        let range = match self.concurrency {
-            LimitConfig::Adaptive(adaptive) => Some((adaptive.min(), adaptive.max())),
-            _ => None,
-        };
+        let range = self.adaptive_default_range().map(|(_, range)| range);
         for (key, set, given) in [
             ("concurrency_min", self.concurrency_min, range.map(|r| r.0)),
             ("concurrency_max", self.concurrency_max, range.map(|r| r.1)),
@@ -705,9 +739,13 @@ impl fmt::Display for Settings {
             match (set, given) {
                 (Some(value), _) => writeln!(f, "{key} = {value}")?,
                 (None, Some(value)) => {
+                    let place = match corral_store::is_local(&self.store) {
+                        true => " on a local directory",
+                        false => "",
+                    };
                     writeln!(
                         f,
-                        "# {key} = {value}  (from concurrency = \"{}\")",
+                        "# {key} = {value}  (from concurrency = \"{}\"{place})",
                         self.concurrency
                     )?;
                 }
@@ -936,7 +974,19 @@ mod tests {
             LimitConfig::Adaptive(adaptive) => (adaptive.min(), adaptive.max()),
             other => panic!("{other}"),
         };
-        assert_eq!(range(&["corral", "serve"]), (2, 256));
+        // Plain `adaptive`: a floor of its own on a local directory, the
+        // strategy's elsewhere; a maximum under it lowers it too.
+        assert_eq!(range(&["corral", "serve"]), (8, 256));
+        assert_eq!(
+            range(&["corral", "serve", "--store", "file:///tmp/x"]),
+            (8, 256)
+        );
+        assert_eq!(
+            range(&["corral", "serve", "--concurrency-max", "4"]),
+            (4, 4)
+        );
+        let cloud = ["corral", "serve", "--store", "s3://bucket/prefix"];
+        assert_eq!(range(&cloud), (2, 256));
         let spec = ["corral", "serve", "--concurrency", "adaptive:2-64"];
         assert_eq!(range(&spec), (2, 64));
         let flags = [&spec[..], &["--concurrency-max", "32"]].concat();

@@ -23,7 +23,7 @@ fn print_config_into_a_closed_pipe_is_no_failure_and_shows_the_adaptive_range() 
 
     let output = corral().args(["serve", "--print-config"]).output().unwrap();
     let printed = String::from_utf8(output.stdout).unwrap();
-    assert!(printed.contains("# concurrency_min = 2 "), "{printed}");
+    assert!(printed.contains("# concurrency_min = 8 "), "{printed}");
     assert!(printed.contains("# concurrency_max = 256 "), "{printed}");
     // Still a config file that reads back.
     toml::from_str::<toml::Table>(&printed).unwrap();

@@ -34,7 +34,7 @@ mod store;
 
 pub mod spool;
 
-pub use backend::{AzureOptions, GcsOptions, S3Options};
+pub use backend::{AzureOptions, GcsOptions, S3Options, is_local};
 pub use batch::Intent;
 pub use error::{Error, Result, error_chain, sources};
 pub use hot::ByteStream;

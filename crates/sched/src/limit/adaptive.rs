@@ -91,7 +91,9 @@
 //! arrived at once and took 0.90 s, and with a floor of 2, 0.72 s. No
 //! scenario's figure moves (the `knee` scenario's cold start at 1 lowers
 //! the floor to start there). A backend that can only take one call at a
-//! time is set with `--concurrency-min 1`.
+//! time is set with `--concurrency-min 1`. A local directory is the
+//! extreme case, its calls being the process's own system calls: `corral
+//! serve` puts its floor at 8 (see its `--concurrency-min`).
 //!
 //! # Keeping `R0` honest
 //!
