@@ -262,24 +262,15 @@ fn write_file(
         return Ok(());
     }
     // The file's entry is durable once its directory is synced, and a
-    // directory created for it once that directory's own parent is. The
-    // syncs are independent, so they run at once: a file in a new
-    // directory (every upload's key has a directory of its own) waits for
-    // one flush of the disk instead of one after the other.
-    let above = created.iter().filter_map(|dir| dir.parent());
-    std::thread::scope(|scope| {
-        let others: Vec<_> = above
-            .map(|dir| scope.spawn(move || sync_dir(dir)))
-            .collect();
-        let first = sync_dir(parent);
-        others
-            .into_iter()
-            .map(|sync| {
-                sync.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .fold(first, |all, one| all.and(one))
-    })
+    // directory created for it once that directory's own parent is. One
+    // after the other: on a journalled file system the first sync commits
+    // the changes of both, and where it does not, syncing them at once on
+    // a thread each was not faster (`docs/BENCHMARKS.md`).
+    sync_dir(parent)?;
+    created
+        .iter()
+        .filter_map(|dir| dir.parent())
+        .try_for_each(sync_dir)
 }
 
 /// Creates `dir` and any missing ancestors; the ones it created.
