@@ -354,14 +354,23 @@ async function uploadFile(config, i, cancels, prepared) {
       const resuming = report.bytesSentBeforeCut !== null
       const second = { ...options }
       if (resuming) {
-        // The HEAD with which tus-js-client resumes: its offset is where
-        // the resumed upload starts.
+        // Where the resumed upload went on from: the offset of its first
+        // PATCH the server accepted, else (nothing was left to send) what
+        // its last HEAD answered. Not its first HEAD's answer alone: the
+        // cut request and the HEAD travel on two connections, and a HEAD
+        // the server reads first is answered the offset from before the
+        // cut request's bytes; the PATCH sent from there gets 409, and
+        // tus-js-client asks again.
+        let accepted = false
         second.onAfterResponse = (req, res) => {
           const status = res.getStatus()
-          if (report.offsetAtCut !== null || req.getMethod() !== 'HEAD') return
-          if (status < 200 || status >= 300) return
-          const offset = Number.parseInt(res.getHeader('Upload-Offset'), 10)
+          if (accepted || status < 200 || status >= 300) return
+          const method = req.getMethod()
+          let offset = Number.NaN
+          if (method === 'HEAD') offset = Number.parseInt(res.getHeader('Upload-Offset'), 10)
+          if (method === 'PATCH') offset = Number.parseInt(req.getHeader('Upload-Offset'), 10)
           if (Number.isNaN(offset)) return
+          accepted = method === 'PATCH'
           report.offsetAtCut = offset
           report.resumed = true
         }

@@ -50,9 +50,15 @@
 //! therefore feeds the request that crosses the cut from a stream that
 //! stops at the cut's byte and then reports it, so the abort falls
 //! mid-request at that byte every time ([`TusFileReport::bytes_sent_before_cut`]).
-//! The offset the resumed upload starts from is the one the server
-//! answered to its `HEAD` ([`TusFileReport::offset_at_cut`]), read from
-//! tus-js-client's own response: a `HEAD` of our own could see another.
+//! The offset the resumed upload starts from
+//! ([`TusFileReport::offset_at_cut`]) is that of its first `PATCH` the
+//! server accepted, read from tus-js-client's own requests (a `HEAD` of
+//! our own could see another), or what its last `HEAD` answered if it had
+//! nothing left to send. Not what its first `HEAD` answered: the cut
+//! request and that `HEAD` travel on two connections, and a server that
+//! reads the `HEAD` first answers the offset from before the cut
+//! request's bytes (the `PATCH` from there then gets `409`, and
+//! tus-js-client asks again).
 //!
 //! # What @tus/server does not do
 //!
@@ -314,8 +320,10 @@ pub struct TusFileReport {
     /// The SHA-256 of the file's bytes, what the client sent, in hex;
     /// `None` if they were never read.
     pub sha256: Option<String>,
-    /// Where the resumed upload started: the `Upload-Offset` the server
-    /// answered to its `HEAD`. `None` without a cut or a resumption.
+    /// Where the resumed upload went on from: the `Upload-Offset` of its
+    /// first `PATCH` the server accepted, or, if it sent none, the one the
+    /// server answered to its last `HEAD` (see the [module docs](self)).
+    /// `None` without a cut or a resumption.
     pub offset_at_cut: Option<u64>,
     /// The bytes of the file handed to requests when the upload was cut.
     /// `None` when it ended before the cut, or is empty.
