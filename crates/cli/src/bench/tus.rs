@@ -546,11 +546,12 @@ impl Bench<'_> {
                 stored.push(dir);
             }
         }
-        // Removed only now: on ext4 a file created soon after others were
-        // removed costs more, the more were (its inode allocator skips
-        // inodes freed within the last minute or more, one by one), so
-        // removing a server's files between runs would slow the server
-        // run next, whichever it is. See BENCHMARKS.md.
+        // Removed only now: on ext4 without a journal (this machine's), a
+        // file created soon after others were removed costs more, the more
+        // were (the inode allocator steps over inodes freed within the
+        // last minute or more, one by one), so removing a server's files
+        // between runs would slow the server run next, whichever it is.
+        // See BENCHMARKS.md.
         for dir in stored {
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -248,8 +248,8 @@ fn failed(
 }
 
 /// Whether `url` names a local directory (a path, or `file://`), as
-/// [`open`] reads it: a backend whose calls are this process's own file
-/// system calls, on this machine's CPUs and disk.
+/// [`Store::open`](crate::Store::open) reads it: a backend whose calls are
+/// this process's own file system calls, on this machine's CPUs and disk.
 pub fn is_local(url: &str) -> bool {
     url.split_once("://")
         .is_none_or(|(scheme, _)| scheme == "file")
