@@ -127,7 +127,7 @@ impl Reads {
 
     /// `info` completed from its object's metadata document, if it has one
     /// (one call).
-    async fn documented(
+    pub(crate) async fn documented(
         &self,
         group: &Group,
         mut info: ObjectInfo,

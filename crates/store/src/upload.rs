@@ -30,9 +30,7 @@ use bytes::{Bytes, BytesMut};
 use corral_sched::Group;
 use futures::TryFutureExt;
 use object_store::path::Path;
-use object_store::{
-    Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-};
+use object_store::{Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest, Sha256};
@@ -45,6 +43,7 @@ use crate::hot::HotReads;
 use crate::key::Key;
 use crate::meta::{self, MetaDoc, meta_path};
 use crate::multipart::{Multipart, PausedParts};
+use crate::read::Reads;
 
 /// Bytes held in memory by uploads in progress: now, and the most ever.
 #[derive(Debug, Clone, Default)]
@@ -712,52 +711,23 @@ struct Commit {
 
 /// Whether the object that took `key` (an exclusive commit's) is the one
 /// `doc` describes, stored by an earlier attempt of its call: the same size
-/// and the same SHA-256, from its attributes (one call) or its metadata
-/// document (one more). An object with no SHA-256 to read yet (its
-/// document not written) is judged by its size.
-async fn stored_already(client: &Client, group: &Group, key: &Key, doc: &MetaDoc) -> Result<bool> {
-    let (backend, name) = (client.backend(), key.as_str());
-    let path = Path::from(name);
-    let head = GetOptions {
-        head: true,
-        ..GetOptions::default()
+/// and the same SHA-256, read as any reader reads them ([`Reads::describe`],
+/// one call; [`Reads::documented`], one more for an object with a metadata
+/// document). An object with no SHA-256 to read (its document not written
+/// yet, or unreadable) is judged by its size.
+async fn stored_already(reads: &Reads, group: &Group, key: &Key, doc: &MetaDoc) -> Result<bool> {
+    let (info, documented) = match reads.describe(group, key).await {
+        // Gone again already: not this object either.
+        Err(Error::NotFound { .. }) => return Ok(false),
+        described => described?,
     };
-    let got = client
-        .call(group, name, 0, || {
-            let got = backend.get_opts(&path, head.clone());
-            async {
-                match got.await {
-                    // Gone again already: not this object either.
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    got => got.map(Some),
-                }
-            }
-        })
-        .await?;
-    let Some(got) = got else {
-        return Ok(false);
-    };
-    if got.meta.size != doc.size {
+    if info.size != doc.size {
         return Ok(false);
     }
-    let sha256 = match meta::from_attributes(&got.attributes) {
-        (_, Some(sha256)) => Some(sha256),
-        (_, None) => {
-            let path = meta_path(key);
-            let json = client
-                .call(group, name, 0, || {
-                    let got = backend.get(&path);
-                    async {
-                        match got.await {
-                            Err(object_store::Error::NotFound { .. }) => Ok(None),
-                            got => Ok(Some(got?.bytes().await?)),
-                        }
-                    }
-                })
-                .await?;
-            json.and_then(|json| serde_json::from_slice::<MetaDoc>(&json).ok())
-                .map(|stored| stored.sha256)
-        }
+    let sha256 = match reads.documented(group, info, documented).await {
+        Ok(info) => info.sha256,
+        Err(Error::CorruptMetadata { .. }) => None,
+        Err(e) => return Err(e),
     };
     Ok(sha256.is_none_or(|sha256| sha256 == doc.sha256))
 }
@@ -823,10 +793,16 @@ impl Commit {
                         }
                     })
                     .await?;
-                if !put && !stored_already(client, group, &self.key, doc).await? {
-                    return Err(Error::Exists {
-                        key: key.to_owned(),
-                    });
+                if !put {
+                    let reads = Reads {
+                        client: client.clone(),
+                        hot: self.writer.hot.clone(),
+                    };
+                    if !stored_already(&reads, group, &self.key, doc).await? {
+                        return Err(Error::Exists {
+                            key: key.to_owned(),
+                        });
+                    }
                 }
                 if inline {
                     return Ok(());
